@@ -1,0 +1,320 @@
+//! The Worker's `fetch`: authenticate, parse the key, validate, fingerprint, and
+//! hand keyed writes to the key's `KeyGate`. Reads go straight to D1.
+
+use crate::auth::{self, Caller};
+use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING, KEY_GATE_BINDING, ROUTE_DOCUMENTS};
+use crate::http::{self, OUTCOME_HEADER};
+use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
+use crate::keygate_do::{Envelope, ENVELOPE_HEADER};
+use crate::problem::ApiError;
+use crate::routes::documents;
+use crate::store;
+use worker::{
+    console_error, console_warn, Context, Date, Env, Headers, Method, Request, RequestInit,
+    Response, ResponseBuilder,
+};
+
+type Outcome = std::result::Result<Response, ApiError>;
+
+/// Test hook headers (only with `IDEMGATE_TEST_HOOKS=1`).
+const TEST_DELAY_HEADER: &str = "x-idemgate-test-delay-ms";
+const TEST_FAIL_HEADER: &str = "x-idemgate-test-fail";
+
+pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
+    match route(req, &env, &ctx).await {
+        Ok(resp) => resp,
+        Err(e) => http::problem(&e),
+    }
+}
+
+fn config(env: &Env) -> Config {
+    let (cfg, warnings) = Config::from_lookup(|n| env.var(n).ok().map(|v| v.to_string()));
+    for w in warnings {
+        console_warn!("config: {w}");
+    }
+    cfg
+}
+
+fn storage(e: worker::Error) -> ApiError {
+    console_error!("storage error: {e}");
+    ApiError::StorageUnavailable
+}
+
+fn authenticate(req: &Request, env: &Env) -> std::result::Result<Caller, ApiError> {
+    let secret = env
+        .secret(AUTH_SECRET_VAR)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(AUTH_SECRET_VAR).map(|v| v.to_string()))
+        .unwrap_or_default();
+    if secret.is_empty() {
+        return Err(ApiError::AuthNotConfigured);
+    }
+    let header = req.headers().get("authorization").ok().flatten();
+    let now = Date::now().as_millis() as f64 / 1000.0;
+    auth::authenticate(header.as_deref(), secret.as_bytes(), now)
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))
+}
+
+async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
+    let url = req
+        .url()
+        .map_err(|_| ApiError::bad_request("invalid-url", "unparsable URL"))?;
+    let path = url.path().to_string();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let method = req.method();
+    if segments == ["healthz"] {
+        return match method {
+            Method::Get | Method::Head => Ok(http::json(200, &serde_json::json!({"status": "ok"}))),
+            _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
+        };
+    }
+    let allow = match segments.as_slice() {
+        ["v1", "documents"] => "POST, OPTIONS",
+        ["v1", "documents", _]
+        | ["v1", "documents", _, "chunks"]
+        | ["v1", "idempotency", "stats"] => "GET, HEAD, OPTIONS",
+        ["v1", "idempotency", "keys", _, ..] => "GET, HEAD, DELETE, OPTIONS",
+        _ => return Err(ApiError::NotFound(format!("no route for {path}"))),
+    };
+    if method == Method::Options {
+        let headers = Headers::new();
+        let _ = headers.set("allow", allow);
+        return Ok(ResponseBuilder::new()
+            .with_status(204)
+            .with_headers(headers)
+            .empty());
+    }
+    let caller = authenticate(&req, env)?;
+    let cfg = config(env);
+    let db = || env.d1(DB_BINDING).map_err(storage);
+    let query = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    match (method, segments.as_slice()) {
+        (Method::Post, ["v1", "documents"]) => post_document(req, env, ctx, &caller, &cfg).await,
+        (Method::Get | Method::Head, ["v1", "documents", id]) => {
+            documents::get(&db()?, &caller, id).await.map_err(storage)
+        }
+        (Method::Get | Method::Head, ["v1", "documents", id, "chunks"]) => {
+            let offset = query("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let limit = query("limit")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100)
+                .clamp(1, 1000);
+            documents::chunks(&db()?, &caller, id, offset, limit)
+                .await
+                .map_err(storage)
+        }
+        (Method::Get | Method::Head, ["v1", "idempotency", "stats"]) => {
+            if !caller.has_role("admin") {
+                return Err(ApiError::Forbidden("the admin role is required".into()));
+            }
+            crate::stats::stats(&db()?, &caller.tenant)
+                .await
+                .map_err(storage)
+        }
+        (m @ (Method::Get | Method::Head | Method::Delete), ["v1", "idempotency", "keys", ..]) => {
+            let raw = path.splitn(5, '/').nth(4).unwrap_or_default();
+            let decoded = percent_decode(raw).ok_or_else(|| {
+                ApiError::bad_request("invalid-url", "bad percent-encoding in key")
+            })?;
+            let key = IdempotencyKey::parse(&decoded).map_err(|e| ApiError::InvalidKey {
+                detail: e.to_string(),
+            })?;
+            let route = query("route").ok_or_else(|| route_param_error("missing"))?;
+            let route = config::keyed_route(&route).ok_or_else(|| route_param_error(&route))?;
+            let envelope = Envelope {
+                scope: caller.tenant.clone(),
+                route: route.into(),
+                key: key.as_str().into(),
+                fingerprint: String::new(),
+                caller_sub: caller.sub.clone(),
+                wait_ms: 0,
+                test_delay_ms: 0,
+                test_fail: None,
+            };
+            let (op_method, path) = if m == Method::Delete {
+                (Method::Delete, "state")
+            } else {
+                (Method::Get, "state")
+            };
+            call_gate(env, ctx, &envelope, op_method, path, None).await
+        }
+        _ => Err(ApiError::MethodNotAllowed { allow }),
+    }
+}
+
+fn route_param_error(got: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid-route",
+        format!(
+            "query parameter route={got:?} names no keyed route; one of: {}",
+            config::KEYED_ROUTES.join(", ")
+        ),
+    )
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let h = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Reads the body, refusing more than `limit` bytes before doing any work.
+async fn read_body(req: &mut Request, limit: usize) -> std::result::Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let body = req.bytes().await.map_err(|_| {
+        ApiError::bad_request("unreadable-body", "the request body could not be read")
+    })?;
+    if body.len() > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok(body)
+}
+
+/// The key from either header (400 if malformed or the two disagree).
+fn request_key(req: &Request) -> std::result::Result<Option<IdempotencyKey>, ApiError> {
+    let h = req.headers();
+    key_from_headers(
+        h.get("idempotency-key").ok().flatten().as_deref(),
+        h.get("x-idempotency-key").ok().flatten().as_deref(),
+    )
+    .map_err(|e| ApiError::InvalidKey {
+        detail: e.to_string(),
+    })
+}
+
+async fn post_document(
+    mut req: Request,
+    env: &Env,
+    ctx: &Context,
+    caller: &Caller,
+    cfg: &Config,
+) -> Outcome {
+    let body = read_body(&mut req, cfg.max_body_bytes).await?;
+    let key = request_key(&req)?;
+    let upload = documents::validate(&body, cfg)?;
+    let key = key.unwrap_or_else(|| documents::derived_key(&caller.tenant, &upload.bytes));
+    let (method, path) = ROUTE_DOCUMENTS
+        .split_once(' ')
+        .expect("route templates are 'METHOD /path'");
+    let fingerprint = Fingerprint::compute(method, path, &body, true);
+    let envelope = envelope(&req, cfg, caller, ROUTE_DOCUMENTS, &key, &fingerprint);
+    call_gate(env, ctx, &envelope, Method::Post, "execute", Some(body)).await
+}
+
+fn envelope(
+    req: &Request,
+    cfg: &Config,
+    caller: &Caller,
+    route: &str,
+    key: &IdempotencyKey,
+    fp: &Fingerprint,
+) -> Envelope {
+    let h = req.headers();
+    let wait_ms = h
+        .get("prefer")
+        .ok()
+        .flatten()
+        .and_then(|p| parse_prefer_wait(&p))
+        .map(|secs| (secs.saturating_mul(1000) as i64).min(cfg.max_wait_ms))
+        .unwrap_or(0);
+    let hook = |name: &str| cfg.test_hooks.then(|| h.get(name).ok().flatten()).flatten();
+    Envelope {
+        scope: caller.tenant.clone(),
+        route: route.into(),
+        key: key.as_str().into(),
+        fingerprint: fp.as_str().into(),
+        caller_sub: caller.sub.clone(),
+        wait_ms,
+        test_delay_ms: hook(TEST_DELAY_HEADER)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        test_fail: hook(TEST_FAIL_HEADER),
+    }
+}
+
+/// The Durable Object's name for a key: `{tenant}:{route}:{key}`, with `%` and `:`
+/// escaped in the tenant so two tenants can never share an object.
+pub fn object_name(e: &Envelope) -> String {
+    let tenant = e.scope.replace('%', "%25").replace(':', "%3A");
+    format!("{tenant}:{}:{}", e.route, e.key)
+}
+
+async fn call_gate(
+    env: &Env,
+    ctx: &Context,
+    envelope: &Envelope,
+    method: Method,
+    op: &str,
+    body: Option<Vec<u8>>,
+) -> Outcome {
+    let headers = Headers::new();
+    let encoded = serde_json::to_string(envelope).map_err(|_| ApiError::Internal)?;
+    headers
+        .set(ENVELOPE_HEADER, &encoded)
+        .map_err(|_| ApiError::Internal)?;
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    if let Some(b) = body {
+        init.with_body(Some(js_sys::Uint8Array::from(b.as_slice()).into()));
+    }
+    let gate_req = Request::new_with_init(&format!("https://key-gate/{op}"), &init)
+        .map_err(|_| ApiError::Internal)?;
+    let stub = env
+        .durable_object(KEY_GATE_BINDING)
+        .and_then(|ns| ns.id_from_name(&object_name(envelope))?.get_stub())
+        .map_err(storage)?;
+    let mut resp = stub.fetch_with_request(gate_req).await.map_err(storage)?;
+    // Copy the answer without the internal outcome header.
+    let out_headers = Headers::new();
+    let mut outcome = None;
+    for (name, value) in resp.headers().entries() {
+        if name == OUTCOME_HEADER {
+            outcome = Some(value);
+        } else {
+            let _ = out_headers.append(&name, &value);
+        }
+    }
+    let status = resp.status_code();
+    let bytes = resp.bytes().await.map_err(storage)?;
+    if let Some(o @ ("replayed" | "conflict" | "mismatch")) = outcome.as_deref() {
+        if let Ok(db) = env.d1(DB_BINDING) {
+            let (scope, route, o) = (
+                envelope.scope.clone(),
+                envelope.route.clone(),
+                o.to_string(),
+            );
+            ctx.wait_until(async move {
+                if let Err(e) = store::bump_counter(&db, &scope, &route, &o).await {
+                    console_error!("counter update failed: {e}");
+                }
+            });
+        }
+    }
+    Ok(ResponseBuilder::new()
+        .with_status(status)
+        .with_headers(out_headers)
+        .fixed(bytes))
+}

@@ -1,0 +1,69 @@
+//! Building `worker::Response`s: problems, JSON, stored answers and replays.
+
+use crate::idempotency::StoredResponse;
+use crate::problem::ApiError;
+use worker::{Headers, Response, ResponseBuilder};
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+pub const JSON: &str = "application/json";
+
+/// Internal header from the Durable Object to the Worker naming what happened
+/// (`executed`, `replayed`, `conflict`, `mismatch`, `failed`); stripped before the
+/// answer leaves the Worker.
+pub const OUTCOME_HEADER: &str = "x-idemgate-outcome";
+
+pub fn problem(err: &ApiError) -> Response {
+    let p = err.to_problem();
+    let headers = Headers::new();
+    let _ = headers.set("content-type", PROBLEM_JSON);
+    if let Some(s) = p.retry_after {
+        let _ = headers.set("retry-after", &s.to_string());
+    }
+    if let Some(allow) = p.allow {
+        let _ = headers.set("allow", allow);
+    }
+    ResponseBuilder::new()
+        .with_status(p.status)
+        .with_headers(headers)
+        .fixed(p.body.to_string().into_bytes())
+}
+
+/// A problem as a storable answer (for handler 4xx results that are cached).
+pub fn problem_stored(err: &ApiError) -> StoredResponse {
+    let p = err.to_problem();
+    StoredResponse {
+        status: p.status,
+        headers: vec![("content-type".into(), PROBLEM_JSON.into())],
+        body: p.body.to_string().into_bytes(),
+    }
+}
+
+pub fn json(status: u16, body: &serde_json::Value) -> Response {
+    let headers = Headers::new();
+    let _ = headers.set("content-type", JSON);
+    ResponseBuilder::new()
+        .with_status(status)
+        .with_headers(headers)
+        .fixed(body.to_string().into_bytes())
+}
+
+/// Sends a stored answer, with `extra` headers added (key echo, replay marks).
+pub fn stored(resp: &StoredResponse, extra: &[(&str, &str)]) -> Response {
+    let headers = Headers::new();
+    for (n, v) in &resp.headers {
+        let _ = headers.append(n, v);
+    }
+    for (n, v) in extra {
+        let _ = headers.set(n, v);
+    }
+    ResponseBuilder::new()
+        .with_status(resp.status)
+        .with_headers(headers)
+        .fixed(resp.body.clone())
+}
+
+/// Headers that mark a replayed answer (both the IETF and the legacy name).
+pub const REPLAY_MARKS: [(&str, &str); 2] = [
+    ("idempotent-replayed", "true"),
+    ("x-idempotency-replay", "true"),
+];

@@ -1,0 +1,19 @@
+//! The idempotency contract (`design.md` §2) as plain logic: no `worker::` import here.
+//!
+//! - [`key`]: the `Idempotency-Key` header, parsed into [`IdempotencyKey`] at the edge.
+//! - [`fingerprint`]: what makes two requests "the same" (method, route, canonical body).
+//! - [`admission`]: the decision the Durable Object takes atomically for each request.
+//! - [`replay`]: which response headers are stored and replayed.
+//! - [`prefer`]: `Prefer: wait=N` (RFC 7240) for coalescing.
+
+pub mod admission;
+pub mod fingerprint;
+pub mod key;
+pub mod prefer;
+pub mod replay;
+
+pub use admission::{decide, Admission, Slot, SlotState};
+pub use fingerprint::{canonical_json, Fingerprint};
+pub use key::{key_from_headers, IdempotencyKey, KeyError};
+pub use prefer::parse_prefer_wait;
+pub use replay::{storable_headers, StoredResponse};

@@ -1,0 +1,583 @@
+//! `KeyGate`: the Durable Object that owns one idempotency key
+//! (`{tenant}:{route}:{key}`) and serializes every request for it.
+//!
+//! Its SQLite holds one `slot` row: the lease while a request runs, then a hot
+//! copy of the final answer until it expires (so a replay needs no D1 read). D1's
+//! `idempotency_records` stays the system of record; the handler's rows and that
+//! record are committed in one D1 batch.
+//!
+//! The admission check-and-set is `read_slot` → [`decide`] → `write_processing`
+//! with no `await` in between: while this object awaits D1 or a timer, other
+//! requests for the key run, but none can slip between the read and the write.
+
+use crate::config::Config;
+use crate::http::{self, OUTCOME_HEADER, REPLAY_MARKS};
+use crate::idempotency::{decide, Admission, Slot, SlotState, StoredResponse};
+use crate::problem::ApiError;
+use crate::routes::{self, HandlerOutcome};
+use crate::store::{self, RecordId};
+use futures_channel::oneshot;
+use futures_util::future::{select, Either};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::time::Duration;
+use worker::{
+    console_error, durable_object, wasm_bindgen, Date, Delay, DurableObject, Env, Request,
+    Response, Result, ScheduledTime, SqlStorage, SqlStorageValue, State,
+};
+
+/// Header carrying the [`Envelope`] from the Worker to the object.
+pub const ENVELOPE_HEADER: &str = "x-idemgate-envelope";
+
+/// What the Worker tells the object about a request, besides its body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub scope: String,
+    pub route: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub caller_sub: String,
+    /// `Prefer: wait=N`, capped by `IDEMPOTENCY_MAX_WAIT_SECONDS`; 0 = answer at once.
+    pub wait_ms: i64,
+    /// Test hooks, honoured only with `IDEMGATE_TEST_HOOKS=1` (checked by the Worker).
+    #[serde(default)]
+    pub test_delay_ms: u64,
+    #[serde(default)]
+    pub test_fail: Option<String>,
+}
+
+impl Envelope {
+    fn record_id(&self) -> RecordId<'_> {
+        RecordId {
+            scope: &self.scope,
+            route: &self.route,
+            key: &self.key,
+        }
+    }
+}
+
+/// A finished execution, as handed to the requests waiting on it.
+#[derive(Clone)]
+struct Finished {
+    response: StoredResponse,
+    /// Stored answers reach waiters as replays; a transient failure is passed as is.
+    stored: bool,
+}
+
+#[durable_object]
+pub struct KeyGate {
+    state: State,
+    env: Env,
+    sql: SqlStorage,
+    config: Config,
+    waiters: RefCell<Vec<oneshot::Sender<Finished>>>,
+}
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS slot (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  fingerprint TEXT NOT NULL,
+  state TEXT NOT NULL,
+  token TEXT,
+  lease_expires_at REAL,
+  response_status INTEGER,
+  response_headers TEXT,
+  response_body TEXT,
+  created_at REAL NOT NULL,
+  expires_at REAL
+)";
+
+#[derive(Deserialize)]
+struct SlotRow {
+    fingerprint: String,
+    state: String,
+    token: Option<String>,
+    lease_expires_at: Option<f64>,
+    response_status: Option<f64>,
+    response_headers: Option<String>,
+    response_body: Option<String>,
+    created_at: f64,
+    expires_at: Option<f64>,
+}
+
+fn now_ms() -> i64 {
+    Date::now().as_millis() as i64
+}
+
+fn at(ms: i64) -> ScheduledTime {
+    ScheduledTime::new(js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(
+        ms as f64,
+    )))
+}
+
+fn num(v: i64) -> SqlStorageValue {
+    SqlStorageValue::Float(v as f64)
+}
+
+impl DurableObject for KeyGate {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        if let Err(e) = sql.exec(SCHEMA, None) {
+            console_error!("KeyGate: creating the slot table failed: {e}");
+        }
+        let (config, _) = Config::from_lookup(|n| env.var(n).ok().map(|v| v.to_string()));
+        KeyGate {
+            state,
+            env,
+            sql,
+            config,
+            waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let envelope: Envelope = match req.headers().get(ENVELOPE_HEADER)? {
+            Some(raw) => {
+                serde_json::from_str(&raw).map_err(|e| worker::Error::RustError(e.to_string()))?
+            }
+            None => {
+                return Ok(http::problem(&ApiError::bad_request(
+                    "internal-protocol",
+                    "missing envelope",
+                )))
+            }
+        };
+        let path = req.path();
+        let result = match (req.method(), path.as_str()) {
+            (worker::Method::Post, "/execute") => self.execute(req, &envelope).await,
+            (worker::Method::Get, "/state") => self.describe(&envelope).await,
+            (worker::Method::Delete, "/state") => self.release_key(&envelope).await,
+            _ => Ok(http::problem(&ApiError::NotFound(
+                "no such object route".into(),
+            ))),
+        };
+        result.or_else(|e| {
+            console_error!("KeyGate {}: {e}", envelope.route);
+            Ok(with_outcome(
+                http::problem(&ApiError::StorageUnavailable),
+                "failed",
+            ))
+        })
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        // Releases a lease whose holder died and drops an expired hot copy; if the
+        // slot is still live (the alarm was overwritten or fired early), re-arm it.
+        let now = now_ms();
+        match self.read_slot()? {
+            Some(Slot {
+                state:
+                    SlotState::Processing {
+                        lease_expires_at: t,
+                        ..
+                    },
+                ..
+            })
+            | Some(Slot {
+                state: SlotState::Completed { expires_at: t, .. },
+                ..
+            }) if t > now => {
+                self.state.storage().set_alarm(at(t)).await?;
+            }
+            Some(_) => self.clear_slot()?,
+            None => {}
+        }
+        Response::ok("ok")
+    }
+}
+
+impl KeyGate {
+    fn read_slot(&self) -> Result<Option<Slot>> {
+        let rows: Vec<SlotRow> = self
+            .sql
+            .exec(
+                "SELECT fingerprint, state, token, lease_expires_at, response_status, response_headers, \
+                 response_body, created_at, expires_at FROM slot WHERE id = 1",
+                None,
+            )?
+            .to_array()?;
+        let Some(r) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let state = if r.state == "processing" {
+            SlotState::Processing {
+                token: r.token.unwrap_or_default(),
+                lease_expires_at: r.lease_expires_at.unwrap_or(0.0) as i64,
+            }
+        } else {
+            SlotState::Completed {
+                response: store::decode_response(
+                    r.response_status.unwrap_or(500.0),
+                    r.response_headers.as_deref().unwrap_or("[]"),
+                    r.response_body.as_deref().unwrap_or(""),
+                )?,
+                expires_at: r.expires_at.unwrap_or(0.0) as i64,
+            }
+        };
+        let _ = r.created_at;
+        Ok(Some(Slot {
+            fingerprint: r.fingerprint,
+            state,
+        }))
+    }
+
+    fn slot_created_at(&self) -> Result<Option<i64>> {
+        #[derive(Deserialize)]
+        struct Row {
+            created_at: f64,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT created_at FROM slot WHERE id = 1", None)?
+            .to_array()?;
+        Ok(rows.first().map(|r| r.created_at as i64))
+    }
+
+    fn write_processing(
+        &self,
+        fingerprint: &str,
+        token: &str,
+        now: i64,
+        lease_expires_at: i64,
+    ) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO slot (id, fingerprint, state, token, lease_expires_at, created_at) \
+             VALUES (1, ?, 'processing', ?, ?, ?)",
+            vec![fingerprint.into(), token.into(), num(lease_expires_at), num(now)],
+        )?;
+        Ok(())
+    }
+
+    fn write_completed(
+        &self,
+        fingerprint: &str,
+        resp: &StoredResponse,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO slot (id, fingerprint, state, token, lease_expires_at, response_status, \
+             response_headers, response_body, created_at, expires_at) \
+             VALUES (1, ?, 'completed', NULL, NULL, ?, ?, ?, ?, ?)",
+            vec![
+                fingerprint.into(),
+                SqlStorageValue::Integer(resp.status as i64),
+                store::encode_headers(&resp.headers).into(),
+                store::encode_body(&resp.body).into(),
+                num(created_at),
+                num(expires_at),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn clear_slot(&self) -> Result<()> {
+        self.sql.exec("DELETE FROM slot", None)?;
+        Ok(())
+    }
+
+    /// True while `token` still holds the lease (it may have expired and been
+    /// taken over, or been released by `DELETE /v1/idempotency/keys/...`).
+    fn holds_lease(&self, token: &str) -> Result<bool> {
+        Ok(
+            matches!(self.read_slot()?, Some(Slot { state: SlotState::Processing { token: t, .. }, .. }) if t == token),
+        )
+    }
+
+    fn notify(&self, finished: &Finished) {
+        for tx in self.waiters.borrow_mut().drain(..) {
+            let _ = tx.send(finished.clone());
+        }
+    }
+
+    async fn execute(&self, mut req: Request, env: &Envelope) -> Result<Response> {
+        let body = req.bytes().await?;
+        let wait_deadline = now_ms() + env.wait_ms;
+        let mut waited = false;
+        loop {
+            let now = now_ms();
+            // Atomic section: read, decide, write. No await until the lease is written.
+            let admission = decide(self.read_slot()?.as_ref(), &env.fingerprint, now);
+            match admission {
+                Admission::Execute { takeover } => {
+                    let token = crate::ids::random_hex(16);
+                    self.write_processing(
+                        &env.fingerprint,
+                        &token,
+                        now,
+                        now + self.config.lease_ms,
+                    )?;
+                    return self.run(env, &body, &token, now, takeover).await;
+                }
+                Admission::Replay(resp) => return Ok(self.replay(env, &resp, waited)),
+                Admission::Mismatch => {
+                    return Ok(with_outcome(
+                        http::problem(&ApiError::KeyReused {
+                            key: env.key.clone(),
+                        }),
+                        "mismatch",
+                    ))
+                }
+                Admission::InFlight { lease_expires_at } => {
+                    if now >= wait_deadline {
+                        return Ok(with_outcome(
+                            http::problem(&ApiError::KeyInFlight {
+                                key: env.key.clone(),
+                            }),
+                            "conflict",
+                        ));
+                    }
+                    waited = true;
+                    let (tx, rx) = oneshot::channel();
+                    self.waiters.borrow_mut().push(tx);
+                    // Wake at the first answer, at the end of the wait, or when the
+                    // lease expires (its holder may have died: then decide again).
+                    let wake = wait_deadline.min(lease_expires_at + 1) - now;
+                    let timer = Delay::from(Duration::from_millis(wake.max(1) as u64));
+                    if let Either::Left((Ok(finished), _)) = select(rx, timer).await {
+                        return Ok(self.answer_waiter(env, finished));
+                    }
+                }
+            }
+        }
+    }
+
+    fn preference_applied(&self, env: &Envelope) -> String {
+        format!("wait={}", (env.wait_ms + 999) / 1000)
+    }
+
+    fn replay(&self, env: &Envelope, resp: &StoredResponse, waited: bool) -> Response {
+        let applied = self.preference_applied(env);
+        let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
+        extra.push(("idempotency-key", &env.key));
+        if waited {
+            extra.push(("preference-applied", &applied));
+        }
+        with_outcome(http::stored(resp, &extra), "replayed")
+    }
+
+    fn answer_waiter(&self, env: &Envelope, finished: Finished) -> Response {
+        if finished.stored {
+            return self.replay(env, &finished.response, true);
+        }
+        let applied = self.preference_applied(env);
+        with_outcome(
+            http::stored(
+                &finished.response,
+                &[
+                    ("idempotency-key", &env.key),
+                    ("preference-applied", &applied),
+                ],
+            ),
+            "failed",
+        )
+    }
+
+    /// Runs the handler under the lease `token` and commits or releases.
+    async fn run(
+        &self,
+        env: &Envelope,
+        body: &[u8],
+        token: &str,
+        started: i64,
+        takeover: bool,
+    ) -> Result<Response> {
+        // Release the lease by alarm if this holder dies; failing to arm it is not
+        // fatal (an expired lease is also taken over on the next request).
+        if let Err(e) = self
+            .state
+            .storage()
+            .set_alarm(at(started + self.config.lease_ms))
+            .await
+        {
+            console_error!("KeyGate: set_alarm failed: {e}");
+        }
+        let db = self.env.d1(crate::config::DB_BINDING)?;
+        if takeover {
+            // The previous holder may have committed before it died.
+            match store::find_record(&db, &env.record_id(), started).await {
+                Ok(Some(rec)) => return self.adopt(env, rec),
+                Ok(None) => {}
+                Err(e) => return self.fail(env, token, e),
+            }
+        }
+        if env.test_delay_ms > 0 {
+            Delay::from(Duration::from_millis(env.test_delay_ms)).await;
+        }
+        let outcome = routes::execute(&db, &self.config, env, body, started).await;
+        let (response, mut writes) = match outcome {
+            Ok(HandlerOutcome::Commit { response, writes }) if response.is_storable() => {
+                (response, writes)
+            }
+            Ok(HandlerOutcome::Commit { response, .. })
+            | Ok(HandlerOutcome::Transient(response)) => {
+                return self.release_with(env, token, response);
+            }
+            Err(e) => {
+                console_error!("handler {} failed: {e}", env.route);
+                return self.release_with(env, token, http::problem_stored(&ApiError::Internal));
+            }
+        };
+        let completed = now_ms();
+        let expires_at = completed + self.config.ttl_ms;
+        writes.extend(store::record_statements(
+            &db,
+            &env.record_id(),
+            &env.fingerprint,
+            &response,
+            started,
+            completed,
+            expires_at,
+        )?);
+        if env.test_fail.as_deref() == Some("storage") {
+            // Test hook: a statement that fails inside the batch, so the whole
+            // batch (domain rows included) must roll back.
+            writes.push(db.prepare("INSERT INTO no_such_table_simulated_failure VALUES (1)"));
+        }
+        if let Err(e) = db.batch(writes).await {
+            console_error!("D1 batch for {} failed: {e}", env.route);
+            // A live record means another holder committed first: that is the answer.
+            return match store::find_record(&db, &env.record_id(), now_ms()).await {
+                Ok(Some(rec)) => self.adopt(env, rec),
+                Ok(None) | Err(_) => self.fail(env, token, e),
+            };
+        }
+        if self.holds_lease(token)? {
+            self.write_completed(&env.fingerprint, &response, started, expires_at)?;
+            self.state.storage().set_alarm(at(expires_at)).await.ok();
+        }
+        self.notify(&Finished {
+            response: response.clone(),
+            stored: true,
+        });
+        Ok(with_outcome(
+            http::stored(&response, &[("idempotency-key", &env.key)]),
+            "executed",
+        ))
+    }
+
+    /// Takes a committed D1 record as this key's answer.
+    fn adopt(&self, env: &Envelope, rec: store::Record) -> Result<Response> {
+        self.write_completed(
+            &rec.fingerprint,
+            &rec.response,
+            rec.created_at,
+            rec.expires_at,
+        )?;
+        if rec.fingerprint != env.fingerprint {
+            // Waiters sent the payload that lost; they re-decide and get 422 too.
+            self.waiters.borrow_mut().clear();
+            return Ok(with_outcome(
+                http::problem(&ApiError::KeyReused {
+                    key: env.key.clone(),
+                }),
+                "mismatch",
+            ));
+        }
+        self.notify(&Finished {
+            response: rec.response.clone(),
+            stored: true,
+        });
+        Ok(self.replay(env, &rec.response, false))
+    }
+
+    /// Releases the lease and answers with a response that is not stored.
+    fn release_with(
+        &self,
+        env: &Envelope,
+        token: &str,
+        response: StoredResponse,
+    ) -> Result<Response> {
+        if self.holds_lease(token)? {
+            self.clear_slot()?;
+        }
+        self.notify(&Finished {
+            response: response.clone(),
+            stored: false,
+        });
+        Ok(with_outcome(
+            http::stored(&response, &[("idempotency-key", &env.key)]),
+            "failed",
+        ))
+    }
+
+    fn fail(&self, env: &Envelope, token: &str, e: worker::Error) -> Result<Response> {
+        console_error!("storage failure for {}: {e}", env.route);
+        let problem = ApiError::StorageUnavailable.to_problem();
+        let mut resp = http::problem_stored(&ApiError::StorageUnavailable);
+        if let Some(s) = problem.retry_after {
+            resp.headers.push(("retry-after".into(), s.to_string()));
+        }
+        self.release_with(env, token, resp)
+    }
+
+    /// `GET /v1/idempotency/keys/{key}`: the key's state.
+    async fn describe(&self, env: &Envelope) -> Result<Response> {
+        let now = now_ms();
+        let created_at = self.slot_created_at()?;
+        let body = match self.read_slot()? {
+            Some(Slot {
+                fingerprint,
+                state:
+                    SlotState::Processing {
+                        lease_expires_at, ..
+                    },
+            }) if lease_expires_at > now => {
+                serde_json::json!({
+                    "key": env.key, "route": env.route, "state": "processing",
+                    "fingerprint": fingerprint, "created_at": created_at,
+                    "lease_expires_at": lease_expires_at,
+                })
+            }
+            Some(Slot {
+                fingerprint,
+                state:
+                    SlotState::Completed {
+                        response,
+                        expires_at,
+                    },
+            }) if expires_at > now => {
+                serde_json::json!({
+                    "key": env.key, "route": env.route, "state": "completed",
+                    "fingerprint": fingerprint, "created_at": created_at,
+                    "response_status": response.status, "expires_at": expires_at,
+                })
+            }
+            _ => {
+                let db = self.env.d1(crate::config::DB_BINDING)?;
+                match store::find_record(&db, &env.record_id(), now).await? {
+                    Some(rec) => serde_json::json!({
+                        "key": env.key, "route": env.route, "state": "completed",
+                        "fingerprint": rec.fingerprint, "created_at": rec.created_at,
+                        "response_status": rec.response.status, "expires_at": rec.expires_at,
+                    }),
+                    None => {
+                        return Ok(http::problem(&ApiError::NotFound(
+                            "no live idempotency record for this key and route".into(),
+                        )))
+                    }
+                }
+            }
+        };
+        Ok(http::json(200, &body))
+    }
+
+    /// `DELETE /v1/idempotency/keys/{key}`: forget the key so a retry runs again.
+    async fn release_key(&self, env: &Envelope) -> Result<Response> {
+        let had_slot = self.read_slot()?.is_some();
+        self.clear_slot()?;
+        let db = self.env.d1(crate::config::DB_BINDING)?;
+        let had_record = store::delete_record(&db, &env.record_id()).await?;
+        if had_slot || had_record {
+            Ok(Response::empty()?.with_status(204))
+        } else {
+            Ok(http::problem(&ApiError::NotFound(
+                "no idempotency record for this key and route".into(),
+            )))
+        }
+    }
+}
+
+fn with_outcome(mut resp: Response, outcome: &str) -> Response {
+    let _ = resp.headers_mut().set(OUTCOME_HEADER, outcome);
+    resp
+}

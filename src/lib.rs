@@ -1,0 +1,65 @@
+//! # idemgate
+//!
+//! A Cloudflare Worker that makes edge functions safe to retry (`design.md`).
+//!
+//! ## Components
+//! - [`frontend_worker`]: the Worker's `fetch`. Authenticates ([`auth`]), parses the
+//!   key and validates the request, computes the fingerprint, and sends keyed writes
+//!   to the key's Durable Object. Reads go to D1 directly.
+//! - [`keygate_do`]: `KeyGate`, one SQLite-backed Durable Object per
+//!   `{tenant}:{route}:{key}`. Decides atomically ([`idempotency::decide`]), runs the
+//!   handler under a lease, commits, and answers waiters and replays.
+//! - [`routes`]: the functions behind idemgate (process-document so far).
+//! - [`store`]: D1 (binding `DB`): idempotency records, counters, domain rows.
+//! - Pure logic, tested on the host: [`idempotency`] (key, fingerprint, admission,
+//!   replay headers, `Prefer`), [`auth`], [`documents`], [`problem`], [`config`].
+//!
+//! ## Life of a keyed request
+//! 1. Worker: auth (401/503) → body limit (413) → key syntax (400) → validation
+//!    (400/415) → fingerprint → `KeyGate` named by tenant, route and key.
+//! 2. `KeyGate`: read slot, decide, write lease — no `await` in between. Then
+//!    execute, replay, 409 (or wait with `Prefer: wait=N`), or 422.
+//! 3. On execute: the handler's rows and the idempotency record go to D1 in one
+//!    batch; the slot keeps a hot copy; waiters receive the same answer.
+//! 4. 5xx or a throw releases the lease; a dead holder's lease expires (alarm).
+
+pub mod auth;
+pub mod config;
+pub mod documents;
+pub mod frontend_worker;
+pub mod http;
+pub mod idempotency;
+pub mod ids;
+pub mod keygate_do;
+pub mod problem;
+pub mod routes;
+pub mod stats;
+pub mod store;
+
+use worker::{
+    console_error, console_log, event, Context, Date, Env, Request, Response, Result,
+    ScheduleContext, ScheduledEvent,
+};
+
+/// Rows deleted per sweep statement, and statements per run: bounded work per cron tick.
+const SWEEP_BATCH: u32 = 500;
+const SWEEP_ROUNDS: u32 = 20;
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    console_error_panic_hook::set_once();
+    Ok(frontend_worker::handle(req, env, ctx).await)
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    console_error_panic_hook::set_once();
+    let now = Date::now().as_millis() as i64;
+    match env.d1(config::DB_BINDING) {
+        Ok(db) => match store::sweep_expired(&db, now, SWEEP_BATCH, SWEEP_ROUNDS).await {
+            Ok(n) => console_log!("sweep: deleted {n} expired idempotency records"),
+            Err(e) => console_error!("sweep failed: {e}"),
+        },
+        Err(e) => console_error!("sweep: no D1 binding: {e}"),
+    }
+}

@@ -1,0 +1,185 @@
+//! The one error type at the HTTP edge and its mapping to RFC 9457 problem+json.
+//!
+//! Every error response goes through [`ApiError::to_problem`]; internal causes are
+//! logged by the caller and never put into `detail`.
+
+use serde_json::{json, Value};
+
+/// Base of the problem `type` URIs.
+pub const PROBLEM_BASE: &str = "https://idemgate.dev/errors/";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400 with a specific problem type slug.
+    BadRequest {
+        slug: &'static str,
+        detail: String,
+    },
+    /// 400: the key header is malformed (or the two headers disagree).
+    InvalidKey {
+        detail: String,
+    },
+    /// 400: the route requires a key and none was sent.
+    KeyRequired,
+    Unauthorized(String),
+    Forbidden(String),
+    NotFound(String),
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    /// 409: a request with this key is still running.
+    KeyInFlight {
+        key: String,
+    },
+    PayloadTooLarge {
+        limit: usize,
+    },
+    UnsupportedMediaType(String),
+    /// 422: the key was used with another payload.
+    KeyReused {
+        key: String,
+    },
+    /// 503: `AUTH_JWT_SECRET` is not configured; authenticated routes fail closed.
+    AuthNotConfigured,
+    /// 503: D1 or the Durable Object could not be reached or failed.
+    StorageUnavailable,
+    Internal,
+}
+
+/// A problem document ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub status: u16,
+    pub body: Value,
+    pub retry_after: Option<u32>,
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            slug,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.parts().0
+    }
+
+    fn parts(&self) -> (u16, &'static str, &'static str, String) {
+        use ApiError::*;
+        match self {
+            BadRequest { slug, detail } => (400, slug, "Bad request", detail.clone()),
+            InvalidKey { detail } => (400, "invalid-idempotency-key", "Invalid idempotency key", detail.clone()),
+            KeyRequired => (
+                400,
+                "idempotency-key-required",
+                "Idempotency key required",
+                "this endpoint requires an Idempotency-Key header".into(),
+            ),
+            Unauthorized(d) => (401, "unauthorized", "Unauthorized", d.clone()),
+            Forbidden(d) => (403, "forbidden", "Forbidden", d.clone()),
+            NotFound(d) => (404, "not-found", "Not found", d.clone()),
+            MethodNotAllowed { allow } => (
+                405,
+                "method-not-allowed",
+                "Method not allowed",
+                format!("allowed methods: {allow}"),
+            ),
+            KeyInFlight { .. } => (
+                409,
+                "idempotency-key-in-flight",
+                "Request in progress",
+                "a request with this idempotency key is still being processed; retry later or send Prefer: wait=N".into(),
+            ),
+            PayloadTooLarge { limit } => (
+                413,
+                "payload-too-large",
+                "Payload too large",
+                format!("the request body exceeds {limit} bytes"),
+            ),
+            UnsupportedMediaType(d) => (415, "unsupported-media-type", "Unsupported media type", d.clone()),
+            KeyReused { .. } => (
+                422,
+                "idempotency-key-reused",
+                "Idempotency key reused",
+                "this idempotency key was already used with a different request payload".into(),
+            ),
+            AuthNotConfigured => (
+                503,
+                "auth-not-configured",
+                "Authentication not configured",
+                "AUTH_JWT_SECRET is not set; authenticated routes are disabled".into(),
+            ),
+            StorageUnavailable => (
+                503,
+                "storage-unavailable",
+                "Storage unavailable",
+                "the idempotency store is unavailable; nothing was written, retry later".into(),
+            ),
+            Internal => (500, "internal", "Internal error", "an internal error occurred".into()),
+        }
+    }
+
+    /// Builds the problem document.
+    pub fn to_problem(&self) -> Problem {
+        let (status, slug, title, detail) = self.parts();
+        let mut body = json!({
+            "type": format!("{PROBLEM_BASE}{slug}"),
+            "title": title,
+            "status": status,
+            "detail": detail,
+        });
+        if let ApiError::KeyInFlight { key } | ApiError::KeyReused { key } = self {
+            body["idempotency_key"] = Value::String(key.clone());
+        }
+        let retry_after = match self {
+            ApiError::KeyInFlight { .. } => Some(1),
+            ApiError::StorageUnavailable | ApiError::AuthNotConfigured => Some(5),
+            _ => None,
+        };
+        let allow = match self {
+            ApiError::MethodNotAllowed { allow } => Some(*allow),
+            _ => None,
+        };
+        Problem {
+            status,
+            body,
+            retry_after,
+            allow,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reused_key_problem_names_the_key_and_type() {
+        let p = ApiError::KeyReused { key: "k1".into() }.to_problem();
+        assert_eq!(p.status, 422);
+        assert_eq!(
+            p.body["type"],
+            "https://idemgate.dev/errors/idempotency-key-reused"
+        );
+        assert_eq!(p.body["idempotency_key"], "k1");
+        assert_eq!(p.body["status"], 422);
+        assert!(p.body["title"].is_string() && p.body["detail"].is_string());
+    }
+
+    #[test]
+    fn in_flight_problem_asks_to_retry_after_one_second() {
+        let p = ApiError::KeyInFlight { key: "k".into() }.to_problem();
+        assert_eq!((p.status, p.retry_after), (409, Some(1)));
+    }
+
+    #[test]
+    fn storage_failures_are_503_with_retry_after() {
+        let p = ApiError::StorageUnavailable.to_problem();
+        assert_eq!(p.status, 503);
+        assert!(p.retry_after.is_some());
+        assert_eq!(ApiError::AuthNotConfigured.status(), 503);
+    }
+}
