@@ -1,0 +1,205 @@
+"""End-to-end harness: a real `wrangler dev` (workerd, local D1, SQLite-backed
+Durable Objects) started through the README's dev command (`./x dev`) on a fresh
+state directory and a free port, stopped by process id afterwards."""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from jwt import token as make_token
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "e2e-test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Reply:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # lowercase name -> value (last wins)
+        self.raw_headers = []
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+    def __repr__(self):
+        return f"<Reply {self.status} {self.body[:300]!r}>"
+
+
+class Server:
+    """One `./x dev` process group on its own port and state directory."""
+
+    def __init__(self, state_dir=None, **vars):
+        self.state_dir = state_dir or tempfile.mkdtemp(prefix="idemgate-e2e-")
+        self.owns_state = state_dir is None
+        self.vars = {
+            "AUTH_JWT_SECRET": SECRET,
+            "IDEMGATE_TEST_HOOKS": "1",
+            **{k: str(v) for k, v in vars.items()},
+        }
+        self.proc = None
+        self.port = None
+
+    def start(self, timeout=90):
+        self.port = free_port()
+        env = {**os.environ, **self.vars, "PORT": str(self.port), "IDEMGATE_STATE_DIR": self.state_dir,
+               "IDEMGATE_SKIP_BUILD": "1", "CI": "1"}
+        self.log_path = Path(self.state_dir) / f"dev-{self.port}.log"
+        self.log = open(self.log_path, "w")
+        # A new session makes the dev command the leader of its own process group,
+        # so stop() reaches wrangler and workerd through this one pid.
+        self.proc = subprocess.Popen([str(ROOT / "x"), "dev"], cwd=ROOT, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dev server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if self.request("GET", "/healthz", timeout=2).status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"dev server did not become ready: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=15)
+        self.proc = None
+
+    def crash(self):
+        """SIGKILL the whole group: no graceful shutdown of wrangler or workerd."""
+        self.stop(signal.SIGKILL)
+
+    def cleanup(self):
+        self.stop()
+        if self.owns_state:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def request(self, method, path, body=None, headers=None, timeout=60):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body)
+            if isinstance(body, str):
+                body = body.encode()
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            data = r.read()
+            reply = Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+            reply.raw_headers = r.getheaders()
+            return reply
+        finally:
+            conn.close()
+
+    def d1(self, sql):
+        """Runs SQL on the local D1 (read-only checks of what was committed)."""
+        out = subprocess.run(
+            [str(ROOT / "node_modules/.bin/wrangler"), "d1", "execute", "idemgate", "--local",
+             "--persist-to", self.state_dir, "--json", "--command", sql],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "CI": "1"})
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)[0]["results"]
+
+    def d1_value(self, sql):
+        rows = self.d1(sql)
+        return list(rows[0].values())[0]
+
+
+class Client:
+    """A caller with a token, talking to a server."""
+
+    def __init__(self, server, sub, tenant=None, roles=()):
+        self.server = server
+        self.sub = sub
+        self.tenant = tenant or sub
+        self.token = make_token(SECRET, sub, tenant, roles)
+
+    def headers(self, key=None, extra=None):
+        h = {"authorization": f"Bearer {self.token}", "content-type": "application/json"}
+        if key is not None:
+            h["idempotency-key"] = key
+        h.update(extra or {})
+        return h
+
+    def post_document(self, doc, key=None, extra=None, timeout=60):
+        return self.server.request("POST", "/v1/documents", doc, self.headers(key, extra), timeout=timeout)
+
+    def get(self, path, extra=None):
+        return self.server.request("GET", path, None, self.headers(None, extra))
+
+    def delete(self, path):
+        return self.server.request("DELETE", path, None, self.headers())
+
+
+def unique(prefix="t"):
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def text_doc(content=None, filename="note.txt"):
+    return {"filename": filename, "content_type": "text/plain",
+            "content": content if content is not None else f"Document {uuid.uuid4()}. Some words here."}
+
+
+def concurrently(n, fn):
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(lambda i: fn(i), range(n)))
+
+
+def assert_problem(reply, status, type_suffix=None):
+    assert reply.status == status, reply
+    assert reply.header("content-type").startswith("application/problem+json"), reply.headers
+    p = reply.json()
+    for field in ("type", "title", "status", "detail"):
+        assert field in p, p
+    assert p["status"] == status
+    if type_suffix:
+        assert p["type"].endswith("/errors/" + type_suffix), p["type"]
+    return p
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The shared server: default TTL, a 20 s lease, test hooks on."""
+    s = Server(IDEMPOTENCY_LEASE_SECONDS=20).start()
+    yield s
+    s.cleanup()
+
+
+@pytest.fixture
+def alice(server):
+    return Client(server, unique("alice"))
+
+
+@pytest.fixture
+def bob(server):
+    return Client(server, unique("bob"))
