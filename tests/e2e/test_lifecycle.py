@@ -1,0 +1,105 @@
+"""Leases, expiry, sweeping, crashes and fail-closed auth: each needs its own server."""
+
+import threading
+import time
+
+import pytest
+
+from conftest import Client, Server, assert_problem, text_doc, unique
+
+
+@pytest.fixture(scope="module")
+def short():
+    """A server with a 3 s lease and a 3 s TTL."""
+    s = Server(IDEMPOTENCY_LEASE_SECONDS=3, IDEMPOTENCY_TTL_SECONDS=3).start()
+    yield s
+    s.cleanup()
+
+
+def test_expired_key_is_treated_as_new(short):
+    c = Client(short, unique("ttl"))
+    doc = text_doc()
+    first = c.post_document(doc, "k-ttl")
+    assert c.post_document(doc, "k-ttl").header("idempotent-replayed") == "true"
+    time.sleep(3.5)
+    again = c.post_document(doc, "k-ttl")
+    assert again.status == 201 and again.header("idempotent-replayed") is None
+    assert again.json()["id"] != first.json()["id"]
+    # And with a new payload too: an expired key holds no fingerprint.
+    time.sleep(3.5)
+    assert c.post_document(text_doc("new"), "k-ttl").status == 201
+
+
+def test_a_lease_that_outlives_its_holder_expires_and_the_key_runs_again(short):
+    c = Client(short, unique("lease"))
+    doc = text_doc()
+    # The holder sleeps 6 s: past its 3 s lease, as if it had died.
+    t = threading.Thread(target=lambda: c.post_document(doc, "k-lease", {"x-idemgate-test-delay-ms": "6000"}))
+    t.start()
+    time.sleep(0.8)
+    assert c.post_document(doc, "k-lease").status == 409
+    time.sleep(3)
+    r = c.post_document(doc, "k-lease")
+    assert r.status == 201 and r.header("idempotent-replayed") is None
+    t.join()
+    # The late holder's batch collides with the committed record and rolls back.
+    assert short.d1_value(f"SELECT count(*) FROM documents WHERE tenant = '{c.tenant}'") == 1
+
+
+def test_scheduled_sweep_deletes_expired_records(short):
+    c = Client(short, unique("sweep"))
+    for i in range(3):
+        assert c.post_document(text_doc(), f"k-sweep-{i}").status == 201
+    assert short.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{c.tenant}'") == 3
+    time.sleep(3.5)
+    r = short.request("GET", "/__scheduled?cron=*/15+*+*+*+*")
+    assert r.status == 200, r
+    deadline = time.time() + 10
+    while short.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{c.tenant}'") and time.time() < deadline:
+        time.sleep(0.5)
+    assert short.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{c.tenant}'") == 0
+
+
+def test_crash_while_holding_the_lease_recovers_with_no_half_written_rows():
+    s = Server(IDEMPOTENCY_LEASE_SECONDS=20).start()
+    try:
+        c = Client(s, unique("crash"))
+        doc = text_doc("Crash test document. " * 40)
+        holder = threading.Thread(
+            target=lambda: pytest.raises(Exception, c.post_document, doc, "k-crash", {"x-idemgate-test-delay-ms": "60000"}))
+        holder.start()
+        time.sleep(1.5)
+        leased_at = time.time()
+        s.crash()  # SIGKILL wrangler and workerd mid-request
+        holder.join()
+        assert s.d1_value(f"SELECT count(*) FROM documents WHERE tenant = '{c.tenant}'") == 0
+        s.start()  # same state directory
+        r = c.post_document(doc, "k-crash")
+        if time.time() - leased_at < 19:
+            # The lease survived the crash in the object's SQLite.
+            assert_problem(r, 409, "idempotency-key-in-flight")
+        while r.status == 409 and time.time() - leased_at < 40:
+            time.sleep(1)
+            r = c.post_document(doc, "k-crash")
+        assert r.status == 201, r
+        assert r.header("idempotent-replayed") is None
+        assert s.d1_value(f"SELECT count(*) FROM documents WHERE tenant = '{c.tenant}'") == 1
+        doc_id = r.json()["id"]
+        assert s.d1_value(f"SELECT count(*) FROM chunks WHERE tenant = '{c.tenant}'") == r.json()["stats"]["chunks"]
+        assert s.d1_value(f"SELECT count(*) FROM chunks WHERE document_id != '{doc_id}' AND tenant = '{c.tenant}'") == 0
+        assert c.post_document(doc, "k-crash").header("idempotent-replayed") == "true"
+    finally:
+        s.cleanup()
+
+
+def test_without_a_secret_every_authenticated_route_fails_closed():
+    s = Server(AUTH_JWT_SECRET="").start()
+    try:
+        assert s.request("GET", "/healthz").status == 200
+        c = Client(s, unique("nosecret"))
+        assert_problem(c.post_document(text_doc(), "k"), 503, "auth-not-configured")
+        assert_problem(c.get("/v1/documents/doc_x"), 503)
+        assert_problem(c.get("/v1/idempotency/stats"), 503)
+        assert_problem(s.request("GET", "/v1/idempotency/keys/k?route=/v1/documents"), 503)
+    finally:
+        s.cleanup()
