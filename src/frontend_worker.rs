@@ -3,12 +3,12 @@
 
 use crate::auth::{self, Caller};
 use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING, KEY_GATE_BINDING, ROUTE_DOCUMENTS};
+use crate::counters;
 use crate::http::{self, OUTCOME_HEADER};
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
 use crate::keygate_do::{Envelope, ENVELOPE_HEADER};
 use crate::problem::ApiError;
 use crate::routes::documents;
-use crate::store;
 use worker::{
     console_error, console_warn, Context, Date, Env, Headers, Method, Request, RequestInit,
     Response, ResponseBuilder,
@@ -301,16 +301,7 @@ async fn call_gate(
     let bytes = resp.bytes().await.map_err(storage)?;
     if let Some(o @ ("replayed" | "conflict" | "mismatch")) = outcome.as_deref() {
         if let Ok(db) = env.d1(DB_BINDING) {
-            let (scope, route, o) = (
-                envelope.scope.clone(),
-                envelope.route.clone(),
-                o.to_string(),
-            );
-            ctx.wait_until(async move {
-                if let Err(e) = store::bump_counter(&db, &scope, &route, &o).await {
-                    console_error!("counter update failed: {e}");
-                }
-            });
+            counters::record(ctx, db, &envelope.scope, &envelope.route, o);
         }
     }
     Ok(ResponseBuilder::new()

@@ -17,7 +17,7 @@ use crate::problem::ApiError;
 use crate::routes::{self, HandlerOutcome};
 use crate::store::{self, RecordId};
 use futures_channel::oneshot;
-use futures_util::future::{select, Either};
+use futures_util::future::{join, select, Either};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::time::Duration;
@@ -381,16 +381,36 @@ impl KeyGate {
         started: i64,
         takeover: bool,
     ) -> Result<Response> {
-        // Release the lease by alarm if this holder dies; failing to arm it is not
-        // fatal (an expired lease is also taken over on the next request).
-        if let Err(e) = self
-            .state
-            .storage()
-            .set_alarm(at(started + self.config.lease_ms))
-            .await
-        {
-            console_error!("KeyGate: set_alarm failed: {e}");
-        }
+        // The alarm releases the lease if this holder dies, then (re-armed by
+        // `alarm`) drops the hot copy at expiry. It is armed while the handler runs;
+        // failing to arm it is not fatal: an expired lease is also taken over by the
+        // next request, and an expired copy is replaced by the next execution.
+        let arm = async {
+            if let Err(e) = self
+                .state
+                .storage()
+                .set_alarm(at(started + self.config.lease_ms))
+                .await
+            {
+                console_error!("KeyGate: set_alarm failed: {e}");
+            }
+        };
+        let (_, answer) = join(
+            arm,
+            self.run_under_lease(env, body, token, started, takeover),
+        )
+        .await;
+        answer
+    }
+
+    async fn run_under_lease(
+        &self,
+        env: &Envelope,
+        body: &[u8],
+        token: &str,
+        started: i64,
+        takeover: bool,
+    ) -> Result<Response> {
         let db = self.env.d1(crate::config::DB_BINDING)?;
         if takeover {
             // The previous holder may have committed before it died.
@@ -443,7 +463,6 @@ impl KeyGate {
         }
         if self.holds_lease(token)? {
             self.write_completed(&env.fingerprint, &response, started, expires_at)?;
-            self.state.storage().set_alarm(at(expires_at)).await.ok();
         }
         self.notify(&Finished {
             response: response.clone(),

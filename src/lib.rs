@@ -25,6 +25,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod counters;
 pub mod documents;
 pub mod frontend_worker;
 pub mod http;

@@ -142,19 +142,6 @@ pub async fn delete_record(db: &D1Database, id: &RecordId<'_>) -> Result<bool> {
     Ok(res.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0)
 }
 
-/// Counts a replay, conflict or mismatch for the stats endpoint.
-pub async fn bump_counter(db: &D1Database, scope: &str, route: &str, outcome: &str) -> Result<()> {
-    stmt(
-        db,
-        "INSERT INTO idempotency_counters (scope, route, outcome, count) VALUES (?1, ?2, ?3, 1) \
-         ON CONFLICT (scope, route, outcome) DO UPDATE SET count = count + 1",
-        &[s(scope), s(route), s(outcome)],
-    )?
-    .run()
-    .await?;
-    Ok(())
-}
-
 /// Deletes expired records in batches of `batch` rows, at most `rounds` batches.
 /// Returns the number deleted.
 pub async fn sweep_expired(db: &D1Database, now: i64, batch: u32, rounds: u32) -> Result<u64> {
