@@ -6,19 +6,90 @@
 pub const DB_BINDING: &str = "DB";
 pub const KEY_GATE_BINDING: &str = "KEY_GATE";
 
-/// Route templates: the idempotency scope's `route` part and the fingerprint's.
+/// Route templates of the keyed writes: the fingerprint's route, the handler
+/// dispatch, and the grouping of stats. A request's idempotency scope uses the
+/// concrete route (ids filled in), so the same key on two jobs never collides.
 pub const ROUTE_DOCUMENTS: &str = "POST /v1/documents";
+pub const ROUTE_TRAINING_DATA: &str = "POST /v1/training-data";
+pub const ROUTE_TRAINING_JOBS: &str = "POST /v1/training-jobs";
+pub const ROUTE_JOB_EVENTS: &str = "POST /v1/training-jobs/{id}/events";
+pub const ROUTE_JOB_CANCEL: &str = "POST /v1/training-jobs/{id}/cancel";
+pub const ROUTE_FUNCTION: &str = "POST /functions/v1/{name}";
 
-/// Routes that take idempotency keys, for the key admin endpoints' `?route=`.
-pub const KEYED_ROUTES: &[&str] = &[ROUTE_DOCUMENTS];
+/// A keyed write route: its template, the concrete route, and the path parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedRoute {
+    pub template: &'static str,
+    pub route: String,
+    pub param: Option<String>,
+}
 
-/// Resolves `?route=` (a template like `POST /v1/documents`, or just its path).
-pub fn keyed_route(query: &str) -> Option<&'static str> {
+/// Path parameters (ids, function names) are limited to `A-Za-z0-9_-`.
+fn is_param(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Matches a request path (without query) against the keyed write routes.
+pub fn match_keyed(path: &str) -> Option<KeyedRoute> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let (template, param) = match segments.as_slice() {
+        ["v1", "documents"] => (ROUTE_DOCUMENTS, None),
+        ["v1", "training-data"] => (ROUTE_TRAINING_DATA, None),
+        ["v1", "training-jobs"] => (ROUTE_TRAINING_JOBS, None),
+        ["v1", "training-jobs", id, "events"] if is_param(id) => (ROUTE_JOB_EVENTS, Some(*id)),
+        ["v1", "training-jobs", id, "cancel"] if is_param(id) => (ROUTE_JOB_CANCEL, Some(*id)),
+        ["functions", "v1", name] if is_param(name) => (ROUTE_FUNCTION, Some(*name)),
+        _ => return None,
+    };
+    let route = match param {
+        Some(p) => template.replace("{id}", p).replace("{name}", p),
+        None => template.to_string(),
+    };
+    Some(KeyedRoute {
+        template,
+        route,
+        param: param.map(str::to_string),
+    })
+}
+
+/// Resolves `?route=` of the key admin endpoints: a route (`POST /v1/documents`)
+/// or just its path (`/v1/training-jobs/job_1/cancel`).
+pub fn keyed_route(query: &str) -> Option<KeyedRoute> {
     let q = query.trim();
-    KEYED_ROUTES
-        .iter()
-        .copied()
-        .find(|r| *r == q || r.split_once(' ').is_some_and(|(_, path)| path == q))
+    let path = q.strip_prefix("POST ").unwrap_or(q);
+    match_keyed(path.trim())
+}
+
+/// The template a concrete route belongs to (for stats); unknown routes map to themselves.
+pub fn template_of(route: &str) -> String {
+    route
+        .strip_prefix("POST ")
+        .and_then(match_keyed)
+        .map_or_else(|| route.to_string(), |k| k.template.to_string())
+}
+
+/// What a keyed route does without a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPolicy {
+    /// 400 without a key.
+    Required,
+    /// Without a key the request passes straight through (no object, no D1).
+    Optional,
+    /// The server derives the key (document upload: tenant + content hash).
+    Derive,
+}
+
+impl KeyPolicy {
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "required" => Some(KeyPolicy::Required),
+            "optional" => Some(KeyPolicy::Optional),
+            _ => None,
+        }
+    }
 }
 
 /// Test hooks (slow path, forced failures) are honoured only when this var is "1".
@@ -34,6 +105,13 @@ pub struct Config {
     pub chunk_size: usize,
     pub chunk_overlap: usize,
     pub test_hooks: bool,
+    /// Origin functions fronted at `/functions/v1/{name}`.
+    pub upstream_base_url: Option<String>,
+    pub upstream_functions: Vec<String>,
+    pub upstream_key_policy: KeyPolicy,
+    pub upstream_timeout_ms: u64,
+    /// Where new training jobs are dispatched, if set.
+    pub trainer_url: Option<String>,
 }
 
 impl Default for Config {
@@ -46,6 +124,11 @@ impl Default for Config {
             chunk_size: 1000,
             chunk_overlap: 100,
             test_hooks: false,
+            upstream_base_url: None,
+            upstream_functions: Vec::new(),
+            upstream_key_policy: KeyPolicy::Required,
+            upstream_timeout_ms: 30_000,
+            trainer_url: None,
         }
     }
 }
@@ -78,10 +161,40 @@ impl Config {
             max_body_bytes: num("MAX_BODY_BYTES", d.max_body_bytes as i64, 1) as usize,
             chunk_size: num("CHUNK_SIZE", d.chunk_size as i64, 100) as usize,
             chunk_overlap: num("CHUNK_OVERLAP", d.chunk_overlap as i64, 0) as usize,
-            test_hooks: false,
+            upstream_timeout_ms: num("UPSTREAM_TIMEOUT_MS", d.upstream_timeout_ms as i64, 1) as u64,
+            ..d
         };
-        let test_hooks = var(TEST_HOOKS_VAR).as_deref() == Some("1");
-        (Config { test_hooks, ..cfg }, warnings)
+        let text = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let upstream_key_policy = match text("UPSTREAM_KEY_POLICY") {
+            None => KeyPolicy::Required,
+            Some(v) => KeyPolicy::parse(&v).unwrap_or_else(|| {
+                warnings.push(format!(
+                    "UPSTREAM_KEY_POLICY={v:?} is not 'required' or 'optional'; using 'required'"
+                ));
+                KeyPolicy::Required
+            }),
+        };
+        let cfg = Config {
+            test_hooks: var(TEST_HOOKS_VAR).as_deref() == Some("1"),
+            upstream_base_url: text("UPSTREAM_BASE_URL")
+                .map(|u| u.trim_end_matches('/').to_string()),
+            upstream_functions: text("UPSTREAM_FUNCTIONS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|f| f.trim().to_string())
+                        .filter(|f| !f.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            upstream_key_policy,
+            trainer_url: text("TRAINER_URL"),
+            ..cfg
+        };
+        (cfg, warnings)
     }
 }
 
@@ -115,9 +228,60 @@ mod tests {
     }
 
     #[test]
+    fn upstream_settings_are_read() {
+        let (c, w) = Config::from_lookup(|n| match n {
+            "UPSTREAM_BASE_URL" => Some("http://127.0.0.1:9/".into()),
+            "UPSTREAM_FUNCTIONS" => Some(" echo, slow ,,".into()),
+            "UPSTREAM_KEY_POLICY" => Some("optional".into()),
+            "UPSTREAM_TIMEOUT_MS" => Some("1500".into()),
+            "TRAINER_URL" => Some("  ".into()),
+            _ => None,
+        });
+        assert!(w.is_empty());
+        assert_eq!(c.upstream_base_url.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(c.upstream_functions, ["echo", "slow"]);
+        assert_eq!(c.upstream_key_policy, KeyPolicy::Optional);
+        assert_eq!(c.upstream_timeout_ms, 1500);
+        assert_eq!(c.trainer_url, None);
+        let (c, w) =
+            Config::from_lookup(|n| (n == "UPSTREAM_KEY_POLICY").then(|| "sometimes".into()));
+        assert_eq!((c.upstream_key_policy, w.len()), (KeyPolicy::Required, 1));
+    }
+
+    #[test]
+    fn keyed_routes_fill_in_their_parameter() {
+        let k = match_keyed("/v1/training-jobs/job_1/events").unwrap();
+        assert_eq!(k.template, ROUTE_JOB_EVENTS);
+        assert_eq!(k.route, "POST /v1/training-jobs/job_1/events");
+        assert_eq!(k.param.as_deref(), Some("job_1"));
+        assert_eq!(
+            match_keyed("/functions/v1/echo").unwrap().route,
+            "POST /functions/v1/echo"
+        );
+        assert_eq!(
+            match_keyed("/v1/documents/").unwrap().template,
+            ROUTE_DOCUMENTS
+        );
+        assert_eq!(match_keyed("/v1/training-jobs/a.b/cancel"), None);
+        assert_eq!(match_keyed("/v1/documents/doc_1"), None);
+        assert_eq!(
+            template_of("POST /v1/training-jobs/job_9/cancel"),
+            ROUTE_JOB_CANCEL
+        );
+        assert_eq!(template_of("POST /functions/v1/echo"), ROUTE_FUNCTION);
+    }
+
+    #[test]
     fn key_admin_route_accepts_template_or_path() {
-        assert_eq!(keyed_route("POST /v1/documents"), Some(ROUTE_DOCUMENTS));
-        assert_eq!(keyed_route("/v1/documents"), Some(ROUTE_DOCUMENTS));
+        assert_eq!(
+            keyed_route("POST /v1/documents").unwrap().route,
+            ROUTE_DOCUMENTS
+        );
+        assert_eq!(keyed_route("/v1/documents").unwrap().route, ROUTE_DOCUMENTS);
+        assert_eq!(
+            keyed_route("/v1/training-jobs/job_2/cancel").unwrap().route,
+            "POST /v1/training-jobs/job_2/cancel"
+        );
         assert_eq!(keyed_route("/v1/nope"), None);
     }
 }

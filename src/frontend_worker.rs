@@ -2,13 +2,17 @@
 //! hand keyed writes to the key's `KeyGate`. Reads go straight to D1.
 
 use crate::auth::{self, Caller};
-use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING, KEY_GATE_BINDING, ROUTE_DOCUMENTS};
+use crate::config::{
+    self, Config, KeyPolicy, KeyedRoute, AUTH_SECRET_VAR, DB_BINDING, KEY_GATE_BINDING,
+    ROUTE_DOCUMENTS, ROUTE_FUNCTION, ROUTE_JOB_CANCEL, ROUTE_JOB_EVENTS, ROUTE_TRAINING_DATA,
+    ROUTE_TRAINING_JOBS,
+};
 use crate::counters;
 use crate::http::{self, OUTCOME_HEADER};
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
 use crate::keygate_do::{Envelope, ENVELOPE_HEADER};
 use crate::problem::ApiError;
-use crate::routes::documents;
+use crate::routes::{documents, functions, training};
 use worker::{
     console_error, console_warn, Context, Date, Env, Headers, Method, Request, RequestInit,
     Response, ResponseBuilder,
@@ -68,10 +72,16 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
         };
     }
+    let keyed = config::match_keyed(&path);
     let allow = match segments.as_slice() {
-        ["v1", "documents"] => "POST, OPTIONS",
+        _ if keyed.is_some() && segments.as_slice() == ["v1", "training-jobs"] => {
+            "GET, HEAD, POST, OPTIONS"
+        }
+        _ if keyed.is_some() => "POST, OPTIONS",
         ["v1", "documents", _]
         | ["v1", "documents", _, "chunks"]
+        | ["v1", "training-data", _]
+        | ["v1", "training-jobs", _]
         | ["v1", "idempotency", "stats"] => "GET, HEAD, OPTIONS",
         ["v1", "idempotency", "keys", _, ..] => "GET, HEAD, DELETE, OPTIONS",
         _ => return Err(ApiError::NotFound(format!("no route for {path}"))),
@@ -92,22 +102,47 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.to_string())
     };
+    let page = || {
+        let offset = query("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let limit = query("limit")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100)
+            .clamp(1, 1000);
+        (offset, limit)
+    };
+    let read = matches!(method, Method::Get | Method::Head);
     match (method, segments.as_slice()) {
-        (Method::Post, ["v1", "documents"]) => post_document(req, env, ctx, &caller, &cfg).await,
-        (Method::Get | Method::Head, ["v1", "documents", id]) => {
+        (Method::Post, _) if keyed.is_some() => {
+            keyed_write(req, env, ctx, &caller, &cfg, keyed.expect("checked")).await
+        }
+        (_, ["v1", "documents", id]) if read => {
             documents::get(&db()?, &caller, id).await.map_err(storage)
         }
-        (Method::Get | Method::Head, ["v1", "documents", id, "chunks"]) => {
-            let offset = query("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let limit = query("limit")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(100)
-                .clamp(1, 1000);
+        (_, ["v1", "documents", id, "chunks"]) if read => {
+            let (offset, limit) = page();
             documents::chunks(&db()?, &caller, id, offset, limit)
                 .await
                 .map_err(storage)
         }
-        (Method::Get | Method::Head, ["v1", "idempotency", "stats"]) => {
+        (_, ["v1", "training-data", id]) if read => match id.strip_suffix(".jsonl") {
+            Some(id) => training::dataset_jsonl(db()?, &caller, id)
+                .await
+                .map_err(storage),
+            None => training::get_dataset(&db()?, &caller, id)
+                .await
+                .map_err(storage),
+        },
+        (_, ["v1", "training-jobs"]) if read => {
+            let (offset, limit) = page();
+            let status = query("status");
+            training::list_jobs(&db()?, &caller, status.as_deref(), offset, limit)
+                .await
+                .map_err(storage)
+        }
+        (_, ["v1", "training-jobs", id]) if read => training::get_job(&db()?, &caller, id)
+            .await
+            .map_err(storage),
+        (_, ["v1", "idempotency", "stats"]) if read => {
             if !caller.has_role("admin") {
                 return Err(ApiError::Forbidden("the admin role is required".into()));
             }
@@ -124,10 +159,13 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
                 detail: e.to_string(),
             })?;
             let route = query("route").ok_or_else(|| route_param_error("missing"))?;
-            let route = config::keyed_route(&route).ok_or_else(|| route_param_error(&route))?;
+            let keyed = config::keyed_route(&route).ok_or_else(|| route_param_error(&route))?;
             let envelope = Envelope {
                 scope: caller.tenant.clone(),
-                route: route.into(),
+                route: keyed.route,
+                template: keyed.template.into(),
+                param: keyed.param,
+                forward: vec![],
                 key: key.as_str().into(),
                 fingerprint: String::new(),
                 caller_sub: caller.sub.clone(),
@@ -135,12 +173,12 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
                 test_delay_ms: 0,
                 test_fail: None,
             };
-            let (op_method, path) = if m == Method::Delete {
-                (Method::Delete, "state")
+            let op_method = if m == Method::Delete {
+                Method::Delete
             } else {
-                (Method::Get, "state")
+                Method::Get
             };
-            call_gate(env, ctx, &envelope, op_method, path, None).await
+            call_gate(env, ctx, &envelope, op_method, "state", None).await
         }
         _ => Err(ApiError::MethodNotAllowed { allow }),
     }
@@ -150,8 +188,8 @@ fn route_param_error(got: &str) -> ApiError {
     ApiError::bad_request(
         "invalid-route",
         format!(
-            "query parameter route={got:?} names no keyed route; one of: {}",
-            config::KEYED_ROUTES.join(", ")
+            "query parameter route={got:?} names no keyed route; e.g. /v1/documents, /v1/training-data, \
+             /v1/training-jobs, /v1/training-jobs/{{id}}/events, /v1/training-jobs/{{id}}/cancel, /functions/v1/{{name}}"
         ),
     )
 }
@@ -205,22 +243,91 @@ fn request_key(req: &Request) -> std::result::Result<Option<IdempotencyKey>, Api
     })
 }
 
-async fn post_document(
+/// A keyed write: body limit → key → validation (per route) → fingerprint → object.
+async fn keyed_write(
     mut req: Request,
     env: &Env,
     ctx: &Context,
     caller: &Caller,
     cfg: &Config,
+    keyed: KeyedRoute,
 ) -> Outcome {
     let body = read_body(&mut req, cfg.max_body_bytes).await?;
     let key = request_key(&req)?;
-    let upload = documents::validate(&body, cfg)?;
-    let key = key.unwrap_or_else(|| documents::derived_key(&caller.tenant, &upload.bytes));
-    let (method, path) = ROUTE_DOCUMENTS
+    let is_json = |req: &Request| {
+        req.headers()
+            .get("content-type")
+            .ok()
+            .flatten()
+            .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"))
+    };
+    let mut forward = Vec::new();
+    let (key, json_body) = match keyed.template {
+        ROUTE_DOCUMENTS => {
+            let upload = documents::validate(&body, cfg)?;
+            (
+                key.unwrap_or_else(|| documents::derived_key(&caller.tenant, &upload.bytes)),
+                true,
+            )
+        }
+        ROUTE_TRAINING_DATA => {
+            let key = key.ok_or(ApiError::KeyRequired)?;
+            crate::training::parse_dataset_request(&body).map_err(training::request_error)?;
+            (key, true)
+        }
+        ROUTE_TRAINING_JOBS => {
+            let key = key.ok_or(ApiError::KeyRequired)?;
+            crate::training::parse_job_request(&body).map_err(training::request_error)?;
+            (key, true)
+        }
+        ROUTE_JOB_CANCEL => {
+            let key = key.ok_or(ApiError::KeyRequired)?;
+            training::parse_cancel(&body)?;
+            (key, true)
+        }
+        ROUTE_JOB_EVENTS => {
+            // The event id is the key; a header key, if sent, must name the same.
+            let ev =
+                crate::training::parse_event_request(&body).map_err(training::request_error)?;
+            let event_key =
+                IdempotencyKey::parse(&ev.event_id).map_err(|e| ApiError::InvalidKey {
+                    detail: e.to_string(),
+                })?;
+            if key.as_ref().is_some_and(|k| *k != event_key) {
+                return Err(ApiError::InvalidKey {
+                    detail: "the Idempotency-Key header differs from the event_id".into(),
+                });
+            }
+            (event_key, true)
+        }
+        ROUTE_FUNCTION => {
+            let name = keyed.param.as_deref().unwrap_or_default();
+            let url = functions::upstream_url(cfg, name)?;
+            for name in functions::FORWARDED_HEADERS {
+                if let Some(v) = req.headers().get(name).ok().flatten() {
+                    forward.push((name.to_string(), v));
+                }
+            }
+            match (key, cfg.upstream_key_policy) {
+                (Some(k), _) => (k, is_json(&req)),
+                (None, KeyPolicy::Optional) => {
+                    return Ok(functions::passthrough(cfg, &url, &body, &forward).await)
+                }
+                (None, _) => return Err(ApiError::KeyRequired),
+            }
+        }
+        other => {
+            console_error!("no validation for keyed route {other}");
+            return Err(ApiError::Internal);
+        }
+    };
+    let (method, template_path) = keyed
+        .template
         .split_once(' ')
         .expect("route templates are 'METHOD /path'");
-    let fingerprint = Fingerprint::compute(method, path, &body, true);
-    let envelope = envelope(&req, cfg, caller, ROUTE_DOCUMENTS, &key, &fingerprint);
+    let fingerprint = Fingerprint::compute(method, template_path, &body, json_body);
+    let mut envelope = envelope(&req, cfg, caller, &keyed, &key, &fingerprint);
+    envelope.forward = forward;
     call_gate(env, ctx, &envelope, Method::Post, "execute", Some(body)).await
 }
 
@@ -228,7 +335,7 @@ fn envelope(
     req: &Request,
     cfg: &Config,
     caller: &Caller,
-    route: &str,
+    keyed: &KeyedRoute,
     key: &IdempotencyKey,
     fp: &Fingerprint,
 ) -> Envelope {
@@ -243,7 +350,10 @@ fn envelope(
     let hook = |name: &str| cfg.test_hooks.then(|| h.get(name).ok().flatten()).flatten();
     Envelope {
         scope: caller.tenant.clone(),
-        route: route.into(),
+        route: keyed.route.clone(),
+        template: keyed.template.into(),
+        param: keyed.param.clone(),
+        forward: vec![],
         key: key.as_str().into(),
         fingerprint: fp.as_str().into(),
         caller_sub: caller.sub.clone(),

@@ -38,6 +38,21 @@ pub fn problem_stored(err: &ApiError) -> StoredResponse {
     }
 }
 
+/// A JSON answer to store, with extra (allow-listed) headers such as `location`.
+pub fn json_stored(
+    status: u16,
+    body: &serde_json::Value,
+    extra: &[(&str, &str)],
+) -> StoredResponse {
+    let mut headers = vec![("content-type".to_string(), JSON.to_string())];
+    headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+    StoredResponse {
+        status,
+        headers,
+        body: body.to_string().into_bytes(),
+    }
+}
+
 pub fn json(status: u16, body: &serde_json::Value) -> Response {
     let headers = Headers::new();
     let _ = headers.set("content-type", JSON);

@@ -33,7 +33,16 @@ pub const ENVELOPE_HEADER: &str = "x-idemgate-envelope";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     pub scope: String,
+    /// The concrete route (`POST /v1/training-jobs/job_1/cancel`): part of the scope.
     pub route: String,
+    /// Its template (`POST /v1/training-jobs/{id}/cancel`): picks the handler.
+    pub template: String,
+    /// The path parameter (job id, function name), if the template has one.
+    #[serde(default)]
+    pub param: Option<String>,
+    /// Request headers the handler forwards (origin functions).
+    #[serde(default)]
+    pub forward: Vec<(String, String)>,
     pub key: String,
     pub fingerprint: String,
     pub caller_sub: String,
@@ -424,10 +433,12 @@ impl KeyGate {
             Delay::from(Duration::from_millis(env.test_delay_ms)).await;
         }
         let outcome = routes::execute(&db, &self.config, env, body, started).await;
-        let (response, mut writes) = match outcome {
-            Ok(HandlerOutcome::Commit { response, writes }) if response.is_storable() => {
-                (response, writes)
-            }
+        let (response, mut writes, after) = match outcome {
+            Ok(HandlerOutcome::Commit {
+                response,
+                writes,
+                after,
+            }) if response.is_storable() => (response, writes, after),
             Ok(HandlerOutcome::Commit { response, .. })
             | Ok(HandlerOutcome::Transient(response)) => {
                 return self.release_with(env, token, response);
@@ -463,6 +474,11 @@ impl KeyGate {
         }
         if self.holds_lease(token)? {
             self.write_completed(&env.fingerprint, &response, started, expires_at)?;
+        }
+        if let Some(after) = after {
+            // Side effects that need the committed rows (e.g. dispatching a job).
+            // They run once: a replay never reaches this point.
+            routes::after_commit(&db, &self.config, after).await;
         }
         self.notify(&Finished {
             response: response.clone(),

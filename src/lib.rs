@@ -36,6 +36,7 @@ pub mod problem;
 pub mod routes;
 pub mod stats;
 pub mod store;
+pub mod training;
 
 use worker::{
     console_error, console_log, event, Context, Date, Env, Request, Response, Result,
@@ -57,10 +58,18 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     console_error_panic_hook::set_once();
     let now = Date::now().as_millis() as i64;
     match env.d1(config::DB_BINDING) {
-        Ok(db) => match store::sweep_expired(&db, now, SWEEP_BATCH, SWEEP_ROUNDS).await {
-            Ok(n) => console_log!("sweep: deleted {n} expired idempotency records"),
-            Err(e) => console_error!("sweep failed: {e}"),
-        },
+        Ok(db) => {
+            match store::sweep_expired(&db, now, SWEEP_BATCH, SWEEP_ROUNDS).await {
+                Ok(n) => console_log!("sweep: deleted {n} expired idempotency records"),
+                Err(e) => console_error!("sweep failed: {e}"),
+            }
+            let (cfg, _) = config::Config::from_lookup(|n| env.var(n).ok().map(|v| v.to_string()));
+            match routes::training::retry_dispatches(&db, &cfg, now).await {
+                Ok(n) if n > 0 => console_log!("sweep: retried {n} training job dispatches"),
+                Ok(_) => {}
+                Err(e) => console_error!("dispatch retry failed: {e}"),
+            }
+        }
         Err(e) => console_error!("sweep: no D1 binding: {e}"),
     }
 }

@@ -43,6 +43,22 @@ pub enum ApiError {
     AuthNotConfigured,
     /// 503: D1 or the Durable Object could not be reached or failed.
     StorageUnavailable,
+    /// 502: the origin function could not be reached.
+    UpstreamUnreachable,
+    /// 504: the origin function did not answer within `UPSTREAM_TIMEOUT_MS`.
+    UpstreamTimeout,
+    /// 503: `/functions/v1/*` is used but `UPSTREAM_BASE_URL` is not set.
+    UpstreamNotConfigured,
+    /// 409: a workflow transition that the current state does not allow.
+    InvalidTransition {
+        detail: String,
+        current_state: String,
+    },
+    /// 422: the request is well-formed but refers to something unusable.
+    Unprocessable {
+        slug: &'static str,
+        detail: String,
+    },
     Internal,
 }
 
@@ -118,6 +134,26 @@ impl ApiError {
                 "Storage unavailable",
                 "the idempotency store is unavailable; nothing was written, retry later".into(),
             ),
+            UpstreamUnreachable => (
+                502,
+                "upstream-unreachable",
+                "Upstream unreachable",
+                "the origin function could not be reached; nothing was stored, retry later".into(),
+            ),
+            UpstreamTimeout => (
+                504,
+                "upstream-timeout",
+                "Upstream timeout",
+                "the origin function did not answer in time; nothing was stored, retry later".into(),
+            ),
+            UpstreamNotConfigured => (
+                503,
+                "upstream-not-configured",
+                "Upstream not configured",
+                "UPSTREAM_BASE_URL is not set".into(),
+            ),
+            InvalidTransition { detail, .. } => (409, "invalid-transition", "Invalid state transition", detail.clone()),
+            Unprocessable { slug, detail } => (422, slug, "Unprocessable request", detail.clone()),
             Internal => (500, "internal", "Internal error", "an internal error occurred".into()),
         }
     }
@@ -133,6 +169,9 @@ impl ApiError {
         });
         if let ApiError::KeyInFlight { key } | ApiError::KeyReused { key } = self {
             body["idempotency_key"] = Value::String(key.clone());
+        }
+        if let ApiError::InvalidTransition { current_state, .. } = self {
+            body["current_state"] = Value::String(current_state.clone());
         }
         let retry_after = match self {
             ApiError::KeyInFlight { .. } => Some(1),

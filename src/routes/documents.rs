@@ -5,9 +5,9 @@ use super::HandlerOutcome;
 use crate::auth::Caller;
 use crate::config::Config;
 use crate::documents::{self, ProcessedDocument, Upload, UploadError};
-use crate::http::{self, JSON};
+use crate::http;
 use crate::idempotency::fingerprint::hex;
-use crate::idempotency::{IdempotencyKey, StoredResponse};
+use crate::idempotency::IdempotencyKey;
 use crate::ids::new_id;
 use crate::keygate_do::Envelope;
 use crate::problem::ApiError;
@@ -83,12 +83,12 @@ pub fn execute(
 ) -> Result<HandlerOutcome> {
     let upload = match validate(body, cfg) {
         Ok(u) => u,
-        Err(e) => return Ok(commit_problem(&e)),
+        Err(e) => return Ok(HandlerOutcome::problem(&e)),
     };
     let doc = match documents::process(&upload) {
         Ok(d) => d,
         Err(e) => {
-            return Ok(commit_problem(&ApiError::bad_request(
+            return Ok(HandlerOutcome::problem(&ApiError::bad_request(
                 "unreadable-document",
                 e.to_string(),
             )))
@@ -142,25 +142,17 @@ pub fn execute(
     }
     let body = response_body(&id, &doc, &chunk_ids, &upload, now);
     Ok(HandlerOutcome::Commit {
-        response: StoredResponse {
-            status: 201,
-            headers: vec![
-                ("content-type".into(), JSON.into()),
-                ("location".into(), format!("/v1/documents/{id}")),
-                ("x-document-id".into(), id.clone()),
+        response: http::json_stored(
+            201,
+            &body,
+            &[
+                ("location", &format!("/v1/documents/{id}")),
+                ("x-document-id", &id),
             ],
-            body: body.to_string().into_bytes(),
-        },
+        ),
         writes,
+        after: None,
     })
-}
-
-/// A 4xx answer from the handler: stored and replayed like any final answer.
-fn commit_problem(e: &ApiError) -> HandlerOutcome {
-    HandlerOutcome::Commit {
-        response: http::problem_stored(e),
-        writes: vec![],
-    }
 }
 
 #[derive(Deserialize, serde::Serialize)]

@@ -1,13 +1,20 @@
-//! The functions behind idemgate. Each keyed route has a pure validation step
-//! (run by the Worker before any idempotency work) and an execution step (run by
-//! the key's Durable Object under the lease) that returns its answer and the D1
-//! writes to commit together with the idempotency record.
+//! The functions behind idemgate. Each keyed route has a validation step (run by
+//! the Worker before any idempotency work: an invalid request is not stored and
+//! does not use up its key) and an execution step (run by the key's Durable Object
+//! under the lease) that returns its answer and the D1 writes to commit together
+//! with the idempotency record.
 
 pub mod documents;
+pub mod functions;
+pub mod training;
 
-use crate::config::{Config, ROUTE_DOCUMENTS};
+use crate::config::{
+    Config, ROUTE_DOCUMENTS, ROUTE_FUNCTION, ROUTE_JOB_CANCEL, ROUTE_JOB_EVENTS,
+    ROUTE_TRAINING_DATA, ROUTE_TRAINING_JOBS,
+};
 use crate::idempotency::StoredResponse;
 use crate::keygate_do::Envelope;
+use crate::problem::ApiError;
 use worker::{D1Database, D1PreparedStatement, Result};
 
 /// What a handler produced.
@@ -17,12 +24,36 @@ pub enum HandlerOutcome {
     Commit {
         response: StoredResponse,
         writes: Vec<D1PreparedStatement>,
+        /// Work that needs the committed rows, done once after the commit.
+        after: Option<AfterCommit>,
     },
     /// A transient failure (5xx): nothing is written and the key is released.
     Transient(StoredResponse),
 }
 
-/// Runs the handler for `env.route`. An `Err` counts as a throw: 500, released.
+impl HandlerOutcome {
+    /// A final answer with no rows of its own.
+    pub fn answer(response: StoredResponse) -> Self {
+        HandlerOutcome::Commit {
+            response,
+            writes: vec![],
+            after: None,
+        }
+    }
+
+    /// A 4xx problem from the handler: stored and replayed like any final answer.
+    pub fn problem(err: &ApiError) -> Self {
+        Self::answer(crate::http::problem_stored(err))
+    }
+}
+
+/// Side effects after a commit.
+pub enum AfterCommit {
+    /// Send a new training job to `TRAINER_URL`.
+    DispatchJob { job_id: String },
+}
+
+/// Runs the handler for `env.template`. An `Err` counts as a throw: 500, released.
 pub async fn execute(
     db: &D1Database,
     cfg: &Config,
@@ -35,10 +66,29 @@ pub async fn execute(
             "simulated handler failure (test hook)".into(),
         ));
     }
-    match env.route.as_str() {
+    let param = || env.param.clone().unwrap_or_default();
+    match env.template.as_str() {
         ROUTE_DOCUMENTS => documents::execute(db, cfg, env, body, now),
+        ROUTE_TRAINING_DATA => training::create_dataset(db, env, body, now).await,
+        ROUTE_TRAINING_JOBS => training::create_job(db, cfg, env, body, now).await,
+        ROUTE_JOB_EVENTS => training::job_event(db, env, &param(), body, now).await,
+        ROUTE_JOB_CANCEL => training::cancel_job(db, env, &param(), body, now).await,
+        ROUTE_FUNCTION => {
+            let url = match functions::upstream_url(cfg, &param()) {
+                Ok(u) => u,
+                Err(e) => return Ok(HandlerOutcome::Transient(crate::http::problem_stored(&e))),
+            };
+            Ok(functions::execute(cfg, &url, body, &env.forward, &env.key).await)
+        }
         other => Err(worker::Error::RustError(format!(
             "no handler for route {other}"
         ))),
+    }
+}
+
+/// Runs an [`AfterCommit`]; failures are recorded on the rows, never raised.
+pub async fn after_commit(db: &D1Database, cfg: &Config, after: AfterCommit) {
+    match after {
+        AfterCommit::DispatchJob { job_id } => training::dispatch_job(db, cfg, &job_id).await,
     }
 }

@@ -1,0 +1,797 @@
+//! generate-training-data, start-training and the trainer's side:
+//! `POST /v1/training-data`, `POST /v1/training-jobs`, `POST
+//! /v1/training-jobs/{id}/events` and `/cancel`, and their reads. The logic
+//! (examples, validation, the job state machine) is in [`crate::training`].
+
+use super::{AfterCommit, HandlerOutcome};
+use crate::auth::Caller;
+use crate::config::Config;
+use crate::http;
+use crate::ids::new_id;
+use crate::keygate_do::Envelope;
+use crate::problem::ApiError;
+use crate::routes::functions::{self, UpstreamResult};
+use crate::store::{int, s, stmt};
+use crate::training::{
+    build_examples, parse_dataset_request, parse_event_request, parse_job_request, transition,
+    Format, JobEvent, JobState, RequestError, SourceDocument,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, Headers, Response, ResponseBuilder, Result};
+
+/// Examples per multi-row INSERT: 5 bound values each, under D1's 100 per statement.
+const EXAMPLES_PER_INSERT: usize = 20;
+/// Examples per page of the JSONL stream: memory stays bounded whatever the size.
+const JSONL_PAGE: i64 = 500;
+
+/// Maps a request parsing error to a 400 that names the field.
+pub fn request_error(e: RequestError) -> ApiError {
+    let slug = match e {
+        RequestError::InvalidJson(_) => "invalid-json",
+        RequestError::UnknownField(_) => "unknown-field",
+        RequestError::MissingField(_) | RequestError::InvalidField { .. } => "invalid-field",
+    };
+    ApiError::bad_request(slug, e.to_string())
+}
+
+/// `POST /v1/training-jobs/{id}/cancel` takes an empty body or `{"reason": "…"}`.
+pub fn parse_cancel(body: &[u8]) -> std::result::Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid-json", e.to_string()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("invalid-json", "the body must be a JSON object"))?;
+    if let Some(k) = obj.keys().find(|k| *k != "reason") {
+        return Err(ApiError::bad_request(
+            "unknown-field",
+            format!("unknown field `{k}`"),
+        ));
+    }
+    match obj.get("reason") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(r)) if r.chars().count() <= 1000 => Ok(Some(r.clone())),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid-field",
+            "`reason` must be a string of at most 1000 chars",
+        )),
+    }
+}
+
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Loads the caller's documents in request order; ids that are unknown or
+/// belong to another tenant are returned as missing (the same answer for both:
+/// another tenant's ids must not be distinguishable from unknown ones).
+async fn load_sources(
+    db: &D1Database,
+    tenant: &str,
+    ids: &[String],
+    format: Format,
+) -> Result<std::result::Result<Vec<SourceDocument>, Vec<String>>> {
+    #[derive(Deserialize)]
+    struct DocRow {
+        id: String,
+        text: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct ChunkRow {
+        document_id: String,
+        text: String,
+    }
+    let mut args: Vec<JsValue> = vec![s(tenant)];
+    args.extend(ids.iter().map(|i| s(i)));
+    let text_col = if format == Format::Chat {
+        "text"
+    } else {
+        "NULL AS text"
+    };
+    let found: Vec<DocRow> = stmt(
+        db,
+        &format!(
+            "SELECT id, {text_col} FROM documents WHERE tenant = ?1 AND id IN ({})",
+            placeholders(2, ids.len())
+        ),
+        &args,
+    )?
+    .all()
+    .await?
+    .results()?;
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|i| !found.iter().any(|d| &d.id == *i))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Ok(Err(missing));
+    }
+    let chunks: Vec<ChunkRow> = if format == Format::Chunks {
+        stmt(
+            db,
+            &format!(
+                "SELECT document_id, text FROM chunks WHERE tenant = ?1 AND document_id IN ({}) ORDER BY document_id, idx",
+                placeholders(2, ids.len())
+            ),
+            &args,
+        )?
+        .all()
+        .await?
+        .results()?
+    } else {
+        vec![]
+    };
+    let mut by_id: std::collections::HashMap<String, SourceDocument> = found
+        .into_iter()
+        .map(|d| {
+            (
+                d.id.clone(),
+                SourceDocument {
+                    id: d.id,
+                    text: d.text.unwrap_or_default(),
+                    chunks: vec![],
+                },
+            )
+        })
+        .collect();
+    for c in chunks {
+        if let Some(d) = by_id.get_mut(&c.document_id) {
+            d.chunks.push(c.text);
+        }
+    }
+    Ok(Ok(ids.iter().filter_map(|i| by_id.remove(i)).collect()))
+}
+
+/// `POST /v1/training-data`: builds the dataset and stores it with its examples.
+pub async fn create_dataset(
+    db: &D1Database,
+    env: &Envelope,
+    body: &[u8],
+    now: i64,
+) -> Result<HandlerOutcome> {
+    let req = match parse_dataset_request(body) {
+        Ok(r) => r,
+        Err(e) => return Ok(HandlerOutcome::problem(&request_error(e))),
+    };
+    let docs = match load_sources(db, &env.scope, &req.document_ids, req.format).await? {
+        Ok(d) => d,
+        Err(missing) => {
+            return Ok(HandlerOutcome::problem(&ApiError::NotFound(format!(
+                "documents not found: {}",
+                missing.join(", ")
+            ))))
+        }
+    };
+    let (examples, stats) = build_examples(&docs, req.format, req.min_chars, req.max_examples);
+    let id = new_id("ds");
+    let per_document: Vec<Value> = stats
+        .per_document
+        .iter()
+        .map(|(d, n)| json!({"document_id": d, "examples": n}))
+        .collect();
+    let mut writes: Vec<D1PreparedStatement> =
+        Vec::with_capacity(1 + examples.len() / EXAMPLES_PER_INSERT + 1);
+    writes.push(stmt(
+        db,
+        "INSERT INTO datasets (id, tenant, format, document_ids, min_chars, max_examples, example_count, \
+         duplicates_dropped, too_short_dropped, char_count, estimated_tokens, per_document, created_by, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        &[
+            s(&id),
+            s(&env.scope),
+            s(req.format.as_str()),
+            s(&json!(req.document_ids).to_string()),
+            int(req.min_chars as i64),
+            req.max_examples.map_or(JsValue::NULL, |m| int(m as i64)),
+            int(stats.examples as i64),
+            int(stats.duplicates_dropped as i64),
+            int(stats.too_short_dropped as i64),
+            int(stats.chars as i64),
+            int(stats.estimated_tokens as i64),
+            s(&Value::Array(per_document.clone()).to_string()),
+            s(&env.caller_sub),
+            int(now),
+        ],
+    )?);
+    for (batch_no, batch) in examples.chunks(EXAMPLES_PER_INSERT).enumerate() {
+        let mut args = Vec::with_capacity(batch.len() * 5);
+        let mut rows = Vec::with_capacity(batch.len());
+        for (i, ex) in batch.iter().enumerate() {
+            let p = i * 5;
+            rows.push(format!(
+                "(?{}, ?{}, ?{}, ?{}, ?{})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5
+            ));
+            args.extend([
+                s(&id),
+                int((batch_no * EXAMPLES_PER_INSERT + i) as i64),
+                s(&ex.document_id),
+                s(&ex.sha256),
+                s(&ex.line),
+            ]);
+        }
+        writes.push(stmt(
+            db,
+            &format!(
+                "INSERT INTO examples (dataset_id, idx, document_id, sha256, line) VALUES {}",
+                rows.join(", ")
+            ),
+            &args,
+        )?);
+    }
+    let body = json!({
+        "dataset_id": id,
+        "format": req.format.as_str(),
+        "document_ids": req.document_ids,
+        "stats": {
+            "examples": stats.examples,
+            "duplicates_dropped": stats.duplicates_dropped,
+            "too_short_dropped": stats.too_short_dropped,
+            "chars": stats.chars,
+            "estimated_tokens": stats.estimated_tokens,
+            "per_document": per_document,
+        },
+        "examples_url": format!("/v1/training-data/{id}.jsonl"),
+        "created_at": now,
+    });
+    Ok(HandlerOutcome::Commit {
+        response: http::json_stored(
+            201,
+            &body,
+            &[("location", &format!("/v1/training-data/{id}"))],
+        ),
+        writes,
+        after: None,
+    })
+}
+
+#[derive(Deserialize)]
+struct DatasetRow {
+    id: String,
+    format: String,
+    document_ids: String,
+    min_chars: f64,
+    max_examples: Option<f64>,
+    example_count: f64,
+    duplicates_dropped: f64,
+    too_short_dropped: f64,
+    char_count: f64,
+    estimated_tokens: f64,
+    per_document: String,
+    created_at: f64,
+}
+
+async fn find_dataset(db: &D1Database, tenant: &str, id: &str) -> Result<Option<DatasetRow>> {
+    stmt(
+        db,
+        "SELECT id, format, document_ids, min_chars, max_examples, example_count, duplicates_dropped, \
+         too_short_dropped, char_count, estimated_tokens, per_document, created_at \
+         FROM datasets WHERE id = ?1 AND tenant = ?2",
+        &[s(id), s(tenant)],
+    )?
+    .first(None)
+    .await
+}
+
+fn not_found(what: &str, id: &str) -> Response {
+    http::problem(&ApiError::NotFound(format!("{what} {id} not found")))
+}
+
+/// `GET /v1/training-data/{id}`.
+pub async fn get_dataset(db: &D1Database, caller: &Caller, id: &str) -> Result<Response> {
+    let Some(d) = find_dataset(db, &caller.tenant, id).await? else {
+        return Ok(not_found("dataset", id));
+    };
+    let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
+    Ok(http::json(
+        200,
+        &json!({
+            "dataset_id": d.id,
+            "format": d.format,
+            "document_ids": parse(&d.document_ids),
+            "min_chars": d.min_chars as i64,
+            "max_examples": d.max_examples.map(|m| m as i64),
+            "stats": {
+                "examples": d.example_count as i64,
+                "duplicates_dropped": d.duplicates_dropped as i64,
+                "too_short_dropped": d.too_short_dropped as i64,
+                "chars": d.char_count as i64,
+                "estimated_tokens": d.estimated_tokens as i64,
+                "per_document": parse(&d.per_document),
+            },
+            "examples_url": format!("/v1/training-data/{}.jsonl", d.id),
+            "created_at": d.created_at as i64,
+        }),
+    ))
+}
+
+/// `GET /v1/training-data/{id}.jsonl`: the examples as `application/x-ndjson`,
+/// streamed page by page (keyset on `idx`), so memory stays bounded.
+pub async fn dataset_jsonl(db: D1Database, caller: &Caller, id: &str) -> Result<Response> {
+    if find_dataset(&db, &caller.tenant, id).await?.is_none() {
+        return Ok(not_found("dataset", id));
+    }
+    #[derive(Deserialize)]
+    struct Line {
+        idx: f64,
+        line: String,
+    }
+    let id = id.to_string();
+    let db = std::rc::Rc::new(db);
+    let pages = futures_util::stream::try_unfold(Some(-1i64), move |after| {
+        let (db, id) = (db.clone(), id.clone());
+        async move {
+            let Some(after) = after else { return Ok(None) };
+            let rows: Vec<Line> = stmt(
+                &db,
+                "SELECT idx, line FROM examples WHERE dataset_id = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
+                &[s(&id), int(after), int(JSONL_PAGE)],
+            )?
+            .all()
+            .await?
+            .results()?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let next = (rows.len() as i64 == JSONL_PAGE)
+                .then(|| rows.last().map_or(after, |r| r.idx as i64));
+            let mut out = Vec::new();
+            for r in rows {
+                out.extend_from_slice(r.line.as_bytes());
+                out.push(b'\n');
+            }
+            Ok::<_, worker::Error>(Some((out, next)))
+        }
+    });
+    let headers = Headers::new();
+    headers.set("content-type", "application/x-ndjson")?;
+    ResponseBuilder::new()
+        .with_headers(headers)
+        .from_stream(pages)
+}
+
+/// `POST /v1/training-jobs`: a `queued` job for one of the tenant's datasets.
+pub async fn create_job(
+    db: &D1Database,
+    cfg: &Config,
+    env: &Envelope,
+    body: &[u8],
+    now: i64,
+) -> Result<HandlerOutcome> {
+    let req = match parse_job_request(body) {
+        Ok(r) => r,
+        Err(e) => return Ok(HandlerOutcome::problem(&request_error(e))),
+    };
+    match find_dataset(db, &env.scope, &req.dataset_id).await? {
+        None => {
+            return Ok(HandlerOutcome::problem(&ApiError::NotFound(format!(
+                "dataset {} not found",
+                req.dataset_id
+            ))))
+        }
+        Some(d) if d.example_count < 1.0 => {
+            return Ok(HandlerOutcome::problem(&ApiError::Unprocessable {
+                slug: "empty-dataset",
+                detail: format!("dataset {} has no examples to train on", req.dataset_id),
+            }))
+        }
+        Some(_) => {}
+    }
+    let id = new_id("job");
+    let dispatch = if cfg.trainer_url.is_some() {
+        "pending"
+    } else {
+        "none"
+    };
+    let hyper = serde_json::to_value(req.hyperparameters)
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let writes = vec![stmt(
+        db,
+        "INSERT INTO training_jobs (id, tenant, dataset_id, base_model, hyperparameters, status, version, \
+         dispatch_status, created_by, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 0, ?6, ?7, ?8, ?8)",
+        &[s(&id), s(&env.scope), s(&req.dataset_id), s(&req.base_model), s(&hyper.to_string()), s(dispatch), s(&env.caller_sub), int(now)],
+    )?];
+    let body = json!({
+        "id": id,
+        "status": JobState::Queued.as_str(),
+        "dataset_id": req.dataset_id,
+        "base_model": req.base_model,
+        "hyperparameters": hyper,
+        "dispatch": dispatch,
+        "created_at": now,
+    });
+    Ok(HandlerOutcome::Commit {
+        response: http::json_stored(
+            201,
+            &body,
+            &[("location", &format!("/v1/training-jobs/{id}"))],
+        ),
+        writes,
+        after: cfg
+            .trainer_url
+            .is_some()
+            .then_some(AfterCommit::DispatchJob { job_id: id }),
+    })
+}
+
+/// The key the trainer sees for a job's dispatch: derived from the job id, so a
+/// retried dispatch (after a failure, or by the sweep) is deduplicated by the trainer.
+pub fn dispatch_key(job_id: &str) -> String {
+    format!("dispatch-{job_id}")
+}
+
+#[derive(Deserialize)]
+struct JobRow {
+    id: String,
+    tenant: String,
+    dataset_id: String,
+    base_model: String,
+    hyperparameters: String,
+    status: String,
+    version: f64,
+    progress: Option<String>,
+    artifact: Option<String>,
+    error: Option<String>,
+    dispatch_status: String,
+    dispatch_error: Option<String>,
+    dispatch_attempts: f64,
+    created_at: f64,
+    updated_at: f64,
+}
+
+const JOB_COLUMNS: &str =
+    "id, tenant, dataset_id, base_model, hyperparameters, status, version, progress, artifact, \
+     error, dispatch_status, dispatch_error, dispatch_attempts, created_at, updated_at";
+
+fn job_json(j: &JobRow) -> Value {
+    let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
+    json!({
+        "id": j.id,
+        "status": j.status,
+        "version": j.version as i64,
+        "dataset_id": j.dataset_id,
+        "base_model": j.base_model,
+        "hyperparameters": parse(&j.hyperparameters),
+        "progress": j.progress.as_deref().map(parse),
+        "artifact": j.artifact,
+        "error": j.error,
+        "dispatch": {"status": j.dispatch_status, "error": j.dispatch_error, "attempts": j.dispatch_attempts as i64},
+        "examples_url": format!("/v1/training-data/{}.jsonl", j.dataset_id),
+        "created_at": j.created_at as i64,
+        "updated_at": j.updated_at as i64,
+    })
+}
+
+/// Sends a job to `TRAINER_URL` and records the outcome on the job. A failed
+/// dispatch leaves the job `queued` with the error; the scheduled sweep retries it
+/// (with the same derived key) and the trainer can also pull queued jobs.
+pub async fn dispatch_job(db: &D1Database, cfg: &Config, job_id: &str) {
+    let Some(url) = cfg.trainer_url.as_deref() else {
+        return;
+    };
+    let result = async {
+        let job: Option<JobRow> = stmt(
+            db,
+            &format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE id = ?1"),
+            &[s(job_id)],
+        )?
+        .first(None)
+        .await?;
+        let Some(job) = job else { return Ok(()) };
+        let mut payload = job_json(&job);
+        payload["tenant"] = json!(job.tenant);
+        payload["events_url"] = json!(format!("/v1/training-jobs/{}/events", job.id));
+        let forward = [("content-type".to_string(), http::JSON.to_string())];
+        let (status, error) = match functions::call(
+            cfg,
+            url,
+            payload.to_string().as_bytes(),
+            &forward,
+            Some(&dispatch_key(job_id)),
+        )
+        .await
+        {
+            UpstreamResult::Answered { status, .. } if (200..300).contains(&status) => {
+                ("dispatched", None)
+            }
+            UpstreamResult::Answered { status, .. } => {
+                ("failed", Some(format!("trainer answered {status}")))
+            }
+            UpstreamResult::TimedOut => {
+                ("failed", Some("trainer did not answer in time".to_string()))
+            }
+            UpstreamResult::Unreachable(e) => ("failed", Some(format!("trainer unreachable: {e}"))),
+        };
+        stmt(
+            db,
+            "UPDATE training_jobs SET dispatch_status = ?1, dispatch_error = ?2, \
+             dispatch_attempts = dispatch_attempts + 1 WHERE id = ?3",
+            &[
+                s(status),
+                error.as_deref().map_or(JsValue::NULL, s),
+                s(job_id),
+            ],
+        )?
+        .run()
+        .await?;
+        Ok::<_, worker::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        worker::console_error!("dispatch of {job_id} failed: {e}");
+    }
+}
+
+/// The scheduled sweep's share: re-dispatch queued jobs whose dispatch failed, or
+/// is still pending a minute after creation. Bounded per run.
+pub async fn retry_dispatches(db: &D1Database, cfg: &Config, now: i64) -> Result<usize> {
+    if cfg.trainer_url.is_none() {
+        return Ok(0);
+    }
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let ids: Vec<Id> = stmt(
+        db,
+        "SELECT id FROM training_jobs WHERE status = 'queued' AND dispatch_attempts < 10 \
+         AND (dispatch_status = 'failed' OR (dispatch_status = 'pending' AND created_at < ?1)) \
+         ORDER BY created_at LIMIT 20",
+        &[int(now - 60_000)],
+    )?
+    .all()
+    .await?
+    .results()?;
+    for id in &ids {
+        dispatch_job(db, cfg, &id.id).await;
+    }
+    Ok(ids.len())
+}
+
+/// Applies one event to a job: the transition is checked by the pure state
+/// machine; the event row and the job update commit together, and only if the job
+/// is still at the version read (else the batch fails and the caller retries).
+#[allow(clippy::too_many_arguments)]
+async fn apply_event(
+    db: &D1Database,
+    env: &Envelope,
+    job_id: &str,
+    event: JobEvent,
+    type_name: &str,
+    event_id: &str,
+    payload: Value,
+    now: i64,
+) -> Result<HandlerOutcome> {
+    #[derive(Deserialize)]
+    struct Current {
+        status: String,
+        version: f64,
+    }
+    let current: Option<Current> = stmt(
+        db,
+        "SELECT status, version FROM training_jobs WHERE id = ?1 AND tenant = ?2",
+        &[s(job_id), s(&env.scope)],
+    )?
+    .first(None)
+    .await?;
+    let Some(current) = current else {
+        return Ok(HandlerOutcome::problem(&ApiError::NotFound(format!(
+            "training job {job_id} not found"
+        ))));
+    };
+    let from = JobState::parse(&current.status).ok_or_else(|| {
+        worker::Error::RustError(format!("job {job_id} has unknown state {}", current.status))
+    })?;
+    let to = match transition(from, event) {
+        Ok(to) => to,
+        Err(illegal) => {
+            return Ok(HandlerOutcome::problem(&ApiError::InvalidTransition {
+                detail: illegal.to_string(),
+                current_state: from.as_str().to_string(),
+            }))
+        }
+    };
+    let version = current.version as i64;
+    let field = |name: &str| {
+        payload.get(name).map(|v| {
+            if let Value::String(s) = v {
+                s.clone()
+            } else {
+                v.to_string()
+            }
+        })
+    };
+    let progress = (event == JobEvent::Progress).then(|| payload.to_string());
+    let writes = vec![
+        stmt(
+            db,
+            "INSERT INTO training_job_events (job_id, seq, event_id, type, from_state, to_state, payload, actor, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            &[
+                s(job_id),
+                int(version + 1),
+                s(event_id),
+                s(type_name),
+                s(from.as_str()),
+                s(to.as_str()),
+                s(&payload.to_string()),
+                s(&env.caller_sub),
+                int(now),
+            ],
+        )?,
+        stmt(
+            db,
+            "UPDATE training_jobs SET status = ?1, version = version + 1, updated_at = ?2, \
+             progress = COALESCE(?3, progress), artifact = COALESCE(?4, artifact), error = COALESCE(?5, error) \
+             WHERE id = ?6 AND version = ?7",
+            &[
+                s(to.as_str()),
+                int(now),
+                progress.as_deref().map_or(JsValue::NULL, s),
+                field("artifact").as_deref().map_or(JsValue::NULL, s),
+                field("error").as_deref().map_or(JsValue::NULL, s),
+                s(job_id),
+                int(version),
+            ],
+        )?,
+    ];
+    let body = json!({
+        "job_id": job_id,
+        "event_id": event_id,
+        "type": type_name,
+        "from": from.as_str(),
+        "status": to.as_str(),
+        "version": version + 1,
+    });
+    Ok(HandlerOutcome::Commit {
+        response: http::json_stored(200, &body, &[]),
+        writes,
+        after: None,
+    })
+}
+
+/// `POST /v1/training-jobs/{id}/events`: the event id is the idempotency key.
+pub async fn job_event(
+    db: &D1Database,
+    env: &Envelope,
+    job_id: &str,
+    body: &[u8],
+    now: i64,
+) -> Result<HandlerOutcome> {
+    let ev = match parse_event_request(body) {
+        Ok(e) => e,
+        Err(e) => return Ok(HandlerOutcome::problem(&request_error(e))),
+    };
+    let event = JobEvent::from(&ev.kind);
+    apply_event(
+        db,
+        env,
+        job_id,
+        event,
+        ev.kind.name(),
+        &ev.event_id,
+        ev.kind.payload(),
+        now,
+    )
+    .await
+}
+
+/// `POST /v1/training-jobs/{id}/cancel`.
+pub async fn cancel_job(
+    db: &D1Database,
+    env: &Envelope,
+    job_id: &str,
+    body: &[u8],
+    now: i64,
+) -> Result<HandlerOutcome> {
+    let reason = match parse_cancel(body) {
+        Ok(r) => r,
+        Err(e) => return Ok(HandlerOutcome::problem(&e)),
+    };
+    let event_id = format!("cancel:{}", env.key);
+    apply_event(
+        db,
+        env,
+        job_id,
+        JobEvent::Cancel,
+        "cancelled",
+        &event_id,
+        json!({"reason": reason}),
+        now,
+    )
+    .await
+}
+
+/// `GET /v1/training-jobs/{id}`: the job and its event history.
+pub async fn get_job(db: &D1Database, caller: &Caller, id: &str) -> Result<Response> {
+    let job: Option<JobRow> = stmt(
+        db,
+        &format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE id = ?1 AND tenant = ?2"),
+        &[s(id), s(&caller.tenant)],
+    )?
+    .first(None)
+    .await?;
+    let Some(job) = job else {
+        return Ok(not_found("training job", id));
+    };
+    #[derive(Deserialize)]
+    struct EventRow {
+        seq: f64,
+        event_id: String,
+        r#type: String,
+        from_state: String,
+        to_state: String,
+        payload: String,
+        actor: String,
+        created_at: f64,
+    }
+    let events: Vec<EventRow> = stmt(
+        db,
+        "SELECT seq, event_id, type, from_state, to_state, payload, actor, created_at FROM training_job_events \
+         WHERE job_id = ?1 ORDER BY seq",
+        &[s(id)],
+    )?
+    .all()
+    .await?
+    .results()?;
+    let mut body = job_json(&job);
+    body["events"] = events
+        .into_iter()
+        .map(|e| {
+            json!({
+                "seq": e.seq as i64, "event_id": e.event_id, "type": e.r#type, "from": e.from_state,
+                "to": e.to_state, "payload": serde_json::from_str::<Value>(&e.payload).unwrap_or(Value::Null),
+                "actor": e.actor, "created_at": e.created_at as i64,
+            })
+        })
+        .collect();
+    Ok(http::json(200, &body))
+}
+
+/// `GET /v1/training-jobs?status=&offset=&limit=`: the tenant's jobs, oldest first.
+pub async fn list_jobs(
+    db: &D1Database,
+    caller: &Caller,
+    status: Option<&str>,
+    offset: u32,
+    limit: u32,
+) -> Result<Response> {
+    if let Some(st) = status {
+        if JobState::parse(st).is_none() {
+            return Ok(http::problem(&ApiError::bad_request(
+                "invalid-field",
+                format!("status {st:?} is not one of queued, claimed, running, succeeded, failed, cancelled"),
+            )));
+        }
+    }
+    let jobs: Vec<JobRow> = stmt(
+        db,
+        &format!(
+            "SELECT {JOB_COLUMNS} FROM training_jobs WHERE tenant = ?1 AND (?2 IS NULL OR status = ?2) \
+             ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
+        ),
+        &[s(&caller.tenant), status.map_or(JsValue::NULL, s), int(limit as i64 + 1), int(offset as i64)],
+    )?
+    .all()
+    .await?
+    .results()?;
+    let more = jobs.len() > limit as usize;
+    let items: Vec<Value> = jobs.iter().take(limit as usize).map(job_json).collect();
+    let next = more.then(|| offset as i64 + limit as i64);
+    Ok(http::json(
+        200,
+        &json!({"jobs": items, "offset": offset, "limit": limit, "next_offset": next}),
+    ))
+}

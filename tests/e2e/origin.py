@@ -1,0 +1,90 @@
+"""A small origin function and trainer server on 127.0.0.1 that counts the calls
+it receives (started in-process by the tests)."""
+
+import json
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Origin:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls = defaultdict(int)          # path -> count
+        self.requests = defaultdict(list)      # path -> [(headers, body)]
+        self.flaky_failed = set()              # idempotency keys that got their 500
+        self.trainer_status = 202
+        self.server = None
+        self.port = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def count(self, path):
+        with self.lock:
+            return self.calls[path]
+
+    def start(self, port=0):
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, body, headers=()):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                path = self.path
+                with origin.lock:
+                    origin.calls[path] += 1
+                    n = origin.calls[path]
+                    origin.requests[path].append(({k.lower(): v for k, v in self.headers.items()}, body))
+                key = self.headers.get("idempotency-key")
+                if path == "/echo":
+                    self.reply(200, {"call": n, "body": body.decode(errors="replace"), "key": key,
+                                     "content_type": self.headers.get("content-type"),
+                                     "authorization": self.headers.get("authorization")},
+                               [("x-origin-call", str(n)), ("set-cookie", "session=secret"), ("etag", f'"e{n}"')])
+                elif path == "/reject":
+                    self.reply(422, {"error": "invalid order", "call": n})
+                elif path == "/flaky":
+                    with origin.lock:
+                        first = key not in origin.flaky_failed
+                        origin.flaky_failed.add(key)
+                    if first:
+                        self.reply(500, {"error": "transient", "call": n})
+                    else:
+                        self.reply(201, {"ok": True, "call": n})
+                elif path == "/slow":
+                    time.sleep(3)
+                    self.reply(200, {"slow": True, "call": n})
+                elif path == "/trainer":
+                    self.reply(origin.trainer_status, {"accepted": origin.trainer_status < 300})
+                else:
+                    self.reply(404, {"error": "no such function"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
