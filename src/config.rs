@@ -15,6 +15,13 @@ pub const ROUTE_TRAINING_JOBS: &str = "POST /v1/training-jobs";
 pub const ROUTE_JOB_EVENTS: &str = "POST /v1/training-jobs/{id}/events";
 pub const ROUTE_JOB_CANCEL: &str = "POST /v1/training-jobs/{id}/cancel";
 pub const ROUTE_FUNCTION: &str = "POST /functions/v1/{name}";
+pub const ROUTE_STAGE_EXPORT: &str = "POST /v1/staging/exports";
+pub const ROUTE_EXPORT_REVIEW: &str = "PUT /v1/staging/exports/{id}/review";
+pub const ROUTE_EXPORT_APPROVE: &str = "PUT /v1/staging/exports/{id}/approve";
+pub const ROUTE_EXPORT_REJECT: &str = "PUT /v1/staging/exports/{id}/reject";
+pub const ROUTE_EXPORT_POST: &str = "POST /v1/staging/exports/{id}/post";
+pub const ROUTE_EXPORT_ROLLBACK: &str = "POST /v1/staging/exports/{id}/rollback";
+pub const ROUTE_STAGING_BATCH: &str = "POST /v1/staging/batches";
 
 /// A keyed write route: its template, the concrete route, and the path parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +39,8 @@ fn is_param(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Matches a request path (without query) against the keyed write routes.
+/// Matches a request path (without query) against the keyed write routes; each
+/// path belongs to exactly one method.
 pub fn match_keyed(path: &str) -> Option<KeyedRoute> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let (template, param) = match segments.as_slice() {
@@ -42,6 +50,19 @@ pub fn match_keyed(path: &str) -> Option<KeyedRoute> {
         ["v1", "training-jobs", id, "events"] if is_param(id) => (ROUTE_JOB_EVENTS, Some(*id)),
         ["v1", "training-jobs", id, "cancel"] if is_param(id) => (ROUTE_JOB_CANCEL, Some(*id)),
         ["functions", "v1", name] if is_param(name) => (ROUTE_FUNCTION, Some(*name)),
+        ["v1", "staging", "exports"] => (ROUTE_STAGE_EXPORT, None),
+        ["v1", "staging", "exports", id, action] if is_param(id) => (
+            match *action {
+                "review" => ROUTE_EXPORT_REVIEW,
+                "approve" => ROUTE_EXPORT_APPROVE,
+                "reject" => ROUTE_EXPORT_REJECT,
+                "post" => ROUTE_EXPORT_POST,
+                "rollback" => ROUTE_EXPORT_ROLLBACK,
+                _ => return None,
+            },
+            Some(*id),
+        ),
+        ["v1", "staging", "batches"] => (ROUTE_STAGING_BATCH, None),
         _ => return None,
     };
     let route = match param {
@@ -55,19 +76,26 @@ pub fn match_keyed(path: &str) -> Option<KeyedRoute> {
     })
 }
 
-/// Resolves `?route=` of the key admin endpoints: a route (`POST /v1/documents`)
+impl KeyedRoute {
+    /// The HTTP method of the write (`POST` or `PUT`).
+    pub fn method(&self) -> &'static str {
+        self.template.split_once(' ').map_or("POST", |(m, _)| m)
+    }
+}
+
+/// Resolves `?route=` of the key admin endpoints: a route (`PUT /v1/staging/…`)
 /// or just its path (`/v1/training-jobs/job_1/cancel`).
 pub fn keyed_route(query: &str) -> Option<KeyedRoute> {
     let q = query.trim();
-    let path = q.strip_prefix("POST ").unwrap_or(q);
+    let path = q.split_once(' ').map_or(q, |(_, p)| p);
     match_keyed(path.trim())
 }
 
 /// The template a concrete route belongs to (for stats); unknown routes map to themselves.
 pub fn template_of(route: &str) -> String {
     route
-        .strip_prefix("POST ")
-        .and_then(match_keyed)
+        .split_once(' ')
+        .and_then(|(_, path)| match_keyed(path))
         .map_or_else(|| route.to_string(), |k| k.template.to_string())
 }
 
@@ -112,6 +140,12 @@ pub struct Config {
     pub upstream_timeout_ms: u64,
     /// Where new training jobs are dispatched, if set.
     pub trainer_url: Option<String>,
+    /// Export staging (§4).
+    pub staging_quality_threshold: u8,
+    pub staging_approval_timeout_ms: i64,
+    pub staging_max_batch_size: usize,
+    /// Where posted exports are delivered, if set.
+    pub destination_url: Option<String>,
 }
 
 impl Default for Config {
@@ -129,6 +163,10 @@ impl Default for Config {
             upstream_key_policy: KeyPolicy::Required,
             upstream_timeout_ms: 30_000,
             trainer_url: None,
+            staging_quality_threshold: 70,
+            staging_approval_timeout_ms: 72 * 3_600_000,
+            staging_max_batch_size: 1000,
+            destination_url: None,
         }
     }
 }
@@ -162,6 +200,12 @@ impl Config {
             chunk_size: num("CHUNK_SIZE", d.chunk_size as i64, 100) as usize,
             chunk_overlap: num("CHUNK_OVERLAP", d.chunk_overlap as i64, 0) as usize,
             upstream_timeout_ms: num("UPSTREAM_TIMEOUT_MS", d.upstream_timeout_ms as i64, 1) as u64,
+            staging_quality_threshold: num("STAGING_QUALITY_THRESHOLD", 70, 0).min(100) as u8,
+            staging_max_batch_size: num(
+                "STAGING_MAX_BATCH_SIZE",
+                d.staging_max_batch_size as i64,
+                1,
+            ) as usize,
             ..d
         };
         let text = |name: &str| {
@@ -192,6 +236,18 @@ impl Config {
                 .unwrap_or_default(),
             upstream_key_policy,
             trainer_url: text("TRAINER_URL"),
+            destination_url: text("DESTINATION_URL").map(|u| u.trim_end_matches('/').to_string()),
+            staging_approval_timeout_ms: match text("STAGING_APPROVAL_TIMEOUT_HOURS") {
+                None => d.staging_approval_timeout_ms,
+                // Hours may be fractional (tests use seconds' worth).
+                Some(v) => match v.parse::<f64>() {
+                    Ok(h) if h > 0.0 && h.is_finite() => (h * 3_600_000.0) as i64,
+                    _ => {
+                        warnings.push(format!("STAGING_APPROVAL_TIMEOUT_HOURS={v:?} is not a positive number; using 72"));
+                        d.staging_approval_timeout_ms
+                    }
+                },
+            },
             ..cfg
         };
         (cfg, warnings)
@@ -269,6 +325,16 @@ mod tests {
             ROUTE_JOB_CANCEL
         );
         assert_eq!(template_of("POST /functions/v1/echo"), ROUTE_FUNCTION);
+        let approve = match_keyed("/v1/staging/exports/exp_1/approve").unwrap();
+        assert_eq!(
+            (approve.template, approve.method()),
+            (ROUTE_EXPORT_APPROVE, "PUT")
+        );
+        assert_eq!(
+            template_of("PUT /v1/staging/exports/exp_1/approve"),
+            ROUTE_EXPORT_APPROVE
+        );
+        assert_eq!(match_keyed("/v1/staging/exports/exp_1/delete"), None);
     }
 
     #[test]
@@ -281,6 +347,12 @@ mod tests {
         assert_eq!(
             keyed_route("/v1/training-jobs/job_2/cancel").unwrap().route,
             "POST /v1/training-jobs/job_2/cancel"
+        );
+        assert_eq!(
+            keyed_route("PUT /v1/staging/exports/e/review")
+                .unwrap()
+                .route,
+            "PUT /v1/staging/exports/e/review"
         );
         assert_eq!(keyed_route("/v1/nope"), None);
     }

@@ -4,15 +4,21 @@
 use crate::auth::{self, Caller};
 use crate::config::{
     self, Config, KeyPolicy, KeyedRoute, AUTH_SECRET_VAR, DB_BINDING, KEY_GATE_BINDING,
-    ROUTE_DOCUMENTS, ROUTE_FUNCTION, ROUTE_JOB_CANCEL, ROUTE_JOB_EVENTS, ROUTE_TRAINING_DATA,
-    ROUTE_TRAINING_JOBS,
+    ROUTE_DOCUMENTS, ROUTE_EXPORT_APPROVE, ROUTE_EXPORT_POST, ROUTE_EXPORT_REJECT,
+    ROUTE_EXPORT_REVIEW, ROUTE_EXPORT_ROLLBACK, ROUTE_FUNCTION, ROUTE_JOB_CANCEL, ROUTE_JOB_EVENTS,
+    ROUTE_STAGE_EXPORT, ROUTE_STAGING_BATCH, ROUTE_TRAINING_DATA, ROUTE_TRAINING_JOBS,
 };
 use crate::counters;
 use crate::http::{self, OUTCOME_HEADER};
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
 use crate::keygate_do::{Envelope, ENVELOPE_HEADER};
 use crate::problem::ApiError;
-use crate::routes::{documents, functions, training};
+use crate::routes::{documents, functions, staging, training};
+use crate::staging::data::validate_export_data;
+use crate::staging::requests::{
+    parse_approve_request, parse_batch_request, parse_reason_request, parse_review_request,
+    parse_stage_request,
+};
 use worker::{
     console_error, console_warn, Context, Date, Env, Headers, Method, Request, RequestInit,
     Response, ResponseBuilder,
@@ -73,17 +79,24 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
         };
     }
     let keyed = config::match_keyed(&path);
-    let allow = match segments.as_slice() {
-        _ if keyed.is_some() && segments.as_slice() == ["v1", "training-jobs"] => {
+    let allow = match (segments.as_slice(), &keyed) {
+        (["v1", "training-jobs"] | ["v1", "staging", "exports"], Some(_)) => {
             "GET, HEAD, POST, OPTIONS"
         }
-        _ if keyed.is_some() => "POST, OPTIONS",
-        ["v1", "documents", _]
-        | ["v1", "documents", _, "chunks"]
-        | ["v1", "training-data", _]
-        | ["v1", "training-jobs", _]
-        | ["v1", "idempotency", "stats"] => "GET, HEAD, OPTIONS",
-        ["v1", "idempotency", "keys", _, ..] => "GET, HEAD, DELETE, OPTIONS",
+        (_, Some(k)) if k.method() == "PUT" => "PUT, OPTIONS",
+        (_, Some(_)) => "POST, OPTIONS",
+        (
+            ["v1", "documents", _]
+            | ["v1", "documents", _, "chunks"]
+            | ["v1", "training-data", _]
+            | ["v1", "training-jobs", _]
+            | ["v1", "staging", "exports", _]
+            | ["v1", "staging", "exports", _, "diff" | "audit" | "file"]
+            | ["v1", "staging", "batches", _]
+            | ["v1", "idempotency", "stats"],
+            None,
+        ) => "GET, HEAD, OPTIONS",
+        (["v1", "idempotency", "keys", _, ..], None) => "GET, HEAD, DELETE, OPTIONS",
         _ => return Err(ApiError::NotFound(format!("no route for {path}"))),
     };
     if method == Method::Options {
@@ -112,9 +125,40 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
     };
     let read = matches!(method, Method::Get | Method::Head);
     match (method, segments.as_slice()) {
-        (Method::Post, _) if keyed.is_some() => {
+        (m, _)
+            if keyed
+                .as_ref()
+                .is_some_and(|k| method_name(&m) == k.method()) =>
+        {
             keyed_write(req, env, ctx, &caller, &cfg, keyed.expect("checked")).await
         }
+        (_, ["v1", "staging", "exports"]) if read => {
+            let (offset, limit) = page();
+            staging::list(&db()?, &caller, query("status").as_deref(), offset, limit)
+                .await
+                .map_err(storage)
+        }
+        (_, ["v1", "staging", "exports", id]) if read => {
+            staging::get(&db()?, &caller, id).await.map_err(storage)
+        }
+        (_, ["v1", "staging", "exports", id, "diff"]) if read => {
+            staging::get_diff(&db()?, &caller, id)
+                .await
+                .map_err(storage)
+        }
+        (_, ["v1", "staging", "exports", id, "audit"]) if read => {
+            staging::get_audit(&db()?, &caller, id)
+                .await
+                .map_err(storage)
+        }
+        (_, ["v1", "staging", "exports", id, "file"]) if read => {
+            staging::get_file(&db()?, &caller, id)
+                .await
+                .map_err(storage)
+        }
+        (_, ["v1", "staging", "batches", id]) if read => staging::get_batch(&db()?, &caller, id)
+            .await
+            .map_err(storage),
         (_, ["v1", "documents", id]) if read => {
             documents::get(&db()?, &caller, id).await.map_err(storage)
         }
@@ -300,6 +344,48 @@ async fn keyed_write(
             }
             (event_key, true)
         }
+        ROUTE_STAGE_EXPORT => {
+            let key = key.ok_or(ApiError::KeyRequired)?;
+            let req = parse_stage_request(&body).map_err(staging::request_error)?;
+            validate_export_data(&req.export_data).map_err(staging::data_error)?;
+            (key, true)
+        }
+        ROUTE_EXPORT_REVIEW => {
+            let key = key.ok_or(ApiError::KeyRequired)?;
+            parse_review_request(&body).map_err(staging::request_error)?;
+            (key, true)
+        }
+        ROUTE_EXPORT_APPROVE => {
+            let key = key.ok_or(ApiError::KeyRequired)?;
+            require_role(caller, APPROVER_ROLE)?;
+            let req = parse_approve_request(&body).map_err(staging::request_error)?;
+            if let Some(data) = &req.approved_data {
+                validate_export_data(data).map_err(staging::data_error)?;
+            }
+            (key, true)
+        }
+        ROUTE_EXPORT_REJECT => {
+            let key = key.ok_or(ApiError::KeyRequired)?;
+            require_role(caller, APPROVER_ROLE)?;
+            parse_reason_request(&body, true).map_err(staging::request_error)?;
+            (key, true)
+        }
+        ROUTE_EXPORT_POST => {
+            let key = key.ok_or(ApiError::KeyRequired)?;
+            staging::parse_post_request(&body)?;
+            (key, true)
+        }
+        ROUTE_EXPORT_ROLLBACK => {
+            let key = key.ok_or(ApiError::KeyRequired)?;
+            parse_reason_request(&body, true).map_err(staging::request_error)?;
+            (key, true)
+        }
+        ROUTE_STAGING_BATCH => {
+            let key = key.ok_or(ApiError::KeyRequired)?;
+            parse_batch_request(&body, cfg.staging_max_batch_size)
+                .map_err(staging::request_error)?;
+            (key, true)
+        }
         ROUTE_FUNCTION => {
             let name = keyed.param.as_deref().unwrap_or_default();
             let url = functions::upstream_url(cfg, name)?;
@@ -418,4 +504,23 @@ async fn call_gate(
         .with_status(status)
         .with_headers(out_headers)
         .fixed(bytes))
+}
+
+/// The role that may approve or reject staged exports.
+const APPROVER_ROLE: &str = "approver";
+
+fn require_role(caller: &Caller, role: &str) -> std::result::Result<(), ApiError> {
+    if caller.has_role(role) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!("the {role} role is required")))
+    }
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match m {
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        _ => "",
+    }
 }

@@ -432,46 +432,70 @@ impl KeyGate {
         if env.test_delay_ms > 0 {
             Delay::from(Duration::from_millis(env.test_delay_ms)).await;
         }
-        let outcome = routes::execute(&db, &self.config, env, body, started).await;
-        let (response, mut writes, after) = match outcome {
-            Ok(HandlerOutcome::Commit {
-                response,
-                writes,
-                after,
-            }) if response.is_storable() => (response, writes, after),
-            Ok(HandlerOutcome::Commit { response, .. })
-            | Ok(HandlerOutcome::Transient(response)) => {
-                return self.release_with(env, token, response);
+        // A handler reads state and returns writes guarded by optimistic checks
+        // (unique sequence numbers); if another request committed in between, the
+        // batch fails on a constraint and the handler runs again on fresh state.
+        let mut attempt = 0;
+        let (response, expires_at, after) = loop {
+            attempt += 1;
+            let outcome = routes::execute(&db, &self.config, env, body, started).await;
+            let (response, mut writes, after) = match outcome {
+                Ok(HandlerOutcome::Commit {
+                    response,
+                    writes,
+                    after,
+                }) if response.is_storable() => (response, writes, after),
+                Ok(HandlerOutcome::Commit { response, .. }) => {
+                    return self.release_with(env, token, response)
+                }
+                Ok(HandlerOutcome::Release { response, writes }) => {
+                    if writes.is_empty() {
+                        return self.release_with(env, token, response);
+                    }
+                    match db.batch(writes).await {
+                        Ok(_) => return self.release_with(env, token, response),
+                        Err(e) if is_conflict(&e) && attempt <= CONFLICT_RETRIES => continue,
+                        Err(e) => return self.fail(env, token, e),
+                    }
+                }
+                Err(e) => {
+                    console_error!("handler {} failed: {e}", env.route);
+                    return self.release_with(
+                        env,
+                        token,
+                        http::problem_stored(&ApiError::Internal),
+                    );
+                }
+            };
+            let completed = now_ms();
+            let expires_at = completed + self.config.ttl_ms;
+            writes.extend(store::record_statements(
+                &db,
+                &env.record_id(),
+                &env.fingerprint,
+                &response,
+                started,
+                completed,
+                expires_at,
+            )?);
+            if env.test_fail.as_deref() == Some("storage") {
+                // Test hook: a statement that fails inside the batch, so the whole
+                // batch (domain rows included) must roll back.
+                writes.push(db.prepare("INSERT INTO no_such_table_simulated_failure VALUES (1)"));
             }
-            Err(e) => {
-                console_error!("handler {} failed: {e}", env.route);
-                return self.release_with(env, token, http::problem_stored(&ApiError::Internal));
+            match db.batch(writes).await {
+                Ok(_) => break (response, expires_at, after),
+                Err(e) => {
+                    console_error!("D1 batch for {} failed: {e}", env.route);
+                    // A live record means another holder committed first: that is the answer.
+                    match store::find_record(&db, &env.record_id(), now_ms()).await {
+                        Ok(Some(rec)) => return self.adopt(env, rec),
+                        Ok(None) if is_conflict(&e) && attempt <= CONFLICT_RETRIES => continue,
+                        Ok(None) | Err(_) => return self.fail(env, token, e),
+                    }
+                }
             }
         };
-        let completed = now_ms();
-        let expires_at = completed + self.config.ttl_ms;
-        writes.extend(store::record_statements(
-            &db,
-            &env.record_id(),
-            &env.fingerprint,
-            &response,
-            started,
-            completed,
-            expires_at,
-        )?);
-        if env.test_fail.as_deref() == Some("storage") {
-            // Test hook: a statement that fails inside the batch, so the whole
-            // batch (domain rows included) must roll back.
-            writes.push(db.prepare("INSERT INTO no_such_table_simulated_failure VALUES (1)"));
-        }
-        if let Err(e) = db.batch(writes).await {
-            console_error!("D1 batch for {} failed: {e}", env.route);
-            // A live record means another holder committed first: that is the answer.
-            return match store::find_record(&db, &env.record_id(), now_ms()).await {
-                Ok(Some(rec)) => self.adopt(env, rec),
-                Ok(None) | Err(_) => self.fail(env, token, e),
-            };
-        }
         if self.holds_lease(token)? {
             self.write_completed(&env.fingerprint, &response, started, expires_at)?;
         }
@@ -610,6 +634,14 @@ impl KeyGate {
             )))
         }
     }
+}
+
+/// How often a handler is re-run after losing an optimistic-concurrency race.
+const CONFLICT_RETRIES: u32 = 3;
+
+/// A batch that failed on a constraint: another request changed the same rows.
+fn is_conflict(e: &worker::Error) -> bool {
+    e.to_string().contains("constraint failed")
 }
 
 fn with_outcome(mut resp: Response, outcome: &str) -> Response {

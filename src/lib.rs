@@ -34,6 +34,7 @@ pub mod ids;
 pub mod keygate_do;
 pub mod problem;
 pub mod routes;
+pub mod staging;
 pub mod stats;
 pub mod store;
 pub mod training;
@@ -68,6 +69,13 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
                 Ok(n) if n > 0 => console_log!("sweep: retried {n} training job dispatches"),
                 Ok(_) => {}
                 Err(e) => console_error!("dispatch retry failed: {e}"),
+            }
+            match routes::staging::expire_approvals(&db, &cfg, now).await {
+                Ok(n) if n > 0 => {
+                    console_log!("sweep: {n} staged exports expired (approval_timeout)")
+                }
+                Ok(_) => {}
+                Err(e) => console_error!("approval expiry failed: {e}"),
             }
         }
         Err(e) => console_error!("sweep: no D1 binding: {e}"),

@@ -128,15 +128,15 @@ pub async fn execute(
                     after: None,
                 }
             } else {
-                HandlerOutcome::Transient(response)
+                HandlerOutcome::transient(response)
             }
         }
         UpstreamResult::TimedOut => {
-            HandlerOutcome::Transient(http::problem_stored(&ApiError::UpstreamTimeout))
+            HandlerOutcome::transient(http::problem_stored(&ApiError::UpstreamTimeout))
         }
         UpstreamResult::Unreachable(e) => {
             worker::console_error!("upstream {url} unreachable: {e}");
-            HandlerOutcome::Transient(http::problem_stored(&ApiError::UpstreamUnreachable))
+            HandlerOutcome::transient(http::problem_stored(&ApiError::UpstreamUnreachable))
         }
     }
 }

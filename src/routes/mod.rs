@@ -6,11 +6,13 @@
 
 pub mod documents;
 pub mod functions;
+pub mod staging;
 pub mod training;
 
 use crate::config::{
-    Config, ROUTE_DOCUMENTS, ROUTE_FUNCTION, ROUTE_JOB_CANCEL, ROUTE_JOB_EVENTS,
-    ROUTE_TRAINING_DATA, ROUTE_TRAINING_JOBS,
+    Config, ROUTE_DOCUMENTS, ROUTE_EXPORT_APPROVE, ROUTE_EXPORT_POST, ROUTE_EXPORT_REJECT,
+    ROUTE_EXPORT_REVIEW, ROUTE_EXPORT_ROLLBACK, ROUTE_FUNCTION, ROUTE_JOB_CANCEL, ROUTE_JOB_EVENTS,
+    ROUTE_STAGE_EXPORT, ROUTE_STAGING_BATCH, ROUTE_TRAINING_DATA, ROUTE_TRAINING_JOBS,
 };
 use crate::idempotency::StoredResponse;
 use crate::keygate_do::Envelope;
@@ -27,8 +29,13 @@ pub enum HandlerOutcome {
         /// Work that needs the committed rows, done once after the commit.
         after: Option<AfterCommit>,
     },
-    /// A transient failure (5xx): nothing is written and the key is released.
-    Transient(StoredResponse),
+    /// A transient failure (5xx): the answer is not stored and the key is
+    /// released, so a retry runs again. `writes` (e.g. recording that a delivery
+    /// failed) are committed first; usually there are none.
+    Release {
+        response: StoredResponse,
+        writes: Vec<D1PreparedStatement>,
+    },
 }
 
 impl HandlerOutcome {
@@ -38,6 +45,14 @@ impl HandlerOutcome {
             response,
             writes: vec![],
             after: None,
+        }
+    }
+
+    /// A transient failure with nothing to write.
+    pub fn transient(response: StoredResponse) -> Self {
+        HandlerOutcome::Release {
+            response,
+            writes: vec![],
         }
     }
 
@@ -73,10 +88,17 @@ pub async fn execute(
         ROUTE_TRAINING_JOBS => training::create_job(db, cfg, env, body, now).await,
         ROUTE_JOB_EVENTS => training::job_event(db, env, &param(), body, now).await,
         ROUTE_JOB_CANCEL => training::cancel_job(db, env, &param(), body, now).await,
+        ROUTE_STAGE_EXPORT => staging::stage(db, env, body, now),
+        ROUTE_EXPORT_REVIEW => staging::review(db, env, &param(), body, now).await,
+        ROUTE_EXPORT_APPROVE => staging::approve(db, cfg, env, &param(), body, now).await,
+        ROUTE_EXPORT_REJECT => staging::reject(db, env, &param(), body, now).await,
+        ROUTE_EXPORT_POST => staging::post(db, cfg, env, &param(), now).await,
+        ROUTE_EXPORT_ROLLBACK => staging::rollback(db, cfg, env, &param(), body, now).await,
+        ROUTE_STAGING_BATCH => staging::stage_batch(db, cfg, env, body, now),
         ROUTE_FUNCTION => {
             let url = match functions::upstream_url(cfg, &param()) {
                 Ok(u) => u,
-                Err(e) => return Ok(HandlerOutcome::Transient(crate::http::problem_stored(&e))),
+                Err(e) => return Ok(HandlerOutcome::transient(crate::http::problem_stored(&e))),
             };
             Ok(functions::execute(cfg, &url, body, &env.forward, &env.key).await)
         }

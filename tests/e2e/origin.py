@@ -15,6 +15,7 @@ class Origin:
         self.requests = defaultdict(list)      # path -> [(headers, body)]
         self.flaky_failed = set()              # idempotency keys that got their 500
         self.trainer_status = 202
+        self.destination_status = 200
         self.server = None
         self.port = None
 
@@ -72,6 +73,13 @@ class Origin:
                 elif path == "/slow":
                     time.sleep(3)
                     self.reply(200, {"slow": True, "call": n})
+                elif path == "/destination":
+                    if origin.destination_status < 300:
+                        self.reply(origin.destination_status, {"reference": f"ACC-{n}"})
+                    else:
+                        self.reply(origin.destination_status, {"error": "accounting system down"})
+                elif path == "/destination/rollback":
+                    self.reply(200, {"rolled_back": True})
                 elif path == "/trainer":
                     self.reply(origin.trainer_status, {"accepted": origin.trainer_status < 300})
                 else:

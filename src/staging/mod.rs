@@ -1,0 +1,9 @@
+//! The export staging workflow (`design.md` §4) as plain logic: export data and
+//! its validation and quality score, the state machine, the approval diff, file
+//! rendering, and request parsing. No `worker::` import here.
+
+pub mod data;
+pub mod diff;
+pub mod render;
+pub mod requests;
+pub mod workflow;

@@ -1,0 +1,386 @@
+//! The file posted to the accounting system: an export's data rendered as CSV or
+//! JSON, its file name, and its checksum.
+//!
+//! Invariants:
+//! - rendering is total and deterministic: any JSON value renders (validation has
+//!   already run; a missing or malformed value becomes an empty CSV field, never a
+//!   panic), and the same data always renders to the same bytes, so the recorded
+//!   SHA-256 identifies the file;
+//! - values are written exactly as given: a number as its JSON text (`19.99`), a
+//!   string as its content (`"0.10"` stays `0.10`), so rendering never rounds money;
+//! - the file name is safe anywhere: only `A-Za-z0-9._-`.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::idempotency::fingerprint::{canonical_json, hex};
+
+/// The CSV header, in column order.
+pub const CSV_COLUMNS: [&str; 10] = [
+    "invoice_number",
+    "invoice_date",
+    "vendor_name",
+    "currency",
+    "line_number",
+    "description",
+    "quantity",
+    "unit_price",
+    "amount",
+    "total_amount",
+];
+
+/// Longest file name before the extension, in bytes (the name is ASCII).
+pub const MAX_FILENAME_STEM: usize = 100;
+
+/// RFC 4180 CSV: the header ([`CSV_COLUMNS`]), then one record per line item with
+/// the invoice-level columns repeated and `line_number` counting from 1.
+///
+/// Every record, the header included, ends with CRLF; fields are quoted by
+/// [`csv_field`]. Values are written as given (numbers as their JSON text, strings
+/// as their content, `true`/`false`, other values as compact JSON); absent and
+/// `null` values are empty fields. Without line items (absent, empty, or not an
+/// array) the file is the header alone. Text is UTF-8, without a byte-order mark.
+pub fn render_csv(data: &Value) -> String {
+    let mut out = String::new();
+    push_record(&mut out, CSV_COLUMNS.iter().map(|c| (*c).to_owned()));
+    let invoice = |name: &str| cell(data.get(name));
+    let items = data
+        .get("line_items")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    for (i, item) in items.iter().enumerate() {
+        let line = |name: &str| cell(item.get(name));
+        push_record(
+            &mut out,
+            [
+                invoice("invoice_number"),
+                invoice("invoice_date"),
+                invoice("vendor_name"),
+                invoice("currency"),
+                (i + 1).to_string(),
+                line("description"),
+                line("quantity"),
+                line("unit_price"),
+                line("amount"),
+                invoice("total_amount"),
+            ],
+        );
+    }
+    out
+}
+
+/// One CSV record: quoted fields, comma-separated, CRLF-terminated.
+fn push_record(out: &mut String, fields: impl IntoIterator<Item = String>) {
+    for (i, field) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&csv_field(&field));
+    }
+    out.push_str("\r\n");
+}
+
+/// A value as CSV text, before quoting: see [`render_csv`].
+fn cell(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => canonical_json(other),
+    }
+}
+
+/// One field quoted per RFC 4180: wrapped in double quotes, inner quotes doubled,
+/// when it contains a comma, a double quote, CR or LF, or begins or ends with
+/// whitespace (which some readers would otherwise trim); otherwise unchanged.
+/// Line breaks inside a quoted field are kept as they are (LF stays LF).
+pub fn csv_field(s: &str) -> String {
+    let needs_quotes = s.contains([',', '"', '\r', '\n'])
+        || s.starts_with(char::is_whitespace)
+        || s.ends_with(char::is_whitespace);
+    if needs_quotes {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// `{"export_id":…,"invoice":<data>}` in canonical form — compact, object keys
+/// sorted at every depth, numbers as parsed — plus a trailing newline, so equal
+/// data always gives equal bytes and an equal checksum.
+pub fn render_json(data: &Value, export_id: &str) -> String {
+    let mut doc = Map::new();
+    doc.insert("export_id".to_owned(), Value::from(export_id));
+    doc.insert("invoice".to_owned(), data.clone());
+    let mut out = canonical_json(&Value::Object(doc));
+    out.push('\n');
+    out
+}
+
+/// `<invoice_number>-<export_id>.<ext>`, every character outside `A-Za-z0-9._-`
+/// replaced by `_` (one per character), an empty invoice number written `invoice`.
+///
+/// The part before the extension is at most [`MAX_FILENAME_STEM`] characters: the
+/// invoice number is shortened first, so the export id — which makes the name
+/// unique — survives whole unless it alone is too long.
+pub fn export_filename(invoice_number: &str, export_id: &str, format_ext: &str) -> String {
+    let mut number = sanitize(invoice_number);
+    if number.is_empty() {
+        number = "invoice".to_owned();
+    }
+    let id = sanitize(export_id);
+    let budget = MAX_FILENAME_STEM.saturating_sub(id.len() + 1).max(1);
+    number.truncate(budget);
+    let mut stem = format!("{number}-{id}");
+    stem.truncate(MAX_FILENAME_STEM);
+    format!("{stem}.{}", sanitize(format_ext))
+}
+
+/// `s` with every character outside `A-Za-z0-9._-` replaced by `_`; ASCII, so
+/// byte lengths are character counts.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Lowercase hex SHA-256 of `bytes`: the checksum recorded for a rendered file.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use serde_json::json;
+
+    const HEADER: &str = "invoice_number,invoice_date,vendor_name,currency,line_number,\
+                          description,quantity,unit_price,amount,total_amount\r\n";
+
+    fn invoice() -> Value {
+        json!({
+            "vendor_name": "Acme",
+            "invoice_number": "INV-1",
+            "invoice_date": "2026-10-31",
+            "currency": "EUR",
+            "total_amount": "45.00",
+            "line_items": [
+                {"description": "Widget", "quantity": 3, "unit_price": "10.00", "amount": "30.00"},
+                {"description": "Gadget", "quantity": 1.5, "unit_price": 10, "amount": 15}
+            ]
+        })
+    }
+
+    /// Parses CSV with the `csv` crate in strict RFC 4180 mode (no trimming, no
+    /// comments), returning every record including the header.
+    fn parse_csv(text: &str) -> Vec<Vec<String>> {
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(false)
+            .from_reader(text.as_bytes())
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect()
+    }
+
+    #[test]
+    fn csv_has_a_header_then_one_crlf_record_per_line_item() {
+        assert_eq!(
+            render_csv(&invoice()),
+            format!(
+                "{HEADER}\
+                 INV-1,2026-10-31,Acme,EUR,1,Widget,3,10.00,30.00,45.00\r\n\
+                 INV-1,2026-10-31,Acme,EUR,2,Gadget,1.5,10,15,45.00\r\n"
+            )
+        );
+    }
+
+    #[test]
+    fn csv_without_line_items_is_the_header_alone() {
+        let mut data = invoice();
+        data["line_items"] = json!([]);
+        assert_eq!(render_csv(&data), HEADER);
+        data.as_object_mut().unwrap().remove("line_items");
+        assert_eq!(render_csv(&data), HEADER);
+        assert_eq!(render_csv(&Value::Null), HEADER);
+    }
+
+    #[test]
+    fn csv_writes_numbers_exactly_as_given() {
+        let data = json!({
+            "total_amount": 19.99,
+            "line_items": [{"quantity": "0.10", "unit_price": 19.99, "amount": "19.990",
+                            "description": 1e21}]
+        });
+        let csv = render_csv(&data);
+        let records = parse_csv(&csv);
+        assert_eq!(
+            records[1],
+            ["", "", "", "", "1", "1e+21", "0.10", "19.99", "19.990", "19.99"]
+        );
+    }
+
+    #[test]
+    fn csv_leaves_missing_and_null_values_empty() {
+        let data = json!({"invoice_number": null, "line_items": [{"description": "x"}, "junk"]});
+        assert_eq!(
+            render_csv(&data),
+            format!("{HEADER},,,,1,x,,,,\r\n,,,,2,,,,,\r\n")
+        );
+    }
+
+    #[test]
+    fn csv_field_quotes_commas_quotes_line_breaks_and_edge_spaces() {
+        for (raw, quoted) in [
+            ("plain", "plain"),
+            ("", ""),
+            ("inner space", "inner space"),
+            ("a,b", "\"a,b\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+            ("\"", "\"\"\"\""),
+            ("line1\r\nline2", "\"line1\r\nline2\""),
+            ("line1\nline2", "\"line1\nline2\""),
+            ("cr\ronly", "\"cr\ronly\""),
+            (" leading", "\" leading\""),
+            ("trailing ", "\"trailing \""),
+            ("\ttab", "\"\ttab\""),
+            ("Müller & Søn — 東京", "Müller & Søn — 東京"),
+        ] {
+            assert_eq!(csv_field(raw), quoted, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn csv_passes_unicode_through_as_utf8() {
+        let mut data = invoice();
+        data["vendor_name"] = json!("Müller & Søn — 東京");
+        let csv = render_csv(&data);
+        assert!(csv.contains("\r\nINV-1,2026-10-31,Müller & Søn — 東京,EUR,1,"));
+        assert!(!csv.starts_with('\u{feff}'));
+    }
+
+    #[test]
+    fn csv_round_trips_through_an_rfc_4180_reader() {
+        let nasty = [
+            "Müller & Søn — 東京",
+            "Widget, large",
+            "The \"best\" widget",
+            "two\r\nlines",
+            "two\nlines",
+            "  padded  ",
+            "\"",
+            ",",
+            "",
+            "=SUM(A1)",
+        ];
+        let data = json!({
+            "vendor_name": nasty[0],
+            "invoice_number": "INV \"7\", rev 2",
+            "invoice_date": "2026-10-31",
+            "currency": "EUR",
+            "total_amount": "0.30",
+            "line_items": nasty.iter().map(|d| json!({
+                "description": d, "quantity": 1, "unit_price": "0.10", "amount": 0.1
+            })).collect::<Vec<_>>()
+        });
+        let records = parse_csv(&render_csv(&data));
+        assert_eq!(records.len(), nasty.len() + 1);
+        assert_eq!(records[0], CSV_COLUMNS);
+        for (i, (record, description)) in records[1..].iter().zip(nasty).enumerate() {
+            let line_number = (i + 1).to_string();
+            assert_eq!(
+                record,
+                &[
+                    "INV \"7\", rev 2",
+                    "2026-10-31",
+                    nasty[0],
+                    "EUR",
+                    line_number.as_str(),
+                    description,
+                    "1",
+                    "0.10",
+                    "0.1",
+                    "0.30"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn csv_ends_every_record_with_crlf() {
+        let csv = render_csv(&invoice());
+        assert!(csv.ends_with("\r\n"));
+        assert_eq!(csv.matches("\r\n").count(), 3);
+        assert_eq!(csv.matches('\n').count(), 3);
+    }
+
+    #[test]
+    fn json_wraps_the_data_with_sorted_keys_and_a_trailing_newline() {
+        let data = json!({"vendor_name": "Acme", "total_amount": 19.99,
+                          "line_items": [{"quantity": "0.10", "amount": 1}]});
+        assert_eq!(
+            render_json(&data, "exp_1"),
+            "{\"export_id\":\"exp_1\",\"invoice\":{\"line_items\":[{\"amount\":1,\
+             \"quantity\":\"0.10\"}],\"total_amount\":19.99,\"vendor_name\":\"Acme\"}}\n"
+        );
+    }
+
+    #[test]
+    fn json_render_is_independent_of_key_order() {
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":2,"x":"Søn"}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":"Søn","y":2},"b":1}"#).unwrap();
+        assert_eq!(render_json(&a, "e"), render_json(&b, "e"));
+        let back: Value = serde_json::from_str(&render_json(&a, "e")).unwrap();
+        assert_eq!(back, json!({"export_id": "e", "invoice": a}));
+    }
+
+    #[test]
+    fn filenames_keep_safe_characters_and_replace_the_rest() {
+        assert_eq!(
+            export_filename("INV-1001", "exp_ab12", "csv"),
+            "INV-1001-exp_ab12.csv"
+        );
+        assert_eq!(
+            export_filename("INV/2026 #7.ä", "exp_1", "json"),
+            "INV_2026__7._-exp_1.json"
+        );
+        assert_eq!(
+            export_filename("../etc/passwd", "exp_1", "csv"),
+            ".._etc_passwd-exp_1.csv"
+        );
+        assert_eq!(export_filename("", "exp_1", "csv"), "invoice-exp_1.csv");
+        assert_eq!(export_filename("東京", "exp_1", "csv"), "__-exp_1.csv");
+    }
+
+    #[test]
+    fn filenames_are_at_most_100_characters_before_the_extension() {
+        let id = format!("exp_{}", "a".repeat(32));
+        let name = export_filename(&"N".repeat(300), &id, "csv");
+        let stem = name.strip_suffix(".csv").unwrap();
+        assert_eq!(stem.len(), MAX_FILENAME_STEM);
+        assert!(stem.ends_with(&format!("-{id}")), "{name}");
+
+        let long_id = "i".repeat(150);
+        let name = export_filename("INV-1", &long_id, "json");
+        assert_eq!(name.len(), MAX_FILENAME_STEM + ".json".len());
+        assert!(name.starts_with("I-iii"), "{name}");
+    }
+
+    #[test]
+    fn sha256_hex_is_lowercase_hex_of_the_digest() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

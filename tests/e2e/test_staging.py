@@ -1,0 +1,330 @@
+"""Export staging workflow: approvals, diffs, posting, rollback, audit trail."""
+
+import csv
+import hashlib
+import io
+import json
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, Client, Server, assert_problem, concurrently, unique
+from origin import Origin
+
+
+def invoice(**over):
+    data = {
+        "vendor_name": "Acme Supplies",
+        "invoice_number": "INV-1001",
+        "invoice_date": "2026-10-31",
+        "currency": "EUR",
+        "total_amount": "0.30",
+        "line_items": [
+            {"description": "Widget", "quantity": 1, "unit_price": "0.10", "amount": "0.10"},
+            {"description": "Gadget", "quantity": 2, "unit_price": "0.10", "amount": "0.20"},
+        ],
+    }
+    data.update(over)
+    return data
+
+
+@pytest.fixture(scope="module")
+def origin():
+    o = Origin().start()
+    yield o
+    o.stop()
+
+
+@pytest.fixture(scope="module")
+def srv(origin):
+    s = Server(DESTINATION_URL=f"{origin.url}/destination", UPSTREAM_TIMEOUT_MS=2000,
+               STAGING_APPROVAL_TIMEOUT_HOURS="0.001").start()
+    yield s
+    s.cleanup()
+
+
+@pytest.fixture
+def team(srv):
+    tenant = unique("fin")
+    return {
+        "preparer": Client(srv, unique("prep"), tenant),
+        "approver": Client(srv, unique("appr"), tenant, ["approver"]),
+        "approver2": Client(srv, unique("appr2"), tenant, ["approver"]),
+        "clerk": Client(srv, unique("clerk"), tenant),
+    }
+
+
+def call(c, method, path, body=None, key=None):
+    return c.server.request(method, path, body, c.headers(key if key is not None else unique("k")))
+
+
+def stage(c, data=None, fmt="csv", key=None, **extra):
+    body = {"invoice_id": unique("inv"), "export_format": fmt, "destination_system": "netsuite",
+            "export_data": data or invoice(), **extra}
+    return call(c, "POST", "/v1/staging/exports", body, key)
+
+
+def act(c, export_id, action, body=None, key=None):
+    method = "PUT" if action in ("review", "approve", "reject") else "POST"
+    return call(c, method, f"/v1/staging/exports/{export_id}/{action}", body or {}, key)
+
+
+def staged_for_approval(team):
+    e = stage(team["preparer"]).json()
+    assert act(team["clerk"], e["id"], "review").status == 200
+    return e["id"]
+
+
+def test_staging_validates_scores_and_takes_the_preparer_from_the_token(team):
+    r = stage(team["preparer"])
+    assert r.status == 201, r
+    e = r.json()
+    assert e["status"] == "prepared" and e["quality_score"] == 100
+    assert e["validation_errors"] == [] and e["prepared_by"] == team["preparer"].sub
+    assert e["original_data"] == e["prepared_data"] == invoice()
+    bad = stage(team["preparer"], invoice(currency="usd", invoice_date="2023-02-29", total_amount="0.35")).json()
+    codes = {f["code"] for f in bad["validation_errors"]}
+    assert {"invalid_currency", "invalid_date", "total_mismatch"} <= codes
+    assert bad["quality_score"] < 70
+    forged = call(team["preparer"], "POST", "/v1/staging/exports",
+                  {"invoice_id": "x", "export_format": "csv", "destination_system": "n", "export_data": invoice(),
+                   "prepared_by": "someone-else"})
+    assert_problem(forged, 400, "unknown-field")
+    assert_problem(stage(team["preparer"], invoice(colour="red")), 400, "unknown-field")
+    assert_problem(call(team["preparer"], "POST", "/v1/staging/exports", {"export_format": "csv"}, ""), 400)
+
+
+def test_full_happy_path_with_corrections_and_the_audit_trail_row_by_row(team, origin):
+    prep, appr, clerk = team["preparer"], team["approver"], team["clerk"]
+    e = stage(prep, invoice(vendor_name="Acme Suplies"), key="k-stage").json()
+    eid = e["id"]
+    assert act(clerk, eid, "review", {"comments": "looks fine"}, "k-review").json()["status"] == "under_review"
+    corrected = invoice(vendor_name="Acme Supplies")
+    r = act(appr, eid, "approve", {"approved_data": corrected, "change_reason": "vendor typo",
+                                   "approval_comments": "ok"}, "k-approve")
+    assert r.status == 200, r
+    assert r.json()["status"] == "approved" and r.json()["approved_by"] == appr.sub
+    d = appr.get(f"/v1/staging/exports/{eid}/diff").json()
+    assert [(c["path"], c["before"], c["after"]) for c in d["changes"]] == [("$.vendor_name", "Acme Suplies", "Acme Supplies")]
+    assert d["change_reason"] == "vendor typo"
+    deliveries = origin.count("/destination")
+    posted = act(clerk, eid, "post", {}, "k-post")
+    assert posted.status == 200, posted
+    p = posted.json()
+    assert p["status"] == "posted" and p["external_reference"].startswith("ACC-")
+    assert origin.count("/destination") == deliveries + 1
+    headers, body = origin.requests["/destination"][-1]
+    assert headers["idempotency-key"] == f"export-{eid}"
+    f = clerk.get(f"/v1/staging/exports/{eid}/file")
+    assert f.status == 200 and f.body == body
+    assert p["file"]["sha256"] == hashlib.sha256(f.body).hexdigest() == f.header("x-export-sha256")
+    assert p["file"]["size"] == len(f.body) and p["file"]["name"].endswith(".csv")
+    rows = list(csv.reader(io.StringIO(f.body.decode(), newline="")))
+    assert rows[0][:3] == ["invoice_number", "invoice_date", "vendor_name"] and rows[1][2] == "Acme Supplies"
+    assert f.body.count(b"\r\n") == 3
+    assert_problem(act(clerk, eid, "rollback", {}, "k-rb0"), 400)
+    rb = act(clerk, eid, "rollback", {"reason": "wrong period"}, "k-rollback")
+    assert rb.status == 200 and rb.json()["status"] == "rolled_back"
+    assert origin.count("/destination/rollback") >= 1
+    audit = clerk.get(f"/v1/staging/exports/{eid}/audit").json()["entries"]
+    expected = [
+        (1, "stage", None, "prepared", prep.sub, "k-stage"),
+        (2, "review", "prepared", "under_review", clerk.sub, "k-review"),
+        (3, "approve", "under_review", "approved", appr.sub, "k-approve"),
+        (4, "post", "approved", "posted", clerk.sub, "k-post"),
+        (5, "rollback", "posted", "rolled_back", clerk.sub, "k-rollback"),
+    ]
+    assert [(a["seq"], a["event"], a["from"], a["to"], a["actor"], a["idempotency_key"]) for a in audit] == expected
+    assert audit[0]["before"] is None and audit[0]["after"]["status"] == "prepared"
+    for a in audit[1:]:
+        assert a["before"]["status"] == a["from"] and a["after"]["status"] == a["to"]
+    assert audit[2]["after"]["approved_data"]["vendor_name"] == "Acme Supplies"
+    assert audit[2]["before"]["prepared_data"]["vendor_name"] == "Acme Suplies"
+
+
+def test_replayed_approve_and_post_add_no_audit_row_and_no_second_delivery(team, origin):
+    eid = staged_for_approval(team)
+    a1 = act(team["approver"], eid, "approve", {}, "k-a")
+    a2 = act(team["approver"], eid, "approve", {}, "k-a")
+    assert a1.status == a2.status == 200 and a2.header("idempotent-replayed") == "true" and a2.body == a1.body
+    before = origin.count("/destination")
+    p = [act(team["clerk"], eid, "post", {}, "k-p") for _ in range(3)]
+    assert all(r.status == 200 for r in p) and p[2].header("idempotent-replayed") == "true"
+    assert origin.count("/destination") == before + 1
+    audit = team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"]
+    assert [a["event"] for a in audit] == ["stage", "review", "approve", "post"]
+
+
+def test_50_concurrent_approvals_with_different_keys_approve_once(team):
+    eid = staged_for_approval(team)
+    replies = concurrently(50, lambda i: act(team["approver"], eid, "approve", {}, f"k-conc-{i}"))
+    statuses = [r.status for r in replies]
+    assert statuses.count(200) == 1, statuses
+    assert statuses.count(409) == 49, statuses
+    for r in replies:
+        if r.status == 409:
+            assert r.json()["current_state"] == "approved"
+    audit = team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"]
+    assert [a["event"] for a in audit].count("approve") == 1
+
+
+def test_self_approval_missing_role_and_low_quality_are_refused(team, srv):
+    eid = staged_for_approval(team)
+    assert_problem(act(team["clerk"], eid, "approve"), 403)
+    self_approver = Client(srv, team["preparer"].sub, team["preparer"].tenant, ["approver"])
+    p = assert_problem(act(self_approver, eid, "approve"), 403)
+    assert "segregation" in p["detail"]
+    bad = stage(team["preparer"], invoice(total_amount="0.99")).json()
+    act(team["clerk"], bad["id"], "review")
+    p = assert_problem(act(team["approver"], bad["id"], "approve"), 422, "quality-below-threshold")
+    assert "total_amount" in p["detail"]
+    fixed = act(team["approver"], bad["id"], "approve",
+                {"approved_data": invoice(total_amount="0.30"), "change_reason": "total corrected"})
+    assert fixed.status == 200 and fixed.json()["quality_score"] == 100
+    assert team["clerk"].get(f"/v1/staging/exports/{eid}").json()["status"] == "under_review"
+
+
+def test_changing_data_at_approval_needs_a_reason(team):
+    eid = staged_for_approval(team)
+    r = act(team["approver"], eid, "approve", {"approved_data": invoice(vendor_name="Other")})
+    assert_problem(r, 422, "change-reason-required")
+
+
+def test_illegal_transitions_are_409_naming_the_current_state(team):
+    e = stage(team["preparer"]).json()["id"]
+    assert assert_problem(act(team["approver"], e, "approve"), 409)["current_state"] == "prepared"
+    assert assert_problem(act(team["clerk"], e, "post"), 409)["current_state"] == "prepared"
+    assert assert_problem(act(team["clerk"], e, "rollback", {"reason": "x"}), 409)["current_state"] == "prepared"
+    assert act(team["approver"], e, "reject", {"reason": "duplicate"}).json()["status"] == "rejected"
+    assert assert_problem(act(team["clerk"], e, "review"), 409)["current_state"] == "rejected"
+    assert_problem(act(team["clerk"], "exp_nope", "review"), 404)
+
+
+def test_failed_delivery_moves_to_failed_and_a_retry_posts(team, origin):
+    eid = staged_for_approval(team)
+    act(team["approver"], eid, "approve")
+    origin.destination_status = 503
+    try:
+        r = act(team["clerk"], eid, "post", {}, "k-post-retry")
+        p = assert_problem(r, 502)
+        assert p["current_state"] == "failed"
+        e = team["clerk"].get(f"/v1/staging/exports/{eid}").json()
+        assert e["status"] == "failed" and e["retries"] == 1 and "503" in e["last_error"]
+    finally:
+        origin.destination_status = 200
+    again = act(team["clerk"], eid, "post", {}, "k-post-retry")
+    assert again.status == 200 and again.json()["status"] == "posted"
+    audit = team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"]
+    assert [(a["event"], a["to"]) for a in audit][-2:] == [("post_failed", "failed"), ("post", "posted")]
+
+
+def test_posting_stops_after_max_retries(team, origin):
+    e = stage(team["preparer"], max_retries=1).json()["id"]
+    act(team["clerk"], e, "review")
+    act(team["approver"], e, "approve")
+    origin.destination_status = 500
+    try:
+        assert act(team["clerk"], e, "post").status == 502  # the first attempt
+        assert act(team["clerk"], e, "post").status == 502  # the one retry
+        p = assert_problem(act(team["clerk"], e, "post"), 409)
+        assert p["current_state"] == "failed" and "max_retries is 1" in p["detail"]
+    finally:
+        origin.destination_status = 200
+
+
+def test_awkward_values_survive_the_csv_file(team):
+    awkward = invoice(vendor_name='Müller, "Søn"\nLtd — 東京', line_items=[
+        {"description": 'Bolts, "large"', "quantity": 1, "unit_price": "0.10", "amount": "0.10"},
+        {"description": " leading space\r\nand CRLF", "quantity": 2, "unit_price": "0.10", "amount": "0.20"}])
+    e = stage(team["preparer"], awkward).json()["id"]
+    act(team["clerk"], e, "review")
+    act(team["approver"], e, "approve")
+    assert act(team["clerk"], e, "post").status == 200
+    body = team["clerk"].get(f"/v1/staging/exports/{e}/file").body.decode()
+    rows = list(csv.reader(io.StringIO(body, newline="")))
+    assert rows[1][2] == awkward["vendor_name"]
+    assert [r[5] for r in rows[1:]] == ['Bolts, "large"', " leading space\r\nand CRLF"]
+
+
+def test_json_export_renders_the_approved_data(team):
+    e = stage(team["preparer"], fmt="json").json()["id"]
+    act(team["clerk"], e, "review")
+    act(team["approver"], e, "approve")
+    p = act(team["clerk"], e, "post").json()
+    f = team["clerk"].get(f"/v1/staging/exports/{e}/file")
+    assert f.header("content-type").startswith("application/json")
+    doc = json.loads(f.body)
+    assert doc["export_id"] == e and doc["invoice"] == invoice()
+    assert p["file"]["name"].endswith(".json")
+
+
+def test_a_batch_of_1000_is_staged_with_per_item_results_and_progress(team):
+    items = [{"invoice_id": f"inv-{i}", "export_format": "csv", "destination_system": "sap",
+              "export_data": invoice(invoice_number=f"INV-{i}")} for i in range(997)]
+    items.append({"invoice_id": "bad-1", "export_format": "xml", "destination_system": "sap", "export_data": invoice()})
+    items.append({"invoice_id": "bad-2", "export_format": "csv", "destination_system": "sap", "export_data": invoice(x=1)})
+    items.append({"invoice_id": "low", "export_format": "csv", "destination_system": "sap",
+                  "export_data": invoice(currency="XXX1")})
+    r = call(team["preparer"], "POST", "/v1/staging/batches", {"exports": items}, "k-batch")
+    assert r.status == 201, r
+    b = r.json()
+    assert (b["total"], b["staged"], b["invalid"]) == (1000, 998, 2)
+    assert [i["status"] for i in b["items"][997:]] == ["invalid", "invalid", "staged"]
+    assert "export_format" in b["items"][997]["error"] and "x" in b["items"][998]["error"]
+    first = b["items"][0]["export_id"]
+    act(team["clerk"], first, "review")
+    progress = team["clerk"].get(f"/v1/staging/batches/{b['batch_id']}").json()
+    assert progress["by_state"]["prepared"] == 997 and progress["by_state"]["under_review"] == 1
+    assert 99 < progress["average_quality"] < 100
+    too_many = call(team["preparer"], "POST", "/v1/staging/batches", {"exports": items + items[:1]})
+    assert_problem(too_many, 400)
+    replay = call(team["preparer"], "POST", "/v1/staging/batches", {"exports": items}, "k-batch")
+    assert replay.header("idempotent-replayed") == "true" and replay.body == r.body
+
+
+def test_exports_are_listed_by_status_and_paged(team):
+    ids = [stage(team["preparer"]).json()["id"] for _ in range(3)]
+    act(team["clerk"], ids[0], "review")
+    page = team["clerk"].get("/v1/staging/exports?status=prepared&limit=1").json()
+    assert [e["id"] for e in page["exports"]] == [ids[1]] and page["next_offset"] == 1
+    assert [e["id"] for e in team["clerk"].get("/v1/staging/exports?status=under_review").json()["exports"]] == [ids[0]]
+    assert_problem(team["clerk"].get("/v1/staging/exports?status=nope"), 400)
+
+
+def test_another_tenant_sees_none_of_it(team, srv):
+    eid = staged_for_approval(team)
+    other = Client(srv, unique("other"), None, ["approver"])
+    for path in ["", "/diff", "/audit", "/file"]:
+        assert_problem(other.get(f"/v1/staging/exports/{eid}{path}"), 404)
+    assert other.get("/v1/staging/exports").json()["exports"] == []
+    assert_problem(act(other, eid, "approve"), 404)
+    assert team["clerk"].get(f"/v1/staging/exports/{eid}").json()["status"] == "under_review"
+
+
+def test_the_audit_trail_cannot_be_updated_or_deleted(team, srv):
+    eid = staged_for_approval(team)
+    for sql in [f"UPDATE staging_audit SET actor = 'x' WHERE export_id = '{eid}'",
+                f"DELETE FROM staging_audit WHERE export_id = '{eid}'"]:
+        out = subprocess.run([str(ROOT / "node_modules/.bin/wrangler"), "d1", "execute", "idemgate", "--local",
+                              "--persist-to", srv.state_dir, "--command", sql],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "append-only" in (out.stdout + out.stderr)
+    assert len(team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"]) == 2
+
+
+def test_zz_sweep_expires_exports_waiting_for_approval(team, srv):
+    waiting = stage(team["preparer"]).json()["id"]
+    reviewed = staged_for_approval(team)
+    time.sleep(4)  # STAGING_APPROVAL_TIMEOUT_HOURS=0.001 is 3.6 s
+    # Each run expires a bounded number (oldest first): the 1000-export batch
+    # above is also waiting, so run the sweep until it reaches these two.
+    deadline = time.time() + 90
+    while team["clerk"].get(f"/v1/staging/exports/{reviewed}").json()["status"] != "rejected":
+        assert time.time() < deadline
+        assert srv.request("GET", "/__scheduled?cron=*/15+*+*+*+*", timeout=120).status == 200
+    for eid in (waiting, reviewed):
+        e = team["clerk"].get(f"/v1/staging/exports/{eid}").json()
+        assert e["status"] == "rejected" and e["rejection_reason"] == "approval_timeout"
+        last = team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"][-1]
+        assert (last["event"], last["actor"], last["to"]) == ("expire", "system", "rejected")
