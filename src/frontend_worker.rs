@@ -9,8 +9,10 @@ use crate::config::{
     ROUTE_STAGE_EXPORT, ROUTE_STAGING_BATCH, ROUTE_TRAINING_DATA, ROUTE_TRAINING_JOBS,
 };
 use crate::counters;
-use crate::http::{self, OUTCOME_HEADER};
+use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
+use crate::idempotency::cache::{CacheKey, Hit, ReplayCache};
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
+use crate::idempotency::{storable_headers, StoredResponse};
 use crate::keygate_do::{Envelope, ENVELOPE_HEADER};
 use crate::problem::ApiError;
 use crate::routes::{documents, functions, staging, training};
@@ -19,6 +21,7 @@ use crate::staging::requests::{
     parse_approve_request, parse_batch_request, parse_reason_request, parse_review_request,
     parse_stage_request,
 };
+use std::cell::RefCell;
 use worker::{
     console_error, console_warn, Context, Date, Env, Headers, Method, Request, RequestInit,
     Response, ResponseBuilder,
@@ -31,18 +34,69 @@ const TEST_DELAY_HEADER: &str = "x-idemgate-test-delay-ms";
 const TEST_FAIL_HEADER: &str = "x-idemgate-test-fail";
 
 pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
-    match route(req, &env, &ctx).await {
+    let started = Timings::now();
+    let mut resp = match route(req, &env, &ctx).await {
         Ok(resp) => resp,
         Err(e) => http::problem(&e),
-    }
+    };
+    let mut timings = Timings::default();
+    timings.since("worker", started);
+    timings.apply(&mut resp);
+    resp
+}
+
+thread_local! {
+    /// Vars are fixed for an isolate's life: parsed once.
+    static CONFIG: std::cell::OnceCell<Config> = const { std::cell::OnceCell::new() };
+    /// Final answers seen by this isolate (see [`ReplayCache`]).
+    static REPLAYS: RefCell<ReplayCache> = RefCell::new(ReplayCache::default());
 }
 
 fn config(env: &Env) -> Config {
-    let (cfg, warnings) = Config::from_lookup(|n| env.var(n).ok().map(|v| v.to_string()));
-    for w in warnings {
-        console_warn!("config: {w}");
+    CONFIG.with(|c| {
+        c.get_or_init(|| {
+            let (cfg, warnings) = Config::from_lookup(|n| env.var(n).ok().map(|v| v.to_string()));
+            for w in warnings {
+                console_warn!("config: {w}");
+            }
+            cfg
+        })
+        .clone()
+    })
+}
+
+fn now_ms() -> i64 {
+    Date::now().as_millis() as i64
+}
+
+fn cache_key(e: &Envelope) -> CacheKey {
+    (e.scope.clone(), e.route.clone(), e.key.clone())
+}
+
+/// Answers a keyed write from the isolate's replay cache, if it can.
+fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope) -> Option<Response> {
+    let key = cache_key(envelope);
+    let (response, outcome) = REPLAYS.with(|c| {
+        Some(
+            match c.borrow_mut().get(&key, &envelope.fingerprint, now_ms())? {
+                Hit::Replay(stored) => {
+                    let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
+                    extra.push(("idempotency-key", &envelope.key));
+                    (http::stored(stored, &extra), "replayed")
+                }
+                Hit::Mismatch => (
+                    http::problem(&ApiError::KeyReused {
+                        key: envelope.key.clone(),
+                    }),
+                    "mismatch",
+                ),
+            },
+        )
+    })?;
+    if let Ok(db) = env.d1(DB_BINDING) {
+        counters::record(ctx, db, &envelope.scope, &envelope.route, outcome);
     }
-    cfg
+    Some(response)
 }
 
 fn storage(e: worker::Error) -> ApiError {
@@ -466,6 +520,13 @@ async fn call_gate(
     op: &str,
     body: Option<Vec<u8>>,
 ) -> Outcome {
+    if op == "execute" {
+        if let Some(hit) = cached_answer(ctx, env, envelope) {
+            return Ok(hit);
+        }
+    } else if method == Method::Delete {
+        REPLAYS.with(|c| c.borrow_mut().remove(&cache_key(envelope)));
+    }
     let headers = Headers::new();
     let encoded = serde_json::to_string(envelope).map_err(|_| ApiError::Internal)?;
     headers
@@ -482,28 +543,53 @@ async fn call_gate(
         .durable_object(KEY_GATE_BINDING)
         .and_then(|ns| ns.id_from_name(&object_name(envelope))?.get_stub())
         .map_err(storage)?;
+    let started = Timings::now();
     let mut resp = stub.fetch_with_request(gate_req).await.map_err(storage)?;
-    // Copy the answer without the internal outcome header.
+    // Copy the answer without the internal headers.
     let out_headers = Headers::new();
-    let mut outcome = None;
+    let (mut outcome, mut expires_at) = (None, None);
+    let mut kept: Vec<(String, String)> = Vec::new();
     for (name, value) in resp.headers().entries() {
-        if name == OUTCOME_HEADER {
-            outcome = Some(value);
-        } else {
-            let _ = out_headers.append(&name, &value);
+        match name.as_str() {
+            OUTCOME_HEADER => outcome = Some(value),
+            EXPIRES_HEADER => expires_at = value.parse::<i64>().ok(),
+            _ => {
+                let _ = out_headers.append(&name, &value);
+                kept.push((name, value));
+            }
         }
     }
     let status = resp.status_code();
     let bytes = resp.bytes().await.map_err(storage)?;
+    let mut timings = Timings::default();
+    timings.since("gate", started);
+    if let (Some("executed" | "replayed"), Some(expires_at)) = (outcome.as_deref(), expires_at) {
+        let stored = StoredResponse {
+            status,
+            headers: storable_headers(kept.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+            body: bytes.clone(),
+        };
+        REPLAYS.with(|c| {
+            c.borrow_mut().insert(
+                cache_key(envelope),
+                envelope.fingerprint.clone(),
+                stored,
+                expires_at,
+                now_ms(),
+            )
+        });
+    }
     if let Some(o @ ("replayed" | "conflict" | "mismatch")) = outcome.as_deref() {
         if let Ok(db) = env.d1(DB_BINDING) {
             counters::record(ctx, db, &envelope.scope, &envelope.route, o);
         }
     }
-    Ok(ResponseBuilder::new()
+    let mut out = ResponseBuilder::new()
         .with_status(status)
         .with_headers(out_headers)
-        .fixed(bytes))
+        .fixed(bytes);
+    timings.apply(&mut out);
+    Ok(out)
 }
 
 /// The role that may approve or reject staged exports.

@@ -12,6 +12,10 @@ pub const JSON: &str = "application/json";
 /// answer leaves the Worker.
 pub const OUTCOME_HEADER: &str = "x-idemgate-outcome";
 
+/// Internal header on final answers from the object: when the stored answer
+/// expires (ms), for the Worker's replay cache; stripped like the outcome.
+pub const EXPIRES_HEADER: &str = "x-idemgate-expires-at";
+
 pub fn problem(err: &ApiError) -> Response {
     let p = err.to_problem();
     let headers = Headers::new();
@@ -82,3 +86,35 @@ pub const REPLAY_MARKS: [(&str, &str); 2] = [
     ("idempotent-replayed", "true"),
     ("x-idempotency-replay", "true"),
 ];
+
+/// Phase durations for the `Server-Timing` response header (RFC: W3C Server
+/// Timing), so a client or the benchmark can see where a request spent its time.
+/// Clocks in Workers advance only across I/O, which is what these phases are.
+#[derive(Default)]
+pub struct Timings(Vec<(&'static str, f64)>);
+
+impl Timings {
+    pub fn now() -> f64 {
+        js_sys::Date::now()
+    }
+
+    /// Records the phase `name` as lasting from `since` until now.
+    pub fn since(&mut self, name: &'static str, since: f64) {
+        self.0.push((name, Self::now() - since));
+    }
+
+    pub fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(n, d)| format!("{n};dur={d:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Appends to a response's `Server-Timing` header.
+    pub fn apply(&self, resp: &mut Response) {
+        if !self.0.is_empty() {
+            let _ = resp.headers_mut().append("server-timing", &self.header());
+        }
+    }
+}

@@ -11,13 +11,13 @@
 //! requests for the key run, but none can slip between the read and the write.
 
 use crate::config::Config;
-use crate::http::{self, OUTCOME_HEADER, REPLAY_MARKS};
+use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
 use crate::idempotency::{decide, Admission, Slot, SlotState, StoredResponse};
 use crate::problem::ApiError;
 use crate::routes::{self, HandlerOutcome};
 use crate::store::{self, RecordId};
 use futures_channel::oneshot;
-use futures_util::future::{join, select, Either};
+use futures_util::future::{select, Either};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::time::Duration;
@@ -71,6 +71,8 @@ struct Finished {
     response: StoredResponse,
     /// Stored answers reach waiters as replays; a transient failure is passed as is.
     stored: bool,
+    /// When a stored answer expires.
+    expires_at: i64,
 }
 
 #[durable_object]
@@ -92,8 +94,21 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS slot (
   response_headers TEXT,
   response_body TEXT,
   created_at REAL NOT NULL,
-  expires_at REAL
+  expires_at REAL,
+  scope TEXT,
+  route TEXT,
+  key TEXT,
+  -- 0 while a completed answer's D1 record is still to be written (write-behind).
+  d1_synced INTEGER NOT NULL DEFAULT 1
 )";
+
+/// Columns added after the first release, for objects created before them.
+const SCHEMA_UPGRADES: &[&str] = &[
+    "ALTER TABLE slot ADD COLUMN scope TEXT",
+    "ALTER TABLE slot ADD COLUMN route TEXT",
+    "ALTER TABLE slot ADD COLUMN key TEXT",
+    "ALTER TABLE slot ADD COLUMN d1_synced INTEGER NOT NULL DEFAULT 1",
+];
 
 #[derive(Deserialize)]
 struct SlotRow {
@@ -127,6 +142,27 @@ impl DurableObject for KeyGate {
         let sql = state.storage().sql();
         if let Err(e) = sql.exec(SCHEMA, None) {
             console_error!("KeyGate: creating the slot table failed: {e}");
+        }
+        // Objects created before the newer columns existed get them added; a new
+        // object's table has them already (one cheap pragma read, no failing DDL).
+        #[derive(Deserialize)]
+        struct Count {
+            n: f64,
+        }
+        let has_synced = sql
+            .exec(
+                "SELECT COUNT(*) AS n FROM pragma_table_info('slot') WHERE name = 'd1_synced'",
+                None,
+            )
+            .and_then(|c| c.to_array::<Count>())
+            .map(|rows| rows.first().is_some_and(|r| r.n > 0.0))
+            .unwrap_or(true);
+        if !has_synced {
+            for upgrade in SCHEMA_UPGRADES {
+                if let Err(e) = sql.exec(upgrade, None) {
+                    console_error!("KeyGate: schema upgrade {upgrade:?} failed: {e}");
+                }
+            }
         }
         let (config, _) = Config::from_lookup(|n| env.var(n).ok().map(|v| v.to_string()));
         KeyGate {
@@ -185,6 +221,8 @@ impl DurableObject for KeyGate {
                 state: SlotState::Completed { expires_at: t, .. },
                 ..
             }) if t > now => {
+                // A completed answer whose write-behind did not reach D1.
+                sync_record(&self.sql, &self.env).await?;
                 self.state.storage().set_alarm(at(t)).await?;
             }
             Some(_) => self.clear_slot()?,
@@ -243,30 +281,42 @@ impl KeyGate {
 
     fn write_processing(
         &self,
-        fingerprint: &str,
+        env: &Envelope,
         token: &str,
         now: i64,
         lease_expires_at: i64,
     ) -> Result<()> {
         self.sql.exec(
-            "INSERT OR REPLACE INTO slot (id, fingerprint, state, token, lease_expires_at, created_at) \
-             VALUES (1, ?, 'processing', ?, ?, ?)",
-            vec![fingerprint.into(), token.into(), num(lease_expires_at), num(now)],
+            "INSERT OR REPLACE INTO slot (id, fingerprint, state, token, lease_expires_at, created_at, scope, route, key) \
+             VALUES (1, ?, 'processing', ?, ?, ?, ?, ?, ?)",
+            vec![
+                env.fingerprint.as_str().into(),
+                token.into(),
+                num(lease_expires_at),
+                num(now),
+                env.scope.as_str().into(),
+                env.route.as_str().into(),
+                env.key.as_str().into(),
+            ],
         )?;
         Ok(())
     }
 
+    /// Makes the answer final in the slot. `synced` says whether its D1 record
+    /// is already committed (else the write-behind or the alarm commits it).
     fn write_completed(
         &self,
+        env: &Envelope,
         fingerprint: &str,
         resp: &StoredResponse,
         created_at: i64,
         expires_at: i64,
+        synced: bool,
     ) -> Result<()> {
         self.sql.exec(
             "INSERT OR REPLACE INTO slot (id, fingerprint, state, token, lease_expires_at, response_status, \
-             response_headers, response_body, created_at, expires_at) \
-             VALUES (1, ?, 'completed', NULL, NULL, ?, ?, ?, ?, ?)",
+             response_headers, response_body, created_at, expires_at, scope, route, key, d1_synced) \
+             VALUES (1, ?, 'completed', NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             vec![
                 fingerprint.into(),
                 SqlStorageValue::Integer(resp.status as i64),
@@ -274,9 +324,34 @@ impl KeyGate {
                 store::encode_body(&resp.body).into(),
                 num(created_at),
                 num(expires_at),
+                env.scope.as_str().into(),
+                env.route.as_str().into(),
+                env.key.as_str().into(),
+                SqlStorageValue::Integer(synced as i64),
             ],
         )?;
         Ok(())
+    }
+
+    /// Commits the D1 record of a completed answer kept only in the slot so far,
+    /// then marks it synced. Run after answering (write-behind) and by the alarm.
+    fn sync_record_later(&self, expires_at: i64) {
+        let (sql, env, storage) = (self.sql.clone(), self.env.clone(), self.state.storage());
+        self.state.wait_until(async move {
+            // On failure the alarm comes back soon to retry; else at the expiry.
+            let when = match sync_record(&sql, &env).await {
+                Ok(()) => expires_at,
+                Err(e) => {
+                    console_error!(
+                        "KeyGate: writing the D1 record failed (the alarm retries): {e}"
+                    );
+                    now_ms() + SYNC_RETRY_MS
+                }
+            };
+            if let Err(e) = storage.set_alarm(at(when)).await {
+                console_error!("KeyGate: set_alarm failed: {e}");
+            }
+        });
     }
 
     fn clear_slot(&self) -> Result<()> {
@@ -309,15 +384,13 @@ impl KeyGate {
             match admission {
                 Admission::Execute { takeover } => {
                     let token = crate::ids::random_hex(16);
-                    self.write_processing(
-                        &env.fingerprint,
-                        &token,
-                        now,
-                        now + self.config.lease_ms,
-                    )?;
+                    self.write_processing(env, &token, now, now + self.config.lease_ms)?;
                     return self.run(env, &body, &token, now, takeover).await;
                 }
-                Admission::Replay(resp) => return Ok(self.replay(env, &resp, waited)),
+                Admission::Replay {
+                    response,
+                    expires_at,
+                } => return Ok(self.replay(env, &response, waited, expires_at)),
                 Admission::Mismatch => {
                     return Ok(with_outcome(
                         http::problem(&ApiError::KeyReused {
@@ -354,10 +427,18 @@ impl KeyGate {
         format!("wait={}", (env.wait_ms + 999) / 1000)
     }
 
-    fn replay(&self, env: &Envelope, resp: &StoredResponse, waited: bool) -> Response {
+    fn replay(
+        &self,
+        env: &Envelope,
+        resp: &StoredResponse,
+        waited: bool,
+        expires_at: i64,
+    ) -> Response {
         let applied = self.preference_applied(env);
+        let expires = expires_at.to_string();
         let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
         extra.push(("idempotency-key", &env.key));
+        extra.push((EXPIRES_HEADER, &expires));
         if waited {
             extra.push(("preference-applied", &applied));
         }
@@ -366,7 +447,7 @@ impl KeyGate {
 
     fn answer_waiter(&self, env: &Envelope, finished: Finished) -> Response {
         if finished.stored {
-            return self.replay(env, &finished.response, true);
+            return self.replay(env, &finished.response, true, finished.expires_at);
         }
         let applied = self.preference_applied(env);
         with_outcome(
@@ -390,11 +471,15 @@ impl KeyGate {
         started: i64,
         takeover: bool,
     ) -> Result<Response> {
-        // The alarm releases the lease if this holder dies, then (re-armed by
-        // `alarm`) drops the hot copy at expiry. It is armed while the handler runs;
-        // failing to arm it is not fatal: an expired lease is also taken over by the
-        // next request, and an expired copy is replaced by the next execution.
-        let arm = async {
+        // The lease alarm releases the lease if this holder dies. A storage write
+        // made before the answer holds the answer back (output gate), so it is
+        // armed only once the handler has run for LEASE_ALARM_AFTER; a holder that
+        // dies sooner is still recovered, by the next request taking over the
+        // expired lease. After the answer, the alarm is re-armed for the expiry of
+        // the stored answer (see `arm_for_expiry`).
+        let run = Box::pin(self.run_under_lease(env, body, token, started, takeover));
+        let arm = Box::pin(async {
+            Delay::from(LEASE_ALARM_AFTER).await;
             if let Err(e) = self
                 .state
                 .storage()
@@ -403,13 +488,21 @@ impl KeyGate {
             {
                 console_error!("KeyGate: set_alarm failed: {e}");
             }
-        };
-        let (_, answer) = join(
-            arm,
-            self.run_under_lease(env, body, token, started, takeover),
-        )
-        .await;
-        answer
+        });
+        match select(run, arm).await {
+            Either::Left((answer, _)) => answer,
+            Either::Right((_, run)) => run.await,
+        }
+    }
+
+    /// Arms the alarm at `when`, after the answer has gone out (background).
+    fn arm_later(&self, when: i64) {
+        let storage = self.state.storage();
+        self.state.wait_until(async move {
+            if let Err(e) = storage.set_alarm(at(when)).await {
+                console_error!("KeyGate: set_alarm failed: {e}");
+            }
+        });
     }
 
     async fn run_under_lease(
@@ -436,9 +529,12 @@ impl KeyGate {
         // (unique sequence numbers); if another request committed in between, the
         // batch fails on a constraint and the handler runs again on fresh state.
         let mut attempt = 0;
+        let mut timings = Timings::default();
         let (response, expires_at, after) = loop {
             attempt += 1;
+            let handler_started = Timings::now();
             let outcome = routes::execute(&db, &self.config, env, body, started).await;
+            timings.since("handler", handler_started);
             let (response, mut writes, after) = match outcome {
                 Ok(HandlerOutcome::Commit {
                     response,
@@ -469,7 +565,7 @@ impl KeyGate {
             };
             let completed = now_ms();
             let expires_at = completed + self.config.ttl_ms;
-            writes.extend(store::record_statements(
+            let record = store::record_statements(
                 &db,
                 &env.record_id(),
                 &env.fingerprint,
@@ -477,14 +573,44 @@ impl KeyGate {
                 started,
                 completed,
                 expires_at,
-            )?);
+            )?;
+            if writes.is_empty()
+                && after.is_none()
+                && env.test_fail.is_none()
+                && self.holds_lease(token)?
+            {
+                // Write-behind: an answer with no rows of its own (an origin
+                // function's, a stored 4xx) is final once it is in this object's
+                // SQLite — durable, and the only writer for the key. Its D1 record
+                // follows after the answer; the alarm retries it if that fails.
+                self.write_completed(env, &env.fingerprint, &response, started, expires_at, false)?;
+                self.sync_record_later(expires_at);
+                break (response, expires_at, after);
+            }
+            writes.extend(record);
             if env.test_fail.as_deref() == Some("storage") {
                 // Test hook: a statement that fails inside the batch, so the whole
                 // batch (domain rows included) must roll back.
                 writes.push(db.prepare("INSERT INTO no_such_table_simulated_failure VALUES (1)"));
             }
-            match db.batch(writes).await {
-                Ok(_) => break (response, expires_at, after),
+            let batch_started = Timings::now();
+            let committed = db.batch(writes).await;
+            timings.since("d1", batch_started);
+            match committed {
+                Ok(_) => {
+                    if self.holds_lease(token)? {
+                        self.write_completed(
+                            env,
+                            &env.fingerprint,
+                            &response,
+                            started,
+                            expires_at,
+                            true,
+                        )?;
+                        self.arm_later(expires_at);
+                    }
+                    break (response, expires_at, after);
+                }
                 Err(e) => {
                     console_error!("D1 batch for {} failed: {e}", env.route);
                     // A live record means another holder committed first: that is the answer.
@@ -496,9 +622,6 @@ impl KeyGate {
                 }
             }
         };
-        if self.holds_lease(token)? {
-            self.write_completed(&env.fingerprint, &response, started, expires_at)?;
-        }
         if let Some(after) = after {
             // Side effects that need the committed rows (e.g. dispatching a job).
             // They run once: a replay never reaches this point.
@@ -507,21 +630,31 @@ impl KeyGate {
         self.notify(&Finished {
             response: response.clone(),
             stored: true,
+            expires_at,
         });
-        Ok(with_outcome(
-            http::stored(&response, &[("idempotency-key", &env.key)]),
+        let expires = expires_at.to_string();
+        let mut answer = with_outcome(
+            http::stored(
+                &response,
+                &[("idempotency-key", &env.key), (EXPIRES_HEADER, &expires)],
+            ),
             "executed",
-        ))
+        );
+        timings.apply(&mut answer);
+        Ok(answer)
     }
 
     /// Takes a committed D1 record as this key's answer.
     fn adopt(&self, env: &Envelope, rec: store::Record) -> Result<Response> {
         self.write_completed(
+            env,
             &rec.fingerprint,
             &rec.response,
             rec.created_at,
             rec.expires_at,
+            true,
         )?;
+        self.arm_later(rec.expires_at);
         if rec.fingerprint != env.fingerprint {
             // Waiters sent the payload that lost; they re-decide and get 422 too.
             self.waiters.borrow_mut().clear();
@@ -535,8 +668,9 @@ impl KeyGate {
         self.notify(&Finished {
             response: rec.response.clone(),
             stored: true,
+            expires_at: rec.expires_at,
         });
-        Ok(self.replay(env, &rec.response, false))
+        Ok(self.replay(env, &rec.response, false, rec.expires_at))
     }
 
     /// Releases the lease and answers with a response that is not stored.
@@ -552,6 +686,7 @@ impl KeyGate {
         self.notify(&Finished {
             response: response.clone(),
             stored: false,
+            expires_at: 0,
         });
         Ok(with_outcome(
             http::stored(&response, &[("idempotency-key", &env.key)]),
@@ -635,6 +770,65 @@ impl KeyGate {
         }
     }
 }
+
+/// Writes the slot's completed answer to D1 if it is not there yet.
+async fn sync_record(sql: &SqlStorage, env: &Env) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Unsynced {
+        scope: String,
+        route: String,
+        key: String,
+        fingerprint: String,
+        response_status: f64,
+        response_headers: String,
+        response_body: String,
+        created_at: f64,
+        expires_at: f64,
+    }
+    let rows: Vec<Unsynced> = sql
+        .exec(
+            "SELECT scope, route, key, fingerprint, response_status, response_headers, response_body, created_at, \
+             expires_at FROM slot WHERE id = 1 AND state = 'completed' AND d1_synced = 0 AND scope IS NOT NULL",
+            None,
+        )?
+        .to_array()?;
+    let Some(r) = rows.into_iter().next() else {
+        return Ok(());
+    };
+    let db = env.d1(crate::config::DB_BINDING)?;
+    let id = RecordId {
+        scope: &r.scope,
+        route: &r.route,
+        key: &r.key,
+    };
+    let response =
+        store::decode_response(r.response_status, &r.response_headers, &r.response_body)?;
+    let writes = store::record_statements(
+        &db,
+        &id,
+        &r.fingerprint,
+        &response,
+        r.created_at as i64,
+        r.created_at as i64,
+        r.expires_at as i64,
+    )?;
+    if let Err(e) = db.batch(writes).await {
+        // A live record already there (written by an earlier attempt) is success.
+        if store::find_record(&db, &id, now_ms()).await?.is_none() {
+            return Err(e);
+        }
+    }
+    sql.exec(
+        "UPDATE slot SET d1_synced = 1 WHERE id = 1 AND expires_at = ?",
+        vec![SqlStorageValue::Float(r.expires_at)],
+    )?;
+    Ok(())
+}
+
+/// A handler running longer than this gets its lease alarm armed.
+const LEASE_ALARM_AFTER: Duration = Duration::from_millis(50);
+/// How soon the alarm retries a D1 record write that failed.
+const SYNC_RETRY_MS: i64 = 30_000;
 
 /// How often a handler is re-run after losing an optimistic-concurrency race.
 const CONFLICT_RETRIES: u32 = 3;

@@ -34,8 +34,12 @@ pub enum Admission {
     /// expired without completing: that holder may have committed to D1 before it
     /// died, so the executor must look for a stored record before running again.
     Execute { takeover: bool },
-    /// Same key and payload already answered: send the stored answer.
-    Replay(StoredResponse),
+    /// Same key and payload already answered: send the stored answer (final
+    /// until `expires_at`).
+    Replay {
+        response: StoredResponse,
+        expires_at: i64,
+    },
     /// Another request with this key is running; its lease ends then.
     InFlight { lease_expires_at: i64 },
     /// Same key, other payload: nothing runs.
@@ -55,7 +59,13 @@ pub fn decide(slot: Option<&Slot>, fingerprint: &str, now: i64) -> Admission {
             lease_expires_at, ..
         } if *lease_expires_at <= now => Admission::Execute { takeover: true },
         _ if slot.fingerprint != fingerprint => Admission::Mismatch,
-        SlotState::Completed { response, .. } => Admission::Replay(response.clone()),
+        SlotState::Completed {
+            response,
+            expires_at,
+        } => Admission::Replay {
+            response: response.clone(),
+            expires_at: *expires_at,
+        },
         SlotState::Processing {
             lease_expires_at, ..
         } => Admission::InFlight {
@@ -136,7 +146,10 @@ mod tests {
                 "completed, same payload",
                 Some(completed("A", NOW + 1)),
                 "A",
-                Admission::Replay(stored()),
+                Admission::Replay {
+                    response: stored(),
+                    expires_at: NOW + 1,
+                },
             ),
             (
                 "completed, other payload",

@@ -7,6 +7,7 @@
 //! - [`prefer`]: `Prefer: wait=N` (RFC 7240) for coalescing.
 
 pub mod admission;
+pub mod cache;
 pub mod fingerprint;
 pub mod key;
 pub mod prefer;

@@ -148,7 +148,11 @@ pub async fn passthrough(
     body: &[u8],
     forward: &[(String, String)],
 ) -> Response {
-    match call(cfg, url, body, forward, None).await {
+    let started = crate::http::Timings::now();
+    let result = call(cfg, url, body, forward, None).await;
+    let mut timings = crate::http::Timings::default();
+    timings.since("upstream", started);
+    let mut resp = match result {
         UpstreamResult::Answered {
             status,
             headers,
@@ -168,5 +172,7 @@ pub async fn passthrough(
             worker::console_error!("upstream {url} unreachable: {e}");
             http::problem(&ApiError::UpstreamUnreachable)
         }
-    }
+    };
+    timings.apply(&mut resp);
+    resp
 }

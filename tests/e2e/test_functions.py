@@ -1,5 +1,7 @@
 """Fronting origin functions: POST /functions/v1/{name} under the §2 contract."""
 
+import time
+
 import pytest
 
 from conftest import Client, Server, assert_problem, concurrently, unique
@@ -136,3 +138,20 @@ def test_optional_policy_passes_keyless_requests_straight_through(origin):
         assert keyed[2].header("idempotent-replayed") == "true"
     finally:
         s.cleanup()
+
+
+def test_an_origin_answer_reaches_d1_after_the_reply_and_a_release_forgets_it(fronted, origin):
+    c = Client(fronted, unique("fn"))
+    before = origin.count("/echo")
+    first = call(c, "echo", {"wb": 1}, "k-wb")
+    assert call(c, "echo", {"wb": 1}, "k-wb").header("idempotent-replayed") == "true"
+    # The answer is final in the key's object at once; its D1 record follows.
+    deadline = time.time() + 10
+    while fronted.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{c.tenant}'") != 1:
+        assert time.time() < deadline
+        time.sleep(0.3)
+    assert c.delete("/v1/idempotency/keys/k-wb?route=/functions/v1/echo").status == 204
+    again = call(c, "echo", {"wb": 1}, "k-wb")
+    assert again.status == 200 and again.header("idempotent-replayed") is None
+    assert again.header("x-origin-call") != first.header("x-origin-call")
+    assert origin.count("/echo") == before + 2
