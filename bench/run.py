@@ -143,12 +143,38 @@ def storm(port, headers, body, n=500):
     return {"answers": len(ok), "identical": len({r[2] for r in ok}) == 1 and len(ok) == n, "wall_ms": wall * 1000}
 
 
+def profile(port, headers, body, keyed, n=200):
+    """Sequential requests on one connection; mean Server-Timing phases (ms)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    phases, totals = {}, []
+    for _ in range(n):
+        h = dict(headers)
+        if keyed:
+            h["Idempotency-Key"] = f"prof-{uuid.uuid4().hex}"
+        t = time.perf_counter()
+        conn.request("POST", "/functions/v1/echo", body=body, headers=h)
+        r = conn.getresponse()
+        r.read()
+        totals.append((time.perf_counter() - t) * 1000)
+        for name, value in r.getheaders():
+            if name.lower() == "server-timing":
+                for m in re.finditer(r"(\w+);dur=([\d.]+)", value):
+                    phases.setdefault(m.group(1), []).append(float(m.group(2)))
+    conn.close()
+    totals.sort()
+    out = {k: sum(v) / len(v) for k, v in phases.items()}
+    out["client p50"] = totals[len(totals) // 2]
+    return out
+
+
 def fmt(x, digits=2):
     return "—" if x is None else f"{x:.{digits}f}"
 
 
 def main():
-    tmp = Path(tempfile.mkdtemp(prefix="idemgate-bench-"))
+    # BENCH_TMP=/dev/shm puts wrangler's state (the objects' SQLite files, D1) on
+    # tmpfs, to separate the cost of disk syncs from the rest.
+    tmp = Path(tempfile.mkdtemp(prefix="idemgate-bench-", dir=os.environ.get("BENCH_TMP")))
     try:
         return run(tmp)
     finally:
@@ -231,7 +257,17 @@ def run(tmp):
     st = storm(wk_port, auth, fn_body.read_bytes())
     st["executions"] = json.loads(request(origin_port, "GET", "/count")[2]).get("/echo", 0) - before
 
+    prof_pass = profile(wk_port, auth, fn_body.read_bytes(), keyed=False)
+    prof_new = profile(wk_port, auth, fn_body.read_bytes(), keyed=True)
     print_table(results, st, sizes)
+    print()
+    print("Where a request spends its time (Server-Timing means over 200 sequential requests, ms):")
+    print("| request | client p50 | in the Worker | Worker → object → Worker | origin call |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| passthrough | {fmt(prof_pass['client p50'])} | {fmt(prof_pass.get('worker'))} | — | {fmt(prof_pass.get('upstream'))} |")
+    print(f"| first execution | {fmt(prof_new['client p50'])} | {fmt(prof_new.get('worker'))} | {fmt(prof_new.get('gate'))} | "
+          f"{fmt(prof_new.get('handler'))} |")
+    print(f"state directory: {tmp / 'state'} ({'tmpfs' if str(tmp).startswith('/dev/shm') else 'disk'})")
     return 0
 
 

@@ -119,7 +119,6 @@ struct SlotRow {
     response_status: Option<f64>,
     response_headers: Option<String>,
     response_body: Option<String>,
-    created_at: f64,
     expires_at: Option<f64>,
 }
 
@@ -238,7 +237,7 @@ impl KeyGate {
             .sql
             .exec(
                 "SELECT fingerprint, state, token, lease_expires_at, response_status, response_headers, \
-                 response_body, created_at, expires_at FROM slot WHERE id = 1",
+                 response_body, expires_at FROM slot WHERE id = 1",
                 None,
             )?
             .to_array()?;
@@ -260,7 +259,6 @@ impl KeyGate {
                 expires_at: r.expires_at.unwrap_or(0.0) as i64,
             }
         };
-        let _ = r.created_at;
         Ok(Some(Slot {
             fingerprint: r.fingerprint,
             state,

@@ -548,6 +548,33 @@ pub fn stage(db: &D1Database, env: &Envelope, body: &[u8], now: i64) -> Result<H
     })
 }
 
+/// Commits `before` → `after` with its audit row and answers with the export.
+fn commit_transition(
+    db: &D1Database,
+    env: &Envelope,
+    before: &ExportRow,
+    after: &ExportRow,
+    event: &str,
+    detail: Value,
+    now: i64,
+) -> Result<HandlerOutcome> {
+    let audit = Audit {
+        actor: &env.caller_sub,
+        event,
+        before: Some(before),
+        after,
+        detail,
+        key: Some(&env.key),
+        now,
+    };
+    let writes = transition_writes(db, before, after, &audit)?;
+    Ok(HandlerOutcome::Commit {
+        response: ok_export(200, after, false),
+        writes,
+        after: None,
+    })
+}
+
 /// Applies a simple transition (review, reject) whose changes `edit` makes.
 async fn simple_transition(
     db: &D1Database,
@@ -571,21 +598,7 @@ async fn simple_transition(
     after.version += 1.0;
     after.updated_at = now as f64;
     edit(&mut after);
-    let audit = Audit {
-        actor: &env.caller_sub,
-        event: event.as_str(),
-        before: Some(&before),
-        after: &after,
-        detail,
-        key: Some(&env.key),
-        now,
-    };
-    let writes = transition_writes(db, &before, &after, &audit)?;
-    Ok(HandlerOutcome::Commit {
-        response: ok_export(200, &after, false),
-        writes,
-        after: None,
-    })
+    commit_transition(db, env, &before, &after, event.as_str(), detail, now)
 }
 
 /// `PUT …/review`.
@@ -726,21 +739,7 @@ pub async fn approve(
     after.validation_warnings = warnings;
     after.quality_score = validation.quality_score as f64;
     let detail = json!({"change_reason": req.change_reason, "comments": req.approval_comments, "changes": changes.len()});
-    let audit = Audit {
-        actor: &env.caller_sub,
-        event: "approve",
-        before: Some(&before),
-        after: &after,
-        detail,
-        key: Some(&env.key),
-        now,
-    };
-    let writes = transition_writes(db, &before, &after, &audit)?;
-    Ok(HandlerOutcome::Commit {
-        response: ok_export(200, &after, false),
-        writes,
-        after: None,
-    })
+    commit_transition(db, env, &before, &after, "approve", detail, now)
 }
 
 /// The key the destination sees for an export's delivery: derived from the
@@ -843,21 +842,7 @@ pub async fn post(
             after.posted_at = Some(now as f64);
             after.last_error = None;
             let detail = json!({"external_reference": after.external_reference, "file": after.file_name, "sha256": after.file_checksum});
-            let audit = Audit {
-                actor: &env.caller_sub,
-                event: "post",
-                before: Some(&before),
-                after: &after,
-                detail,
-                key: Some(&env.key),
-                now,
-            };
-            let writes = transition_writes(db, &before, &after, &audit)?;
-            Ok(HandlerOutcome::Commit {
-                response: ok_export(200, &after, false),
-                writes,
-                after: None,
-            })
+            commit_transition(db, env, &before, &after, "post", detail, now)
         }
         Err(error) => {
             let to = match transition(from, ExportEvent::PostFailed, before.attempts()) {
@@ -976,21 +961,15 @@ pub async fn rollback(
     after.rollback_reason = Some(reason.clone());
     after.rolled_back_by = Some(env.caller_sub.clone());
     after.rolled_back_at = Some(now as f64);
-    let audit = Audit {
-        actor: &env.caller_sub,
-        event: "rollback",
-        before: Some(&before),
-        after: &after,
-        detail: json!({"reason": reason}),
-        key: Some(&env.key),
+    commit_transition(
+        db,
+        env,
+        &before,
+        &after,
+        "rollback",
+        json!({"reason": reason}),
         now,
-    };
-    let writes = transition_writes(db, &before, &after, &audit)?;
-    Ok(HandlerOutcome::Commit {
-        response: ok_export(200, &after, false),
-        writes,
-        after: None,
-    })
+    )
 }
 
 /// `POST /v1/staging/batches`: each item validated on its own; the valid ones are
