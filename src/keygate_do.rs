@@ -801,20 +801,39 @@ async fn sync_record(sql: &SqlStorage, env: &Env) -> Result<()> {
     };
     let response =
         store::decode_response(r.response_status, &r.response_headers, &r.response_body)?;
-    let writes = store::record_statements(
+    let upsert = store::record_upsert(
         &db,
         &id,
         &r.fingerprint,
         &response,
         r.created_at as i64,
-        r.created_at as i64,
         r.expires_at as i64,
     )?;
-    if let Err(e) = db.batch(writes).await {
-        // A live record already there (written by an earlier attempt) is success.
-        if store::find_record(&db, &id, now_ms()).await?.is_none() {
-            return Err(e);
-        }
+    upsert.run().await?;
+    // The key may have been released while the record was on its way: the
+    // release deleted the D1 record before this write landed, so take this one
+    // back (only this one: a newer answer for the key has another expiry).
+    #[derive(Deserialize)]
+    struct Count {
+        n: f64,
+    }
+    let still_there = sql
+        .exec(
+            "SELECT COUNT(*) AS n FROM slot WHERE id = 1 AND state = 'completed' AND expires_at = ?",
+            vec![SqlStorageValue::Float(r.expires_at)],
+        )?
+        .to_array::<Count>()?
+        .first()
+        .is_some_and(|c| c.n > 0.0);
+    if !still_there {
+        store::stmt(
+            &db,
+            "DELETE FROM idempotency_records WHERE scope = ?1 AND route = ?2 AND key = ?3 AND expires_at = ?4",
+            &[store::s(id.scope), store::s(id.route), store::s(id.key), store::int(r.expires_at as i64)],
+        )?
+        .run()
+        .await?;
+        return Ok(());
     }
     sql.exec(
         "UPDATE slot SET d1_synced = 1 WHERE id = 1 AND expires_at = ?",

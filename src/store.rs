@@ -71,9 +71,37 @@ pub fn encode_body(body: &[u8]) -> String {
     B64.encode(body)
 }
 
+const RECORD_INSERT: &str =
+    "INSERT INTO idempotency_records (scope, route, key, fingerprint, status, \
+     response_status, response_headers, response_body, created_at, completed_at, expires_at) \
+     VALUES (?1, ?2, ?3, ?4, 'completed', ?5, ?6, ?7, ?8, ?9, ?10)";
+
+fn record_args(
+    id: &RecordId<'_>,
+    fingerprint: &str,
+    resp: &StoredResponse,
+    created_at: i64,
+    completed_at: i64,
+    expires_at: i64,
+) -> [JsValue; 10] {
+    [
+        s(id.scope),
+        s(id.route),
+        s(id.key),
+        s(fingerprint),
+        n(resp.status),
+        s(&encode_headers(&resp.headers)),
+        s(&encode_body(&resp.body)),
+        int(created_at),
+        int(completed_at),
+        int(expires_at),
+    ]
+}
+
 /// Statements that store a completed answer, to append to the handler's batch:
 /// clear an expired record for the same key, then insert. The insert fails (and
-/// with it the whole batch) if a live record exists.
+/// with it the whole batch) if a live record exists: a late holder of a lease
+/// that was taken over can never commit a second execution.
 pub fn record_statements(
     db: &D1Database,
     id: &RecordId<'_>,
@@ -89,25 +117,31 @@ pub fn record_statements(
             "DELETE FROM idempotency_records WHERE scope = ?1 AND route = ?2 AND key = ?3 AND expires_at <= ?4",
             &[s(id.scope), s(id.route), s(id.key), int(completed_at)],
         )?,
-        stmt(
-            db,
-            "INSERT INTO idempotency_records (scope, route, key, fingerprint, status, response_status, \
-             response_headers, response_body, created_at, completed_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, 'completed', ?5, ?6, ?7, ?8, ?9, ?10)",
-            &[
-                s(id.scope),
-                s(id.route),
-                s(id.key),
-                s(fingerprint),
-                n(resp.status),
-                s(&encode_headers(&resp.headers)),
-                s(&encode_body(&resp.body)),
-                int(created_at),
-                int(completed_at),
-                int(expires_at),
-            ],
-        )?,
+        stmt(db, RECORD_INSERT, &record_args(id, fingerprint, resp, created_at, completed_at, expires_at))?,
     ])
+}
+
+/// The write-behind form: the key's object, holding the final answer, is the
+/// authority, so its record replaces whatever D1 has for the key (e.g. a record
+/// a release raced with).
+pub fn record_upsert(
+    db: &D1Database,
+    id: &RecordId<'_>,
+    fingerprint: &str,
+    resp: &StoredResponse,
+    created_at: i64,
+    expires_at: i64,
+) -> Result<D1PreparedStatement> {
+    stmt(
+        db,
+        &format!(
+            "{RECORD_INSERT} ON CONFLICT (scope, route, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+             response_status = excluded.response_status, response_headers = excluded.response_headers, \
+             response_body = excluded.response_body, created_at = excluded.created_at, \
+             completed_at = excluded.completed_at, expires_at = excluded.expires_at"
+        ),
+        &record_args(id, fingerprint, resp, created_at, created_at, expires_at),
+    )
 }
 
 /// The live (unexpired at `now`) record for a key, if any.
