@@ -98,7 +98,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS slot (
   scope TEXT,
   route TEXT,
   key TEXT,
-  -- 0 while a completed answer's D1 record is still to be written (write-behind).
+  -- 0: the answer's D1 record is written behind it (waitUntil), so while the
+  -- slot lives an alarm (re-)writes it; the write is an upsert, so that is safe.
   d1_synced INTEGER NOT NULL DEFAULT 1
 )";
 
@@ -372,7 +373,9 @@ impl KeyGate {
     }
 
     async fn execute(&self, mut req: Request, env: &Envelope) -> Result<Response> {
-        let body = req.bytes().await?;
+        // The body is read only by the request that executes, after its lease is
+        // written: the decision needs only the fingerprint, and a new object's
+        // schema and the lease then commit together (one write, one sync).
         let wait_deadline = now_ms() + env.wait_ms;
         let mut waited = false;
         loop {
@@ -383,6 +386,13 @@ impl KeyGate {
                 Admission::Execute { takeover } => {
                     let token = crate::ids::random_hex(16);
                     self.write_processing(env, &token, now, now + self.config.lease_ms)?;
+                    let body = match req.bytes().await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.clear_slot()?;
+                            return Err(e);
+                        }
+                    };
                     return self.run(env, &body, &token, now, takeover).await;
                 }
                 Admission::Replay {
@@ -835,10 +845,8 @@ async fn sync_record(sql: &SqlStorage, env: &Env) -> Result<()> {
         .await?;
         return Ok(());
     }
-    sql.exec(
-        "UPDATE slot SET d1_synced = 1 WHERE id = 1 AND expires_at = ?",
-        vec![SqlStorageValue::Float(r.expires_at)],
-    )?;
+    // The slot keeps d1_synced = 0: marking it would be one more storage write
+    // per execution, and a later alarm re-running this upsert is harmless.
     Ok(())
 }
 
