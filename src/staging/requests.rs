@@ -30,6 +30,7 @@ use std::ops::RangeInclusive;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::training::requests::{field, invalid, missing};
 use crate::training::RequestError;
 
 /// Longest accepted `invoice_id`, in chars.
@@ -336,22 +337,6 @@ fn reject_unknown(
     match obj.keys().filter(|k| !known.contains(&k.as_str())).min() {
         Some(unknown) => Err(RequestError::UnknownField(join(prefix, unknown))),
         None => Ok(()),
-    }
-}
-
-/// The field's value, with `null` treated as absent.
-fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    obj.get(name).filter(|v| !v.is_null())
-}
-
-fn missing(path: impl Into<String>) -> RequestError {
-    RequestError::MissingField(path.into())
-}
-
-fn invalid(path: impl Into<String>, reason: impl Into<String>) -> RequestError {
-    RequestError::InvalidField {
-        field: path.into(),
-        reason: reason.into(),
     }
 }
 

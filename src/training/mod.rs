@@ -20,7 +20,7 @@
 
 mod examples;
 mod jobs;
-mod requests;
+pub(crate) mod requests;
 
 pub use examples::{
     build_examples, chat_sections, estimate_tokens, BuildStats, Example, Format, SourceDocument,

@@ -457,16 +457,17 @@ fn reject_unknown(
     }
 }
 
-/// The field's value, with `null` treated as absent.
-fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+/// The field's value, with `null` treated as absent. (Shared with the staging
+/// request parsers, which follow the same rules.)
+pub(crate) fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     obj.get(name).filter(|v| !v.is_null())
 }
 
-fn missing(path: impl Into<String>) -> RequestError {
+pub(crate) fn missing(path: impl Into<String>) -> RequestError {
     RequestError::MissingField(path.into())
 }
 
-fn invalid(path: impl Into<String>, reason: impl Into<String>) -> RequestError {
+pub(crate) fn invalid(path: impl Into<String>, reason: impl Into<String>) -> RequestError {
     RequestError::InvalidField {
         field: path.into(),
         reason: reason.into(),
