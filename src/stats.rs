@@ -2,7 +2,7 @@
 //! conflict and mismatch counters, for the caller's tenant only.
 
 use crate::http;
-use crate::store::{int, s, stmt};
+use crate::store::{self, int, s};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use worker::{D1Database, Date, Response, Result};
@@ -34,23 +34,16 @@ fn add(v: &mut Value, by: i64) {
 
 pub async fn stats(db: &D1Database, tenant: &str) -> Result<Response> {
     let now = Date::now().as_millis() as i64;
-    let records: Vec<RecordCount> = stmt(
-        db,
+    let records: Vec<RecordCount> = store::all(db,
         "SELECT route, response_status, (expires_at > ?2) AS live, COUNT(*) AS n FROM idempotency_records \
          WHERE scope = ?1 GROUP BY route, response_status, live",
-        &[s(tenant), int(now)],
-    )?
-    .all()
-    .await?
-    .results()?;
-    let counters: Vec<CounterRow> = stmt(
+        &[s(tenant), int(now)]).await?;
+    let counters: Vec<CounterRow> = store::all(
         db,
         "SELECT route, outcome, count FROM idempotency_counters WHERE scope = ?1",
         &[s(tenant)],
-    )?
-    .all()
-    .await?
-    .results()?;
+    )
+    .await?;
     let mut routes = Map::new();
     let mut totals =
         json!({"completed": 0, "expired": 0, "replayed": 0, "conflict": 0, "mismatch": 0});

@@ -6,6 +6,7 @@
 use crate::idempotency::StoredResponse;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Result};
@@ -25,6 +26,24 @@ pub fn int(v: i64) -> JsValue {
 
 pub fn stmt(db: &D1Database, sql: &str, args: &[JsValue]) -> Result<D1PreparedStatement> {
     db.prepare(sql).bind(args)
+}
+
+/// Runs a query and returns every row.
+pub async fn all<T: DeserializeOwned>(
+    db: &D1Database,
+    sql: &str,
+    args: &[JsValue],
+) -> Result<Vec<T>> {
+    stmt(db, sql, args)?.all().await?.results()
+}
+
+/// Runs a query and returns its first row, if any.
+pub async fn first<T: DeserializeOwned>(
+    db: &D1Database,
+    sql: &str,
+    args: &[JsValue],
+) -> Result<Option<T>> {
+    stmt(db, sql, args)?.first(None).await
 }
 
 /// The identity of a record: tenant scope, route template and key.
@@ -146,14 +165,10 @@ pub fn record_upsert(
 
 /// The live (unexpired at `now`) record for a key, if any.
 pub async fn find_record(db: &D1Database, id: &RecordId<'_>, now: i64) -> Result<Option<Record>> {
-    let row: Option<RecordRow> = stmt(
-        db,
+    let row: Option<RecordRow> = first(db,
         "SELECT fingerprint, response_status, response_headers, response_body, created_at, expires_at \
          FROM idempotency_records WHERE scope = ?1 AND route = ?2 AND key = ?3 AND expires_at > ?4",
-        &[s(id.scope), s(id.route), s(id.key), int(now)],
-    )?
-    .first(None)
-    .await?;
+        &[s(id.scope), s(id.route), s(id.key), int(now)]).await?;
     row.map(|r| {
         Ok(Record {
             fingerprint: r.fingerprint,

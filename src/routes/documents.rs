@@ -11,7 +11,7 @@ use crate::idempotency::IdempotencyKey;
 use crate::ids::new_id;
 use crate::keygate_do::Envelope;
 use crate::problem::ApiError;
-use crate::store::{int, s, stmt};
+use crate::store::{self, int, s, stmt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -174,14 +174,10 @@ struct DocumentRow {
 
 /// `GET /v1/documents/{id}`: only the caller's tenant's documents exist for it.
 pub async fn get(db: &D1Database, caller: &Caller, id: &str) -> Result<Response> {
-    let row: Option<DocumentRow> = stmt(
-        db,
+    let row: Option<DocumentRow> = store::first(db,
         "SELECT id, filename, content_type, sha256, size_bytes, word_count, line_count, char_count, chunk_count, \
          chunk_size, chunk_overlap, text, created_at FROM documents WHERE id = ?1 AND tenant = ?2",
-        &[s(id), s(&caller.tenant)],
-    )?
-    .first(None)
-    .await?;
+        &[s(id), s(&caller.tenant)]).await?;
     Ok(match row {
         None => http::problem(&ApiError::NotFound(format!("document {id} not found"))),
         Some(r) => http::json(
@@ -215,27 +211,21 @@ pub async fn chunks(
     offset: u32,
     limit: u32,
 ) -> Result<Response> {
-    let exists: Option<Value> = stmt(
+    let exists: Option<Value> = store::first(
         db,
         "SELECT chunk_count FROM documents WHERE id = ?1 AND tenant = ?2",
         &[s(id), s(&caller.tenant)],
-    )?
-    .first(None)
+    )
     .await?;
     let Some(doc) = exists else {
         return Ok(http::problem(&ApiError::NotFound(format!(
             "document {id} not found"
         ))));
     };
-    let rows: Vec<ChunkRow> = stmt(
-        db,
+    let rows: Vec<ChunkRow> = store::all(db,
         "SELECT id, idx, text, start_char, end_char FROM chunks WHERE document_id = ?1 AND tenant = ?2 \
          ORDER BY idx LIMIT ?3 OFFSET ?4",
-        &[s(id), s(&caller.tenant), int(limit as i64), int(offset as i64)],
-    )?
-    .all()
-    .await?
-    .results()?;
+        &[s(id), s(&caller.tenant), int(limit as i64), int(offset as i64)]).await?;
     let total = doc["chunk_count"].as_f64().unwrap_or(0.0) as i64;
     let items: Vec<Value> = rows
         .into_iter()

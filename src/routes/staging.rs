@@ -20,7 +20,7 @@ use crate::staging::requests::{
     parse_stage_request, stage_request_from_value, ExportFormat, StageRequest,
 };
 use crate::staging::workflow::{can_post, transition, Attempts, ExportEvent, ExportState};
-use crate::store::{int, s, stmt};
+use crate::store::{self, int, s, stmt};
 use crate::training::RequestError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -484,15 +484,14 @@ fn transition_writes(
 }
 
 pub async fn load_export(db: &D1Database, tenant: &str, id: &str) -> Result<Option<ExportRow>> {
-    stmt(
+    store::first(
         db,
         &format!(
             "SELECT {} FROM staged_exports WHERE id = ?1 AND tenant = ?2",
             COLUMNS.join(", ")
         ),
         &[s(id), s(tenant)],
-    )?
-    .first(None)
+    )
     .await
 }
 
@@ -1082,15 +1081,10 @@ pub async fn get_audit(db: &D1Database, caller: &Caller, id: &str) -> Result<Res
         idempotency_key: Option<String>,
         created_at: f64,
     }
-    let rows: Vec<Row> = stmt(
-        db,
+    let rows: Vec<Row> = store::all(db,
         "SELECT seq, actor, event, from_state, to_state, before_snapshot, after_snapshot, detail, idempotency_key, created_at \
          FROM staging_audit WHERE export_id = ?1 AND tenant = ?2 ORDER BY seq",
-        &[s(id), s(&caller.tenant)],
-    )?
-    .all()
-    .await?
-    .results()?;
+        &[s(id), s(&caller.tenant)]).await?;
     let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
     let entries: Vec<Value> = rows
         .iter()
@@ -1151,7 +1145,7 @@ pub async fn list(
             )));
         }
     }
-    let rows: Vec<ExportRow> = stmt(
+    let rows: Vec<ExportRow> = store::all(
         db,
         &format!(
             "SELECT {} FROM staged_exports WHERE tenant = ?1 AND (?2 IS NULL OR status = ?2) \
@@ -1164,10 +1158,8 @@ pub async fn list(
             int(limit as i64 + 1),
             int(offset as i64),
         ],
-    )?
-    .all()
-    .await?
-    .results()?;
+    )
+    .await?;
     let more = rows.len() > limit as usize;
     let items: Vec<Value> = rows
         .iter()
@@ -1198,13 +1190,9 @@ pub async fn get_batch(db: &D1Database, caller: &Caller, id: &str) -> Result<Res
         invalid: f64,
         created_at: f64,
     }
-    let batch: Option<Batch> = stmt(
-        db,
+    let batch: Option<Batch> = store::first(db,
         "SELECT total, staged, invalid, created_at FROM staging_batches WHERE id = ?1 AND tenant = ?2",
-        &[s(id), s(&caller.tenant)],
-    )?
-    .first(None)
-    .await?;
+        &[s(id), s(&caller.tenant)]).await?;
     let Some(b) = batch else {
         return Ok(http::problem(&ApiError::NotFound(format!(
             "batch {id} not found"
@@ -1216,15 +1204,13 @@ pub async fn get_batch(db: &D1Database, caller: &Caller, id: &str) -> Result<Res
         n: f64,
         quality: f64,
     }
-    let rows: Vec<ByState> = stmt(
+    let rows: Vec<ByState> = store::all(
         db,
         "SELECT status, COUNT(*) AS n, SUM(quality_score) AS quality FROM staged_exports \
          WHERE batch_id = ?1 AND tenant = ?2 GROUP BY status",
         &[s(id), s(&caller.tenant)],
-    )?
-    .all()
-    .await?
-    .results()?;
+    )
+    .await?;
     let mut by_state = serde_json::Map::new();
     for st in ExportState::ALL {
         by_state.insert(st.as_str().into(), json!(0));
@@ -1256,18 +1242,13 @@ const EXPIRE_PER_RUN: i64 = 500;
 /// reason `approval_timeout`, each with its audit row. Bounded per run; a row
 /// changed concurrently is skipped (its version moved) and picked up next time.
 pub async fn expire_approvals(db: &D1Database, cfg: &Config, now: i64) -> Result<usize> {
-    let rows: Vec<ExportRow> = stmt(
-        db,
+    let rows: Vec<ExportRow> = store::all(db,
         &format!(
             "SELECT {} FROM staged_exports WHERE status IN ('prepared', 'under_review') AND updated_at <= ?1 \
              ORDER BY updated_at LIMIT ?2",
             COLUMNS.join(", ")
         ),
-        &[int(now - cfg.staging_approval_timeout_ms), int(EXPIRE_PER_RUN)],
-    )?
-    .all()
-    .await?
-    .results()?;
+        &[int(now - cfg.staging_approval_timeout_ms), int(EXPIRE_PER_RUN)]).await?;
     let mut expired = 0;
     for before in rows {
         let Ok(to) = transition(before.state()?, ExportEvent::Expire, before.attempts()) else {

@@ -11,7 +11,7 @@ use crate::ids::new_id;
 use crate::keygate_do::Envelope;
 use crate::problem::ApiError;
 use crate::routes::functions::{self, UpstreamResult};
-use crate::store::{int, s, stmt};
+use crate::store::{self, int, s, stmt};
 use crate::training::{
     build_examples, parse_dataset_request, parse_event_request, parse_job_request, transition,
     Format, JobEvent, JobState, RequestError, SourceDocument,
@@ -95,17 +95,15 @@ async fn load_sources(
     } else {
         "NULL AS text"
     };
-    let found: Vec<DocRow> = stmt(
+    let found: Vec<DocRow> = store::all(
         db,
         &format!(
             "SELECT id, {text_col} FROM documents WHERE tenant = ?1 AND id IN ({})",
             placeholders(2, ids.len())
         ),
         &args,
-    )?
-    .all()
-    .await?
-    .results()?;
+    )
+    .await?;
     let missing: Vec<String> = ids
         .iter()
         .filter(|i| !found.iter().any(|d| &d.id == *i))
@@ -115,17 +113,12 @@ async fn load_sources(
         return Ok(Err(missing));
     }
     let chunks: Vec<ChunkRow> = if format == Format::Chunks {
-        stmt(
-            db,
+        store::all(db,
             &format!(
                 "SELECT document_id, text FROM chunks WHERE tenant = ?1 AND document_id IN ({}) ORDER BY document_id, idx",
                 placeholders(2, ids.len())
             ),
-            &args,
-        )?
-        .all()
-        .await?
-        .results()?
+            &args).await?
     } else {
         vec![]
     };
@@ -274,15 +267,11 @@ struct DatasetRow {
 }
 
 async fn find_dataset(db: &D1Database, tenant: &str, id: &str) -> Result<Option<DatasetRow>> {
-    stmt(
-        db,
+    store::first(db,
         "SELECT id, format, document_ids, min_chars, max_examples, example_count, duplicates_dropped, \
          too_short_dropped, char_count, estimated_tokens, per_document, created_at \
          FROM datasets WHERE id = ?1 AND tenant = ?2",
-        &[s(id), s(tenant)],
-    )?
-    .first(None)
-    .await
+        &[s(id), s(tenant)]).await
 }
 
 fn not_found(what: &str, id: &str) -> Response {
@@ -334,14 +323,9 @@ pub async fn dataset_jsonl(db: D1Database, caller: &Caller, id: &str) -> Result<
         let (db, id) = (db.clone(), id.clone());
         async move {
             let Some(after) = after else { return Ok(None) };
-            let rows: Vec<Line> = stmt(
-                &db,
+            let rows: Vec<Line> = store::all(&db,
                 "SELECT idx, line FROM examples WHERE dataset_id = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
-                &[s(&id), int(after), int(JSONL_PAGE)],
-            )?
-            .all()
-            .await?
-            .results()?;
+                &[s(&id), int(after), int(JSONL_PAGE)]).await?;
             if rows.is_empty() {
                 return Ok(None);
             }
@@ -482,12 +466,11 @@ pub async fn dispatch_job(db: &D1Database, cfg: &Config, job_id: &str) {
         return;
     };
     let result = async {
-        let job: Option<JobRow> = stmt(
+        let job: Option<JobRow> = store::first(
             db,
             &format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE id = ?1"),
             &[s(job_id)],
-        )?
-        .first(None)
+        )
         .await?;
         let Some(job) = job else { return Ok(()) };
         let mut payload = job_json(&job);
@@ -544,16 +527,14 @@ pub async fn retry_dispatches(db: &D1Database, cfg: &Config, now: i64) -> Result
     struct Id {
         id: String,
     }
-    let ids: Vec<Id> = stmt(
+    let ids: Vec<Id> = store::all(
         db,
         "SELECT id FROM training_jobs WHERE status = 'queued' AND dispatch_attempts < 10 \
          AND (dispatch_status = 'failed' OR (dispatch_status = 'pending' AND created_at < ?1)) \
          ORDER BY created_at LIMIT 20",
         &[int(now - 60_000)],
-    )?
-    .all()
-    .await?
-    .results()?;
+    )
+    .await?;
     for id in &ids {
         dispatch_job(db, cfg, &id.id).await;
     }
@@ -579,12 +560,11 @@ async fn apply_event(
         status: String,
         version: f64,
     }
-    let current: Option<Current> = stmt(
+    let current: Option<Current> = store::first(
         db,
         "SELECT status, version FROM training_jobs WHERE id = ?1 AND tenant = ?2",
         &[s(job_id), s(&env.scope)],
-    )?
-    .first(None)
+    )
     .await?;
     let Some(current) = current else {
         return Ok(HandlerOutcome::problem(&ApiError::NotFound(format!(
@@ -716,12 +696,11 @@ pub async fn cancel_job(
 
 /// `GET /v1/training-jobs/{id}`: the job and its event history.
 pub async fn get_job(db: &D1Database, caller: &Caller, id: &str) -> Result<Response> {
-    let job: Option<JobRow> = stmt(
+    let job: Option<JobRow> = store::first(
         db,
         &format!("SELECT {JOB_COLUMNS} FROM training_jobs WHERE id = ?1 AND tenant = ?2"),
         &[s(id), s(&caller.tenant)],
-    )?
-    .first(None)
+    )
     .await?;
     let Some(job) = job else {
         return Ok(not_found("training job", id));
@@ -737,15 +716,10 @@ pub async fn get_job(db: &D1Database, caller: &Caller, id: &str) -> Result<Respo
         actor: String,
         created_at: f64,
     }
-    let events: Vec<EventRow> = stmt(
-        db,
+    let events: Vec<EventRow> = store::all(db,
         "SELECT seq, event_id, type, from_state, to_state, payload, actor, created_at FROM training_job_events \
          WHERE job_id = ?1 ORDER BY seq",
-        &[s(id)],
-    )?
-    .all()
-    .await?
-    .results()?;
+        &[s(id)]).await?;
     let mut body = job_json(&job);
     body["events"] = events
         .into_iter()
@@ -776,17 +750,12 @@ pub async fn list_jobs(
             )));
         }
     }
-    let jobs: Vec<JobRow> = stmt(
-        db,
+    let jobs: Vec<JobRow> = store::all(db,
         &format!(
             "SELECT {JOB_COLUMNS} FROM training_jobs WHERE tenant = ?1 AND (?2 IS NULL OR status = ?2) \
              ORDER BY created_at, id LIMIT ?3 OFFSET ?4"
         ),
-        &[s(&caller.tenant), status.map_or(JsValue::NULL, s), int(limit as i64 + 1), int(offset as i64)],
-    )?
-    .all()
-    .await?
-    .results()?;
+        &[s(&caller.tenant), status.map_or(JsValue::NULL, s), int(limit as i64 + 1), int(offset as i64)]).await?;
     let more = jobs.len() > limit as usize;
     let items: Vec<Value> = jobs.iter().take(limit as usize).map(job_json).collect();
     let next = more.then(|| offset as i64 + limit as i64);
