@@ -52,7 +52,8 @@ thread_local! {
     static REPLAYS: RefCell<ReplayCache> = RefCell::new(ReplayCache::default());
 }
 
-fn config(env: &Env) -> Config {
+/// The isolate's configuration (the Worker and its objects share it).
+pub(crate) fn config(env: &Env) -> Config {
     CONFIG.with(|c| {
         c.get_or_init(|| {
             let (cfg, warnings) = Config::from_lookup(|n| env.var(n).ok().map(|v| v.to_string()));

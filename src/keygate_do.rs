@@ -18,6 +18,7 @@ use crate::routes::{self, HandlerOutcome};
 use crate::store::{self, RecordId};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::time::Duration;
@@ -164,7 +165,7 @@ impl DurableObject for KeyGate {
                 }
             }
         }
-        let (config, _) = Config::from_lookup(|n| env.var(n).ok().map(|v| v.to_string()));
+        let config = crate::frontend_worker::config(&env);
         KeyGate {
             state,
             env,
@@ -332,23 +333,48 @@ impl KeyGate {
         Ok(())
     }
 
-    /// Commits the D1 record of a completed answer kept only in the slot so far,
-    /// then marks it synced. Run after answering (write-behind) and by the alarm.
-    fn sync_record_later(&self, expires_at: i64) {
-        let (sql, env, storage) = (self.sql.clone(), self.env.clone(), self.state.storage());
+    /// Commits the D1 record of an answer just made final in the slot (write-behind,
+    /// after the answer). Called in the same turn as `write_completed`: the retry
+    /// alarm is set before anything is awaited, so it commits with the answer (one
+    /// write, one sync) and a crash before D1 has the record still leaves an alarm
+    /// that writes it. Once D1 has it, the alarm moves to the answer's expiry.
+    fn sync_record_later(
+        &self,
+        env: &Envelope,
+        response: &StoredResponse,
+        created_at: i64,
+        expires_at: i64,
+    ) {
+        let storage = self.state.storage();
+        let retry_at = at(now_ms() + SYNC_RETRY_MS);
+        let retry_storage = self.state.storage();
+        let mut retry = Box::pin(async move { retry_storage.set_alarm(retry_at).await });
+        // One poll makes the call into the runtime now; the result is awaited below.
+        let _ = retry.as_mut().now_or_never();
+        let (sql, d1_env) = (self.sql.clone(), self.env.clone());
+        let record = Unsynced {
+            scope: env.scope.clone(),
+            route: env.route.clone(),
+            key: env.key.clone(),
+            fingerprint: env.fingerprint.clone(),
+            response: response.clone(),
+            created_at,
+            expires_at,
+        };
         self.state.wait_until(async move {
-            // On failure the alarm comes back soon to retry; else at the expiry.
-            let when = match sync_record(&sql, &env).await {
-                Ok(()) => expires_at,
-                Err(e) => {
-                    console_error!(
-                        "KeyGate: writing the D1 record failed (the alarm retries): {e}"
-                    );
-                    now_ms() + SYNC_RETRY_MS
-                }
-            };
-            if let Err(e) = storage.set_alarm(at(when)).await {
+            if let Err(e) = retry.await {
                 console_error!("KeyGate: set_alarm failed: {e}");
+            }
+            match write_record(&sql, &d1_env, &record).await {
+                // Else the alarm set above comes back to retry.
+                Err(e) => {
+                    console_error!("KeyGate: writing the D1 record failed (the alarm retries): {e}")
+                }
+                Ok(()) => {
+                    if let Err(e) = storage.set_alarm(at(expires_at)).await {
+                        console_error!("KeyGate: set_alarm failed: {e}");
+                    }
+                }
             }
         });
     }
@@ -573,15 +599,6 @@ impl KeyGate {
             };
             let completed = now_ms();
             let expires_at = completed + self.config.ttl_ms;
-            let record = store::record_statements(
-                &db,
-                &env.record_id(),
-                &env.fingerprint,
-                &response,
-                started,
-                completed,
-                expires_at,
-            )?;
             if writes.is_empty()
                 && after.is_none()
                 && env.test_fail.is_none()
@@ -592,10 +609,18 @@ impl KeyGate {
                 // SQLite — durable, and the only writer for the key. Its D1 record
                 // follows after the answer; the alarm retries it if that fails.
                 self.write_completed(env, &env.fingerprint, &response, started, expires_at, false)?;
-                self.sync_record_later(expires_at);
+                self.sync_record_later(env, &response, started, expires_at);
                 break (response, expires_at, after);
             }
-            writes.extend(record);
+            writes.extend(store::record_statements(
+                &db,
+                &env.record_id(),
+                &env.fingerprint,
+                &response,
+                started,
+                completed,
+                expires_at,
+            )?);
             if env.test_fail.as_deref() == Some("storage") {
                 // Test hook: a statement that fails inside the batch, so the whole
                 // batch (domain rows included) must roll back.
@@ -779,10 +804,21 @@ impl KeyGate {
     }
 }
 
-/// Writes the slot's completed answer to D1 if it is not there yet.
+/// A completed answer whose D1 record is written behind it.
+struct Unsynced {
+    scope: String,
+    route: String,
+    key: String,
+    fingerprint: String,
+    response: StoredResponse,
+    created_at: i64,
+    expires_at: i64,
+}
+
+/// Writes the slot's completed answer to D1 if it is not known to be there (the alarm's path).
 async fn sync_record(sql: &SqlStorage, env: &Env) -> Result<()> {
     #[derive(Deserialize)]
-    struct Unsynced {
+    struct Row {
         scope: String,
         route: String,
         key: String,
@@ -793,7 +829,7 @@ async fn sync_record(sql: &SqlStorage, env: &Env) -> Result<()> {
         created_at: f64,
         expires_at: f64,
     }
-    let rows: Vec<Unsynced> = sql
+    let rows: Vec<Row> = sql
         .exec(
             "SELECT scope, route, key, fingerprint, response_status, response_headers, response_body, created_at, \
              expires_at FROM slot WHERE id = 1 AND state = 'completed' AND d1_synced = 0 AND scope IS NOT NULL",
@@ -803,25 +839,38 @@ async fn sync_record(sql: &SqlStorage, env: &Env) -> Result<()> {
     let Some(r) = rows.into_iter().next() else {
         return Ok(());
     };
+    let record = Unsynced {
+        response: store::decode_response(r.response_status, &r.response_headers, &r.response_body)?,
+        scope: r.scope,
+        route: r.route,
+        key: r.key,
+        fingerprint: r.fingerprint,
+        created_at: r.created_at as i64,
+        expires_at: r.expires_at as i64,
+    };
+    write_record(sql, env, &record).await
+}
+
+/// Upserts a completed answer's D1 record, then takes it back if the key was
+/// released while it was on its way.
+async fn write_record(sql: &SqlStorage, env: &Env, r: &Unsynced) -> Result<()> {
     let db = env.d1(crate::config::DB_BINDING)?;
     let id = RecordId {
         scope: &r.scope,
         route: &r.route,
         key: &r.key,
     };
-    let response =
-        store::decode_response(r.response_status, &r.response_headers, &r.response_body)?;
-    let upsert = store::record_upsert(
+    store::record_upsert(
         &db,
         &id,
         &r.fingerprint,
-        &response,
-        r.created_at as i64,
-        r.expires_at as i64,
-    )?;
-    upsert.run().await?;
-    // The key may have been released while the record was on its way: the
-    // release deleted the D1 record before this write landed, so take this one
+        &r.response,
+        r.created_at,
+        r.expires_at,
+    )?
+    .run()
+    .await?;
+    // The release deleted the D1 record before this write landed: take this one
     // back (only this one: a newer answer for the key has another expiry).
     #[derive(Deserialize)]
     struct Count {
@@ -830,7 +879,7 @@ async fn sync_record(sql: &SqlStorage, env: &Env) -> Result<()> {
     let still_there = sql
         .exec(
             "SELECT COUNT(*) AS n FROM slot WHERE id = 1 AND state = 'completed' AND expires_at = ?",
-            vec![SqlStorageValue::Float(r.expires_at)],
+            vec![num(r.expires_at)],
         )?
         .to_array::<Count>()?
         .first()
@@ -839,11 +888,10 @@ async fn sync_record(sql: &SqlStorage, env: &Env) -> Result<()> {
         store::stmt(
             &db,
             "DELETE FROM idempotency_records WHERE scope = ?1 AND route = ?2 AND key = ?3 AND expires_at = ?4",
-            &[store::s(id.scope), store::s(id.route), store::s(id.key), store::int(r.expires_at as i64)],
+            &[store::s(id.scope), store::s(id.route), store::s(id.key), store::int(r.expires_at)],
         )?
         .run()
         .await?;
-        return Ok(());
     }
     // The slot keeps d1_synced = 0: marking it would be one more storage write
     // per execution, and a later alarm re-running this upsert is harmless.

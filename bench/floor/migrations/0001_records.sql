@@ -1,0 +1,1 @@
+CREATE TABLE records (key TEXT PRIMARY KEY, status INTEGER NOT NULL, body TEXT, created_at REAL NOT NULL);

@@ -1,0 +1,60 @@
+// The floor: the least a per-key Durable Object idempotency layer does on this
+// stack, hand-written in JavaScript — no auth, no validation, no fingerprint, no
+// Rust/wasm. `./x bench` runs it beside idemgate so the table shows how much of a
+// first execution is the platform's (a new SQLite-backed object per key, the lease
+// write, the answer write, the D1 record) and how much is idemgate's own.
+// Benchmark only: never part of the Worker.
+import { DurableObject } from "cloudflare:workers";
+
+const RETRY_MS = 30_000;
+
+export class FloorGate extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    ctx.storage.sql.exec(
+      "CREATE TABLE IF NOT EXISTS slot (id INTEGER PRIMARY KEY, state TEXT NOT NULL, body TEXT)",
+    );
+  }
+
+  async fetch(request) {
+    const sql = this.ctx.storage.sql;
+    const slot = sql.exec("SELECT state, body FROM slot WHERE id = 1").toArray()[0];
+    if (slot?.state === "completed") return new Response(slot.body, { headers: { "idempotent-replayed": "true" } });
+    if (slot) return new Response("in flight", { status: 409 });
+    // The lease: durable before the origin sees the request (output gate).
+    sql.exec("INSERT INTO slot (id, state) VALUES (1, 'processing')");
+    const body = await request.arrayBuffer();
+    const origin = await fetch(this.env.UPSTREAM_URL, { method: "POST", body, headers: request.headers });
+    const answer = await origin.text();
+    if (origin.status >= 500) {
+      sql.exec("DELETE FROM slot");
+      return new Response(answer, { status: origin.status });
+    }
+    // The answer, durable before the reply; the alarm that would retry the D1
+    // record commits with it.
+    sql.exec("UPDATE slot SET state = 'completed', body = ? WHERE id = 1", answer);
+    this.ctx.storage.setAlarm(Date.now() + RETRY_MS);
+    const key = request.headers.get("idempotency-key");
+    this.ctx.waitUntil(
+      this.env.DB.prepare("INSERT OR REPLACE INTO records (key, status, body, created_at) VALUES (?, ?, ?, ?)")
+        .bind(key, origin.status, answer, Date.now())
+        .run(),
+    );
+    return new Response(answer, { status: origin.status, headers: { "content-type": "application/json" } });
+  }
+
+  async alarm() {}
+}
+
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    if (url.pathname === "/healthz") return new Response("ok");
+    const key = request.headers.get("idempotency-key");
+    if (!key) {
+      const origin = await fetch(env.UPSTREAM_URL, { method: "POST", body: request.body, headers: request.headers });
+      return new Response(origin.body, { status: origin.status, headers: origin.headers });
+    }
+    return env.FLOOR_GATE.get(env.FLOOR_GATE.idFromName(key)).fetch(request);
+  },
+};
