@@ -870,8 +870,9 @@ async fn write_record(sql: &SqlStorage, env: &Env, r: &Unsynced) -> Result<()> {
     )?
     .run()
     .await?;
-    // The release deleted the D1 record before this write landed: take this one
-    // back (only this one: a newer answer for the key has another expiry).
+    // If the key was released while this write was on its way, the release
+    // deleted D1's record before this one landed: take this one back (only this
+    // one: a newer answer for the key has another expiry).
     #[derive(Deserialize)]
     struct Count {
         n: f64,
