@@ -371,12 +371,12 @@ async fn keyed_write(
         }
         ROUTE_TRAINING_DATA => {
             let key = key.ok_or(ApiError::KeyRequired)?;
-            crate::training::parse_dataset_request(&body).map_err(training::request_error)?;
+            crate::training::parse_dataset_request(&body).map_err(crate::routes::request_error)?;
             (key, true)
         }
         ROUTE_TRAINING_JOBS => {
             let key = key.ok_or(ApiError::KeyRequired)?;
-            crate::training::parse_job_request(&body).map_err(training::request_error)?;
+            crate::training::parse_job_request(&body).map_err(crate::routes::request_error)?;
             (key, true)
         }
         ROUTE_JOB_CANCEL => {
@@ -386,8 +386,8 @@ async fn keyed_write(
         }
         ROUTE_JOB_EVENTS => {
             // The event id is the key; a header key, if sent, must name the same.
-            let ev =
-                crate::training::parse_event_request(&body).map_err(training::request_error)?;
+            let ev = crate::training::parse_event_request(&body)
+                .map_err(crate::routes::request_error)?;
             let event_key =
                 IdempotencyKey::parse(&ev.event_id).map_err(|e| ApiError::InvalidKey {
                     detail: e.to_string(),
@@ -401,19 +401,19 @@ async fn keyed_write(
         }
         ROUTE_STAGE_EXPORT => {
             let key = key.ok_or(ApiError::KeyRequired)?;
-            let req = parse_stage_request(&body).map_err(staging::request_error)?;
+            let req = parse_stage_request(&body).map_err(crate::routes::request_error)?;
             validate_export_data(&req.export_data).map_err(staging::data_error)?;
             (key, true)
         }
         ROUTE_EXPORT_REVIEW => {
             let key = key.ok_or(ApiError::KeyRequired)?;
-            parse_review_request(&body).map_err(staging::request_error)?;
+            parse_review_request(&body).map_err(crate::routes::request_error)?;
             (key, true)
         }
         ROUTE_EXPORT_APPROVE => {
             let key = key.ok_or(ApiError::KeyRequired)?;
             require_role(caller, APPROVER_ROLE)?;
-            let req = parse_approve_request(&body).map_err(staging::request_error)?;
+            let req = parse_approve_request(&body).map_err(crate::routes::request_error)?;
             if let Some(data) = &req.approved_data {
                 validate_export_data(data).map_err(staging::data_error)?;
             }
@@ -422,7 +422,7 @@ async fn keyed_write(
         ROUTE_EXPORT_REJECT => {
             let key = key.ok_or(ApiError::KeyRequired)?;
             require_role(caller, APPROVER_ROLE)?;
-            parse_reason_request(&body, true).map_err(staging::request_error)?;
+            parse_reason_request(&body, true).map_err(crate::routes::request_error)?;
             (key, true)
         }
         ROUTE_EXPORT_POST => {
@@ -432,13 +432,13 @@ async fn keyed_write(
         }
         ROUTE_EXPORT_ROLLBACK => {
             let key = key.ok_or(ApiError::KeyRequired)?;
-            parse_reason_request(&body, true).map_err(staging::request_error)?;
+            parse_reason_request(&body, true).map_err(crate::routes::request_error)?;
             (key, true)
         }
         ROUTE_STAGING_BATCH => {
             let key = key.ok_or(ApiError::KeyRequired)?;
             parse_batch_request(&body, cfg.staging_max_batch_size)
-                .map_err(staging::request_error)?;
+                .map_err(crate::routes::request_error)?;
             (key, true)
         }
         ROUTE_FUNCTION => {

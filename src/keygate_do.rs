@@ -24,7 +24,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 use worker::{
     console_error, durable_object, wasm_bindgen, Date, Delay, DurableObject, Env, Request,
-    Response, Result, ScheduledTime, SqlStorage, SqlStorageValue, State,
+    Response, Result, ScheduledTime, SqlStorage, SqlStorageValue, State, Storage,
 };
 
 /// Header carrying the [`Envelope`] from the Worker to the object.
@@ -346,35 +346,31 @@ impl KeyGate {
         expires_at: i64,
     ) {
         let storage = self.state.storage();
-        let retry_at = at(now_ms() + SYNC_RETRY_MS);
+        let retry_at = now_ms() + SYNC_RETRY_MS;
         let retry_storage = self.state.storage();
-        let mut retry = Box::pin(async move { retry_storage.set_alarm(retry_at).await });
+        let mut retry = Box::pin(async move { set_alarm_logged(&retry_storage, retry_at).await });
         // One poll makes the call into the runtime now; the result is awaited below.
         let _ = retry.as_mut().now_or_never();
         let (sql, d1_env) = (self.sql.clone(), self.env.clone());
-        let record = Unsynced {
+        let unsynced = Unsynced {
             scope: env.scope.clone(),
             route: env.route.clone(),
             key: env.key.clone(),
-            fingerprint: env.fingerprint.clone(),
-            response: response.clone(),
-            created_at,
-            expires_at,
+            record: store::Record {
+                fingerprint: env.fingerprint.clone(),
+                response: response.clone(),
+                created_at,
+                expires_at,
+            },
         };
         self.state.wait_until(async move {
-            if let Err(e) = retry.await {
-                console_error!("KeyGate: set_alarm failed: {e}");
-            }
-            match write_record(&sql, &d1_env, &record).await {
+            retry.await;
+            match write_record(&sql, &d1_env, &unsynced).await {
                 // Else the alarm set above comes back to retry.
                 Err(e) => {
                     console_error!("KeyGate: writing the D1 record failed (the alarm retries): {e}")
                 }
-                Ok(()) => {
-                    if let Err(e) = storage.set_alarm(at(expires_at)).await {
-                        console_error!("KeyGate: set_alarm failed: {e}");
-                    }
-                }
+                Ok(()) => set_alarm_logged(&storage, expires_at).await,
             }
         });
     }
@@ -510,18 +506,11 @@ impl KeyGate {
         // armed only once the handler has run for LEASE_ALARM_AFTER; a holder that
         // dies sooner is still recovered, by the next request taking over the
         // expired lease. After the answer, the alarm is re-armed for the expiry of
-        // the stored answer (see `arm_for_expiry`).
+        // the stored answer (see `arm_later` and `sync_record_later`).
         let run = Box::pin(self.run_under_lease(env, body, token, started, takeover));
         let arm = Box::pin(async {
             Delay::from(LEASE_ALARM_AFTER).await;
-            if let Err(e) = self
-                .state
-                .storage()
-                .set_alarm(at(started + self.config.lease_ms))
-                .await
-            {
-                console_error!("KeyGate: set_alarm failed: {e}");
-            }
+            set_alarm_logged(&self.state.storage(), started + self.config.lease_ms).await;
         });
         match select(run, arm).await {
             Either::Left((answer, _)) => answer,
@@ -532,11 +521,8 @@ impl KeyGate {
     /// Arms the alarm at `when`, after the answer has gone out (background).
     fn arm_later(&self, when: i64) {
         let storage = self.state.storage();
-        self.state.wait_until(async move {
-            if let Err(e) = storage.set_alarm(at(when)).await {
-                console_error!("KeyGate: set_alarm failed: {e}");
-            }
-        });
+        self.state
+            .wait_until(async move { set_alarm_logged(&storage, when).await });
     }
 
     async fn run_under_lease(
@@ -804,15 +790,20 @@ impl KeyGate {
     }
 }
 
+/// Sets the object's alarm; a failure is only logged (what the alarm guards has
+/// a fallback: a lease is taken over when it expires, a record write is retried).
+async fn set_alarm_logged(storage: &Storage, when: i64) {
+    if let Err(e) = storage.set_alarm(at(when)).await {
+        console_error!("KeyGate: set_alarm failed: {e}");
+    }
+}
+
 /// A completed answer whose D1 record is written behind it.
 struct Unsynced {
     scope: String,
     route: String,
     key: String,
-    fingerprint: String,
-    response: StoredResponse,
-    created_at: i64,
-    expires_at: i64,
+    record: store::Record,
 }
 
 /// Writes the slot's completed answer to D1 if it is not known to be there (the alarm's path).
@@ -839,27 +830,34 @@ async fn sync_record(sql: &SqlStorage, env: &Env) -> Result<()> {
     let Some(r) = rows.into_iter().next() else {
         return Ok(());
     };
-    let record = Unsynced {
-        response: store::decode_response(r.response_status, &r.response_headers, &r.response_body)?,
+    let unsynced = Unsynced {
+        record: store::Record {
+            response: store::decode_response(
+                r.response_status,
+                &r.response_headers,
+                &r.response_body,
+            )?,
+            fingerprint: r.fingerprint,
+            created_at: r.created_at as i64,
+            expires_at: r.expires_at as i64,
+        },
         scope: r.scope,
         route: r.route,
         key: r.key,
-        fingerprint: r.fingerprint,
-        created_at: r.created_at as i64,
-        expires_at: r.expires_at as i64,
     };
-    write_record(sql, env, &record).await
+    write_record(sql, env, &unsynced).await
 }
 
 /// Upserts a completed answer's D1 record, then takes it back if the key was
 /// released while it was on its way.
-async fn write_record(sql: &SqlStorage, env: &Env, r: &Unsynced) -> Result<()> {
+async fn write_record(sql: &SqlStorage, env: &Env, u: &Unsynced) -> Result<()> {
     let db = env.d1(crate::config::DB_BINDING)?;
     let id = RecordId {
-        scope: &r.scope,
-        route: &r.route,
-        key: &r.key,
+        scope: &u.scope,
+        route: &u.route,
+        key: &u.key,
     };
+    let r = &u.record;
     store::record_upsert(
         &db,
         &id,

@@ -19,6 +19,32 @@ use crate::keygate_do::Envelope;
 use crate::problem::ApiError;
 use worker::{D1Database, D1PreparedStatement, Result};
 
+/// Maps a request parsing error to a 400 that names the field.
+pub fn request_error(e: crate::training::RequestError) -> ApiError {
+    use crate::training::RequestError as E;
+    let slug = match e {
+        E::InvalidJson(_) => "invalid-json",
+        E::UnknownField(_) => "unknown-field",
+        E::MissingField(_) | E::InvalidField { .. } => "invalid-field",
+    };
+    ApiError::bad_request(slug, e.to_string())
+}
+
+/// The parsed request body, or — returned from the enclosing handler — its 400.
+macro_rules! parsed_or_400 {
+    ($parsed:expr) => {
+        match $parsed {
+            Ok(v) => v,
+            Err(e) => {
+                return Ok($crate::routes::HandlerOutcome::problem(
+                    &$crate::routes::request_error(e),
+                ))
+            }
+        }
+    };
+}
+pub(crate) use parsed_or_400;
+
 /// What a handler produced.
 pub enum HandlerOutcome {
     /// A final answer (2xx/4xx) and the domain rows that go with it; both are

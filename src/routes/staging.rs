@@ -4,7 +4,7 @@
 //! [`crate::staging`]; this module reads rows, applies them, and writes each state
 //! change together with its audit row.
 
-use super::HandlerOutcome;
+use super::{parsed_or_400, HandlerOutcome};
 use crate::auth::Caller;
 use crate::config::Config;
 use crate::http;
@@ -21,16 +21,10 @@ use crate::staging::requests::{
 };
 use crate::staging::workflow::{can_post, transition, Attempts, ExportEvent, ExportState};
 use crate::store::{self, int, s, stmt};
-use crate::training::RequestError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Headers, Response, ResponseBuilder, Result};
-
-/// Maps a request or data error to a 400 naming the field.
-pub fn request_error(e: RequestError) -> ApiError {
-    crate::routes::training::request_error(e)
-}
 
 pub fn data_error(e: DataError) -> ApiError {
     let slug = if matches!(e, DataError::UnknownField(_)) {
@@ -520,10 +514,7 @@ type StoredResponseOut = crate::idempotency::StoredResponse;
 
 /// `POST /v1/staging/exports`.
 pub fn stage(db: &D1Database, env: &Envelope, body: &[u8], now: i64) -> Result<HandlerOutcome> {
-    let req = match parse_stage_request(body) {
-        Ok(r) => r,
-        Err(e) => return Ok(HandlerOutcome::problem(&request_error(e))),
-    };
+    let req = parsed_or_400!(parse_stage_request(body));
     let validation = match validate_export_data(&req.export_data) {
         Ok(v) => v,
         Err(e) => return Ok(HandlerOutcome::problem(&data_error(e))),
@@ -608,10 +599,7 @@ pub async fn review(
     body: &[u8],
     now: i64,
 ) -> Result<HandlerOutcome> {
-    let comments = match parse_review_request(body) {
-        Ok(c) => c,
-        Err(e) => return Ok(HandlerOutcome::problem(&request_error(e))),
-    };
+    let comments = parsed_or_400!(parse_review_request(body));
     let actor = env.caller_sub.clone();
     simple_transition(
         db,
@@ -636,10 +624,7 @@ pub async fn reject(
     body: &[u8],
     now: i64,
 ) -> Result<HandlerOutcome> {
-    let reason = match parse_reason_request(body, true) {
-        Ok(r) => r.unwrap_or_default(),
-        Err(e) => return Ok(HandlerOutcome::problem(&request_error(e))),
-    };
+    let reason = parsed_or_400!(parse_reason_request(body, true)).unwrap_or_default();
     let actor = env.caller_sub.clone();
     simple_transition(
         db,
@@ -667,10 +652,7 @@ pub async fn approve(
     body: &[u8],
     now: i64,
 ) -> Result<HandlerOutcome> {
-    let req = match parse_approve_request(body) {
-        Ok(r) => r,
-        Err(e) => return Ok(HandlerOutcome::problem(&request_error(e))),
-    };
+    let req = parsed_or_400!(parse_approve_request(body));
     let Some(before) = load_export(db, &env.scope, id).await? else {
         return Ok(HandlerOutcome::problem(&not_found(id)));
     };
@@ -914,10 +896,7 @@ pub async fn rollback(
     body: &[u8],
     now: i64,
 ) -> Result<HandlerOutcome> {
-    let reason = match parse_reason_request(body, true) {
-        Ok(r) => r.unwrap_or_default(),
-        Err(e) => return Ok(HandlerOutcome::problem(&request_error(e))),
-    };
+    let reason = parsed_or_400!(parse_reason_request(body, true)).unwrap_or_default();
     let Some(before) = load_export(db, &env.scope, id).await? else {
         return Ok(HandlerOutcome::problem(&not_found(id)));
     };
@@ -980,10 +959,7 @@ pub fn stage_batch(
     body: &[u8],
     now: i64,
 ) -> Result<HandlerOutcome> {
-    let req = match parse_batch_request(body, cfg.staging_max_batch_size) {
-        Ok(r) => r,
-        Err(e) => return Ok(HandlerOutcome::problem(&request_error(e))),
-    };
+    let req = parsed_or_400!(parse_batch_request(body, cfg.staging_max_batch_size));
     let batch_id = new_id("batch");
     let mut rows = Vec::new();
     let mut items = Vec::with_capacity(req.exports.len());

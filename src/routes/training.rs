@@ -3,7 +3,7 @@
 //! /v1/training-jobs/{id}/events` and `/cancel`, and their reads. The logic
 //! (examples, validation, the job state machine) is in [`crate::training`].
 
-use super::{AfterCommit, HandlerOutcome};
+use super::{parsed_or_400, AfterCommit, HandlerOutcome};
 use crate::auth::Caller;
 use crate::config::Config;
 use crate::http;
@@ -14,7 +14,7 @@ use crate::routes::functions::{self, UpstreamResult};
 use crate::store::{self, int, s, stmt};
 use crate::training::{
     build_examples, parse_dataset_request, parse_event_request, parse_job_request, transition,
-    Format, JobEvent, JobState, RequestError, SourceDocument,
+    Format, JobEvent, JobState, SourceDocument,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -25,16 +25,6 @@ use worker::{D1Database, D1PreparedStatement, Headers, Response, ResponseBuilder
 const EXAMPLES_PER_INSERT: usize = 20;
 /// Examples per page of the JSONL stream: memory stays bounded whatever the size.
 const JSONL_PAGE: i64 = 500;
-
-/// Maps a request parsing error to a 400 that names the field.
-pub fn request_error(e: RequestError) -> ApiError {
-    let slug = match e {
-        RequestError::InvalidJson(_) => "invalid-json",
-        RequestError::UnknownField(_) => "unknown-field",
-        RequestError::MissingField(_) | RequestError::InvalidField { .. } => "invalid-field",
-    };
-    ApiError::bad_request(slug, e.to_string())
-}
 
 /// `POST /v1/training-jobs/{id}/cancel` takes an empty body or `{"reason": "…"}`.
 pub fn parse_cancel(body: &[u8]) -> std::result::Result<Option<String>, ApiError> {
@@ -150,10 +140,7 @@ pub async fn create_dataset(
     body: &[u8],
     now: i64,
 ) -> Result<HandlerOutcome> {
-    let req = match parse_dataset_request(body) {
-        Ok(r) => r,
-        Err(e) => return Ok(HandlerOutcome::problem(&request_error(e))),
-    };
+    let req = parsed_or_400!(parse_dataset_request(body));
     let docs = match load_sources(db, &env.scope, &req.document_ids, req.format).await? {
         Ok(d) => d,
         Err(missing) => {
@@ -354,10 +341,7 @@ pub async fn create_job(
     body: &[u8],
     now: i64,
 ) -> Result<HandlerOutcome> {
-    let req = match parse_job_request(body) {
-        Ok(r) => r,
-        Err(e) => return Ok(HandlerOutcome::problem(&request_error(e))),
-    };
+    let req = parsed_or_400!(parse_job_request(body));
     match find_dataset(db, &env.scope, &req.dataset_id).await? {
         None => {
             return Ok(HandlerOutcome::problem(&ApiError::NotFound(format!(
@@ -650,10 +634,7 @@ pub async fn job_event(
     body: &[u8],
     now: i64,
 ) -> Result<HandlerOutcome> {
-    let ev = match parse_event_request(body) {
-        Ok(e) => e,
-        Err(e) => return Ok(HandlerOutcome::problem(&request_error(e))),
-    };
+    let ev = parsed_or_400!(parse_event_request(body));
     let event = JobEvent::from(&ev.kind);
     apply_event(
         db,
