@@ -130,6 +130,10 @@ pub struct Config {
     pub lease_ms: i64,
     pub max_wait_ms: i64,
     pub max_body_bytes: usize,
+    /// `MAX_STORED_ANSWER_BYTES`: the largest answer body stored and replayed
+    /// (in chunks under the 2 MB row limit); above it the final answer is the
+    /// `answer-too-large` problem.
+    pub max_answer_bytes: usize,
     pub chunk_size: usize,
     pub chunk_overlap: usize,
     pub test_hooks: bool,
@@ -155,6 +159,7 @@ impl Default for Config {
             lease_ms: 60_000,
             max_wait_ms: 10_000,
             max_body_bytes: 1_048_576,
+            max_answer_bytes: 8 * 1024 * 1024,
             chunk_size: 1000,
             chunk_overlap: 100,
             test_hooks: false,
@@ -193,10 +198,12 @@ impl Config {
             }
         };
         let cfg = Config {
-            ttl_ms: num("IDEMPOTENCY_TTL_SECONDS", d.ttl_ms / 1000, 1) * 1000,
-            lease_ms: num("IDEMPOTENCY_LEASE_SECONDS", d.lease_ms / 1000, 1) * 1000,
-            max_wait_ms: num("IDEMPOTENCY_MAX_WAIT_SECONDS", d.max_wait_ms / 1000, 0) * 1000,
+            ttl_ms: num("IDEMPOTENCY_TTL_SECONDS", d.ttl_ms / 1000, 1).saturating_mul(1000),
+            lease_ms: num("IDEMPOTENCY_LEASE_SECONDS", d.lease_ms / 1000, 1).saturating_mul(1000),
+            max_wait_ms: num("IDEMPOTENCY_MAX_WAIT_SECONDS", d.max_wait_ms / 1000, 0)
+                .saturating_mul(1000),
             max_body_bytes: num("MAX_BODY_BYTES", d.max_body_bytes as i64, 1) as usize,
+            max_answer_bytes: num("MAX_STORED_ANSWER_BYTES", d.max_answer_bytes as i64, 1) as usize,
             chunk_size: num("CHUNK_SIZE", d.chunk_size as i64, 100) as usize,
             chunk_overlap: num("CHUNK_OVERLAP", d.chunk_overlap as i64, 0) as usize,
             upstream_timeout_ms: num("UPSTREAM_TIMEOUT_MS", d.upstream_timeout_ms as i64, 1) as u64,

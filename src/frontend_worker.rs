@@ -11,6 +11,7 @@ use crate::config::{
 use crate::counters;
 use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
 use crate::idempotency::cache::{CacheKey, Hit, ReplayCache};
+use crate::idempotency::scope::{self, Scope};
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
 use crate::idempotency::{storable_headers, StoredResponse};
 use crate::keygate_do::{Envelope, ENVELOPE_HEADER};
@@ -71,7 +72,7 @@ fn now_ms() -> i64 {
 }
 
 fn cache_key(e: &Envelope) -> CacheKey {
-    (e.scope.clone(), e.route.clone(), e.key.clone())
+    (e.record_scope.clone(), e.route.clone(), e.key.clone())
 }
 
 /// Answers a keyed write from the isolate's replay cache, if it can.
@@ -259,8 +260,27 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             })?;
             let route = query("route").ok_or_else(|| route_param_error("missing"))?;
             let keyed = config::keyed_route(&route).ok_or_else(|| route_param_error(&route))?;
+            // The key's scope, as its write computed it: a server-derived key is
+            // the tenant's; a client's key is the caller's own, or — for an admin
+            // naming `subject=` — another user's of the same tenant.
+            let record_scope = if is_tenant_scoped(keyed.template, &key) {
+                Scope::tenant(&caller.tenant)
+            } else {
+                match query("subject") {
+                    Some(other) if other != caller.sub => {
+                        if !caller.has_role("admin") {
+                            return Err(ApiError::Forbidden(
+                                "only an admin may name another user's key (subject=)".into(),
+                            ));
+                        }
+                        Scope::client(&caller.tenant, &other)
+                    }
+                    _ => Scope::client(&caller.tenant, &caller.sub),
+                }
+            };
             let envelope = Envelope {
                 scope: caller.tenant.clone(),
+                record_scope: record_scope.encode(),
                 route: keyed.route,
                 template: keyed.template.into(),
                 param: keyed.param,
@@ -268,6 +288,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
                 key: key.as_str().into(),
                 fingerprint: String::new(),
                 caller_sub: caller.sub.clone(),
+                admin: caller.has_role("admin"),
                 wait_ms: 0,
                 test_delay_ms: 0,
                 test_fail: None,
@@ -364,6 +385,16 @@ async fn keyed_write(
     let (key, json_body) = match keyed.template {
         ROUTE_DOCUMENTS => {
             let upload = documents::validate(&body, cfg)?;
+            if key
+                .as_ref()
+                .is_some_and(|k| k.as_str().starts_with(DERIVED_PREFIX))
+            {
+                return Err(ApiError::InvalidKey {
+                    detail: format!(
+                        "keys starting with {DERIVED_PREFIX:?} are reserved for derived keys"
+                    ),
+                });
+            }
             (
                 key.unwrap_or_else(|| documents::derived_key(&caller.tenant, &upload.bytes)),
                 true,
@@ -467,7 +498,13 @@ async fn keyed_write(
         .split_once(' ')
         .expect("route templates are 'METHOD /path'");
     let fingerprint = Fingerprint::compute(method, template_path, &body, json_body);
+    let scope = if is_tenant_scoped(keyed.template, &key) {
+        Scope::tenant(&caller.tenant)
+    } else {
+        Scope::client(&caller.tenant, &caller.sub)
+    };
     let mut envelope = envelope(&req, cfg, caller, &keyed, &key, &fingerprint);
+    envelope.record_scope = scope.encode();
     envelope.forward = forward;
     call_gate(env, ctx, &envelope, Method::Post, "execute", Some(body)).await
 }
@@ -491,6 +528,7 @@ fn envelope(
     let hook = |name: &str| cfg.test_hooks.then(|| h.get(name).ok().flatten()).flatten();
     Envelope {
         scope: caller.tenant.clone(),
+        record_scope: String::new(),
         route: keyed.route.clone(),
         template: keyed.template.into(),
         param: keyed.param.clone(),
@@ -498,6 +536,7 @@ fn envelope(
         key: key.as_str().into(),
         fingerprint: fp.as_str().into(),
         caller_sub: caller.sub.clone(),
+        admin: caller.has_role("admin"),
         wait_ms,
         test_delay_ms: hook(TEST_DELAY_HEADER)
             .and_then(|v| v.parse().ok())
@@ -506,11 +545,22 @@ fn envelope(
     }
 }
 
-/// The Durable Object's name for a key: `{tenant}:{route}:{key}`, with `%` and `:`
-/// escaped in the tenant so two tenants can never share an object.
+/// The Durable Object's name for a key: one object per (scope, route, key).
 pub fn object_name(e: &Envelope) -> String {
-    let tenant = e.scope.replace('%', "%25").replace(':', "%3A");
-    format!("{tenant}:{}:{}", e.route, e.key)
+    scope::object_name(&e.record_scope, &e.route, &e.key)
+}
+
+/// Prefix of the keys the server derives (document uploads without a key).
+const DERIVED_PREFIX: &str = "derived:";
+
+/// Whether a key is the tenant's rather than one user's: a derived document key,
+/// or a trainer's `event_id` (a fact about the job, whoever reports it).
+fn is_tenant_scoped(template: &str, key: &IdempotencyKey) -> bool {
+    match template {
+        ROUTE_JOB_EVENTS => true,
+        ROUTE_DOCUMENTS => key.as_str().starts_with(DERIVED_PREFIX),
+        _ => false,
+    }
 }
 
 async fn call_gate(

@@ -1,20 +1,23 @@
-//! `KeyGate`: the Durable Object that owns one idempotency key
-//! (`{tenant}:{route}:{key}`) and serializes every request for it.
+//! `KeyGate`: the Durable Object that owns one idempotency key (one
+//! `(scope, route, key)`) and serializes every request for it.
 //!
-//! Its SQLite holds one `slot` row: the lease while a request runs, then a hot
-//! copy of the final answer until it expires (so a replay needs no D1 read). D1's
+//! Its decisions are plain code in [`crate::idempotency::gate`] over the
+//! object's SQLite ([`SqlSlots`]); this file runs them: it reads the body, runs
+//! the handler under the lease (renewing it while the handler lives), commits to
+//! D1, answers the requests waiting on the key, and handles the alarm. D1's
 //! `idempotency_records` stays the system of record; the handler's rows and that
 //! record are committed in one D1 batch.
-//!
-//! The admission check-and-set is `read_slot` → [`decide`] → `write_processing`
-//! with no `await` in between: while this object awaits D1 or a timer, other
-//! requests for the key run, but none can slip between the read and the write.
 
 use crate::config::Config;
 use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
-use crate::idempotency::{decide, Admission, Slot, SlotState, StoredResponse};
+use crate::idempotency::gate::{
+    AlarmStep, Clock, Committed, Decision, Finish, Gate, RecordKey, Release, Releaser, SlotStore,
+    StoreError,
+};
+use crate::idempotency::{SlotState, StoredResponse};
 use crate::problem::ApiError;
 use crate::routes::{self, HandlerOutcome};
+use crate::slot_sql::SqlSlots;
 use crate::store::{self, RecordId};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
@@ -24,7 +27,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 use worker::{
     console_error, durable_object, wasm_bindgen, Date, Delay, DurableObject, Env, Request,
-    Response, Result, ScheduledTime, SqlStorage, SqlStorageValue, State, Storage,
+    Response, Result, ScheduledTime, State, Storage,
 };
 
 /// Header carrying the [`Envelope`] from the Worker to the object.
@@ -33,8 +36,12 @@ pub const ENVELOPE_HEADER: &str = "x-idemgate-envelope";
 /// What the Worker tells the object about a request, besides its body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
+    /// The caller's tenant: the scope of the handlers' domain rows.
     pub scope: String,
-    /// The concrete route (`POST /v1/training-jobs/job_1/cancel`): part of the scope.
+    /// The key's scope (`idempotency::scope`): tenant and subject for a
+    /// client's key, the tenant for a server-derived one.
+    pub record_scope: String,
+    /// The concrete route (`POST /v1/training-jobs/job_1/cancel`): part of the key's identity.
     pub route: String,
     /// Its template (`POST /v1/training-jobs/{id}/cancel`): picks the handler.
     pub template: String,
@@ -47,6 +54,9 @@ pub struct Envelope {
     pub key: String,
     pub fingerprint: String,
     pub caller_sub: String,
+    /// The caller has the `admin` role (may release any key of the tenant).
+    #[serde(default)]
+    pub admin: bool,
     /// `Prefer: wait=N`, capped by `IDEMPOTENCY_MAX_WAIT_SECONDS`; 0 = answer at once.
     pub wait_ms: i64,
     /// Test hooks, honoured only with `IDEMGATE_TEST_HOOKS=1` (checked by the Worker).
@@ -59,10 +69,29 @@ pub struct Envelope {
 impl Envelope {
     fn record_id(&self) -> RecordId<'_> {
         RecordId {
-            scope: &self.scope,
+            scope: &self.record_scope,
             route: &self.route,
             key: &self.key,
         }
+    }
+
+    fn record_key(&self) -> RecordKey {
+        RecordKey {
+            scope: self.record_scope.clone(),
+            route: self.route.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    /// The key sent to an origin function (never the raw client key).
+    pub fn forwarded_key(&self) -> String {
+        crate::idempotency::scope::forwarded_key(&self.record_scope, &self.route, &self.key)
+    }
+
+    /// Whether the key's scope is the caller's own (tenant and subject).
+    fn own_scope(&self) -> bool {
+        self.record_scope
+            == crate::idempotency::scope::Scope::client(&self.scope, &self.caller_sub).encode()
     }
 }
 
@@ -76,56 +105,26 @@ struct Finished {
     expires_at: i64,
 }
 
+/// The runtime's clock.
+pub struct WallClock;
+
+impl Clock for WallClock {
+    fn now_ms(&self) -> i64 {
+        Date::now().as_millis() as i64
+    }
+}
+
 #[durable_object]
 pub struct KeyGate {
     state: State,
     env: Env,
-    sql: SqlStorage,
+    slots: SqlSlots,
     config: Config,
     waiters: RefCell<Vec<oneshot::Sender<Finished>>>,
 }
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS slot (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  fingerprint TEXT NOT NULL,
-  state TEXT NOT NULL,
-  token TEXT,
-  lease_expires_at REAL,
-  response_status INTEGER,
-  response_headers TEXT,
-  response_body TEXT,
-  created_at REAL NOT NULL,
-  expires_at REAL,
-  scope TEXT,
-  route TEXT,
-  key TEXT,
-  -- 0: the answer's D1 record is written behind it (waitUntil), so while the
-  -- slot lives an alarm (re-)writes it; the write is an upsert, so that is safe.
-  d1_synced INTEGER NOT NULL DEFAULT 1
-)";
-
-/// Columns added after the first release, for objects created before them.
-const SCHEMA_UPGRADES: &[&str] = &[
-    "ALTER TABLE slot ADD COLUMN scope TEXT",
-    "ALTER TABLE slot ADD COLUMN route TEXT",
-    "ALTER TABLE slot ADD COLUMN key TEXT",
-    "ALTER TABLE slot ADD COLUMN d1_synced INTEGER NOT NULL DEFAULT 1",
-];
-
-#[derive(Deserialize)]
-struct SlotRow {
-    fingerprint: String,
-    state: String,
-    token: Option<String>,
-    lease_expires_at: Option<f64>,
-    response_status: Option<f64>,
-    response_headers: Option<String>,
-    response_body: Option<String>,
-    expires_at: Option<f64>,
-}
-
 fn now_ms() -> i64 {
-    Date::now().as_millis() as i64
+    WallClock.now_ms()
 }
 
 fn at(ms: i64) -> ScheduledTime {
@@ -134,42 +133,37 @@ fn at(ms: i64) -> ScheduledTime {
     )))
 }
 
-fn num(v: i64) -> SqlStorageValue {
-    SqlStorageValue::Float(v as f64)
+fn store_err(e: StoreError) -> worker::Error {
+    worker::Error::RustError(format!("object storage: {e}"))
+}
+
+fn too_large(limit: usize) -> StoredResponse {
+    http::problem_stored(&ApiError::AnswerTooLarge { limit })
+}
+
+impl From<store::Record> for Committed {
+    fn from(r: store::Record) -> Self {
+        Committed {
+            fingerprint: r.fingerprint,
+            response: r.response,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
 }
 
 impl DurableObject for KeyGate {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        if let Err(e) = sql.exec(SCHEMA, None) {
-            console_error!("KeyGate: creating the slot table failed: {e}");
-        }
-        // Objects created before the newer columns existed get them added; a new
-        // object's table has them already (one cheap pragma read, no failing DDL).
-        #[derive(Deserialize)]
-        struct Count {
-            n: f64,
-        }
-        let has_synced = sql
-            .exec(
-                "SELECT COUNT(*) AS n FROM pragma_table_info('slot') WHERE name = 'd1_synced'",
-                None,
-            )
-            .and_then(|c| c.to_array::<Count>())
-            .map(|rows| rows.first().is_some_and(|r| r.n > 0.0))
-            .unwrap_or(true);
-        if !has_synced {
-            for upgrade in SCHEMA_UPGRADES {
-                if let Err(e) = sql.exec(upgrade, None) {
-                    console_error!("KeyGate: schema upgrade {upgrade:?} failed: {e}");
-                }
-            }
-        }
+        let slots = SqlSlots::open(sql.clone()).unwrap_or_else(|e| {
+            console_error!("KeyGate: preparing the slot tables failed: {e}");
+            SqlSlots(sql)
+        });
         let config = crate::frontend_worker::config(&env);
         KeyGate {
             state,
             env,
-            sql,
+            slots,
             config,
             waiters: RefCell::new(Vec::new()),
         }
@@ -206,186 +200,77 @@ impl DurableObject for KeyGate {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        // Releases a lease whose holder died and drops an expired hot copy; if the
-        // slot is still live (the alarm was overwritten or fired early), re-arm it.
-        let now = now_ms();
-        match self.read_slot()? {
-            Some(Slot {
-                state:
-                    SlotState::Processing {
-                        lease_expires_at: t,
-                        ..
-                    },
-                ..
-            })
-            | Some(Slot {
-                state: SlotState::Completed { expires_at: t, .. },
-                ..
-            }) if t > now => {
-                // A completed answer whose write-behind did not reach D1.
-                sync_record(&self.sql, &self.env).await?;
-                self.state.storage().set_alarm(at(t)).await?;
+        // Re-arms for a live lease or answer, writes a D1 record that did not
+        // land, settles a dead holder (adopting what it committed), and clears
+        // an expired answer.
+        let gate = self.gate();
+        let storage = self.state.storage();
+        match gate.alarm().map_err(store_err)? {
+            AlarmStep::Idle | AlarmStep::Cleared => {}
+            AlarmStep::Rearm(t) => storage.set_alarm(at(t)).await?,
+            AlarmStep::Sync(data) => {
+                if let SlotState::Completed {
+                    response,
+                    expires_at,
+                } = &data.slot.state
+                {
+                    let u = Unsynced {
+                        id: data.record.clone(),
+                        record: store::Record {
+                            fingerprint: data.slot.fingerprint.clone(),
+                            response: response.clone(),
+                            created_at: data.created_at,
+                            expires_at: *expires_at,
+                        },
+                    };
+                    match write_record(&self.slots, &self.env, &u).await {
+                        Ok(()) => {
+                            gate.mark_synced(*expires_at).map_err(store_err)?;
+                            storage.set_alarm(at(*expires_at)).await?;
+                        }
+                        Err(e) => {
+                            console_error!("KeyGate: the D1 record write failed again: {e}");
+                            storage.set_alarm(at(now_ms() + SYNC_RETRY_MS)).await?;
+                        }
+                    }
+                }
             }
-            Some(_) => self.clear_slot()?,
-            None => {}
+            AlarmStep::CheckCommitted { token, record } => {
+                let db = self.env.d1(crate::config::DB_BINDING)?;
+                let id = RecordId {
+                    scope: &record.scope,
+                    route: &record.route,
+                    key: &record.key,
+                };
+                match store::find_record(&db, &id, now_ms()).await {
+                    Ok(found) => {
+                        let found = found.map(Committed::from);
+                        if let Some(t) = gate
+                            .settle_dead_holder(&token, found.as_ref())
+                            .map_err(store_err)?
+                        {
+                            storage.set_alarm(at(t)).await?;
+                        }
+                    }
+                    Err(e) => {
+                        console_error!("KeyGate: looking for a dead holder's answer failed: {e}");
+                        storage.set_alarm(at(now_ms() + SYNC_RETRY_MS)).await?;
+                    }
+                }
+            }
         }
         Response::ok("ok")
     }
 }
 
 impl KeyGate {
-    fn read_slot(&self) -> Result<Option<Slot>> {
-        let rows: Vec<SlotRow> = self
-            .sql
-            .exec(
-                "SELECT fingerprint, state, token, lease_expires_at, response_status, response_headers, \
-                 response_body, expires_at FROM slot WHERE id = 1",
-                None,
-            )?
-            .to_array()?;
-        let Some(r) = rows.into_iter().next() else {
-            return Ok(None);
-        };
-        let state = if r.state == "processing" {
-            SlotState::Processing {
-                token: r.token.unwrap_or_default(),
-                lease_expires_at: r.lease_expires_at.unwrap_or(0.0) as i64,
-            }
-        } else {
-            SlotState::Completed {
-                response: store::decode_response(
-                    r.response_status.unwrap_or(500.0),
-                    r.response_headers.as_deref().unwrap_or("[]"),
-                    r.response_body.as_deref().unwrap_or(""),
-                )?,
-                expires_at: r.expires_at.unwrap_or(0.0) as i64,
-            }
-        };
-        Ok(Some(Slot {
-            fingerprint: r.fingerprint,
-            state,
-        }))
-    }
-
-    fn slot_created_at(&self) -> Result<Option<i64>> {
-        #[derive(Deserialize)]
-        struct Row {
-            created_at: f64,
+    fn gate(&self) -> Gate<&SqlSlots, WallClock> {
+        Gate {
+            store: &self.slots,
+            clock: WallClock,
+            lease_ms: self.config.lease_ms,
+            max_answer_bytes: self.config.max_answer_bytes,
         }
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT created_at FROM slot WHERE id = 1", None)?
-            .to_array()?;
-        Ok(rows.first().map(|r| r.created_at as i64))
-    }
-
-    fn write_processing(
-        &self,
-        env: &Envelope,
-        token: &str,
-        now: i64,
-        lease_expires_at: i64,
-    ) -> Result<()> {
-        self.sql.exec(
-            "INSERT OR REPLACE INTO slot (id, fingerprint, state, token, lease_expires_at, created_at, scope, route, key) \
-             VALUES (1, ?, 'processing', ?, ?, ?, ?, ?, ?)",
-            vec![
-                env.fingerprint.as_str().into(),
-                token.into(),
-                num(lease_expires_at),
-                num(now),
-                env.scope.as_str().into(),
-                env.route.as_str().into(),
-                env.key.as_str().into(),
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Makes the answer final in the slot. `synced` says whether its D1 record
-    /// is already committed (else the write-behind or the alarm commits it).
-    fn write_completed(
-        &self,
-        env: &Envelope,
-        fingerprint: &str,
-        resp: &StoredResponse,
-        created_at: i64,
-        expires_at: i64,
-        synced: bool,
-    ) -> Result<()> {
-        self.sql.exec(
-            "INSERT OR REPLACE INTO slot (id, fingerprint, state, token, lease_expires_at, response_status, \
-             response_headers, response_body, created_at, expires_at, scope, route, key, d1_synced) \
-             VALUES (1, ?, 'completed', NULL, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![
-                fingerprint.into(),
-                SqlStorageValue::Integer(resp.status as i64),
-                store::encode_headers(&resp.headers).into(),
-                store::encode_body(&resp.body).into(),
-                num(created_at),
-                num(expires_at),
-                env.scope.as_str().into(),
-                env.route.as_str().into(),
-                env.key.as_str().into(),
-                SqlStorageValue::Integer(synced as i64),
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Commits the D1 record of an answer just made final in the slot (write-behind,
-    /// after the answer). Called in the same turn as `write_completed`: the retry
-    /// alarm is set before anything is awaited, so it commits with the answer (one
-    /// write, one sync) and a crash before D1 has the record still leaves an alarm
-    /// that writes it. Once D1 has it, the alarm moves to the answer's expiry.
-    fn sync_record_later(
-        &self,
-        env: &Envelope,
-        response: &StoredResponse,
-        created_at: i64,
-        expires_at: i64,
-    ) {
-        let storage = self.state.storage();
-        let retry_at = now_ms() + SYNC_RETRY_MS;
-        let retry_storage = self.state.storage();
-        let mut retry = Box::pin(async move { set_alarm_logged(&retry_storage, retry_at).await });
-        // One poll makes the call into the runtime now; the result is awaited below.
-        let _ = retry.as_mut().now_or_never();
-        let (sql, d1_env) = (self.sql.clone(), self.env.clone());
-        let unsynced = Unsynced {
-            scope: env.scope.clone(),
-            route: env.route.clone(),
-            key: env.key.clone(),
-            record: store::Record {
-                fingerprint: env.fingerprint.clone(),
-                response: response.clone(),
-                created_at,
-                expires_at,
-            },
-        };
-        self.state.wait_until(async move {
-            retry.await;
-            match write_record(&sql, &d1_env, &unsynced).await {
-                // Else the alarm set above comes back to retry.
-                Err(e) => {
-                    console_error!("KeyGate: writing the D1 record failed (the alarm retries): {e}")
-                }
-                Ok(()) => set_alarm_logged(&storage, expires_at).await,
-            }
-        });
-    }
-
-    fn clear_slot(&self) -> Result<()> {
-        self.sql.exec("DELETE FROM slot", None)?;
-        Ok(())
-    }
-
-    /// True while `token` still holds the lease (it may have expired and been
-    /// taken over, or been released by `DELETE /v1/idempotency/keys/...`).
-    fn holds_lease(&self, token: &str) -> Result<bool> {
-        Ok(
-            matches!(self.read_slot()?, Some(Slot { state: SlotState::Processing { token: t, .. }, .. }) if t == token),
-        )
     }
 
     fn notify(&self, finished: &Finished) {
@@ -401,27 +286,33 @@ impl KeyGate {
         let wait_deadline = now_ms() + env.wait_ms;
         let mut waited = false;
         loop {
-            let now = now_ms();
-            // Atomic section: read, decide, write. No await until the lease is written.
-            let admission = decide(self.read_slot()?.as_ref(), &env.fingerprint, now);
-            match admission {
-                Admission::Execute { takeover } => {
-                    let token = crate::ids::random_hex(16);
-                    self.write_processing(env, &token, now, now + self.config.lease_ms)?;
+            // Atomic: read, decide, write the lease — `admit` never awaits.
+            let decision = self
+                .gate()
+                .admit(&env.record_key(), &env.fingerprint, &env.caller_sub, || {
+                    crate::ids::random_hex(16)
+                })
+                .map_err(store_err)?;
+            match decision {
+                Decision::Execute {
+                    token,
+                    now,
+                    takeover,
+                } => {
                     let body = match req.bytes().await {
                         Ok(b) => b,
                         Err(e) => {
-                            self.clear_slot()?;
+                            self.gate().release(&token).map_err(store_err)?;
                             return Err(e);
                         }
                     };
-                    return self.run(env, &body, &token, now, takeover).await;
+                    return Ok(self.run(env, &body, &token, now, takeover).await);
                 }
-                Admission::Replay {
+                Decision::Replay {
                     response,
                     expires_at,
                 } => return Ok(self.replay(env, &response, waited, expires_at)),
-                Admission::Mismatch => {
+                Decision::Mismatch => {
                     return Ok(with_outcome(
                         http::problem(&ApiError::KeyReused {
                             key: env.key.clone(),
@@ -429,7 +320,8 @@ impl KeyGate {
                         "mismatch",
                     ))
                 }
-                Admission::InFlight { lease_expires_at } => {
+                Decision::InFlight { lease_expires_at } => {
+                    let now = now_ms();
                     if now >= wait_deadline {
                         return Ok(with_outcome(
                             http::problem(&ApiError::KeyInFlight {
@@ -442,7 +334,7 @@ impl KeyGate {
                     let (tx, rx) = oneshot::channel();
                     self.waiters.borrow_mut().push(tx);
                     // Wake at the first answer, at the end of the wait, or when the
-                    // lease expires (its holder may have died: then decide again).
+                    // lease ends (renewed if its holder lives; else take over).
                     let wake = wait_deadline.min(lease_expires_at + 1) - now;
                     let timer = Delay::from(Duration::from_millis(wake.max(1) as u64));
                     if let Either::Left((Ok(finished), _)) = select(rx, timer).await {
@@ -492,7 +384,8 @@ impl KeyGate {
         )
     }
 
-    /// Runs the handler under the lease `token` and commits or releases.
+    /// Runs the handler under the lease `token` and commits or releases. Never
+    /// leaves the lease held on a failure: a storage error releases it (503).
     async fn run(
         &self,
         env: &Envelope,
@@ -500,21 +393,35 @@ impl KeyGate {
         token: &str,
         started: i64,
         takeover: bool,
-    ) -> Result<Response> {
-        // The lease alarm releases the lease if this holder dies. A storage write
-        // made before the answer holds the answer back (output gate), so it is
-        // armed only once the handler has run for LEASE_ALARM_AFTER; a holder that
-        // dies sooner is still recovered, by the next request taking over the
-        // expired lease. After the answer, the alarm is re-armed for the expiry of
-        // the stored answer (see `arm_later` and `sync_record_later`).
+    ) -> Response {
         let run = Box::pin(self.run_under_lease(env, body, token, started, takeover));
-        let arm = Box::pin(async {
-            Delay::from(LEASE_ALARM_AFTER).await;
-            set_alarm_logged(&self.state.storage(), started + self.config.lease_ms).await;
-        });
-        match select(run, arm).await {
+        let keep = Box::pin(self.keep_lease(token, started + self.config.lease_ms));
+        let answer = match select(run, keep).await {
             Either::Left((answer, _)) => answer,
             Either::Right((_, run)) => run.await,
+        };
+        answer.unwrap_or_else(|e| self.fail(env, token, e))
+    }
+
+    /// Keeps a live holder's lease: arms the alarm (so a holder that dies is
+    /// recovered without a request) and renews the lease every third of its
+    /// length for as long as the handler runs — the lease only bounds how long a
+    /// *dead* holder blocks the key. A storage write made before the answer holds
+    /// the answer back (output gate), so nothing is written for handlers done
+    /// within LEASE_ALARM_AFTER; one that dies sooner is recovered by the next
+    /// request taking over its expired lease. Ends only if the lease is lost.
+    async fn keep_lease(&self, token: &str, first_expiry: i64) {
+        Delay::from(LEASE_ALARM_AFTER).await;
+        let storage = self.state.storage();
+        set_alarm_logged(&storage, first_expiry).await;
+        let every = Duration::from_millis((self.config.lease_ms / 3).max(50) as u64);
+        loop {
+            Delay::from(every).await;
+            match self.gate().renew(token) {
+                Ok(Some(until)) => set_alarm_logged(&storage, until).await,
+                Ok(None) => return,
+                Err(e) => console_error!("KeyGate: renewing the lease failed: {e}"),
+            }
         }
     }
 
@@ -536,10 +443,8 @@ impl KeyGate {
         let db = self.env.d1(crate::config::DB_BINDING)?;
         if takeover {
             // The previous holder may have committed before it died.
-            match store::find_record(&db, &env.record_id(), started).await {
-                Ok(Some(rec)) => return self.adopt(env, rec),
-                Ok(None) => {}
-                Err(e) => return self.fail(env, token, e),
+            if let Some(rec) = store::find_record(&db, &env.record_id(), started).await? {
+                return self.adopt(env, token, rec);
             }
         }
         if env.test_delay_ms > 0 {
@@ -550,6 +455,7 @@ impl KeyGate {
         // batch fails on a constraint and the handler runs again on fresh state.
         let mut attempt = 0;
         let mut timings = Timings::default();
+        let gate = self.gate();
         let (response, expires_at, after) = loop {
             attempt += 1;
             let handler_started = Timings::now();
@@ -571,7 +477,7 @@ impl KeyGate {
                     match db.batch(writes).await {
                         Ok(_) => return self.release_with(env, token, response),
                         Err(e) if is_conflict(&e) && attempt <= CONFLICT_RETRIES => continue,
-                        Err(e) => return self.fail(env, token, e),
+                        Err(e) => return Err(e),
                     }
                 }
                 Err(e) => {
@@ -583,18 +489,22 @@ impl KeyGate {
                     );
                 }
             };
+            // Above MAX_STORED_ANSWER_BYTES the final answer is the too-large
+            // problem, for this caller and every retry alike.
+            let response = gate.bounded(response, too_large);
             let completed = now_ms();
             let expires_at = completed + self.config.ttl_ms;
             if writes.is_empty()
                 && after.is_none()
                 && env.test_fail.is_none()
-                && self.holds_lease(token)?
+                && gate.holds(token).map_err(store_err)?
             {
                 // Write-behind: an answer with no rows of its own (an origin
                 // function's, a stored 4xx) is final once it is in this object's
                 // SQLite — durable, and the only writer for the key. Its D1 record
                 // follows after the answer; the alarm retries it if that fails.
-                self.write_completed(env, &env.fingerprint, &response, started, expires_at, false)?;
+                gate.finish(token, response.clone(), expires_at, false, too_large)
+                    .map_err(store_err)?;
                 self.sync_record_later(env, &response, started, expires_at);
                 break (response, expires_at, after);
             }
@@ -617,15 +527,10 @@ impl KeyGate {
             timings.since("d1", batch_started);
             match committed {
                 Ok(_) => {
-                    if self.holds_lease(token)? {
-                        self.write_completed(
-                            env,
-                            &env.fingerprint,
-                            &response,
-                            started,
-                            expires_at,
-                            true,
-                        )?;
+                    if let Finish::Stored(_) = gate
+                        .finish(token, response.clone(), expires_at, true, too_large)
+                        .map_err(store_err)?
+                    {
                         self.arm_later(expires_at);
                     }
                     break (response, expires_at, after);
@@ -633,10 +538,10 @@ impl KeyGate {
                 Err(e) => {
                     console_error!("D1 batch for {} failed: {e}", env.route);
                     // A live record means another holder committed first: that is the answer.
-                    match store::find_record(&db, &env.record_id(), now_ms()).await {
-                        Ok(Some(rec)) => return self.adopt(env, rec),
-                        Ok(None) if is_conflict(&e) && attempt <= CONFLICT_RETRIES => continue,
-                        Ok(None) | Err(_) => return self.fail(env, token, e),
+                    match store::find_record(&db, &env.record_id(), now_ms()).await? {
+                        Some(rec) => return self.adopt(env, token, rec),
+                        None if is_conflict(&e) && attempt <= CONFLICT_RETRIES => continue,
+                        None => return Err(e),
                     }
                 }
             }
@@ -663,17 +568,19 @@ impl KeyGate {
         Ok(answer)
     }
 
-    /// Takes a committed D1 record as this key's answer.
-    fn adopt(&self, env: &Envelope, rec: store::Record) -> Result<Response> {
-        self.write_completed(
-            env,
-            &rec.fingerprint,
-            &rec.response,
-            rec.created_at,
-            rec.expires_at,
-            true,
-        )?;
-        self.arm_later(rec.expires_at);
+    /// Takes a committed D1 record as this key's answer (if `token` still holds
+    /// the lease, the slot keeps it too).
+    fn adopt(&self, env: &Envelope, token: &str, rec: store::Record) -> Result<Response> {
+        let gate = self.gate();
+        if gate.holds(token).map_err(store_err)? {
+            gate.adopt(
+                &env.record_key(),
+                &env.caller_sub,
+                &Committed::from(rec.clone()),
+            )
+            .map_err(store_err)?;
+            self.arm_later(rec.expires_at);
+        }
         if rec.fingerprint != env.fingerprint {
             // Waiters sent the payload that lost; they re-decide and get 422 too.
             self.waiters.borrow_mut().clear();
@@ -699,9 +606,7 @@ impl KeyGate {
         token: &str,
         response: StoredResponse,
     ) -> Result<Response> {
-        if self.holds_lease(token)? {
-            self.clear_slot()?;
-        }
+        self.gate().release(token).map_err(store_err)?;
         self.notify(&Finished {
             response: response.clone(),
             stored: false,
@@ -713,71 +618,88 @@ impl KeyGate {
         ))
     }
 
-    fn fail(&self, env: &Envelope, token: &str, e: worker::Error) -> Result<Response> {
+    /// A storage failure under the lease: release it (best effort) and answer 503.
+    fn fail(&self, env: &Envelope, token: &str, e: worker::Error) -> Response {
         console_error!("storage failure for {}: {e}", env.route);
         let problem = ApiError::StorageUnavailable.to_problem();
         let mut resp = http::problem_stored(&ApiError::StorageUnavailable);
         if let Some(s) = problem.retry_after {
             resp.headers.push(("retry-after".into(), s.to_string()));
         }
-        self.release_with(env, token, resp)
+        self.release_with(env, token, resp).unwrap_or_else(|e| {
+            console_error!("KeyGate: releasing the lease failed too (it expires): {e}");
+            with_outcome(http::problem(&ApiError::StorageUnavailable), "failed")
+        })
     }
 
     /// `GET /v1/idempotency/keys/{key}`: the key's state.
     async fn describe(&self, env: &Envelope) -> Result<Response> {
         let now = now_ms();
-        let created_at = self.slot_created_at()?;
-        let body = match self.read_slot()? {
-            Some(Slot {
-                fingerprint,
-                state:
-                    SlotState::Processing {
-                        lease_expires_at, ..
-                    },
-            }) if lease_expires_at > now => {
-                serde_json::json!({
+        let current = self.slots.load().map_err(store_err)?;
+        let body = match current {
+            Some(d) => match d.slot.state {
+                SlotState::Processing {
+                    lease_expires_at, ..
+                } if lease_expires_at > now => serde_json::json!({
                     "key": env.key, "route": env.route, "state": "processing",
-                    "fingerprint": fingerprint, "created_at": created_at,
+                    "fingerprint": d.slot.fingerprint, "created_at": d.created_at,
                     "lease_expires_at": lease_expires_at,
-                })
-            }
-            Some(Slot {
-                fingerprint,
-                state:
-                    SlotState::Completed {
-                        response,
-                        expires_at,
-                    },
-            }) if expires_at > now => {
-                serde_json::json!({
+                }),
+                SlotState::Completed {
+                    response,
+                    expires_at,
+                } if expires_at > now => serde_json::json!({
                     "key": env.key, "route": env.route, "state": "completed",
-                    "fingerprint": fingerprint, "created_at": created_at,
+                    "fingerprint": d.slot.fingerprint, "created_at": d.created_at,
                     "response_status": response.status, "expires_at": expires_at,
-                })
-            }
-            _ => {
-                let db = self.env.d1(crate::config::DB_BINDING)?;
-                match store::find_record(&db, &env.record_id(), now).await? {
-                    Some(rec) => serde_json::json!({
-                        "key": env.key, "route": env.route, "state": "completed",
-                        "fingerprint": rec.fingerprint, "created_at": rec.created_at,
-                        "response_status": rec.response.status, "expires_at": rec.expires_at,
-                    }),
-                    None => {
-                        return Ok(http::problem(&ApiError::NotFound(
-                            "no live idempotency record for this key and route".into(),
-                        )))
-                    }
-                }
-            }
+                }),
+                _ => return self.describe_record(env, now).await,
+            },
+            None => return self.describe_record(env, now).await,
         };
         Ok(http::json(200, &body))
     }
 
-    /// `DELETE /v1/idempotency/keys/{key}`: forget the key so a retry runs again.
+    async fn describe_record(&self, env: &Envelope, now: i64) -> Result<Response> {
+        let db = self.env.d1(crate::config::DB_BINDING)?;
+        Ok(
+            match store::find_record(&db, &env.record_id(), now).await? {
+                Some(rec) => http::json(
+                    200,
+                    &serde_json::json!({
+                        "key": env.key, "route": env.route, "state": "completed",
+                        "fingerprint": rec.fingerprint, "created_at": rec.created_at,
+                        "response_status": rec.response.status, "expires_at": rec.expires_at,
+                    }),
+                ),
+                None => http::problem(&ApiError::NotFound(
+                    "no live idempotency record for this key and route".into(),
+                )),
+            },
+        )
+    }
+
+    /// `DELETE /v1/idempotency/keys/{key}`: forget the key so a retry runs again
+    /// — refused while a request holds it, and to anyone but its owner or an admin.
     async fn release_key(&self, env: &Envelope) -> Result<Response> {
-        let had_slot = self.read_slot()?.is_some();
-        self.clear_slot()?;
+        let who = Releaser {
+            sub: &env.caller_sub,
+            admin: env.admin,
+            own_scope: env.own_scope(),
+        };
+        let had_slot = match self.gate().release_key(&who).map_err(store_err)? {
+            Release::InFlight { .. } => {
+                return Ok(http::problem(&ApiError::KeyInFlight {
+                    key: env.key.clone(),
+                }))
+            }
+            Release::Forbidden => {
+                return Ok(http::problem(&ApiError::Forbidden(
+                    "only the key's owner or an admin may release it".into(),
+                )))
+            }
+            Release::Released { had_slot } => had_slot,
+        };
         let db = self.env.d1(crate::config::DB_BINDING)?;
         let had_record = store::delete_record(&db, &env.record_id()).await?;
         if had_slot || had_record {
@@ -787,6 +709,46 @@ impl KeyGate {
                 "no idempotency record for this key and route".into(),
             )))
         }
+    }
+
+    /// Commits the D1 record of an answer just made final in the slot (write-behind,
+    /// after the answer). Called in the same turn as `finish`: the retry alarm is
+    /// set before anything is awaited, so it commits with the answer (one write,
+    /// one sync) and a crash before D1 has the record still leaves an alarm that
+    /// writes it. Once D1 has it, the alarm moves to the answer's expiry.
+    fn sync_record_later(
+        &self,
+        env: &Envelope,
+        response: &StoredResponse,
+        created_at: i64,
+        expires_at: i64,
+    ) {
+        let storage = self.state.storage();
+        let retry_at = now_ms() + SYNC_RETRY_MS;
+        let retry_storage = self.state.storage();
+        let mut retry = Box::pin(async move { set_alarm_logged(&retry_storage, retry_at).await });
+        // One poll makes the call into the runtime now; the result is awaited below.
+        let _ = retry.as_mut().now_or_never();
+        let (slots, d1_env) = (self.slots.clone(), self.env.clone());
+        let unsynced = Unsynced {
+            id: env.record_key(),
+            record: store::Record {
+                fingerprint: env.fingerprint.clone(),
+                response: response.clone(),
+                created_at,
+                expires_at,
+            },
+        };
+        self.state.wait_until(async move {
+            retry.await;
+            match write_record(&slots, &d1_env, &unsynced).await {
+                // Else the alarm set above comes back to retry.
+                Err(e) => {
+                    console_error!("KeyGate: writing the D1 record failed (the alarm retries): {e}")
+                }
+                Ok(()) => set_alarm_logged(&storage, expires_at).await,
+            }
+        });
     }
 }
 
@@ -800,100 +762,43 @@ async fn set_alarm_logged(storage: &Storage, when: i64) {
 
 /// A completed answer whose D1 record is written behind it.
 struct Unsynced {
-    scope: String,
-    route: String,
-    key: String,
+    id: RecordKey,
     record: store::Record,
-}
-
-/// Writes the slot's completed answer to D1 if it is not known to be there (the alarm's path).
-async fn sync_record(sql: &SqlStorage, env: &Env) -> Result<()> {
-    #[derive(Deserialize)]
-    struct Row {
-        scope: String,
-        route: String,
-        key: String,
-        fingerprint: String,
-        response_status: f64,
-        response_headers: String,
-        response_body: String,
-        created_at: f64,
-        expires_at: f64,
-    }
-    let rows: Vec<Row> = sql
-        .exec(
-            "SELECT scope, route, key, fingerprint, response_status, response_headers, response_body, created_at, \
-             expires_at FROM slot WHERE id = 1 AND state = 'completed' AND d1_synced = 0 AND scope IS NOT NULL",
-            None,
-        )?
-        .to_array()?;
-    let Some(r) = rows.into_iter().next() else {
-        return Ok(());
-    };
-    let unsynced = Unsynced {
-        record: store::Record {
-            response: store::decode_response(
-                r.response_status,
-                &r.response_headers,
-                &r.response_body,
-            )?,
-            fingerprint: r.fingerprint,
-            created_at: r.created_at as i64,
-            expires_at: r.expires_at as i64,
-        },
-        scope: r.scope,
-        route: r.route,
-        key: r.key,
-    };
-    write_record(sql, env, &unsynced).await
 }
 
 /// Upserts a completed answer's D1 record, then takes it back if the key was
 /// released while it was on its way.
-async fn write_record(sql: &SqlStorage, env: &Env, u: &Unsynced) -> Result<()> {
+async fn write_record(slots: &SqlSlots, env: &Env, u: &Unsynced) -> Result<()> {
     let db = env.d1(crate::config::DB_BINDING)?;
     let id = RecordId {
-        scope: &u.scope,
-        route: &u.route,
-        key: &u.key,
+        scope: &u.id.scope,
+        route: &u.id.route,
+        key: &u.id.key,
     };
     let r = &u.record;
-    store::record_upsert(
+    db.batch(store::record_upsert(
         &db,
         &id,
         &r.fingerprint,
         &r.response,
         r.created_at,
         r.expires_at,
-    )?
-    .run()
+    )?)
     .await?;
     // If the key was released while this write was on its way, the release
     // deleted D1's record before this one landed: take this one back (only this
     // one: a newer answer for the key has another expiry).
-    #[derive(Deserialize)]
-    struct Count {
-        n: f64,
+    let gate = Gate {
+        store: slots,
+        clock: WallClock,
+        lease_ms: 0,
+        max_answer_bytes: usize::MAX,
+    };
+    if !gate.still_answer(r.expires_at).map_err(store_err)? {
+        store::take_back_record(&db, &id, r.expires_at).await?;
     }
-    let still_there = sql
-        .exec(
-            "SELECT COUNT(*) AS n FROM slot WHERE id = 1 AND state = 'completed' AND expires_at = ?",
-            vec![num(r.expires_at)],
-        )?
-        .to_array::<Count>()?
-        .first()
-        .is_some_and(|c| c.n > 0.0);
-    if !still_there {
-        store::stmt(
-            &db,
-            "DELETE FROM idempotency_records WHERE scope = ?1 AND route = ?2 AND key = ?3 AND expires_at = ?4",
-            &[store::s(id.scope), store::s(id.route), store::s(id.key), store::int(r.expires_at)],
-        )?
-        .run()
-        .await?;
-    }
-    // The slot keeps d1_synced = 0: marking it would be one more storage write
-    // per execution, and a later alarm re-running this upsert is harmless.
+    // The slot stays unsynced: marking it would be one more storage write per
+    // execution, and a later alarm re-running this upsert is harmless.
     Ok(())
 }
 

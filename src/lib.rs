@@ -34,6 +34,7 @@ pub mod ids;
 pub mod keygate_do;
 pub mod problem;
 pub mod routes;
+pub mod slot_sql;
 pub mod staging;
 pub mod stats;
 pub mod store;

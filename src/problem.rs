@@ -47,6 +47,11 @@ pub enum ApiError {
     UpstreamUnreachable,
     /// 504: the origin function did not answer within `UPSTREAM_TIMEOUT_MS`.
     UpstreamTimeout,
+    /// 502: the answer exceeds `MAX_STORED_ANSWER_BYTES`; stored as final so
+    /// a retry never runs the work again.
+    AnswerTooLarge {
+        limit: usize,
+    },
     /// 503: `/functions/v1/*` is used but `UPSTREAM_BASE_URL` is not set.
     UpstreamNotConfigured,
     /// 409: a workflow transition that the current state does not allow.
@@ -102,6 +107,15 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
                 format!("allowed methods: {allow}"),
+            ),
+            AnswerTooLarge { limit } => (
+                502,
+                "answer-too-large",
+                "Answer too large",
+                format!(
+                    "the function answered with a body larger than {limit} bytes (MAX_STORED_ANSWER_BYTES); \
+                     it ran once and this answer is final for this key"
+                ),
             ),
             KeyInFlight { .. } => (
                 409,

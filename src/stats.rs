@@ -2,6 +2,7 @@
 //! conflict and mismatch counters, for the caller's tenant only.
 
 use crate::http;
+use crate::idempotency::scope::Scope;
 use crate::store::{self, int, s};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -36,8 +37,8 @@ pub async fn stats(db: &D1Database, tenant: &str) -> Result<Response> {
     let now = Date::now().as_millis() as i64;
     let records: Vec<RecordCount> = store::all(db,
         "SELECT route, response_status, (expires_at > ?2) AS live, COUNT(*) AS n FROM idempotency_records \
-         WHERE scope = ?1 GROUP BY route, response_status, live",
-        &[s(tenant), int(now)]).await?;
+         WHERE (scope = ?3 OR substr(scope, 1, length(?3) + 1) = ?3 || ':') GROUP BY route, response_status, live",
+        &[s(tenant), int(now), s(&Scope::tenant_prefix(tenant))]).await?;
     let counters: Vec<CounterRow> = store::all(
         db,
         "SELECT route, outcome, count FROM idempotency_counters WHERE scope = ?1",

@@ -46,7 +46,7 @@ pub async fn first<T: DeserializeOwned>(
     stmt(db, sql, args)?.first(None).await
 }
 
-/// The identity of a record: tenant scope, route template and key.
+/// The identity of a record: the key's scope (see `idempotency::scope`), route and key.
 pub struct RecordId<'a> {
     pub scope: &'a str,
     pub route: &'a str,
@@ -54,6 +54,7 @@ pub struct RecordId<'a> {
 }
 
 /// A stored record as read back.
+#[derive(Clone)]
 pub struct Record {
     pub fingerprint: String,
     pub response: StoredResponse,
@@ -69,20 +70,22 @@ struct RecordRow {
     response_body: String,
     created_at: f64,
     expires_at: f64,
+    body_chunks: Option<f64>,
 }
 
 pub fn encode_headers(h: &[(String, String)]) -> String {
     serde_json::to_string(h).unwrap_or_else(|_| "[]".into())
 }
 
+fn bad_data(e: impl std::fmt::Display) -> worker::Error {
+    worker::Error::RustError(e.to_string())
+}
+
 pub fn decode_response(status: f64, headers: &str, body: &str) -> Result<StoredResponse> {
     Ok(StoredResponse {
         status: status as u16,
-        headers: serde_json::from_str(headers)
-            .map_err(|e| worker::Error::RustError(e.to_string()))?,
-        body: B64
-            .decode(body)
-            .map_err(|e| worker::Error::RustError(e.to_string()))?,
+        headers: serde_json::from_str(headers).map_err(bad_data)?,
+        body: B64.decode(body).map_err(bad_data)?,
     })
 }
 
@@ -90,19 +93,42 @@ pub fn encode_body(body: &[u8]) -> String {
     B64.encode(body)
 }
 
+/// Raw bytes per stored chunk: base64 makes 1 MiB of text, well under the 2 MB
+/// row limit of D1 and of Durable Object SQLite, with room for the other columns.
+pub const CHUNK_BYTES: usize = 768 * 1024;
+
+/// A body as base64 chunks of at most [`CHUNK_BYTES`] raw bytes; at least one
+/// (possibly empty) chunk.
+pub fn encode_chunks(body: &[u8]) -> Vec<String> {
+    if body.is_empty() {
+        return vec![String::new()];
+    }
+    body.chunks(CHUNK_BYTES).map(|c| B64.encode(c)).collect()
+}
+
+/// The body from its base64 chunks, in order.
+pub fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a str>) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    for c in chunks {
+        body.extend(B64.decode(c).map_err(bad_data)?);
+    }
+    Ok(body)
+}
+
 const RECORD_INSERT: &str =
     "INSERT INTO idempotency_records (scope, route, key, fingerprint, status, \
-     response_status, response_headers, response_body, created_at, completed_at, expires_at) \
-     VALUES (?1, ?2, ?3, ?4, 'completed', ?5, ?6, ?7, ?8, ?9, ?10)";
+     response_status, response_headers, response_body, created_at, completed_at, expires_at, body_chunks) \
+     VALUES (?1, ?2, ?3, ?4, 'completed', ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 fn record_args(
     id: &RecordId<'_>,
     fingerprint: &str,
     resp: &StoredResponse,
-    created_at: i64,
-    completed_at: i64,
-    expires_at: i64,
-) -> [JsValue; 10] {
+    first_chunk: &str,
+    chunks: usize,
+    times: [i64; 3],
+) -> [JsValue; 11] {
+    let [created_at, completed_at, expires_at] = times;
     [
         s(id.scope),
         s(id.route),
@@ -110,11 +136,33 @@ fn record_args(
         s(fingerprint),
         n(resp.status),
         s(&encode_headers(&resp.headers)),
-        s(&encode_body(&resp.body)),
+        s(first_chunk),
         int(created_at),
         int(completed_at),
         int(expires_at),
+        int(chunks as i64),
     ]
+}
+
+/// Replaces the key's extra body chunks with `chunks[1..]` (in the caller's batch).
+fn chunk_statements(
+    db: &D1Database,
+    id: &RecordId<'_>,
+    chunks: &[String],
+) -> Result<Vec<D1PreparedStatement>> {
+    let mut out = vec![stmt(
+        db,
+        "DELETE FROM idempotency_record_chunks WHERE scope = ?1 AND route = ?2 AND key = ?3",
+        &[s(id.scope), s(id.route), s(id.key)],
+    )?];
+    for (idx, data) in chunks.iter().enumerate().skip(1) {
+        out.push(stmt(
+            db,
+            "INSERT INTO idempotency_record_chunks (scope, route, key, idx, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            &[s(id.scope), s(id.route), s(id.key), int(idx as i64), s(data)],
+        )?);
+    }
+    Ok(out)
 }
 
 /// Statements that store a completed answer, to append to the handler's batch:
@@ -130,19 +178,27 @@ pub fn record_statements(
     completed_at: i64,
     expires_at: i64,
 ) -> Result<Vec<D1PreparedStatement>> {
-    Ok(vec![
+    let chunks = encode_chunks(&resp.body);
+    let times = [created_at, completed_at, expires_at];
+    let mut out = vec![
         stmt(
             db,
             "DELETE FROM idempotency_records WHERE scope = ?1 AND route = ?2 AND key = ?3 AND expires_at <= ?4",
             &[s(id.scope), s(id.route), s(id.key), int(completed_at)],
         )?,
-        stmt(db, RECORD_INSERT, &record_args(id, fingerprint, resp, created_at, completed_at, expires_at))?,
-    ])
+        stmt(
+            db,
+            RECORD_INSERT,
+            &record_args(id, fingerprint, resp, &chunks[0], chunks.len(), times),
+        )?,
+    ];
+    out.extend(chunk_statements(db, id, &chunks)?);
+    Ok(out)
 }
 
-/// The write-behind form: the key's object, holding the final answer, is the
-/// authority, so its record replaces whatever D1 has for the key (e.g. a record
-/// a release raced with).
+/// The write-behind form, one batch: the key's object, holding the final
+/// answer, is the authority, so its record replaces whatever D1 has for the key
+/// (e.g. a record a release raced with).
 pub fn record_upsert(
     db: &D1Database,
     id: &RecordId<'_>,
@@ -150,45 +206,106 @@ pub fn record_upsert(
     resp: &StoredResponse,
     created_at: i64,
     expires_at: i64,
-) -> Result<D1PreparedStatement> {
-    stmt(
+) -> Result<Vec<D1PreparedStatement>> {
+    let chunks = encode_chunks(&resp.body);
+    let times = [created_at, created_at, expires_at];
+    let mut out = vec![stmt(
         db,
         &format!(
             "{RECORD_INSERT} ON CONFLICT (scope, route, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
              response_status = excluded.response_status, response_headers = excluded.response_headers, \
              response_body = excluded.response_body, created_at = excluded.created_at, \
-             completed_at = excluded.completed_at, expires_at = excluded.expires_at"
+             completed_at = excluded.completed_at, expires_at = excluded.expires_at, \
+             body_chunks = excluded.body_chunks"
         ),
-        &record_args(id, fingerprint, resp, created_at, created_at, expires_at),
-    )
+        &record_args(id, fingerprint, resp, &chunks[0], chunks.len(), times),
+    )?];
+    out.extend(chunk_statements(db, id, &chunks)?);
+    Ok(out)
 }
 
-/// The live (unexpired at `now`) record for a key, if any.
+/// The live (unexpired at `now`) record for a key, if any, its body reassembled.
 pub async fn find_record(db: &D1Database, id: &RecordId<'_>, now: i64) -> Result<Option<Record>> {
     let row: Option<RecordRow> = first(db,
-        "SELECT fingerprint, response_status, response_headers, response_body, created_at, expires_at \
+        "SELECT fingerprint, response_status, response_headers, response_body, created_at, expires_at, body_chunks \
          FROM idempotency_records WHERE scope = ?1 AND route = ?2 AND key = ?3 AND expires_at > ?4",
         &[s(id.scope), s(id.route), s(id.key), int(now)]).await?;
-    row.map(|r| {
-        Ok(Record {
-            fingerprint: r.fingerprint,
-            response: decode_response(r.response_status, &r.response_headers, &r.response_body)?,
-            created_at: r.created_at as i64,
-            expires_at: r.expires_at as i64,
-        })
-    })
-    .transpose()
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let mut response = decode_response(r.response_status, &r.response_headers, &r.response_body)?;
+    let chunks = r.body_chunks.unwrap_or(1.0) as usize;
+    if chunks > 1 {
+        #[derive(Deserialize)]
+        struct Chunk {
+            data: String,
+        }
+        let rest: Vec<Chunk> = all(
+            db,
+            "SELECT data FROM idempotency_record_chunks WHERE scope = ?1 AND route = ?2 AND key = ?3 \
+             ORDER BY idx",
+            &[s(id.scope), s(id.route), s(id.key)],
+        )
+        .await?;
+        if rest.len() != chunks - 1 {
+            return Err(bad_data(format!(
+                "record has {} of its {chunks} body chunks",
+                rest.len() + 1
+            )));
+        }
+        response
+            .body
+            .extend(decode_chunks(rest.iter().map(|c| c.data.as_str()))?);
+    }
+    Ok(Some(Record {
+        fingerprint: r.fingerprint,
+        response,
+        created_at: r.created_at as i64,
+        expires_at: r.expires_at as i64,
+    }))
 }
 
 pub async fn delete_record(db: &D1Database, id: &RecordId<'_>) -> Result<bool> {
-    let res = stmt(
-        db,
-        "DELETE FROM idempotency_records WHERE scope = ?1 AND route = ?2 AND key = ?3",
-        &[s(id.scope), s(id.route), s(id.key)],
-    )?
-    .run()
+    let key = [s(id.scope), s(id.route), s(id.key)];
+    let results = db
+        .batch(vec![
+            stmt(
+                db,
+                "DELETE FROM idempotency_records WHERE scope = ?1 AND route = ?2 AND key = ?3",
+                &key,
+            )?,
+            stmt(
+                db,
+                "DELETE FROM idempotency_record_chunks WHERE scope = ?1 AND route = ?2 AND key = ?3",
+                &key,
+            )?,
+        ])
+        .await?;
+    let changed = match results.first() {
+        Some(r) => r.meta()?.and_then(|m| m.changes).unwrap_or(0),
+        None => 0,
+    };
+    Ok(changed > 0)
+}
+
+/// Deletes a write-behind record if it is still the one that expires at
+/// `expires_at` (the key was released while it was on its way), with its chunks.
+pub async fn take_back_record(db: &D1Database, id: &RecordId<'_>, expires_at: i64) -> Result<()> {
+    db.batch(vec![
+        stmt(
+            db,
+            "DELETE FROM idempotency_records WHERE scope = ?1 AND route = ?2 AND key = ?3 AND expires_at = ?4",
+            &[s(id.scope), s(id.route), s(id.key), int(expires_at)],
+        )?,
+        stmt(
+            db,
+            "DELETE FROM idempotency_record_chunks WHERE scope = ?1 AND route = ?2 AND key = ?3 \
+             AND NOT EXISTS (SELECT 1 FROM idempotency_records r WHERE r.scope = ?1 AND r.route = ?2 AND r.key = ?3)",
+            &[s(id.scope), s(id.route), s(id.key)],
+        )?,
+    ])
     .await?;
-    Ok(res.meta()?.and_then(|m| m.changes).unwrap_or(0) > 0)
+    Ok(())
 }
 
 /// Deletes expired records in batches of `batch` rows, at most `rounds` batches.
@@ -210,5 +327,41 @@ pub async fn sweep_expired(db: &D1Database, now: i64, batch: u32, rounds: u32) -
             break;
         }
     }
+    // Chunks of records that expired (bounded like the records).
+    stmt(
+        db,
+        "DELETE FROM idempotency_record_chunks WHERE rowid IN (SELECT c.rowid FROM idempotency_record_chunks c \
+         WHERE NOT EXISTS (SELECT 1 FROM idempotency_records r WHERE r.scope = c.scope AND r.route = c.route \
+         AND r.key = c.key) LIMIT ?1)",
+        &[n(batch.saturating_mul(rounds))],
+    )?
+    .run()
+    .await?;
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_round_trip_through_chunks_that_each_fit_a_row() {
+        for len in [
+            0,
+            1,
+            CHUNK_BYTES - 1,
+            CHUNK_BYTES,
+            CHUNK_BYTES + 1,
+            3 * 1024 * 1024 + 7,
+        ] {
+            let body: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let chunks = encode_chunks(&body);
+            assert_eq!(chunks.len(), len.div_ceil(CHUNK_BYTES).max(1), "len {len}");
+            assert!(chunks.iter().all(|c| c.len() <= 1024 * 1024), "len {len}");
+            assert_eq!(
+                decode_chunks(chunks.iter().map(|c| c.as_str())).unwrap(),
+                body
+            );
+        }
+    }
 }

@@ -4,14 +4,18 @@
 //! - [`fingerprint`]: what makes two requests "the same" (method, route, canonical body).
 //! - [`admission`]: the decision the Durable Object takes atomically for each request.
 //! - [`replay`]: which response headers are stored and replayed.
+//! - [`gate`]: the key's object as plain logic over a synchronous slot store.
+//! - [`scope`]: whose key it is (tenant, subject), object names, forwarded keys.
 //! - [`prefer`]: `Prefer: wait=N` (RFC 7240) for coalescing.
 
 pub mod admission;
 pub mod cache;
 pub mod fingerprint;
+pub mod gate;
 pub mod key;
 pub mod prefer;
 pub mod replay;
+pub mod scope;
 
 pub use admission::{decide, Admission, Slot, SlotState};
 pub use fingerprint::{canonical_json, Fingerprint};

@@ -126,7 +126,7 @@ pub async fn execute(
                 Ok(u) => u,
                 Err(e) => return Ok(HandlerOutcome::transient(crate::http::problem_stored(&e))),
             };
-            Ok(functions::execute(cfg, &url, body, &env.forward, &env.key).await)
+            Ok(functions::execute(cfg, &url, body, &env.forward, &env.forwarded_key()).await)
         }
         other => Err(worker::Error::RustError(format!(
             "no handler for route {other}"

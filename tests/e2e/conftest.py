@@ -2,12 +2,14 @@
 Durable Objects) started through the README's dev command (`./x dev`) on a fresh
 state directory and a free port, stopped by process id afterwards."""
 
+import hashlib
 import http.client
 import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -203,6 +205,21 @@ def assert_problem(reply, status, type_suffix=None):
     if type_suffix:
         assert p["type"].endswith("/errors/" + type_suffix), p["type"]
     return p
+
+
+def scope_of(tenant, sub=None):
+    esc = lambda p: p.replace("%", "%25").replace(":", "%3A")
+    return esc(tenant) if sub is None else f"{esc(tenant)}:{esc(sub)}"
+
+
+def forwarded_key(scope, route, key):
+    """What design.md says the origin receives: SHA-256 over the length-prefixed scope, route and key."""
+    h = hashlib.sha256(b"idemgate forwarded key v1")
+    for part in (scope, route, key):
+        data = part.encode()
+        h.update(struct.pack(">Q", len(data)))
+        h.update(data)
+    return h.hexdigest()
 
 
 @pytest.fixture(scope="session")

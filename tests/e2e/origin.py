@@ -73,6 +73,15 @@ class Origin:
                 elif path == "/slow":
                     time.sleep(3)
                     self.reply(200, {"slow": True, "call": n})
+                elif path == "/sleep":
+                    # Sleeps the body's "seconds", then answers like /echo.
+                    time.sleep(float(json.loads(body or b"{}").get("seconds", 1)))
+                    self.reply(200, {"call": n, "key": key, "body": body.decode(errors="replace")})
+                elif path == "/big":
+                    # An answer of the body's "bytes" bytes (a JSON string of x's plus the call number).
+                    size = int(json.loads(body or b"{}").get("bytes", 1000))
+                    pad = "x" * max(0, size - 40)
+                    self.reply(200, {"call": n, "pad": pad})
                 elif path == "/destination":
                     if origin.destination_status < 300:
                         self.reply(origin.destination_status, {"reference": f"ACC-{n}"})

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import Client, Server, assert_problem, concurrently, unique
+from conftest import Client, Server, assert_problem, concurrently, forwarded_key, scope_of, unique
 from origin import Origin
 
 
@@ -56,7 +56,8 @@ def test_origin_receives_body_content_type_authorization_and_key(fronted, origin
     r = call(c, "echo", '{"x": 1}', "k-forward")
     got = r.json()
     assert got["body"] == '{"x": 1}'
-    assert got["key"] == "k-forward"
+    # Never the raw client key: one derived from the whole scope (design.md §3).
+    assert got["key"] == forwarded_key(scope_of(c.tenant, c.sub), "POST /functions/v1/echo", "k-forward")
     assert got["content_type"] == "application/json"
     assert got["authorization"] == f"Bearer {c.token}"
 

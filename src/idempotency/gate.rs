@@ -1,0 +1,800 @@
+//! The key's Durable Object as plain logic: every decision `KeyGate` takes about
+//! its one key, over a synchronous [`SlotStore`] and an injected [`Clock`].
+//!
+//! The store is synchronous on purpose: the object's SQLite calls do not await,
+//! so a method here that reads the slot, decides and writes it cannot be
+//! interleaved with another request for the key. That is what makes admission a
+//! check-and-set, and what lets a fake store in `cargo test` stand in for the
+//! object's SQLite: the races below are host tests, not `wrangler dev` runs.
+//!
+//! The lease protects against a *dead* holder only. A live holder renews it
+//! ([`Gate::renew`]) while its handler runs, so no lease length, however short,
+//! lets a second request run while the first is still working.
+
+use super::admission::{decide, Admission, Slot, SlotState};
+use super::replay::StoredResponse;
+
+/// Milliseconds since the Unix epoch.
+pub trait Clock {
+    fn now_ms(&self) -> i64;
+}
+
+/// The identity of a key's record: its scope (tenant, or tenant and subject),
+/// the concrete route, and the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordKey {
+    pub scope: String,
+    pub route: String,
+    pub key: String,
+}
+
+/// Everything the object keeps about its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotData {
+    pub slot: Slot,
+    /// The subject whose request executed (or is executing) the work.
+    pub owner: String,
+    pub created_at: i64,
+    /// For a completed answer: whether its D1 record is known to be written.
+    pub synced: bool,
+    pub record: RecordKey,
+}
+
+/// A failure of the object's storage (SQLite), as text for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The object's storage: one slot. Synchronous, see the module doc.
+pub trait SlotStore {
+    fn load(&self) -> StoreResult<Option<SlotData>>;
+    fn save(&self, data: &SlotData) -> StoreResult<()>;
+    fn clear(&self) -> StoreResult<()>;
+}
+
+impl<T: SlotStore + ?Sized> SlotStore for &T {
+    fn load(&self) -> StoreResult<Option<SlotData>> {
+        (**self).load()
+    }
+    fn save(&self, data: &SlotData) -> StoreResult<()> {
+        (**self).save(data)
+    }
+    fn clear(&self) -> StoreResult<()> {
+        (**self).clear()
+    }
+}
+
+/// A committed answer read back from the system of record (D1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub fingerprint: String,
+    pub response: StoredResponse,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What to do with one request, decided atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Run the handler holding the lease `token`, written at `now`. After a
+    /// `takeover` the dead holder may have committed: look for its record first.
+    Execute {
+        token: String,
+        now: i64,
+        takeover: bool,
+    },
+    Replay {
+        response: StoredResponse,
+        expires_at: i64,
+    },
+    InFlight {
+        lease_expires_at: i64,
+    },
+    Mismatch,
+}
+
+/// What a holder's attempt to make its answer final did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// The answer is final in the slot (possibly replaced by the too-large problem).
+    Stored(StoredResponse),
+    /// The lease was no longer this holder's (taken over or released): nothing written.
+    Superseded,
+}
+
+/// Who asks to release a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Releaser<'a> {
+    pub sub: &'a str,
+    pub admin: bool,
+    /// The key's scope is the caller's own (tenant and subject): they own it by construction.
+    pub own_scope: bool,
+}
+
+/// The answer to `DELETE /v1/idempotency/keys/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// The slot (if any) is cleared; the record must be deleted from D1 too.
+    Released { had_slot: bool },
+    /// A request holds a live lease: releasing now would let a second execution
+    /// follow while the first still runs.
+    InFlight { lease_expires_at: i64 },
+    /// Neither the owner nor an admin.
+    Forbidden,
+}
+
+/// What the alarm must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlarmStep {
+    /// Nothing is stored: nothing to do.
+    Idle,
+    /// The slot is live: set the alarm again for then.
+    Rearm(i64),
+    /// A completed answer whose D1 record may be missing: write it, then re-arm
+    /// for its expiry.
+    Sync(Box<SlotData>),
+    /// The holder of `token` is gone and its lease expired: look in D1 for an
+    /// answer it committed, then [`Gate::settle_dead_holder`].
+    CheckCommitted { token: String, record: RecordKey },
+    /// The stored answer expired: the slot was cleared.
+    Cleared,
+}
+
+/// The key's decisions. `lease_ms` bounds how long a *dead* holder blocks the
+/// key; `max_answer_bytes` caps a stored answer.
+pub struct Gate<S, C> {
+    pub store: S,
+    pub clock: C,
+    pub lease_ms: i64,
+    pub max_answer_bytes: usize,
+}
+
+impl<S: SlotStore, C: Clock> Gate<S, C> {
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Reads the slot, decides, and writes the lease — one synchronous step.
+    pub fn admit(
+        &self,
+        record: &RecordKey,
+        fingerprint: &str,
+        owner: &str,
+        new_token: impl FnOnce() -> String,
+    ) -> StoreResult<Decision> {
+        let now = self.now();
+        let current = self.store.load()?;
+        Ok(
+            match decide(current.as_ref().map(|d| &d.slot), fingerprint, now) {
+                Admission::Execute { takeover } => {
+                    let token = new_token();
+                    self.store.save(&SlotData {
+                        slot: Slot {
+                            fingerprint: fingerprint.into(),
+                            state: SlotState::Processing {
+                                token: token.clone(),
+                                lease_expires_at: now + self.lease_ms,
+                            },
+                        },
+                        owner: owner.into(),
+                        created_at: now,
+                        synced: false,
+                        record: record.clone(),
+                    })?;
+                    Decision::Execute {
+                        token,
+                        now,
+                        takeover,
+                    }
+                }
+                Admission::Replay {
+                    response,
+                    expires_at,
+                } => Decision::Replay {
+                    response,
+                    expires_at,
+                },
+                Admission::InFlight { lease_expires_at } => Decision::InFlight { lease_expires_at },
+                Admission::Mismatch => Decision::Mismatch,
+            },
+        )
+    }
+
+    /// The slot, if `token` holds its lease.
+    fn held(&self, token: &str) -> StoreResult<Option<SlotData>> {
+        Ok(self.store.load()?.filter(
+            |d| matches!(&d.slot.state, SlotState::Processing { token: t, .. } if t == token),
+        ))
+    }
+
+    pub fn holds(&self, token: &str) -> StoreResult<bool> {
+        Ok(self.held(token)?.is_some())
+    }
+
+    /// Extends a live holder's lease to a full `lease_ms` from now; returns the
+    /// new expiry, or `None` if `token` no longer holds the lease. A renewal
+    /// never shortens a lease.
+    pub fn renew(&self, token: &str) -> StoreResult<Option<i64>> {
+        let Some(mut data) = self.held(token)? else {
+            return Ok(None);
+        };
+        let until = self.now() + self.lease_ms;
+        if let SlotState::Processing {
+            lease_expires_at, ..
+        } = &mut data.slot.state
+        {
+            if *lease_expires_at >= until {
+                return Ok(Some(*lease_expires_at));
+            }
+            *lease_expires_at = until;
+        }
+        self.store.save(&data)?;
+        Ok(Some(until))
+    }
+
+    /// Makes a holder's answer final until `expires_at` (`synced`: its D1 record
+    /// is already committed). An answer over `max_answer_bytes` is replaced by
+    /// the final `answer-too-large` problem `too_large`, so a retry never runs
+    /// the work again and every caller gets the same answer.
+    pub fn finish(
+        &self,
+        token: &str,
+        response: StoredResponse,
+        expires_at: i64,
+        synced: bool,
+        too_large: impl FnOnce(usize) -> StoredResponse,
+    ) -> StoreResult<Finish> {
+        let Some(data) = self.held(token)? else {
+            return Ok(Finish::Superseded);
+        };
+        let response = self.bounded(response, too_large);
+        self.store.save(&SlotData {
+            slot: Slot {
+                fingerprint: data.slot.fingerprint,
+                state: SlotState::Completed {
+                    response: response.clone(),
+                    expires_at,
+                },
+            },
+            synced,
+            ..data
+        })?;
+        Ok(Finish::Stored(response))
+    }
+
+    /// The answer itself, or the too-large problem if it exceeds the cap.
+    pub fn bounded(
+        &self,
+        response: StoredResponse,
+        too_large: impl FnOnce(usize) -> StoredResponse,
+    ) -> StoredResponse {
+        if response.body.len() > self.max_answer_bytes {
+            too_large(self.max_answer_bytes)
+        } else {
+            response
+        }
+    }
+
+    /// Gives the lease up (5xx, a throw, a storage failure): a retry runs again.
+    /// Returns false if `token` no longer held it (then nothing is touched).
+    pub fn release(&self, token: &str) -> StoreResult<bool> {
+        if self.held(token)?.is_none() {
+            return Ok(false);
+        }
+        self.store.clear()?;
+        Ok(true)
+    }
+
+    /// Takes an answer found committed in D1 as the key's final answer.
+    pub fn adopt(&self, record: &RecordKey, owner: &str, c: &Committed) -> StoreResult<()> {
+        self.store.save(&SlotData {
+            slot: Slot {
+                fingerprint: c.fingerprint.clone(),
+                state: SlotState::Completed {
+                    response: c.response.clone(),
+                    expires_at: c.expires_at,
+                },
+            },
+            owner: owner.into(),
+            created_at: c.created_at,
+            synced: true,
+            record: record.clone(),
+        })
+    }
+
+    /// `DELETE` of the key: refused while a live lease is held, and to anyone
+    /// but the key's owner or an admin.
+    pub fn release_key(&self, who: &Releaser<'_>) -> StoreResult<Release> {
+        let now = self.now();
+        let current = self.store.load()?;
+        if let Some(d) = &current {
+            if let SlotState::Processing {
+                lease_expires_at, ..
+            } = d.slot.state
+            {
+                if lease_expires_at > now {
+                    return Ok(Release::InFlight { lease_expires_at });
+                }
+            }
+            let live = !matches!(d.slot.state, SlotState::Completed { expires_at, .. } if expires_at <= now);
+            if live && !(who.admin || who.own_scope || d.owner == who.sub) {
+                return Ok(Release::Forbidden);
+            }
+        } else if !(who.admin || who.own_scope) {
+            // Without a slot the owner is unknown (the record may still be in D1).
+            return Ok(Release::Forbidden);
+        }
+        if current.is_some() {
+            self.store.clear()?;
+        }
+        Ok(Release::Released {
+            had_slot: current.is_some(),
+        })
+    }
+
+    /// The alarm's first step (see [`AlarmStep`]).
+    pub fn alarm(&self) -> StoreResult<AlarmStep> {
+        let now = self.now();
+        let Some(data) = self.store.load()? else {
+            return Ok(AlarmStep::Idle);
+        };
+        Ok(match &data.slot.state {
+            SlotState::Processing {
+                lease_expires_at, ..
+            } if *lease_expires_at > now => AlarmStep::Rearm(*lease_expires_at),
+            SlotState::Processing { token, .. } => AlarmStep::CheckCommitted {
+                token: token.clone(),
+                record: data.record.clone(),
+            },
+            SlotState::Completed { expires_at, .. } if *expires_at > now => {
+                if data.synced {
+                    AlarmStep::Rearm(*expires_at)
+                } else {
+                    AlarmStep::Sync(Box::new(data))
+                }
+            }
+            SlotState::Completed { .. } => {
+                self.store.clear()?;
+                AlarmStep::Cleared
+            }
+        })
+    }
+
+    /// After looking in D1 for a dead holder's answer: adopt it, or clear the
+    /// slot so the next request runs again. Does nothing if the slot changed
+    /// meanwhile (a request took the key over, or the holder was alive after all
+    /// and finished). Returns when the alarm should fire next, if at all.
+    pub fn settle_dead_holder(
+        &self,
+        token: &str,
+        committed: Option<&Committed>,
+    ) -> StoreResult<Option<i64>> {
+        let now = self.now();
+        let Some(data) = self.held(token)? else {
+            return Ok(None);
+        };
+        if let SlotState::Processing {
+            lease_expires_at, ..
+        } = data.slot.state
+        {
+            if lease_expires_at > now {
+                return Ok(Some(lease_expires_at));
+            }
+        }
+        match committed.filter(|c| c.expires_at > now) {
+            Some(c) => {
+                self.adopt(&data.record, &data.owner, c)?;
+                Ok(Some(c.expires_at))
+            }
+            None => {
+                self.store.clear()?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Marks the completed answer's D1 record as written (if it is still the slot's answer).
+    pub fn mark_synced(&self, expires_at: i64) -> StoreResult<()> {
+        if let Some(mut d) = self.store.load()? {
+            if matches!(d.slot.state, SlotState::Completed { expires_at: e, .. } if e == expires_at)
+                && !d.synced
+            {
+                d.synced = true;
+                self.store.save(&d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the slot still holds the completed answer that expires at `expires_at`
+    /// (false once the key was released or answered anew).
+    pub fn still_answer(&self, expires_at: i64) -> StoreResult<bool> {
+        Ok(self.store.load()?.is_some_and(|d| {
+            matches!(d.slot.state, SlotState::Completed { expires_at: e, .. } if e == expires_at)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+
+    /// The object's SQLite, in memory.
+    #[derive(Default)]
+    struct FakeSlots(RefCell<Option<SlotData>>);
+
+    impl SlotStore for FakeSlots {
+        fn load(&self) -> StoreResult<Option<SlotData>> {
+            Ok(self.0.borrow().clone())
+        }
+        fn save(&self, data: &SlotData) -> StoreResult<()> {
+            *self.0.borrow_mut() = Some(data.clone());
+            Ok(())
+        }
+        fn clear(&self) -> StoreResult<()> {
+            *self.0.borrow_mut() = None;
+            Ok(())
+        }
+    }
+
+    struct FakeClock(Cell<i64>);
+
+    impl Clock for &FakeClock {
+        fn now_ms(&self) -> i64 {
+            self.0.get()
+        }
+    }
+
+    const LEASE: i64 = 2_000;
+    const T0: i64 = 1_000_000;
+
+    struct World {
+        slots: FakeSlots,
+        clock: FakeClock,
+        tokens: Cell<u32>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            World {
+                slots: FakeSlots::default(),
+                clock: FakeClock(Cell::new(T0)),
+                tokens: Cell::new(0),
+            }
+        }
+        fn gate(&self) -> Gate<&FakeSlots, &FakeClock> {
+            Gate {
+                store: &self.slots,
+                clock: &self.clock,
+                lease_ms: LEASE,
+                max_answer_bytes: 1024,
+            }
+        }
+        fn advance(&self, ms: i64) {
+            self.clock.0.set(self.clock.0.get() + ms);
+        }
+        fn admit(&self, fp: &str) -> Decision {
+            self.admit_as(fp, "alice")
+        }
+        fn admit_as(&self, fp: &str, owner: &str) -> Decision {
+            self.gate()
+                .admit(&rk(), fp, owner, || {
+                    self.tokens.set(self.tokens.get() + 1);
+                    format!("tok{}", self.tokens.get())
+                })
+                .unwrap()
+        }
+    }
+
+    fn rk() -> RecordKey {
+        RecordKey {
+            scope: "acme:alice".into(),
+            route: "POST /functions/v1/echo".into(),
+            key: "k1".into(),
+        }
+    }
+
+    fn answer(status: u16, body: &[u8]) -> StoredResponse {
+        StoredResponse {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_vec(),
+        }
+    }
+
+    fn too_large(limit: usize) -> StoredResponse {
+        answer(502, format!("too large: {limit}").as_bytes())
+    }
+
+    fn token_of(d: &Decision) -> String {
+        match d {
+            Decision::Execute { token, .. } => token.clone(),
+            other => panic!("expected Execute, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_renewed_lease_keeps_a_live_holder_in_flight_past_its_first_expiry() {
+        let w = World::new();
+        let t = token_of(&w.admit("A"));
+        // The handler runs for 5 s with a 2 s lease, renewing every ~2/3 s.
+        for _ in 0..8 {
+            w.advance(600);
+            assert!(w.gate().renew(&t).unwrap().is_some());
+            assert!(
+                matches!(w.admit("A"), Decision::InFlight { .. }),
+                "a second request must wait while the holder lives"
+            );
+        }
+        assert_eq!(
+            w.gate()
+                .finish(&t, answer(200, b"one"), T0 + 99_999, false, too_large),
+            Ok(Finish::Stored(answer(200, b"one")))
+        );
+        assert_eq!(
+            w.admit("A"),
+            Decision::Replay {
+                response: answer(200, b"one"),
+                expires_at: T0 + 99_999
+            }
+        );
+    }
+
+    #[test]
+    fn an_unrenewed_lease_is_taken_over_after_it_expires() {
+        let w = World::new();
+        let dead = token_of(&w.admit("A"));
+        w.advance(LEASE - 1);
+        assert!(matches!(w.admit("A"), Decision::InFlight { .. }));
+        w.advance(1);
+        let d = w.admit("A");
+        assert!(
+            matches!(d, Decision::Execute { takeover: true, .. }),
+            "{d:?}"
+        );
+        assert_ne!(token_of(&d), dead);
+    }
+
+    #[test]
+    fn a_late_holder_cannot_finish_or_release_after_a_takeover() {
+        let w = World::new();
+        let late = token_of(&w.admit("A"));
+        w.advance(LEASE);
+        let new = token_of(&w.admit("A"));
+        assert_eq!(w.gate().renew(&late), Ok(None));
+        assert_eq!(
+            w.gate()
+                .finish(&late, answer(200, b"late"), T0 + 50_000, true, too_large),
+            Ok(Finish::Superseded)
+        );
+        assert_eq!(w.gate().release(&late), Ok(false));
+        assert!(w.gate().holds(&new).unwrap());
+    }
+
+    #[test]
+    fn delete_of_a_key_in_flight_is_refused_and_the_holder_finishes() {
+        let w = World::new();
+        let t = token_of(&w.admit("A"));
+        let who = Releaser {
+            sub: "alice",
+            admin: true,
+            own_scope: true,
+        };
+        assert_eq!(
+            w.gate().release_key(&who),
+            Ok(Release::InFlight {
+                lease_expires_at: T0 + LEASE
+            })
+        );
+        assert!(matches!(
+            w.gate()
+                .finish(&t, answer(201, b"x"), T0 + 10_000, true, too_large),
+            Ok(Finish::Stored(_))
+        ));
+        assert!(matches!(w.admit("A"), Decision::Replay { .. }));
+        assert_eq!(
+            w.gate().release_key(&who),
+            Ok(Release::Released { had_slot: true })
+        );
+        assert!(matches!(
+            w.admit("A"),
+            Decision::Execute {
+                takeover: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn only_the_owner_or_an_admin_releases_a_tenant_scoped_key() {
+        let w = World::new();
+        let t = token_of(&w.admit_as("A", "alice"));
+        w.gate()
+            .finish(&t, answer(201, b"x"), T0 + 10_000, true, too_large)
+            .unwrap();
+        let bob = Releaser {
+            sub: "bob",
+            admin: false,
+            own_scope: false,
+        };
+        assert_eq!(w.gate().release_key(&bob), Ok(Release::Forbidden));
+        let alice = Releaser {
+            sub: "alice",
+            admin: false,
+            own_scope: false,
+        };
+        assert_eq!(
+            w.gate().release_key(&alice),
+            Ok(Release::Released { had_slot: true })
+        );
+    }
+
+    #[test]
+    fn a_5xx_releases_the_lease_and_the_retry_runs_fresh() {
+        let w = World::new();
+        let t = token_of(&w.admit("A"));
+        assert!(matches!(w.admit("A"), Decision::InFlight { .. }));
+        assert_eq!(w.gate().release(&t), Ok(true));
+        assert!(matches!(
+            w.admit("A"),
+            Decision::Execute {
+                takeover: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_oversize_answer_is_stored_as_the_final_too_large_problem() {
+        let w = World::new();
+        let t = token_of(&w.admit("A"));
+        let big = vec![b'x'; 1025];
+        let fin = w
+            .gate()
+            .finish(&t, answer(200, &big), T0 + 10_000, false, too_large)
+            .unwrap();
+        assert_eq!(fin, Finish::Stored(too_large(1024)));
+        // A retry never runs the work again: it replays the problem.
+        assert_eq!(
+            w.admit("A"),
+            Decision::Replay {
+                response: too_large(1024),
+                expires_at: T0 + 10_000
+            }
+        );
+        // At the cap exactly, the answer itself is kept.
+        let w = World::new();
+        let t = token_of(&w.admit("A"));
+        let fits = vec![b'y'; 1024];
+        assert_eq!(
+            w.gate()
+                .finish(&t, answer(200, &fits), T0 + 10_000, false, too_large),
+            Ok(Finish::Stored(answer(200, &fits)))
+        );
+    }
+
+    #[test]
+    fn the_alarm_adopts_an_answer_a_dead_holder_committed() {
+        let w = World::new();
+        let dead = token_of(&w.admit("A"));
+        w.advance(LEASE + 1);
+        assert_eq!(
+            w.gate().alarm(),
+            Ok(AlarmStep::CheckCommitted {
+                token: dead.clone(),
+                record: rk()
+            })
+        );
+        let committed = Committed {
+            fingerprint: "A".into(),
+            response: answer(201, b"committed"),
+            created_at: T0,
+            expires_at: T0 + 60_000,
+        };
+        assert_eq!(
+            w.gate().settle_dead_holder(&dead, Some(&committed)),
+            Ok(Some(T0 + 60_000))
+        );
+        assert_eq!(
+            w.admit("A"),
+            Decision::Replay {
+                response: answer(201, b"committed"),
+                expires_at: T0 + 60_000
+            }
+        );
+        assert_eq!(w.admit("B"), Decision::Mismatch);
+    }
+
+    #[test]
+    fn the_alarm_clears_a_dead_holder_that_committed_nothing() {
+        let w = World::new();
+        let dead = token_of(&w.admit("A"));
+        w.advance(LEASE + 1);
+        assert_eq!(w.gate().settle_dead_holder(&dead, None), Ok(None));
+        assert!(matches!(
+            w.admit("A"),
+            Decision::Execute {
+                takeover: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn the_alarm_leaves_a_key_alone_that_changed_while_it_looked_in_d1() {
+        let w = World::new();
+        let dead = token_of(&w.admit("A"));
+        w.advance(LEASE + 1);
+        assert!(matches!(
+            w.gate().alarm(),
+            Ok(AlarmStep::CheckCommitted { .. })
+        ));
+        // While the alarm awaits D1, a request takes the key over.
+        let live = token_of(&w.admit("A"));
+        assert_eq!(w.gate().settle_dead_holder(&dead, None), Ok(None));
+        assert!(w.gate().holds(&live).unwrap());
+    }
+
+    #[test]
+    fn the_alarm_rearms_for_a_live_holder_and_never_clears_it() {
+        let w = World::new();
+        let t = token_of(&w.admit("A"));
+        w.advance(LEASE / 2);
+        let until = w.gate().renew(&t).unwrap().unwrap();
+        w.advance(LEASE / 2 + 1);
+        assert_eq!(w.gate().alarm(), Ok(AlarmStep::Rearm(until)));
+        assert!(w.gate().holds(&t).unwrap());
+    }
+
+    #[test]
+    fn an_expired_answer_is_cleared_by_the_alarm_and_the_key_is_new_again() {
+        let w = World::new();
+        let t = token_of(&w.admit("A"));
+        w.gate()
+            .finish(&t, answer(200, b"x"), T0 + 5_000, true, too_large)
+            .unwrap();
+        w.advance(4_999);
+        assert_eq!(w.gate().alarm(), Ok(AlarmStep::Rearm(T0 + 5_000)));
+        w.advance(1);
+        assert_eq!(w.gate().alarm(), Ok(AlarmStep::Cleared));
+        assert_eq!(w.gate().store.load(), Ok(None));
+        assert!(matches!(
+            w.admit("B"),
+            Decision::Execute {
+                takeover: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_unsynced_answer_is_synced_by_the_alarm_then_marked() {
+        let w = World::new();
+        let t = token_of(&w.admit("A"));
+        w.gate()
+            .finish(&t, answer(200, b"x"), T0 + 5_000, false, too_large)
+            .unwrap();
+        assert!(matches!(w.gate().alarm(), Ok(AlarmStep::Sync(_))));
+        w.gate().mark_synced(T0 + 5_000).unwrap();
+        assert_eq!(w.gate().alarm(), Ok(AlarmStep::Rearm(T0 + 5_000)));
+        assert!(w.gate().still_answer(T0 + 5_000).unwrap());
+        assert!(!w.gate().still_answer(T0 + 4_000).unwrap());
+    }
+
+    #[test]
+    fn a_renewal_never_shortens_a_lease() {
+        let w = World::new();
+        let t = token_of(&w.admit("A"));
+        assert_eq!(w.gate().renew(&t), Ok(Some(T0 + LEASE)));
+        w.advance(10);
+        assert_eq!(w.gate().renew(&t), Ok(Some(T0 + 10 + LEASE)));
+    }
+}
