@@ -78,9 +78,9 @@ class Origin:
                     time.sleep(float(json.loads(body or b"{}").get("seconds", 1)))
                     self.reply(200, {"call": n, "key": key, "body": body.decode(errors="replace")})
                 elif path == "/big":
-                    # An answer of the body's "bytes" bytes (a JSON string of x's plus the call number).
+                    # An answer of exactly the body's "bytes" bytes (x's and the call number).
                     size = int(json.loads(body or b"{}").get("bytes", 1000))
-                    pad = "x" * max(0, size - 40)
+                    pad = "x" * max(0, size - len(json.dumps({"call": n, "pad": ""})))
                     self.reply(200, {"call": n, "pad": pad})
                 elif path == "/destination":
                     if origin.destination_status < 300:

@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from conftest import concurrently, text_doc
+from conftest import concurrently, scope_of, text_doc
 
 N = 200
 
@@ -23,7 +23,7 @@ def test_200_concurrent_with_prefer_wait_run_once_and_all_get_the_same_answer(se
     assert doc_count(server, alice) == 1
     doc_id = replies[0].json()["id"]
     assert server.d1_value(f"SELECT count(*) FROM chunks WHERE document_id = '{doc_id}'") == replies[0].json()["stats"]["chunks"]
-    assert server.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{alice.tenant}'") == 1
+    assert server.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{scope_of(alice.tenant, alice.sub)}'") == 1
 
 
 def test_200_concurrent_without_prefer_run_once_and_the_rest_replay_or_409(server, bob):

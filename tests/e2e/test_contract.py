@@ -3,7 +3,7 @@
 import threading
 import time
 
-from conftest import Client, SECRET, assert_problem, text_doc, unique
+from conftest import Client, SECRET, assert_problem, scope_of, text_doc, unique
 from jwt import b64url, sign
 
 
@@ -165,7 +165,7 @@ def test_handler_failure_is_not_stored_and_releases_the_key(server, alice):
     doc = text_doc()
     r = alice.post_document(doc, "k-throw", {"x-idemgate-test-fail": "handler"})
     assert_problem(r, 500)
-    assert server.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{alice.tenant}'") == 0
+    assert server.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope LIKE '{scope_of(alice.tenant)}%'") == 0
     retry = alice.post_document(doc, "k-throw")
     assert retry.status == 201, retry
     assert retry.header("idempotent-replayed") is None
@@ -178,7 +178,7 @@ def test_storage_failure_is_503_and_leaves_nothing_half_written(server, alice):
     assert r.header("retry-after")
     assert server.d1_value(f"SELECT count(*) FROM documents WHERE tenant = '{alice.tenant}'") == 0
     assert server.d1_value(f"SELECT count(*) FROM chunks WHERE tenant = '{alice.tenant}'") == 0
-    assert server.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{alice.tenant}'") == 0
+    assert server.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope LIKE '{scope_of(alice.tenant)}%'") == 0
     retry = alice.post_document(doc, "k-storage")
     assert retry.status == 201
     doc_id = retry.json()["id"]
@@ -216,7 +216,7 @@ def test_body_over_the_limit_is_413_before_any_work(server, alice):
     big = text_doc("x" * (1_048_576 + 10))
     r = alice.post_document(big, "k-big")
     assert_problem(r, 413, "payload-too-large")
-    assert server.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{alice.tenant}'") == 0
+    assert server.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope LIKE '{scope_of(alice.tenant)}%'") == 0
 
 
 def test_invalid_requests_are_rejected_and_not_stored(server, alice):
@@ -227,7 +227,7 @@ def test_invalid_requests_are_rejected_and_not_stored(server, alice):
     assert_problem(alice.post_document({"filename": "a.pdf", "content_type": "application/pdf",
                                         "content": "x"}, "k-v4"), 415, "unsupported-media-type")
     assert_problem(alice.post_document({"content_type": "text/plain", "content": "x"}, "k-v5"), 400, "invalid-field")
-    assert server.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{alice.tenant}'") == 0
+    assert server.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope LIKE '{scope_of(alice.tenant)}%'") == 0
     # A request that failed validation does not burn its key.
     assert alice.post_document(text_doc(), "k-v4").status == 201
 

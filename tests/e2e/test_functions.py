@@ -90,7 +90,7 @@ def test_origin_timeout_is_504_and_not_stored(fronted, origin):
     before = origin.count("/slow")
     r = call(c, "slow", {}, "k-slow")
     assert_problem(r, 504, "upstream-timeout")
-    assert fronted.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{c.tenant}'") == 0
+    assert fronted.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{scope_of(c.tenant, c.sub)}'") == 0
     r2 = call(c, "slow", {}, "k-slow")
     assert r2.status == 504
     assert origin.count("/slow") == before + 2
@@ -148,7 +148,7 @@ def test_an_origin_answer_reaches_d1_after_the_reply_and_a_release_forgets_it(fr
     assert call(c, "echo", {"wb": 1}, "k-wb").header("idempotent-replayed") == "true"
     # The answer is final in the key's object at once; its D1 record follows.
     deadline = time.time() + 10
-    while fronted.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{c.tenant}'") != 1:
+    while fronted.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{scope_of(c.tenant, c.sub)}'") != 1:
         assert time.time() < deadline
         time.sleep(0.3)
     assert c.delete("/v1/idempotency/keys/k-wb?route=/functions/v1/echo").status == 204

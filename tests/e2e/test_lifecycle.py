@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import Client, Server, assert_problem, text_doc, unique
+from conftest import Client, Server, assert_problem, scope_of, text_doc, unique
 
 
 @pytest.fixture(scope="module")
@@ -30,19 +30,24 @@ def test_expired_key_is_treated_as_new(short):
     assert c.post_document(text_doc("new"), "k-ttl").status == 201
 
 
-def test_a_lease_that_outlives_its_holder_expires_and_the_key_runs_again(short):
+def test_a_live_holder_past_its_lease_keeps_the_key_and_the_work_runs_once(short):
     c = Client(short, unique("lease"))
     doc = text_doc()
-    # The holder sleeps 6 s: past its 3 s lease, as if it had died.
-    t = threading.Thread(target=lambda: c.post_document(doc, "k-lease", {"x-idemgate-test-delay-ms": "6000"}))
+    # The holder works for 6 s under a 3 s lease: alive, so it renews the lease
+    # (design.md §2: a live holder's lease never expires).
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault(
+        "r", c.post_document(doc, "k-lease", {"x-idemgate-test-delay-ms": "6000"})))
     t.start()
     time.sleep(0.8)
-    assert c.post_document(doc, "k-lease").status == 409
+    assert_problem(c.post_document(doc, "k-lease"), 409, "idempotency-key-in-flight")
     time.sleep(3)
-    r = c.post_document(doc, "k-lease")
-    assert r.status == 201 and r.header("idempotent-replayed") is None
+    assert_problem(c.post_document(doc, "k-lease"), 409, "idempotency-key-in-flight")
     t.join()
-    # The late holder's batch collides with the committed record and rolls back.
+    assert out["r"].status == 201 and out["r"].header("idempotent-replayed") is None
+    r = c.post_document(doc, "k-lease")
+    assert r.status == 201 and r.header("idempotent-replayed") == "true"
+    assert r.body == out["r"].body
     assert short.d1_value(f"SELECT count(*) FROM documents WHERE tenant = '{c.tenant}'") == 1
 
 
@@ -50,14 +55,14 @@ def test_scheduled_sweep_deletes_expired_records(short):
     c = Client(short, unique("sweep"))
     for i in range(3):
         assert c.post_document(text_doc(), f"k-sweep-{i}").status == 201
-    assert short.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{c.tenant}'") == 3
+    assert short.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{scope_of(c.tenant, c.sub)}'") == 3
     time.sleep(3.5)
     r = short.request("GET", "/__scheduled?cron=*/15+*+*+*+*")
     assert r.status == 200, r
     deadline = time.time() + 10
-    while short.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{c.tenant}'") and time.time() < deadline:
+    while short.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{scope_of(c.tenant, c.sub)}'") and time.time() < deadline:
         time.sleep(0.5)
-    assert short.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{c.tenant}'") == 0
+    assert short.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{scope_of(c.tenant, c.sub)}'") == 0
 
 
 def test_crash_while_holding_the_lease_recovers_with_no_half_written_rows():
