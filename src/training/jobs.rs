@@ -17,7 +17,9 @@
 //!   [`IllegalTransition`] (a conflict, not a malformed request);
 //! - `succeeded` is reachable only from `running`; `claimed` and `running` are each
 //!   entered once (a second `claimed` or `running` event is illegal — retries of the
-//!   same event are the idempotency layer's job, keyed by `event_id`).
+//!   same event are the idempotency layer's job, keyed by `event_id`; once that key's
+//!   record has expired, the events handler answers a repeated `event_id` from the
+//!   job's history instead of running it through this machine again).
 //!
 //! Pure: no storage, so callers apply the result under their own concurrency control
 //! (the job row's `version`).

@@ -4,6 +4,7 @@ it receives (started in-process by the tests)."""
 import json
 import threading
 import time
+import uuid
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,6 +17,8 @@ class Origin:
         self.flaky_failed = set()              # idempotency keys that got their 500
         self.trainer_status = 202
         self.destination_status = 200
+        # /slowish: one (arrival time, idempotency-key header, request body, nonce) per call.
+        self.slowish_calls = []
         self.server = None
         self.port = None
 
@@ -82,6 +85,15 @@ class Origin:
                     size = int(json.loads(body or b"{}").get("bytes", 1000))
                     pad = "x" * max(0, size - len(json.dumps({"call": n, "pad": ""})))
                     self.reply(200, {"call": n, "pad": pad})
+                elif path == "/slowish":
+                    # A function that takes a while and whose every run answers
+                    # differently (call number and a nonce): a second run for the
+                    # same request shows up as a changed answer.
+                    nonce = uuid.uuid4().hex
+                    with origin.lock:
+                        origin.slowish_calls.append((time.time(), key, body, nonce))
+                    time.sleep(0.3 + (n % 5) * 0.05)
+                    self.reply(200, {"call": n, "nonce": nonce, "body": body.decode(errors="replace")})
                 elif path == "/destination":
                     if origin.destination_status < 300:
                         self.reply(origin.destination_status, {"reference": f"ACC-{n}"})

@@ -283,3 +283,45 @@ def test_another_tenant_cannot_see_train_on_or_build_from_anything(srv):
     assert_problem(event(bob, jid, "ev-b", "claimed"), 404)
     assert_problem(post(bob, f"/v1/training-jobs/{jid}/cancel", {}, "k-b"), 404)
     assert alice.get(f"/v1/training-jobs/{jid}").json()["status"] == "queued"
+
+
+@pytest.fixture(scope="module")
+def short_ttl():
+    """Keys expire 3 s after their answer."""
+    s = Server(IDEMPOTENCY_TTL_SECONDS=3).start()
+    yield s
+    s.cleanup()
+
+
+def test_an_event_id_keeps_its_first_answer_after_its_key_expired(short_ttl):
+    c = Client(short_ttl, unique("tj"))
+    ds = dataset(c, [upload(c, HANDBOOK)], "chat").json()["dataset_id"]
+    jid = job(c, ds).json()["id"]
+    claimed = event(c, jid, "e1", "claimed")
+    assert claimed.status == 200, claimed
+    metrics = {"loss": 0.25, "acc": 0.5}
+    assert event(c, jid, "e2", "running").status == 200
+    prog = event(c, jid, "e3", "progress", step=7, metrics=metrics)
+    assert prog.status == 200, prog
+    key_state = f"/v1/idempotency/keys/e1?route=/v1/training-jobs/{jid}/events"
+    time.sleep(4)
+    assert_problem(c.get(key_state), 404)  # the key's record has expired
+    # The same event id with another payload is the reused-key problem, as while
+    # the key was live; it is not stored, so it does not take the key.
+    p = assert_problem(event(c, jid, "e1", "failed", error="boom"), 422, "idempotency-key-reused")
+    assert p["idempotency_key"] == "e1"
+    assert_problem(event(c, jid, "e3", "progress", step=8, metrics=metrics), 422, "idempotency-key-reused")
+    # The job has moved on (running, version 3): the repeats get what their first
+    # application answered, not a 409 from the state they would meet now.
+    again = event(c, jid, "e1", "claimed")
+    assert (again.status, again.body) == (200, claimed.body)
+    assert again.json() == {"job_id": jid, "event_id": "e1", "type": "claimed", "from": "queued",
+                            "status": "claimed", "version": 1}
+    reordered = post(c, f"/v1/training-jobs/{jid}/events",
+                     {"metrics": {"acc": 0.5, "loss": 0.25}, "step": 7, "type": "progress", "event_id": "e3"})
+    assert (reordered.status, reordered.body) == (200, prog.body)
+    replay = event(c, jid, "e1", "claimed")  # the key is live again, with that answer
+    assert replay.body == claimed.body and replay.header("idempotent-replayed") == "true"
+    got = c.get(f"/v1/training-jobs/{jid}").json()
+    assert got["status"] == "running" and got["version"] == 3 and got["progress"]["step"] == 7
+    assert [(e["event_id"], e["seq"]) for e in got["events"]] == [("e1", 1), ("e2", 2), ("e3", 3)]
