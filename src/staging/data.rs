@@ -332,10 +332,15 @@ pub fn is_iso_date(s: &str) -> bool {
 ///   `unit_price` may have more);
 /// - `line_amount_mismatch` (on the line's `amount`): `amount` differs from
 ///   `quantity × unit_price` by more than half a minor unit, i.e. it is not that
-///   product rounded either way;
+///   product rounded either way — a product, or a difference, beyond a
+///   [`Decimal`]'s range (±79228162514264337593543950335) included;
 /// - `total_mismatch` (on `total_amount`): the lines' `amount`s sum to something
-///   more than one minor unit ("a cent") away from `total_amount`; checked only when
-///   every line's `amount` parses.
+///   more than one minor unit ("a cent") away from `total_amount`, or beyond a
+///   `Decimal`'s range (which no total can match); checked only when every line's
+///   `amount` parses.
+///
+/// No input panics: all money arithmetic is checked (`checked_mul`, `checked_add`,
+/// `checked_sub`), and a result out of range is one of these findings.
 ///
 /// Warnings:
 /// - `untrimmed`: `vendor_name` or `invoice_number` with leading/trailing whitespace;
@@ -357,17 +362,20 @@ pub fn validate_export_data(data: &Value) -> Result<Validation, DataError> {
     // sum; their findings are appended after the top-level fields'.
     let mut line_report = Report::default();
     let items = lines.as_deref().unwrap_or_default();
-    // `None` when there is nothing to compare the total with: no lines, a line
-    // amount that did not parse, or a sum too large for a Decimal.
-    let mut line_sum = (!items.is_empty()).then_some(Decimal::ZERO);
     let mut seen: Vec<(&str, usize)> = Vec::new();
-    for (i, line) in items.iter().enumerate() {
-        let amount = check_line(&mut line_report, i, line, exponent, &mut seen);
-        line_sum = match (line_sum, amount) {
-            (Some(sum), Some(amount)) => sum.checked_add(amount),
-            _ => None,
-        };
-    }
+    // Every line is checked, in order, whether or not its amount parses.
+    let amounts: Vec<Option<Decimal>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, line)| check_line(&mut line_report, i, line, exponent, &mut seen))
+        .collect();
+    // `None` when there is nothing to compare the total with: no lines, or a line
+    // amount that did not parse; else their sum, `Some(None)` when it is beyond a
+    // Decimal's range.
+    let line_sum = match amounts.into_iter().collect::<Option<Vec<_>>>() {
+        Some(amounts) if !amounts.is_empty() => Some(exact_sum(&amounts)),
+        _ => None,
+    };
 
     let mut r = Report::default();
     for name in ["vendor_name", "invoice_number"] {
@@ -405,6 +413,34 @@ pub fn validate_export_data(data: &Value) -> Result<Validation, DataError> {
 
 /// A JSON object.
 type Object = Map<String, Value>;
+
+/// The smallest and largest values a [`Decimal`] holds: ±(2⁹⁶ − 1).
+const DECIMAL_RANGE: &str = "±79228162514264337593543950335";
+
+/// The sum of `amounts` if it is within a [`Decimal`]'s range, or `None` if it is
+/// not (each amount is; their sum may not be).
+///
+/// Exact whatever the order of the amounts: a running sum that is not negative
+/// takes a negative amount next while one is left, and a negative running sum a
+/// non-negative one, so it never leaves the range between zero and the final sum
+/// or the largest amount — an overflow part way means the sum itself is out of
+/// range. (Adding in the given order, `MAX + MAX − MAX` would overflow.)
+fn exact_sum(amounts: &[Decimal]) -> Option<Decimal> {
+    let (mut negative, mut other): (Vec<Decimal>, Vec<Decimal>) =
+        amounts.iter().partition(|a| a.is_sign_negative());
+    let mut sum = Decimal::ZERO;
+    loop {
+        let next = if sum.is_sign_negative() {
+            other.pop().or_else(|| negative.pop())
+        } else {
+            negative.pop().or_else(|| other.pop())
+        };
+        match next {
+            Some(amount) => sum = sum.checked_add(amount)?,
+            None => return Some(sum),
+        }
+    }
+}
 
 /// `export_data` as an object, and its line items as objects (`None` when
 /// `line_items` is absent or `null`), or the first structural problem.
@@ -580,25 +616,35 @@ fn check_currency(r: &mut Report, currency: Option<&str>, obj: &Object) {
 }
 
 /// `total_amount`'s own findings, then `total_mismatch` against `line_sum` when
-/// it is known.
-fn check_total(r: &mut Report, obj: &Object, exponent: u32, line_sum: Option<Decimal>) {
+/// it is known: `Some(None)` is a sum beyond a [`Decimal`]'s range, which no total
+/// can match.
+fn check_total(r: &mut Report, obj: &Object, exponent: u32, line_sum: Option<Option<Decimal>>) {
     const NAME: &str = "total_amount";
     let Some(total) = number(r, obj, NAME, NAME.to_owned()) else {
         return;
     };
     check_decimals(r, NAME, NAME, total, exponent);
-    if let Some(sum) = line_sum {
-        let one_minor_unit = Decimal::new(1, exponent);
-        if (sum - total).abs() > one_minor_unit {
-            r.error(
-                NAME,
-                "total_mismatch",
-                format!(
-                    "line amounts sum to {sum} but total_amount is {total} \
-                     (more than {one_minor_unit} apart)"
-                ),
-            );
-        }
+    let one_minor_unit = Decimal::new(1, exponent);
+    match line_sum {
+        None => {}
+        Some(None) => r.error(
+            NAME,
+            "total_mismatch",
+            format!(
+                "line amounts sum beyond the range of an exact amount \
+                 ({DECIMAL_RANGE}), so they cannot match total_amount {total}"
+            ),
+        ),
+        // A difference too large for a Decimal is certainly more than a minor unit.
+        Some(Some(sum)) if within(sum, total, one_minor_unit) => {}
+        Some(Some(sum)) => r.error(
+            NAME,
+            "total_mismatch",
+            format!(
+                "line amounts sum to {sum} but total_amount is {total} \
+                 (more than {one_minor_unit} apart)"
+            ),
+        ),
     }
     if total <= Decimal::ZERO {
         r.warn(
@@ -607,6 +653,13 @@ fn check_total(r: &mut Report, obj: &Object, exponent: u32, line_sum: Option<Dec
             format!("total_amount {total} is not positive"),
         );
     }
+}
+
+/// Whether `a` and `b` are at most `tolerance` apart. A difference beyond a
+/// [`Decimal`]'s range is not within any tolerance (and is no panic).
+fn within(a: Decimal, b: Decimal, tolerance: Decimal) -> bool {
+    a.checked_sub(b)
+        .is_some_and(|difference| difference.abs() <= tolerance)
 }
 
 /// One line's findings; its `amount` if it parsed. `seen` holds the trimmed
@@ -660,7 +713,7 @@ fn check_line<'a>(
     if let (Some(q), Some(p), Some(amount)) = (quantity, unit_price, amount) {
         let half_minor_unit = Decimal::new(5, exponent + 1);
         match q.checked_mul(p) {
-            Some(expected) if (amount - expected).abs() <= half_minor_unit => {}
+            Some(expected) if within(amount, expected, half_minor_unit) => {}
             Some(expected) => r.error(
                 path("amount"),
                 "line_amount_mismatch",
@@ -998,6 +1051,101 @@ mod tests {
             });
             assert_eq!(errors(&data), [], "{amount}");
         }
+    }
+
+    /// The largest value a `Decimal` holds: 2⁹⁶ − 1.
+    const EDGE: &str = "79228162514264337593543950335";
+
+    /// One line at the edge of the range: quantity 1 × unit_price `price` with the
+    /// given `amount`, and `total` as the total.
+    fn edge_invoice(price: &str, amount: &str, total: &str) -> Value {
+        json!({
+            "vendor_name": "Acme", "invoice_number": "1", "invoice_date": "2026-01-05",
+            "currency": "EUR", "total_amount": total,
+            "line_items": [{"description": "x", "quantity": "1", "unit_price": price, "amount": amount}]
+        })
+    }
+
+    #[test]
+    fn an_amount_whose_difference_from_the_product_overflows_is_a_mismatch_not_a_panic() {
+        // The line of issue 9: amount − quantity × unit_price is −2 × (2⁹⁶ − 1), beyond
+        // a Decimal; it used to panic ("Subtraction overflowed") inside the Worker.
+        let minus_edge = format!("-{EDGE}");
+        let v = validate(&edge_invoice(EDGE, &minus_edge, &minus_edge));
+        assert_eq!(
+            codes(&v.errors),
+            [("line_items[0].amount", "line_amount_mismatch")]
+        );
+        let message = &v.errors[0].message;
+        assert!(message.contains(&format!("expected {EDGE}")), "{message}");
+        assert!(message.contains(&format!("got {minus_edge}")), "{message}");
+        assert_eq!(codes(&v.warnings), [("total_amount", "non_positive_total")]);
+        assert!(v.quality_score < 70);
+        // And the mirror image.
+        let v = validate(&edge_invoice(&minus_edge, EDGE, EDGE));
+        assert_eq!(
+            codes(&v.errors),
+            [("line_items[0].amount", "line_amount_mismatch")]
+        );
+    }
+
+    #[test]
+    fn a_total_whose_difference_from_the_line_sum_overflows_is_a_mismatch_not_a_panic() {
+        let minus_edge = format!("-{EDGE}");
+        // The lines sum to 2⁹⁶ − 1, the total is its negative: 2 × (2⁹⁶ − 1) apart.
+        let v = validate(&edge_invoice(EDGE, EDGE, &minus_edge));
+        assert_eq!(codes(&v.errors), [("total_amount", "total_mismatch")]);
+        let message = &v.errors[0].message;
+        assert!(message.contains(&format!("sum to {EDGE}")), "{message}");
+        assert!(
+            message.contains(&format!("total_amount is {minus_edge}")),
+            "{message}"
+        );
+        let v = validate(&edge_invoice(&minus_edge, &minus_edge, EDGE));
+        assert_eq!(codes(&v.errors), [("total_amount", "total_mismatch")]);
+        // The brief's own body: the line mismatches, the total does not overflow.
+        let v = validate(&edge_invoice(EDGE, &minus_edge, EDGE));
+        assert_eq!(
+            codes(&v.errors),
+            [
+                ("total_amount", "total_mismatch"),
+                ("line_items[0].amount", "line_amount_mismatch")
+            ]
+        );
+    }
+
+    #[test]
+    fn line_amounts_summing_beyond_the_decimal_range_are_a_total_mismatch() {
+        // Each amount fits, their sum does not: no total can match it. This used to
+        // skip the total check silently and score 100.
+        let line = |description: &str| json!({"description": description, "quantity": 1, "unit_price": EDGE, "amount": EDGE});
+        let data = json!({
+            "vendor_name": "Acme", "invoice_number": "1", "invoice_date": "2026-01-05",
+            "currency": "EUR", "total_amount": EDGE,
+            "line_items": [line("a"), line("b")]
+        });
+        let v = validate(&data);
+        assert_eq!(codes(&v.errors), [("total_amount", "total_mismatch")]);
+        let message = &v.errors[0].message;
+        assert!(message.contains("beyond"), "{message}");
+        assert!(message.contains(EDGE), "{message}");
+        assert!(v.quality_score < 70);
+    }
+
+    #[test]
+    fn a_line_sum_that_overflows_only_part_way_is_still_checked_exactly() {
+        // EDGE + EDGE − EDGE is EDGE: added in order the running sum would
+        // overflow, but the sum itself fits, and it matches the total.
+        let minus_edge = format!("-{EDGE}");
+        let line = |description: &str, amount: &str| json!({"description": description, "quantity": 1, "unit_price": amount, "amount": amount});
+        let data = json!({
+            "vendor_name": "Acme", "invoice_number": "1", "invoice_date": "2026-01-05",
+            "currency": "EUR", "total_amount": EDGE,
+            "line_items": [line("a", EDGE), line("b", EDGE), line("c", &minus_edge)]
+        });
+        assert_eq!(errors(&data), []);
+        let data = with(data, "/total_amount", json!("1.00"));
+        assert_eq!(errors(&data), one("total_amount", "total_mismatch"));
     }
 
     #[test]
