@@ -1463,3 +1463,401 @@ mod tests {
         );
     }
 }
+
+/// Input generators for the staging modules' property tests: JSON-ish values with
+/// huge and odd numbers (as strings and as JSON numbers), unicode, empty and long
+/// strings, nesting, and invoice-shaped `export_data` whose amounts sit at and
+/// beyond the edges of a [`Decimal`].
+#[cfg(test)]
+pub(crate) mod strategies {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+    use serde_json::{Map, Number, Value};
+
+    /// Numeric-looking text at and past every edge the parsers care about.
+    pub const ODD_NUMBERS: &[&str] = &[
+        "79228162514264337593543950335",
+        "-79228162514264337593543950335",
+        "79228162514264337593543950336",
+        "-79228162514264337593543950336",
+        "39614081257132168796771975168",
+        "7.9228162514264337593543950335",
+        "0.0000000000000000000000000001",
+        "0.00000000000000000000000000001",
+        "1e28",
+        "1e29",
+        "-1e28",
+        "1e-28",
+        "1e-29",
+        "9e999",
+        "9e-999",
+        "1E+999",
+        "1e0000",
+        "99999999999999999999999999999999999999999",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1.7976931348623157e308",
+        "5e-324",
+        "0",
+        "-0",
+        "-0.00",
+        "0e0",
+        "0.5",
+        "1.",
+        ".5",
+        "+1",
+        "1e",
+        "e1",
+        "--1",
+        "-",
+        "NaN",
+        "inf",
+        "Infinity",
+        "0x10",
+        "1_000",
+        " 1",
+        "1 ",
+        "1,5",
+        "١٢٣",
+        "１２３",
+    ];
+
+    /// The keys of every staging body and of `export_data`, so generated objects
+    /// get past the unknown-key checks often enough to reach the deeper code.
+    pub const KEYS: &[&str] = &[
+        "vendor_name",
+        "invoice_number",
+        "invoice_date",
+        "currency",
+        "total_amount",
+        "line_items",
+        "description",
+        "quantity",
+        "unit_price",
+        "amount",
+        "invoice_id",
+        "export_format",
+        "destination_system",
+        "export_data",
+        "max_retries",
+        "approved_data",
+        "change_reason",
+        "approval_comments",
+        "reason",
+        "comments",
+        "exports",
+        "prepared_by",
+    ];
+
+    /// Text that looks like a number, or nearly.
+    pub fn number_text() -> BoxedStrategy<String> {
+        prop_oneof![
+            select(ODD_NUMBERS).prop_map(str::to_owned),
+            "-?[0-9]{1,40}(\\.[0-9]{1,40})?([eE][-+]?[0-9]{1,4})?",
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| f.to_string()),
+        ]
+        .boxed()
+    }
+
+    /// Amounts at the edges of a Decimal's range (±(2⁹⁶ − 1), ±2⁹⁵) and small
+    /// ones, drawn often enough that a line's `quantity × unit_price − amount` or
+    /// the lines' sum minus the total overflows in many generated invoices.
+    pub fn edge_money() -> BoxedStrategy<Value> {
+        select(
+            &[
+                "1",
+                "-1",
+                "0",
+                "0.01",
+                "79228162514264337593543950335",
+                "-79228162514264337593543950335",
+                "39614081257132168796771975168",
+                "-39614081257132168796771975168",
+            ][..],
+        )
+        .prop_map(Value::from)
+        .boxed()
+    }
+
+    /// A money field's value: numeric text, or a JSON number (integers of every
+    /// size, floats, and numbers serde_json parses from odd text).
+    pub fn money() -> BoxedStrategy<Value> {
+        prop_oneof![
+            3 => edge_money(),
+            1 => number_text().prop_map(Value::String),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => any::<u64>().prop_map(Value::from),
+            1 => any::<f64>().prop_filter_map("not finite", |f| Number::from_f64(f).map(Value::Number)),
+            1 => number_text().prop_filter_map("not a JSON number", |t| {
+                serde_json::from_str::<Value>(&t)
+                    .ok()
+                    .filter(Value::is_number)
+            }),
+        ]
+        .boxed()
+    }
+
+    /// Strings: any unicode, control characters, formula triggers, and long ones.
+    pub fn text() -> BoxedStrategy<String> {
+        prop_oneof![
+            "\\PC{0,24}",
+            "[\\x00-\\x20=+@\\-\"',;\r\n\t]{0,8}",
+            select(
+                &[
+                    "",
+                    " ",
+                    "\u{0}",
+                    "\u{feff}",
+                    "é",
+                    "東京",
+                    "\u{10ffff}",
+                    "=HYPERLINK(\"http://x\",\"x\")",
+                    "@SUM(1+1)",
+                    "-cmd|' /C calc'!A0",
+                    "EUR",
+                    "JPY",
+                    "2026-02-29",
+                    "2024-02-29",
+                    "9999-12-31",
+                    "0000-01-01",
+                    "２０２６-０１-０１",
+                    "csv",
+                    "json",
+                ][..]
+            )
+            .prop_map(str::to_owned),
+            (0usize..3000, select(&["x", "é", "東", "😀", " "][..])).prop_map(|(n, s)| s.repeat(n)),
+        ]
+        .boxed()
+    }
+
+    /// A JSON scalar of any kind.
+    pub fn scalar() -> BoxedStrategy<Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            money(),
+            text().prop_map(Value::String),
+        ]
+        .boxed()
+    }
+
+    /// An object key: a known one most of the time, any text otherwise.
+    pub fn key() -> BoxedStrategy<String> {
+        prop_oneof![
+            3 => select(KEYS).prop_map(str::to_owned),
+            1 => text(),
+        ]
+        .boxed()
+    }
+
+    /// Any JSON value, nested a few levels.
+    pub fn json() -> BoxedStrategy<Value> {
+        scalar()
+            .prop_recursive(5, 64, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((key(), inner), 0..6)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+            .boxed()
+    }
+
+    /// Mostly the right kind of value for the field, sometimes anything.
+    fn field_value(money_field: bool) -> BoxedStrategy<Value> {
+        let right = if money_field {
+            money()
+        } else {
+            text().prop_map(Value::String).boxed()
+        };
+        prop_oneof![4 => right, 1 => scalar()].boxed()
+    }
+
+    /// An object with most of `fields` (name, is money), each filled by
+    /// [`field_value`], and sometimes the `extra` key.
+    fn object_of(
+        fields: &'static [(&'static str, bool)],
+        extra: impl Strategy<Value = Option<(String, Value)>> + 'static,
+    ) -> BoxedStrategy<Value> {
+        let values: Vec<_> = fields
+            .iter()
+            .map(|(_, is_money)| prop::option::weighted(0.9, field_value(*is_money)))
+            .collect();
+        (values, extra)
+            .prop_map(move |(values, extra)| {
+                let mut obj: Map<String, Value> = fields
+                    .iter()
+                    .zip(values)
+                    .filter_map(|((name, _), v)| Some(((*name).to_owned(), v?)))
+                    .collect();
+                if let Some((k, v)) = extra {
+                    obj.insert(k, v);
+                }
+                Value::Object(obj)
+            })
+            .boxed()
+    }
+
+    /// A line item: the four line fields, mostly well typed, now and then an
+    /// unknown key.
+    pub fn line_item() -> BoxedStrategy<Value> {
+        const FIELDS: &[(&str, bool)] = &[
+            ("description", false),
+            ("quantity", true),
+            ("unit_price", true),
+            ("amount", true),
+        ];
+        object_of(FIELDS, prop::option::weighted(0.05, (key(), scalar())))
+    }
+
+    /// `export_data` shaped like an invoice, its values odd: what gets past the
+    /// structure checks into validation, rendering and diffing.
+    pub fn invoice() -> BoxedStrategy<Value> {
+        const FIELDS: &[(&str, bool)] = &[
+            ("vendor_name", false),
+            ("invoice_number", false),
+            ("invoice_date", false),
+            ("currency", false),
+            ("total_amount", true),
+        ];
+        let lines = prop_oneof![
+            8 => prop::collection::vec(line_item(), 0..8).prop_map(Value::Array),
+            1 => scalar(),
+        ];
+        (
+            object_of(FIELDS, prop::option::weighted(0.05, (key(), scalar()))),
+            prop::option::weighted(0.9, lines),
+        )
+            .prop_map(|(mut data, lines)| {
+                if let (Value::Object(obj), Some(lines)) = (&mut data, lines) {
+                    obj.insert("line_items".to_owned(), lines);
+                }
+                data
+            })
+            .boxed()
+    }
+
+    /// Export data of any kind: mostly invoice-shaped, sometimes any JSON.
+    pub fn export_data() -> BoxedStrategy<Value> {
+        prop_oneof![4 => invoice(), 1 => json()].boxed()
+    }
+
+    /// JSON text nested `depth` levels deep, as arrays or objects, around `leaf`.
+    pub fn nested_text(depth: usize, objects: bool, leaf: &str) -> String {
+        let (open, close) = if objects {
+            ("{\"line_items\":", "}")
+        } else {
+            ("[", "]")
+        };
+        format!("{}{leaf}{}", open.repeat(depth), close.repeat(depth))
+    }
+
+    /// Deeply nested JSON text (past serde_json's recursion limit of 128, too).
+    pub fn deep_text() -> BoxedStrategy<String> {
+        (1usize..400, any::<bool>())
+            .prop_map(|(depth, objects)| nested_text(depth, objects, "1"))
+            .boxed()
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::strategies::{export_data, invoice, json, money, nested_text, text};
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Whatever `export_data` is, validation returns (Ok or a structural Err),
+        /// and the score is the documented function of the findings.
+        #[test]
+        fn validation_never_panics_and_scores_its_findings(data in export_data()) {
+            if let Ok(v) = validate_export_data(&data) {
+                prop_assert_eq!(v.quality_score, quality_score(v.errors.len(), v.warnings.len()));
+                prop_assert!(v.quality_score <= 100);
+                // Deterministic.
+                prop_assert_eq!(validate_export_data(&data), Ok(v));
+            }
+        }
+
+        /// Invoice-shaped data always gets past the structure checks unless it has
+        /// an unknown key or a non-object line; every finding names a known field.
+        #[test]
+        fn invoice_shaped_data_validates_to_findings_on_known_fields(data in invoice()) {
+            if let Ok(v) = validate_export_data(&data) {
+                for f in v.errors.iter().chain(&v.warnings) {
+                    let name = f.field.rsplit('.').next().unwrap_or_default();
+                    prop_assert!(
+                        TOP_LEVEL_FIELDS.contains(&name) || LINE_FIELDS.contains(&name),
+                        "{:?}", f
+                    );
+                }
+            }
+        }
+
+        /// Any value: `parse_money` answers, and what it accepts is exact — its
+        /// text parses back to the same decimal.
+        #[test]
+        fn parse_money_never_panics_and_round_trips(v in prop_oneof![money(), json()]) {
+            if let Some(d) = parse_money(&v) {
+                prop_assert_eq!(parse_money(&Value::String(d.to_string())), Some(d));
+            }
+        }
+
+        #[test]
+        fn date_and_currency_checks_never_panic(s in text()) {
+            let _ = is_iso_date(&s);
+            let _ = is_iso_4217(&s);
+            let _ = currency_exponent(&s);
+        }
+
+        #[test]
+        fn quality_score_is_within_0_to_100(errors in any::<usize>(), warnings in any::<usize>()) {
+            let score = quality_score(errors, warnings);
+            prop_assert!(score <= 100);
+            prop_assert!(errors > 0 || warnings > 0 || score == 100);
+        }
+
+        /// Two line amounts anywhere in the Decimal range, and any total: never a
+        /// panic, and the total is a mismatch exactly when it is more than a cent
+        /// from the true sum (computed here in i128, which cannot overflow).
+        #[test]
+        fn line_sums_and_totals_at_the_edges_of_the_range_are_checked_exactly(
+            a in any::<i128>(), b in any::<i128>(), total in any::<i128>()
+        ) {
+            const MAX: i128 = (1 << 96) - 1;
+            let (a, b, total) = (a % (MAX + 1), b % (MAX + 1), total % (MAX + 1));
+            let line = |description: &str, amount: i128| json!({
+                "description": description, "quantity": "1",
+                "unit_price": amount.to_string(), "amount": amount.to_string()
+            });
+            let data = json!({
+                "vendor_name": "Acme", "invoice_number": "1", "invoice_date": "2026-01-05",
+                "currency": "JPY", "total_amount": total.to_string(),
+                "line_items": [line("a", a), line("b", b)]
+            });
+            let v = validate_export_data(&data).unwrap();
+            let mismatch = v.errors.iter().any(|f| f.code == "total_mismatch");
+            prop_assert_eq!(mismatch, (a + b - total).abs() > 1, "{:?}", v.errors);
+            prop_assert!(v.errors.iter().all(|f| f.code == "total_mismatch"), "{:?}", v.errors);
+        }
+    }
+
+    use serde_json::json;
+
+    #[test]
+    fn deeply_nested_export_data_is_a_data_error_or_findings_not_a_panic() {
+        for depth in [1, 10, 127, 128, 129, 1000] {
+            for objects in [false, true] {
+                let text = nested_text(depth, objects, "1");
+                if let Ok(data) = serde_json::from_str::<Value>(&text) {
+                    let _ = validate_export_data(&data);
+                    let _ = validate_export_data(&json!({ "line_items": [data] }));
+                }
+            }
+        }
+    }
+}
