@@ -194,13 +194,46 @@ pub fn parse_money(v: &Value) -> Option<Decimal> {
 /// See [`parse_money`].
 fn parse_decimal_text(text: &str) -> Option<Decimal> {
     let expected = canonical_text(text)?;
+    // More than 29 significant digits or 28 decimal places is more than a Decimal
+    // holds: refused before parsing.
+    if expected.1.len() > 29 || expected.2 > 28 {
+        return None;
+    }
+    let text = without_idle_zeros(text);
     let parsed = if text.contains(['e', 'E']) {
-        Decimal::from_scientific(text).ok()?
+        Decimal::from_scientific(&text).ok()?
     } else {
-        Decimal::from_str(text).ok()?
+        Decimal::from_str(&text).ok()?
     };
     // `Decimal` parsing may round what it cannot hold; insist it did not.
     (canonical_decimal(parsed) == expected).then_some(parsed)
+}
+
+/// A plain decimal's text (one [`canonical_text`] accepted) without the zeros
+/// that change neither its value nor the scale a [`Decimal`] can keep: leading
+/// zeros of the integer part, and trailing zeros of the fraction past 28 places.
+///
+/// Once [`parse_decimal_text`] has refused more than 29 significant digits and
+/// 28 places, these are all that can make the text long — and rust_decimal's
+/// parser recurses once per digit, so a million zeros in a 1 MiB body would
+/// overflow the stack wherever the compiler does not turn that recursion into
+/// a loop (it does in the release Worker, not in a debug build).
+fn without_idle_zeros(text: &str) -> String {
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text),
+    };
+    let (mantissa, exponent) = rest.split_at(rest.find(['e', 'E']).unwrap_or(rest.len()));
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let int = match int.trim_start_matches('0') {
+        "" => "0",
+        int => int,
+    };
+    // ASCII digits only, so any byte index is a char boundary.
+    let keep = frac.trim_end_matches('0').len().max(frac.len().min(28));
+    let frac = &frac[..keep];
+    let point = if frac.is_empty() { "" } else { "." };
+    format!("{sign}{int}{point}{frac}{exponent}")
 }
 
 /// A number's value as (negative, significant digits, scale), with the digits
@@ -1263,6 +1296,39 @@ mod tests {
     }
 
     #[test]
+    fn parse_money_answers_for_very_long_digit_strings() {
+        let zeros = "0".repeat(100_000);
+        for (text, expected) in [
+            (format!("{zeros}1"), Some(dec("1"))),
+            (format!("1{zeros}"), None),
+            (format!("0.{zeros}1"), None),
+            (format!("1.{zeros}"), Some(dec("1"))),
+            (format!("-{zeros}.{zeros}"), Some(Decimal::ZERO)),
+            (format!("{zeros}e-999"), None),
+            (format!("1{zeros}e-999"), None),
+            ("9".repeat(100_000), None),
+        ] {
+            assert_eq!(parse_money(&json!(text)), expected, "{}…", &text[..12]);
+        }
+        // The scale kept is what it was before the idle zeros were dropped: as
+        // written, up to what a Decimal holds.
+        for (text, shown) in [
+            (format!("1.{zeros}"), format!("1.{}", "0".repeat(28))),
+            (
+                format!("12345.{zeros}"),
+                format!("12345.{}", "0".repeat(24)),
+            ),
+            (format!("{zeros}12.50"), "12.50".to_owned()),
+            (format!("-{zeros}7.5e1"), "-75".to_owned()),
+        ] {
+            assert_eq!(
+                parse_money(&json!(text)).map(|d| d.to_string()),
+                Some(shown)
+            );
+        }
+    }
+
+    #[test]
     fn untrimmed_vendor_and_invoice_number_are_warnings() {
         let data = with(clean(), "/vendor_name", json!(" Acme GmbH"));
         let data = with(data, "/invoice_number", json!("INV-1001\n"));
@@ -1556,6 +1622,12 @@ pub(crate) mod strategies {
             "-?[0-9]{1,40}(\\.[0-9]{1,40})?([eE][-+]?[0-9]{1,4})?",
             any::<i64>().prop_map(|n| n.to_string()),
             any::<f64>().prop_map(|f| f.to_string()),
+            // Long runs of zeros that change neither value nor scale.
+            (0usize..2000, 0usize..2000).prop_map(|(lead, trail)| format!(
+                "{}1.5{}",
+                "0".repeat(lead),
+                "0".repeat(trail)
+            )),
         ]
         .boxed()
     }
