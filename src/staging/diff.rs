@@ -366,7 +366,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
         /// Any two documents: no panic, no change exactly when they are equal,
         /// and every change's path leads to its `before` in the first document and

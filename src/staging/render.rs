@@ -517,7 +517,7 @@ mod properties {
     const NUMBER_COLUMNS: [usize; 4] = [6, 7, 8, 9];
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
         /// Any data renders to RFC 4180 CSV with ten fields a record, one record
         /// per line item, and no cell that a spreadsheet would run as a formula:
