@@ -194,13 +194,46 @@ pub fn parse_money(v: &Value) -> Option<Decimal> {
 /// See [`parse_money`].
 fn parse_decimal_text(text: &str) -> Option<Decimal> {
     let expected = canonical_text(text)?;
+    // More than 29 significant digits or 28 decimal places is more than a Decimal
+    // holds: refused before parsing.
+    if expected.1.len() > 29 || expected.2 > 28 {
+        return None;
+    }
+    let text = without_idle_zeros(text);
     let parsed = if text.contains(['e', 'E']) {
-        Decimal::from_scientific(text).ok()?
+        Decimal::from_scientific(&text).ok()?
     } else {
-        Decimal::from_str(text).ok()?
+        Decimal::from_str(&text).ok()?
     };
     // `Decimal` parsing may round what it cannot hold; insist it did not.
     (canonical_decimal(parsed) == expected).then_some(parsed)
+}
+
+/// A plain decimal's text (one [`canonical_text`] accepted) without the zeros
+/// that change neither its value nor the scale a [`Decimal`] can keep: leading
+/// zeros of the integer part, and trailing zeros of the fraction past 28 places.
+///
+/// Once [`parse_decimal_text`] has refused more than 29 significant digits and
+/// 28 places, these are all that can make the text long — and rust_decimal's
+/// parser recurses once per digit, so a million zeros in a 1 MiB body would
+/// overflow the stack wherever the compiler does not turn that recursion into
+/// a loop (it does in the release Worker, not in a debug build).
+fn without_idle_zeros(text: &str) -> String {
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text),
+    };
+    let (mantissa, exponent) = rest.split_at(rest.find(['e', 'E']).unwrap_or(rest.len()));
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let int = match int.trim_start_matches('0') {
+        "" => "0",
+        int => int,
+    };
+    // ASCII digits only, so any byte index is a char boundary.
+    let keep = frac.trim_end_matches('0').len().max(frac.len().min(28));
+    let frac = &frac[..keep];
+    let point = if frac.is_empty() { "" } else { "." };
+    format!("{sign}{int}{point}{frac}{exponent}")
 }
 
 /// A number's value as (negative, significant digits, scale), with the digits
@@ -332,10 +365,15 @@ pub fn is_iso_date(s: &str) -> bool {
 ///   `unit_price` may have more);
 /// - `line_amount_mismatch` (on the line's `amount`): `amount` differs from
 ///   `quantity × unit_price` by more than half a minor unit, i.e. it is not that
-///   product rounded either way;
+///   product rounded either way — a product, or a difference, beyond a
+///   [`Decimal`]'s range (±79228162514264337593543950335) included;
 /// - `total_mismatch` (on `total_amount`): the lines' `amount`s sum to something
-///   more than one minor unit ("a cent") away from `total_amount`; checked only when
-///   every line's `amount` parses.
+///   more than one minor unit ("a cent") away from `total_amount`, or beyond a
+///   `Decimal`'s range (which no total can match); checked only when every line's
+///   `amount` parses.
+///
+/// No input panics: all money arithmetic is checked (`checked_mul`, `checked_add`,
+/// `checked_sub`), and a result out of range is one of these findings.
 ///
 /// Warnings:
 /// - `untrimmed`: `vendor_name` or `invoice_number` with leading/trailing whitespace;
@@ -357,17 +395,20 @@ pub fn validate_export_data(data: &Value) -> Result<Validation, DataError> {
     // sum; their findings are appended after the top-level fields'.
     let mut line_report = Report::default();
     let items = lines.as_deref().unwrap_or_default();
-    // `None` when there is nothing to compare the total with: no lines, a line
-    // amount that did not parse, or a sum too large for a Decimal.
-    let mut line_sum = (!items.is_empty()).then_some(Decimal::ZERO);
     let mut seen: Vec<(&str, usize)> = Vec::new();
-    for (i, line) in items.iter().enumerate() {
-        let amount = check_line(&mut line_report, i, line, exponent, &mut seen);
-        line_sum = match (line_sum, amount) {
-            (Some(sum), Some(amount)) => sum.checked_add(amount),
-            _ => None,
-        };
-    }
+    // Every line is checked, in order, whether or not its amount parses.
+    let amounts: Vec<Option<Decimal>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, line)| check_line(&mut line_report, i, line, exponent, &mut seen))
+        .collect();
+    // `None` when there is nothing to compare the total with: no lines, or a line
+    // amount that did not parse; else their sum, `Some(None)` when it is beyond a
+    // Decimal's range.
+    let line_sum = match amounts.into_iter().collect::<Option<Vec<_>>>() {
+        Some(amounts) if !amounts.is_empty() => Some(exact_sum(&amounts)),
+        _ => None,
+    };
 
     let mut r = Report::default();
     for name in ["vendor_name", "invoice_number"] {
@@ -405,6 +446,34 @@ pub fn validate_export_data(data: &Value) -> Result<Validation, DataError> {
 
 /// A JSON object.
 type Object = Map<String, Value>;
+
+/// The smallest and largest values a [`Decimal`] holds: ±(2⁹⁶ − 1).
+const DECIMAL_RANGE: &str = "±79228162514264337593543950335";
+
+/// The sum of `amounts` if it is within a [`Decimal`]'s range, or `None` if it is
+/// not (each amount is; their sum may not be).
+///
+/// Exact whatever the order of the amounts: a running sum that is not negative
+/// takes a negative amount next while one is left, and a negative running sum a
+/// non-negative one, so it never leaves the range between zero and the final sum
+/// or the largest amount — an overflow part way means the sum itself is out of
+/// range. (Adding in the given order, `MAX + MAX − MAX` would overflow.)
+fn exact_sum(amounts: &[Decimal]) -> Option<Decimal> {
+    let (mut negative, mut other): (Vec<Decimal>, Vec<Decimal>) =
+        amounts.iter().partition(|a| a.is_sign_negative());
+    let mut sum = Decimal::ZERO;
+    loop {
+        let next = if sum.is_sign_negative() {
+            other.pop().or_else(|| negative.pop())
+        } else {
+            negative.pop().or_else(|| other.pop())
+        };
+        match next {
+            Some(amount) => sum = sum.checked_add(amount)?,
+            None => return Some(sum),
+        }
+    }
+}
 
 /// `export_data` as an object, and its line items as objects (`None` when
 /// `line_items` is absent or `null`), or the first structural problem.
@@ -580,25 +649,35 @@ fn check_currency(r: &mut Report, currency: Option<&str>, obj: &Object) {
 }
 
 /// `total_amount`'s own findings, then `total_mismatch` against `line_sum` when
-/// it is known.
-fn check_total(r: &mut Report, obj: &Object, exponent: u32, line_sum: Option<Decimal>) {
+/// it is known: `Some(None)` is a sum beyond a [`Decimal`]'s range, which no total
+/// can match.
+fn check_total(r: &mut Report, obj: &Object, exponent: u32, line_sum: Option<Option<Decimal>>) {
     const NAME: &str = "total_amount";
     let Some(total) = number(r, obj, NAME, NAME.to_owned()) else {
         return;
     };
     check_decimals(r, NAME, NAME, total, exponent);
-    if let Some(sum) = line_sum {
-        let one_minor_unit = Decimal::new(1, exponent);
-        if (sum - total).abs() > one_minor_unit {
-            r.error(
-                NAME,
-                "total_mismatch",
-                format!(
-                    "line amounts sum to {sum} but total_amount is {total} \
-                     (more than {one_minor_unit} apart)"
-                ),
-            );
-        }
+    let one_minor_unit = Decimal::new(1, exponent);
+    match line_sum {
+        None => {}
+        Some(None) => r.error(
+            NAME,
+            "total_mismatch",
+            format!(
+                "line amounts sum beyond the range of an exact amount \
+                 ({DECIMAL_RANGE}), so they cannot match total_amount {total}"
+            ),
+        ),
+        // A difference too large for a Decimal is certainly more than a minor unit.
+        Some(Some(sum)) if within(sum, total, one_minor_unit) => {}
+        Some(Some(sum)) => r.error(
+            NAME,
+            "total_mismatch",
+            format!(
+                "line amounts sum to {sum} but total_amount is {total} \
+                 (more than {one_minor_unit} apart)"
+            ),
+        ),
     }
     if total <= Decimal::ZERO {
         r.warn(
@@ -607,6 +686,13 @@ fn check_total(r: &mut Report, obj: &Object, exponent: u32, line_sum: Option<Dec
             format!("total_amount {total} is not positive"),
         );
     }
+}
+
+/// Whether `a` and `b` are at most `tolerance` apart. A difference beyond a
+/// [`Decimal`]'s range is not within any tolerance (and is no panic).
+fn within(a: Decimal, b: Decimal, tolerance: Decimal) -> bool {
+    a.checked_sub(b)
+        .is_some_and(|difference| difference.abs() <= tolerance)
 }
 
 /// One line's findings; its `amount` if it parsed. `seen` holds the trimmed
@@ -660,7 +746,7 @@ fn check_line<'a>(
     if let (Some(q), Some(p), Some(amount)) = (quantity, unit_price, amount) {
         let half_minor_unit = Decimal::new(5, exponent + 1);
         match q.checked_mul(p) {
-            Some(expected) if (amount - expected).abs() <= half_minor_unit => {}
+            Some(expected) if within(amount, expected, half_minor_unit) => {}
             Some(expected) => r.error(
                 path("amount"),
                 "line_amount_mismatch",
@@ -1000,6 +1086,101 @@ mod tests {
         }
     }
 
+    /// The largest value a `Decimal` holds: 2⁹⁶ − 1.
+    const EDGE: &str = "79228162514264337593543950335";
+
+    /// One line at the edge of the range: quantity 1 × unit_price `price` with the
+    /// given `amount`, and `total` as the total.
+    fn edge_invoice(price: &str, amount: &str, total: &str) -> Value {
+        json!({
+            "vendor_name": "Acme", "invoice_number": "1", "invoice_date": "2026-01-05",
+            "currency": "EUR", "total_amount": total,
+            "line_items": [{"description": "x", "quantity": "1", "unit_price": price, "amount": amount}]
+        })
+    }
+
+    #[test]
+    fn an_amount_whose_difference_from_the_product_overflows_is_a_mismatch_not_a_panic() {
+        // The line of issue 9: amount − quantity × unit_price is −2 × (2⁹⁶ − 1), beyond
+        // a Decimal; it used to panic ("Subtraction overflowed") inside the Worker.
+        let minus_edge = format!("-{EDGE}");
+        let v = validate(&edge_invoice(EDGE, &minus_edge, &minus_edge));
+        assert_eq!(
+            codes(&v.errors),
+            [("line_items[0].amount", "line_amount_mismatch")]
+        );
+        let message = &v.errors[0].message;
+        assert!(message.contains(&format!("expected {EDGE}")), "{message}");
+        assert!(message.contains(&format!("got {minus_edge}")), "{message}");
+        assert_eq!(codes(&v.warnings), [("total_amount", "non_positive_total")]);
+        assert!(v.quality_score < 70);
+        // And the mirror image.
+        let v = validate(&edge_invoice(&minus_edge, EDGE, EDGE));
+        assert_eq!(
+            codes(&v.errors),
+            [("line_items[0].amount", "line_amount_mismatch")]
+        );
+    }
+
+    #[test]
+    fn a_total_whose_difference_from_the_line_sum_overflows_is_a_mismatch_not_a_panic() {
+        let minus_edge = format!("-{EDGE}");
+        // The lines sum to 2⁹⁶ − 1, the total is its negative: 2 × (2⁹⁶ − 1) apart.
+        let v = validate(&edge_invoice(EDGE, EDGE, &minus_edge));
+        assert_eq!(codes(&v.errors), [("total_amount", "total_mismatch")]);
+        let message = &v.errors[0].message;
+        assert!(message.contains(&format!("sum to {EDGE}")), "{message}");
+        assert!(
+            message.contains(&format!("total_amount is {minus_edge}")),
+            "{message}"
+        );
+        let v = validate(&edge_invoice(&minus_edge, &minus_edge, EDGE));
+        assert_eq!(codes(&v.errors), [("total_amount", "total_mismatch")]);
+        // The brief's own body: the line mismatches, the total does not overflow.
+        let v = validate(&edge_invoice(EDGE, &minus_edge, EDGE));
+        assert_eq!(
+            codes(&v.errors),
+            [
+                ("total_amount", "total_mismatch"),
+                ("line_items[0].amount", "line_amount_mismatch")
+            ]
+        );
+    }
+
+    #[test]
+    fn line_amounts_summing_beyond_the_decimal_range_are_a_total_mismatch() {
+        // Each amount fits, their sum does not: no total can match it. This used to
+        // skip the total check silently and score 100.
+        let line = |description: &str| json!({"description": description, "quantity": 1, "unit_price": EDGE, "amount": EDGE});
+        let data = json!({
+            "vendor_name": "Acme", "invoice_number": "1", "invoice_date": "2026-01-05",
+            "currency": "EUR", "total_amount": EDGE,
+            "line_items": [line("a"), line("b")]
+        });
+        let v = validate(&data);
+        assert_eq!(codes(&v.errors), [("total_amount", "total_mismatch")]);
+        let message = &v.errors[0].message;
+        assert!(message.contains("beyond"), "{message}");
+        assert!(message.contains(EDGE), "{message}");
+        assert!(v.quality_score < 70);
+    }
+
+    #[test]
+    fn a_line_sum_that_overflows_only_part_way_is_still_checked_exactly() {
+        // EDGE + EDGE − EDGE is EDGE: added in order the running sum would
+        // overflow, but the sum itself fits, and it matches the total.
+        let minus_edge = format!("-{EDGE}");
+        let line = |description: &str, amount: &str| json!({"description": description, "quantity": 1, "unit_price": amount, "amount": amount});
+        let data = json!({
+            "vendor_name": "Acme", "invoice_number": "1", "invoice_date": "2026-01-05",
+            "currency": "EUR", "total_amount": EDGE,
+            "line_items": [line("a", EDGE), line("b", EDGE), line("c", &minus_edge)]
+        });
+        assert_eq!(errors(&data), []);
+        let data = with(data, "/total_amount", json!("1.00"));
+        assert_eq!(errors(&data), one("total_amount", "total_mismatch"));
+    }
+
     #[test]
     fn lines_summing_more_than_a_cent_from_the_total_are_a_total_mismatch() {
         let v = validate(&with(clean(), "/total_amount", json!("45.02")));
@@ -1111,6 +1292,39 @@ mod tests {
             json!(null),
         ] {
             assert_eq!(parse_money(&value), None, "{value}");
+        }
+    }
+
+    #[test]
+    fn parse_money_answers_for_very_long_digit_strings() {
+        let zeros = "0".repeat(100_000);
+        for (text, expected) in [
+            (format!("{zeros}1"), Some(dec("1"))),
+            (format!("1{zeros}"), None),
+            (format!("0.{zeros}1"), None),
+            (format!("1.{zeros}"), Some(dec("1"))),
+            (format!("-{zeros}.{zeros}"), Some(Decimal::ZERO)),
+            (format!("{zeros}e-999"), None),
+            (format!("1{zeros}e-999"), None),
+            ("9".repeat(100_000), None),
+        ] {
+            assert_eq!(parse_money(&json!(text)), expected, "{}…", &text[..12]);
+        }
+        // The scale kept is what it was before the idle zeros were dropped: as
+        // written, up to what a Decimal holds.
+        for (text, shown) in [
+            (format!("1.{zeros}"), format!("1.{}", "0".repeat(28))),
+            (
+                format!("12345.{zeros}"),
+                format!("12345.{}", "0".repeat(24)),
+            ),
+            (format!("{zeros}12.50"), "12.50".to_owned()),
+            (format!("-{zeros}7.5e1"), "-75".to_owned()),
+        ] {
+            assert_eq!(
+                parse_money(&json!(text)).map(|d| d.to_string()),
+                Some(shown)
+            );
         }
     }
 
@@ -1313,5 +1527,409 @@ mod tests {
             serde_json::to_value(&f).unwrap(),
             json!({"field": "total_amount", "code": "total_mismatch", "message": "m"})
         );
+    }
+}
+
+/// Input generators for the staging modules' property tests: JSON-ish values with
+/// huge and odd numbers (as strings and as JSON numbers), unicode, empty and long
+/// strings, nesting, and invoice-shaped `export_data` whose amounts sit at and
+/// beyond the edges of a [`Decimal`].
+#[cfg(test)]
+pub(crate) mod strategies {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+    use serde_json::{Map, Number, Value};
+
+    /// Numeric-looking text at and past every edge the parsers care about.
+    pub const ODD_NUMBERS: &[&str] = &[
+        "79228162514264337593543950335",
+        "-79228162514264337593543950335",
+        "79228162514264337593543950336",
+        "-79228162514264337593543950336",
+        "39614081257132168796771975168",
+        "7.9228162514264337593543950335",
+        "0.0000000000000000000000000001",
+        "0.00000000000000000000000000001",
+        "1e28",
+        "1e29",
+        "-1e28",
+        "1e-28",
+        "1e-29",
+        "9e999",
+        "9e-999",
+        "1E+999",
+        "1e0000",
+        "99999999999999999999999999999999999999999",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1.7976931348623157e308",
+        "5e-324",
+        "0",
+        "-0",
+        "-0.00",
+        "0e0",
+        "0.5",
+        "1.",
+        ".5",
+        "+1",
+        "1e",
+        "e1",
+        "--1",
+        "-",
+        "NaN",
+        "inf",
+        "Infinity",
+        "0x10",
+        "1_000",
+        " 1",
+        "1 ",
+        "1,5",
+        "١٢٣",
+        "１２３",
+    ];
+
+    /// The keys of every staging body and of `export_data`, so generated objects
+    /// get past the unknown-key checks often enough to reach the deeper code.
+    pub const KEYS: &[&str] = &[
+        "vendor_name",
+        "invoice_number",
+        "invoice_date",
+        "currency",
+        "total_amount",
+        "line_items",
+        "description",
+        "quantity",
+        "unit_price",
+        "amount",
+        "invoice_id",
+        "export_format",
+        "destination_system",
+        "export_data",
+        "max_retries",
+        "approved_data",
+        "change_reason",
+        "approval_comments",
+        "reason",
+        "comments",
+        "exports",
+        "prepared_by",
+    ];
+
+    /// Text that looks like a number, or nearly.
+    pub fn number_text() -> BoxedStrategy<String> {
+        prop_oneof![
+            select(ODD_NUMBERS).prop_map(str::to_owned),
+            "-?[0-9]{1,40}(\\.[0-9]{1,40})?([eE][-+]?[0-9]{1,4})?",
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| f.to_string()),
+            // Long runs of zeros that change neither value nor scale.
+            (0usize..2000, 0usize..2000).prop_map(|(lead, trail)| format!(
+                "{}1.5{}",
+                "0".repeat(lead),
+                "0".repeat(trail)
+            )),
+        ]
+        .boxed()
+    }
+
+    /// Amounts at the edges of a Decimal's range (±(2⁹⁶ − 1), ±2⁹⁵) and small
+    /// ones, drawn often enough that a line's `quantity × unit_price − amount` or
+    /// the lines' sum minus the total overflows in many generated invoices.
+    pub fn edge_money() -> BoxedStrategy<Value> {
+        select(
+            &[
+                "1",
+                "-1",
+                "0",
+                "0.01",
+                "79228162514264337593543950335",
+                "-79228162514264337593543950335",
+                "39614081257132168796771975168",
+                "-39614081257132168796771975168",
+            ][..],
+        )
+        .prop_map(Value::from)
+        .boxed()
+    }
+
+    /// A money field's value: numeric text, or a JSON number (integers of every
+    /// size, floats, and numbers serde_json parses from odd text).
+    pub fn money() -> BoxedStrategy<Value> {
+        prop_oneof![
+            3 => edge_money(),
+            1 => number_text().prop_map(Value::String),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => any::<u64>().prop_map(Value::from),
+            1 => any::<f64>().prop_filter_map("not finite", |f| Number::from_f64(f).map(Value::Number)),
+            1 => number_text().prop_filter_map("not a JSON number", |t| {
+                serde_json::from_str::<Value>(&t)
+                    .ok()
+                    .filter(Value::is_number)
+            }),
+        ]
+        .boxed()
+    }
+
+    /// Strings: any unicode, control characters, formula triggers, and long ones.
+    pub fn text() -> BoxedStrategy<String> {
+        prop_oneof![
+            "\\PC{0,24}",
+            "[\\x00-\\x20=+@\\-\"',;\r\n\t]{0,8}",
+            select(
+                &[
+                    "",
+                    " ",
+                    "\u{0}",
+                    "\u{feff}",
+                    "é",
+                    "東京",
+                    "\u{10ffff}",
+                    "=HYPERLINK(\"http://x\",\"x\")",
+                    "@SUM(1+1)",
+                    "-cmd|' /C calc'!A0",
+                    "EUR",
+                    "JPY",
+                    "2026-02-29",
+                    "2024-02-29",
+                    "9999-12-31",
+                    "0000-01-01",
+                    "２０２６-０１-０１",
+                    "csv",
+                    "json",
+                ][..]
+            )
+            .prop_map(str::to_owned),
+            (0usize..3000, select(&["x", "é", "東", "😀", " "][..])).prop_map(|(n, s)| s.repeat(n)),
+        ]
+        .boxed()
+    }
+
+    /// A JSON scalar of any kind.
+    pub fn scalar() -> BoxedStrategy<Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            money(),
+            text().prop_map(Value::String),
+        ]
+        .boxed()
+    }
+
+    /// An object key: a known one most of the time, any text otherwise.
+    pub fn key() -> BoxedStrategy<String> {
+        prop_oneof![
+            3 => select(KEYS).prop_map(str::to_owned),
+            1 => text(),
+        ]
+        .boxed()
+    }
+
+    /// Any JSON value, nested a few levels.
+    pub fn json() -> BoxedStrategy<Value> {
+        scalar()
+            .prop_recursive(5, 64, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((key(), inner), 0..6)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+            .boxed()
+    }
+
+    /// Mostly the right kind of value for the field, sometimes anything.
+    fn field_value(money_field: bool) -> BoxedStrategy<Value> {
+        let right = if money_field {
+            money()
+        } else {
+            text().prop_map(Value::String).boxed()
+        };
+        prop_oneof![4 => right, 1 => scalar()].boxed()
+    }
+
+    /// An object with most of `fields` (name, is money), each filled by
+    /// [`field_value`], and sometimes the `extra` key.
+    fn object_of(
+        fields: &'static [(&'static str, bool)],
+        extra: impl Strategy<Value = Option<(String, Value)>> + 'static,
+    ) -> BoxedStrategy<Value> {
+        let values: Vec<_> = fields
+            .iter()
+            .map(|(_, is_money)| prop::option::weighted(0.9, field_value(*is_money)))
+            .collect();
+        (values, extra)
+            .prop_map(move |(values, extra)| {
+                let mut obj: Map<String, Value> = fields
+                    .iter()
+                    .zip(values)
+                    .filter_map(|((name, _), v)| Some(((*name).to_owned(), v?)))
+                    .collect();
+                if let Some((k, v)) = extra {
+                    obj.insert(k, v);
+                }
+                Value::Object(obj)
+            })
+            .boxed()
+    }
+
+    /// A line item: the four line fields, mostly well typed, now and then an
+    /// unknown key.
+    pub fn line_item() -> BoxedStrategy<Value> {
+        const FIELDS: &[(&str, bool)] = &[
+            ("description", false),
+            ("quantity", true),
+            ("unit_price", true),
+            ("amount", true),
+        ];
+        object_of(FIELDS, prop::option::weighted(0.05, (key(), scalar())))
+    }
+
+    /// `export_data` shaped like an invoice, its values odd: what gets past the
+    /// structure checks into validation, rendering and diffing.
+    pub fn invoice() -> BoxedStrategy<Value> {
+        const FIELDS: &[(&str, bool)] = &[
+            ("vendor_name", false),
+            ("invoice_number", false),
+            ("invoice_date", false),
+            ("currency", false),
+            ("total_amount", true),
+        ];
+        let lines = prop_oneof![
+            8 => prop::collection::vec(line_item(), 0..8).prop_map(Value::Array),
+            1 => scalar(),
+        ];
+        (
+            object_of(FIELDS, prop::option::weighted(0.05, (key(), scalar()))),
+            prop::option::weighted(0.9, lines),
+        )
+            .prop_map(|(mut data, lines)| {
+                if let (Value::Object(obj), Some(lines)) = (&mut data, lines) {
+                    obj.insert("line_items".to_owned(), lines);
+                }
+                data
+            })
+            .boxed()
+    }
+
+    /// Export data of any kind: mostly invoice-shaped, sometimes any JSON.
+    pub fn export_data() -> BoxedStrategy<Value> {
+        prop_oneof![4 => invoice(), 1 => json()].boxed()
+    }
+
+    /// JSON text nested `depth` levels deep, as arrays or objects, around `leaf`.
+    pub fn nested_text(depth: usize, objects: bool, leaf: &str) -> String {
+        let (open, close) = if objects {
+            ("{\"line_items\":", "}")
+        } else {
+            ("[", "]")
+        };
+        format!("{}{leaf}{}", open.repeat(depth), close.repeat(depth))
+    }
+
+    /// Deeply nested JSON text (past serde_json's recursion limit of 128, too).
+    pub fn deep_text() -> BoxedStrategy<String> {
+        (1usize..400, any::<bool>())
+            .prop_map(|(depth, objects)| nested_text(depth, objects, "1"))
+            .boxed()
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::strategies::{export_data, invoice, json, money, nested_text, text};
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Whatever `export_data` is, validation returns (Ok or a structural Err),
+        /// and the score is the documented function of the findings.
+        #[test]
+        fn validation_never_panics_and_scores_its_findings(data in export_data()) {
+            if let Ok(v) = validate_export_data(&data) {
+                prop_assert_eq!(v.quality_score, quality_score(v.errors.len(), v.warnings.len()));
+                prop_assert!(v.quality_score <= 100);
+                // Deterministic.
+                prop_assert_eq!(validate_export_data(&data), Ok(v));
+            }
+        }
+
+        /// Invoice-shaped data always gets past the structure checks unless it has
+        /// an unknown key or a non-object line; every finding names a known field.
+        #[test]
+        fn invoice_shaped_data_validates_to_findings_on_known_fields(data in invoice()) {
+            if let Ok(v) = validate_export_data(&data) {
+                for f in v.errors.iter().chain(&v.warnings) {
+                    let name = f.field.rsplit('.').next().unwrap_or_default();
+                    prop_assert!(
+                        TOP_LEVEL_FIELDS.contains(&name) || LINE_FIELDS.contains(&name),
+                        "{:?}", f
+                    );
+                }
+            }
+        }
+
+        /// Any value: `parse_money` answers, and what it accepts is exact — its
+        /// text parses back to the same decimal.
+        #[test]
+        fn parse_money_never_panics_and_round_trips(v in prop_oneof![money(), json()]) {
+            if let Some(d) = parse_money(&v) {
+                prop_assert_eq!(parse_money(&Value::String(d.to_string())), Some(d));
+            }
+        }
+
+        #[test]
+        fn date_and_currency_checks_never_panic(s in text()) {
+            let _ = is_iso_date(&s);
+            let _ = is_iso_4217(&s);
+            let _ = currency_exponent(&s);
+        }
+
+        #[test]
+        fn quality_score_is_within_0_to_100(errors in any::<usize>(), warnings in any::<usize>()) {
+            let score = quality_score(errors, warnings);
+            prop_assert!(score <= 100);
+            prop_assert!(errors > 0 || warnings > 0 || score == 100);
+        }
+
+        /// Two line amounts anywhere in the Decimal range, and any total: never a
+        /// panic, and the total is a mismatch exactly when it is more than a cent
+        /// from the true sum (computed here in i128, which cannot overflow).
+        #[test]
+        fn line_sums_and_totals_at_the_edges_of_the_range_are_checked_exactly(
+            a in any::<i128>(), b in any::<i128>(), total in any::<i128>()
+        ) {
+            const MAX: i128 = (1 << 96) - 1;
+            let (a, b, total) = (a % (MAX + 1), b % (MAX + 1), total % (MAX + 1));
+            let line = |description: &str, amount: i128| json!({
+                "description": description, "quantity": "1",
+                "unit_price": amount.to_string(), "amount": amount.to_string()
+            });
+            let data = json!({
+                "vendor_name": "Acme", "invoice_number": "1", "invoice_date": "2026-01-05",
+                "currency": "JPY", "total_amount": total.to_string(),
+                "line_items": [line("a", a), line("b", b)]
+            });
+            let v = validate_export_data(&data).unwrap();
+            let mismatch = v.errors.iter().any(|f| f.code == "total_mismatch");
+            prop_assert_eq!(mismatch, (a + b - total).abs() > 1, "{:?}", v.errors);
+            prop_assert!(v.errors.iter().all(|f| f.code == "total_mismatch"), "{:?}", v.errors);
+        }
+    }
+
+    use serde_json::json;
+
+    #[test]
+    fn deeply_nested_export_data_is_a_data_error_or_findings_not_a_panic() {
+        for depth in [1, 10, 127, 128, 129, 1000] {
+            for objects in [false, true] {
+                let text = nested_text(depth, objects, "1");
+                if let Ok(data) = serde_json::from_str::<Value>(&text) {
+                    let _ = validate_export_data(&data);
+                    let _ = validate_export_data(&json!({ "line_items": [data] }));
+                }
+            }
+        }
     }
 }

@@ -326,3 +326,79 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::staging::data::strategies::{export_data, json, nested_text};
+    use proptest::prelude::*;
+
+    /// The value at a change's path, walking `$`, `.key`, `['key']` and `[i]`.
+    fn at<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+        let mut v = root;
+        let mut rest = path.strip_prefix('$')?;
+        while !rest.is_empty() {
+            if let Some(r) = rest.strip_prefix("['") {
+                // A bracketed key: up to the first unescaped `']`.
+                let mut key = String::new();
+                let mut chars = r.char_indices();
+                let end = loop {
+                    match chars.next()? {
+                        (_, '\\') => key.push(chars.next()?.1),
+                        (i, '\'') => break i,
+                        (_, c) => key.push(c),
+                    }
+                };
+                v = v.get(key.as_str())?;
+                rest = r[end..].strip_prefix("']")?;
+            } else if let Some(r) = rest.strip_prefix('[') {
+                let end = r.find(']')?;
+                v = v.get(r[..end].parse::<usize>().ok()?)?;
+                rest = &r[end + 1..];
+            } else {
+                let r = rest.strip_prefix('.')?;
+                let end = r.find(['.', '[']).unwrap_or(r.len());
+                v = v.get(&r[..end])?;
+                rest = &r[end..];
+            }
+        }
+        Some(v)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Any two documents: no panic, no change exactly when they are equal,
+        /// and every change's path leads to its `before` in the first document and
+        /// to its `after` in the second.
+        #[test]
+        fn diff_of_any_documents_points_at_what_changed(
+            before in prop_oneof![export_data(), json()],
+            after in prop_oneof![export_data(), json()],
+        ) {
+            prop_assert!(diff(&before, &before).is_empty());
+            let changes = diff(&before, &after);
+            prop_assert_eq!(changes.is_empty(), before == after);
+            for c in &changes {
+                prop_assert_eq!(at(&before, &c.path), c.before.as_ref(), "{}", c.path);
+                prop_assert_eq!(at(&after, &c.path), c.after.as_ref(), "{}", c.path);
+                prop_assert_eq!(c.kind == "added", c.before.is_none());
+                prop_assert_eq!(c.kind == "removed", c.after.is_none());
+            }
+            // Deterministic.
+            prop_assert_eq!(diff(&before, &after), changes);
+        }
+    }
+
+    #[test]
+    fn deeply_nested_documents_diff_without_overflowing() {
+        // As deep as serde_json parses (its recursion limit is 128).
+        for objects in [false, true] {
+            let before: Value = serde_json::from_str(&nested_text(127, objects, "1")).unwrap();
+            let after: Value = serde_json::from_str(&nested_text(127, objects, "2")).unwrap();
+            let changes = diff(&before, &after);
+            assert_eq!(changes.len(), 1);
+            assert_eq!(at(&before, &changes[0].path), Some(&Value::from(1)));
+        }
+    }
+}

@@ -871,3 +871,234 @@ mod tests {
         );
     }
 }
+
+/// The request bodies of issue 9 and arbitrary ones, taken the way the routes take
+/// them: parse, then validate the export data, then (for a stage body) render it.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::staging::data::strategies::{
+        deep_text, export_data, invoice, json, key, scalar, text,
+    };
+    use crate::staging::data::validate_export_data;
+    use crate::staging::diff::diff;
+    use crate::staging::render::{render_csv, render_json};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// What `POST /v1/staging/exports` does with a body short of storage: parse,
+    /// validate the data, render both formats, and diff it against itself.
+    fn stage_pipeline(body: &[u8]) {
+        if let Ok(req) = parse_stage_request(body) {
+            check_stage_request(&req);
+            if let Ok(v) = validate_export_data(&req.export_data) {
+                assert!(v.quality_score <= 100);
+            }
+            let _ = render_csv(&req.export_data);
+            let _ = render_json(&req.export_data, "exp_1");
+            assert!(diff(&req.export_data, &req.export_data).is_empty());
+        }
+    }
+
+    /// What `POST /v1/staging/batches` does with a body short of storage.
+    fn batch_pipeline(body: &[u8], max_batch: usize) {
+        if let Ok(req) = parse_batch_request(body, max_batch) {
+            assert!(!req.exports.is_empty() && req.exports.len() <= max_batch);
+            for (i, item) in req.exports.iter().enumerate() {
+                if let Ok(r) = stage_request_from_value(item, &format!("exports[{i}]")) {
+                    check_stage_request(&r);
+                    let _ = validate_export_data(&r.export_data);
+                }
+            }
+        }
+    }
+
+    /// The documented guarantees of an accepted stage body.
+    fn check_stage_request(req: &StageRequest) {
+        assert!(!req.invoice_id.trim().is_empty());
+        assert!(req.invoice_id.chars().count() <= MAX_INVOICE_ID_CHARS);
+        assert!(!req.destination_system.trim().is_empty());
+        assert!(req.destination_system.chars().count() <= MAX_DESTINATION_CHARS);
+        assert!(req.export_data.is_object());
+        assert!(MAX_RETRIES_RANGE.contains(&req.max_retries));
+    }
+
+    /// Every parser on one body; none may panic.
+    fn every_parser(body: &[u8]) {
+        stage_pipeline(body);
+        batch_pipeline(body, 3);
+        if let Ok(req) = parse_approve_request(body) {
+            if let Some(data) = &req.approved_data {
+                let _ = validate_export_data(data);
+            }
+        }
+        for required in [false, true] {
+            if let Ok(reason) = parse_reason_request(body, required) {
+                assert!(reason.is_some() || !required);
+            }
+        }
+        let _ = parse_review_request(body);
+    }
+
+    /// A stage body: the known fields, mostly well formed, with odd export data.
+    fn stage_body() -> BoxedStrategy<Value> {
+        let text_or_any = || prop_oneof![3 => text().prop_map(Value::from), 1 => scalar()];
+        (
+            prop::option::weighted(0.95, text_or_any()),
+            prop::option::weighted(
+                0.95,
+                prop_oneof![
+                    3 => prop::sample::select(&["csv", "json"][..]).prop_map(Value::from),
+                    1 => scalar(),
+                ],
+            ),
+            prop::option::weighted(0.95, text_or_any()),
+            prop::option::weighted(0.95, prop_oneof![4 => export_data(), 1 => json()]),
+            prop::option::of(prop_oneof![(0u32..12).prop_map(Value::from), scalar()]),
+            prop::option::weighted(0.05, (key(), scalar())),
+        )
+            .prop_map(|(id, format, dest, data, retries, extra)| {
+                let mut obj = Map::new();
+                for (name, v) in [
+                    ("invoice_id", id),
+                    ("export_format", format),
+                    ("destination_system", dest),
+                    ("export_data", data),
+                    ("max_retries", retries),
+                ] {
+                    if let Some(v) = v {
+                        obj.insert(name.to_owned(), v);
+                    }
+                }
+                if let Some((k, v)) = extra {
+                    obj.insert(k, v);
+                }
+                Value::Object(obj)
+            })
+            .boxed()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_parser_panics_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            every_parser(&body);
+        }
+
+        #[test]
+        fn no_parser_panics_on_arbitrary_json(v in json()) {
+            every_parser(v.to_string().as_bytes());
+        }
+
+        #[test]
+        fn stage_bodies_with_odd_data_go_through_the_whole_pipeline(body in stage_body()) {
+            stage_pipeline(body.to_string().as_bytes());
+        }
+
+        #[test]
+        fn batch_bodies_with_odd_items_go_through_the_whole_pipeline(
+            items in prop::collection::vec(prop_oneof![4 => stage_body(), 1 => json()], 0..6),
+            max_batch in 0usize..8,
+            prefix in text(),
+        ) {
+            batch_pipeline(json!({ "exports": items }).to_string().as_bytes(), max_batch);
+            for item in &items {
+                // Any prefix, odd ones included.
+                if let Ok(r) = stage_request_from_value(item, &prefix) {
+                    check_stage_request(&r);
+                }
+            }
+        }
+
+        #[test]
+        fn approve_review_and_reason_bodies_never_panic(
+            data in prop::option::of(prop_oneof![invoice(), json()]),
+            reason in prop::option::of(prop_oneof![text().prop_map(Value::from), scalar()]),
+            comments in prop::option::of(prop_oneof![text().prop_map(Value::from), scalar()]),
+        ) {
+            let mut approve = Map::new();
+            if let Some(d) = data {
+                approve.insert("approved_data".into(), d);
+            }
+            if let Some(r) = &reason {
+                approve.insert("change_reason".into(), r.clone());
+            }
+            if let Some(c) = &comments {
+                approve.insert("approval_comments".into(), c.clone());
+            }
+            every_parser(Value::Object(approve).to_string().as_bytes());
+            every_parser(json!({ "reason": reason }).to_string().as_bytes());
+            every_parser(json!({ "comments": comments }).to_string().as_bytes());
+        }
+    }
+
+    proptest! {
+        // Each case parses a few hundred levels three times over: fewer cases.
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_parser_panics_on_deeply_nested_json(text in deep_text()) {
+            every_parser(text.as_bytes());
+            every_parser(format!("{{\"export_data\":{text}}}").as_bytes());
+            every_parser(format!("{{\"exports\":[{text}]}}").as_bytes());
+        }
+    }
+
+    /// The largest value a Decimal holds, and the invoice line of issue 9.
+    const EDGE: &str = "79228162514264337593543950335";
+
+    fn overflow_item() -> Value {
+        json!({
+            "invoice_id": "inv-overflow", "export_format": "csv", "destination_system": "netsuite",
+            "export_data": {
+                "vendor_name": "Acme", "invoice_number": "INV-9", "invoice_date": "2026-10-31",
+                "currency": "EUR", "total_amount": format!("-{EDGE}"),
+                "line_items": [{"description": "x", "quantity": "1", "unit_price": EDGE,
+                                "amount": format!("-{EDGE}")}]
+            }
+        })
+    }
+
+    #[test]
+    fn the_overflow_invoice_of_issue_9_stages_with_a_finding_on_both_routes() {
+        let body = overflow_item().to_string();
+        let req = parse_stage_request(body.as_bytes()).unwrap();
+        let v = validate_export_data(&req.export_data).unwrap();
+        assert_eq!(v.errors.len(), 1, "{:?}", v.errors);
+        assert_eq!(
+            (v.errors[0].field.as_str(), v.errors[0].code),
+            ("line_items[0].amount", "line_amount_mismatch")
+        );
+        assert!(v.quality_score < 70);
+
+        let body = json!({"exports": [overflow_item(), overflow_item()]}).to_string();
+        let req = parse_batch_request(body.as_bytes(), 10).unwrap();
+        for (i, item) in req.exports.iter().enumerate() {
+            let r = stage_request_from_value(item, &format!("exports[{i}]")).unwrap();
+            assert_eq!(validate_export_data(&r.export_data), Ok(v.clone()));
+        }
+    }
+
+    #[test]
+    fn totals_whose_sum_overflows_stage_with_a_total_mismatch() {
+        let line =
+            |d: &str| json!({"description": d, "quantity": 1, "unit_price": EDGE, "amount": EDGE});
+        for (total, lines) in [
+            (format!("-{EDGE}"), vec![line("a")]),
+            (EDGE.to_owned(), vec![line("a"), line("b")]),
+        ] {
+            let mut item = overflow_item();
+            item["export_data"]["total_amount"] = json!(total);
+            item["export_data"]["line_items"] = json!(lines);
+            let req = parse_stage_request(item.to_string().as_bytes()).unwrap();
+            let v = validate_export_data(&req.export_data).unwrap();
+            let codes: Vec<_> = v
+                .errors
+                .iter()
+                .map(|f| (f.field.as_str(), f.code))
+                .collect();
+            assert_eq!(codes, [("total_amount", "total_mismatch")], "{total}");
+        }
+    }
+}

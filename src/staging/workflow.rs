@@ -633,3 +633,47 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::staging::data::strategies::text;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any state, event and attempts (stored counters can be anything): an
+        /// answer, never a panic, and the invariants of the module hold.
+        #[test]
+        fn transitions_never_panic_and_keep_the_invariants(
+            from in select(&ExportState::ALL[..]),
+            event in select(&ExportEvent::ALL[..]),
+            retries in prop_oneof![0u32..6, Just(u32::MAX)],
+            max_retries in prop_oneof![0u32..6, Just(u32::MAX)],
+        ) {
+            let attempts = Attempts { retries, max_retries };
+            match transition(from, event, attempts) {
+                Ok(to) => {
+                    prop_assert!(!from.is_terminal());
+                    if to == ExportState::Posted {
+                        prop_assert!(matches!(from, ExportState::Approved | ExportState::Failed));
+                    }
+                }
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+            if can_post(from, attempts).is_ok() {
+                prop_assert!(transition(from, ExportEvent::PostSucceeded, attempts).is_ok());
+                prop_assert!(transition(from, ExportEvent::PostFailed, attempts).is_ok());
+            }
+        }
+
+        #[test]
+        fn state_names_parse_only_exactly(s in text()) {
+            if let Some(state) = ExportState::parse(&s) {
+                prop_assert_eq!(state.as_str(), s.as_str());
+            }
+        }
+    }
+}

@@ -259,6 +259,114 @@ def test_json_export_renders_the_approved_data(team):
     assert p["file"]["name"].endswith(".json")
 
 
+# The largest value rust_decimal holds (2**96 - 1): issue 9's amounts sit at and past it.
+EDGE = "79228162514264337593543950335"
+
+
+def overflow_invoice():
+    """One line whose amount minus quantity x unit_price, and whose total minus the
+    line sum, are both beyond a decimal's range: this used to panic the Worker."""
+    return invoice(total_amount=EDGE, line_items=[
+        {"description": "Widget", "quantity": "1", "unit_price": EDGE, "amount": f"-{EDGE}"}])
+
+
+def sum_overflow_invoice():
+    """Two lines that each fit but whose sum does not."""
+    return invoice(total_amount=EDGE, line_items=[
+        {"description": d, "quantity": 1, "unit_price": EDGE, "amount": EDGE} for d in ("a", "b")])
+
+
+def timed(fn):
+    start = time.monotonic()
+    reply = fn()
+    return reply, time.monotonic() - start
+
+
+def test_out_of_range_amounts_are_staged_with_findings_and_the_key_still_answers(team):
+    prep = team["preparer"]
+    for data, expected in [
+        (overflow_invoice(), [("total_amount", "total_mismatch"), ("line_items[0].amount", "line_amount_mismatch")]),
+        (sum_overflow_invoice(), [("total_amount", "total_mismatch")]),
+    ]:
+        key = unique("k-overflow")
+        body = {"invoice_id": unique("inv"), "export_format": "csv", "destination_system": "netsuite",
+                "export_data": data}
+        r, took = timed(lambda: prep.server.request("POST", "/v1/staging/exports", body, prep.headers(key), timeout=30))
+        assert r.status == 201, r
+        assert took < 10, took
+        e = r.json()
+        assert [(f["field"], f["code"]) for f in e["validation_errors"]] == expected
+        assert e["quality_score"] < 70 and e["original_data"] == data
+        # The key's Durable Object is alive: the same request replays the answer.
+        again, took = timed(lambda: prep.server.request("POST", "/v1/staging/exports", body, prep.headers(key),
+                                                        timeout=30))
+        assert again.status == 201 and again.header("idempotent-replayed") == "true", again
+        assert again.body == r.body and took < 10
+        assert prep.get(f"/v1/staging/exports/{e['id']}").json()["quality_score"] == e["quality_score"]
+        # Below the threshold: an approver cannot approve it as it is.
+        act(team["clerk"], e["id"], "review")
+        assert_problem(act(team["approver"], e["id"], "approve"), 422, "quality-below-threshold")
+
+
+def test_out_of_range_amounts_in_a_batch_are_staged_with_findings_and_the_key_still_answers(team):
+    prep = team["preparer"]
+    items = [{"invoice_id": f"inv-{name}", "export_format": "csv", "destination_system": "sap", "export_data": data}
+             for name, data in [("overflow", overflow_invoice()), ("sum", sum_overflow_invoice()), ("ok", invoice())]]
+    key = unique("k-batch-overflow")
+
+    def send():
+        return prep.server.request("POST", "/v1/staging/batches", {"exports": items}, prep.headers(key), timeout=30)
+
+    r, took = timed(send)
+    assert r.status == 201, r
+    assert took < 10, took
+    b = r.json()
+    assert (b["total"], b["staged"], b["invalid"]) == (3, 3, 0)
+    assert [i["status"] for i in b["items"]] == ["staged"] * 3
+    assert [i["validation_errors"] for i in b["items"]] == [2, 1, 0]
+    assert b["items"][0]["quality_score"] < 70 and b["items"][1]["quality_score"] < 70
+    assert b["items"][2]["quality_score"] == 100
+    again, took = timed(send)
+    assert again.status == 201 and again.header("idempotent-replayed") == "true", again
+    assert again.body == r.body and took < 10
+    progress = prep.get(f"/v1/staging/batches/{b['batch_id']}").json()
+    assert progress["by_state"]["prepared"] == 3
+
+
+def test_csv_injection_is_neutralised_in_the_posted_file_but_numbers_are_not(team, origin):
+    formula = '=HYPERLINK("http://x","x")'
+    data = invoice(vendor_name=formula, total_amount="0.20", line_items=[
+        {"description": "@SUM(1+1)", "quantity": 1, "unit_price": "0.10", "amount": "0.10"},
+        {"description": "-credit", "quantity": -1, "unit_price": "0.10", "amount": "-0.10"},
+        {"description": "Gadget", "quantity": 2, "unit_price": "0.10", "amount": "0.20"}])
+    e = stage(team["preparer"], data).json()
+    assert e["quality_score"] >= 70, e
+    assert act(team["clerk"], e["id"], "review").status == 200
+    approved = act(team["approver"], e["id"], "approve")
+    assert approved.status == 200 and approved.json()["approved_by"] == team["approver"].sub, approved
+    posted = act(team["clerk"], e["id"], "post")
+    assert posted.status == 200, posted
+    f = team["clerk"].get(f"/v1/staging/exports/{e['id']}/file")
+    assert f.status == 200
+    _, delivered = origin.requests["/destination"][-1]
+    assert delivered == f.body
+    rows = list(csv.reader(io.StringIO(f.body.decode(), newline="")))
+    assert [r[2] for r in rows[1:]] == ["'" + formula] * 3
+    assert [r[5] for r in rows[1:]] == ["'@SUM(1+1)", "'-credit", "Gadget"]
+    # Numbers stay numbers, the negative ones included.
+    assert [r[6:] for r in rows[1:]] == [["1", "0.10", "0.10", "0.20"], ["-1", "0.10", "-0.10", "0.20"],
+                                         ["2", "0.10", "0.20", "0.20"]]
+    # The stored data is untouched; a JSON export carries the text as it is.
+    assert team["clerk"].get(f"/v1/staging/exports/{e['id']}").json()["approved_data"]["vendor_name"] == formula
+    j = stage(team["preparer"], data, fmt="json").json()["id"]
+    act(team["clerk"], j, "review")
+    act(team["approver"], j, "approve")
+    assert act(team["clerk"], j, "post").status == 200
+    doc = json.loads(team["clerk"].get(f"/v1/staging/exports/{j}/file").body)
+    assert doc["invoice"]["vendor_name"] == formula
+    assert doc["invoice"]["line_items"][0]["description"] == "@SUM(1+1)"
+
+
 def test_a_batch_of_1000_is_staged_with_per_item_results_and_progress(team):
     items = [{"invoice_id": f"inv-{i}", "export_format": "csv", "destination_system": "sap",
               "export_data": invoice(invoice_number=f"INV-{i}")} for i in range(997)]
