@@ -35,6 +35,8 @@ pub enum ApiError {
         limit: usize,
     },
     UnsupportedMediaType(String),
+    /// 413: data that fits the body limit but not the storage rows it must go to.
+    DataTooLarge(String),
     /// 422: the key was used with another payload.
     KeyReused {
         key: String,
@@ -129,6 +131,7 @@ impl ApiError {
                 "Payload too large",
                 format!("the request body exceeds {limit} bytes"),
             ),
+            DataTooLarge(d) => (413, "data-too-large", "Data too large to store", d.clone()),
             UnsupportedMediaType(d) => (415, "unsupported-media-type", "Unsupported media type", d.clone()),
             KeyReused { .. } => (
                 422,

@@ -27,10 +27,10 @@ use wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Headers, Response, ResponseBuilder, Result};
 
 pub fn data_error(e: DataError) -> ApiError {
-    let slug = if matches!(e, DataError::UnknownField(_)) {
-        "unknown-field"
-    } else {
-        "invalid-field"
+    let slug = match e {
+        DataError::UnknownField(_) => "unknown-field",
+        DataError::TooLarge { .. } => return ApiError::DataTooLarge(e.to_string()),
+        _ => "invalid-field",
     };
     ApiError::bad_request(slug, e.to_string())
 }

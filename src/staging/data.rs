@@ -76,7 +76,18 @@ pub enum DataError {
         path: String,
         expected: &'static str,
     },
+    /// The data, serialized, is larger than [`MAX_EXPORT_DATA_BYTES`].
+    TooLarge { bytes: usize },
 }
+
+/// The largest export data (`export_data`, `approved_data`), serialized, that is
+/// accepted. A staged export is stored up to six times over in one D1 row (the
+/// export: original, prepared and approved data, the diff, the rendered file) and
+/// in one audit row (before and after snapshots, three copies each); D1 limits a
+/// row to 2 MB, so 256 KiB keeps every row of the workflow storable — an export
+/// that could be staged but never approved or posted would be worse than a clear
+/// 413 at the start.
+pub const MAX_EXPORT_DATA_BYTES: usize = 256 * 1024;
 
 impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -84,6 +95,11 @@ impl fmt::Display for DataError {
             Self::NotAnObject(path) => write!(f, "`{path}` must be a JSON object"),
             Self::UnknownField(path) => write!(f, "unknown field `{path}`"),
             Self::WrongType { path, expected } => write!(f, "`{path}` must be {expected}"),
+            Self::TooLarge { bytes } => write!(
+                f,
+                "the export data is {bytes} bytes as JSON; at most {MAX_EXPORT_DATA_BYTES} are accepted \
+                 (every stored row of the workflow must fit D1's 2 MB row limit): split the export"
+            ),
         }
     }
 }
@@ -386,6 +402,10 @@ pub fn is_iso_date(s: &str) -> bool {
 /// Tolerances use [`currency_exponent`] of the given currency, and 2 (cents) when it
 /// is missing or invalid.
 pub fn validate_export_data(data: &Value) -> Result<Validation, DataError> {
+    let bytes = data.to_string().len();
+    if bytes > MAX_EXPORT_DATA_BYTES {
+        return Err(DataError::TooLarge { bytes });
+    }
     let (obj, lines) = check_structure(data)?;
 
     let currency = obj.get("currency").and_then(Value::as_str);
@@ -1442,6 +1462,29 @@ mod tests {
         assert_eq!(v.quality_score, 0);
         // Deterministic: the same input gives the same findings.
         assert_eq!(validate(&data), v);
+    }
+
+    #[test]
+    fn export_data_over_the_row_budget_is_refused_before_anything_else() {
+        let mut data = clean();
+        let base = data.to_string().len();
+        // "Widget" is replaced: one byte over the budget.
+        let pad = MAX_EXPORT_DATA_BYTES - base + "Widget".len() + 1;
+        data["line_items"][0]["description"] = json!("d".repeat(pad));
+        let n = data.to_string().len();
+        assert_eq!(n, MAX_EXPORT_DATA_BYTES + 1);
+        assert_eq!(
+            validate_export_data(&data),
+            Err(DataError::TooLarge { bytes: n })
+        );
+        assert!(DataError::TooLarge { bytes: n }
+            .to_string()
+            .contains("262144"));
+        let mut fits = clean();
+        let pad = MAX_EXPORT_DATA_BYTES - fits.to_string().len() + "Widget".len();
+        fits["line_items"][0]["description"] = json!("d".repeat(pad));
+        assert_eq!(fits.to_string().len(), MAX_EXPORT_DATA_BYTES);
+        assert!(validate_export_data(&fits).is_ok());
     }
 
     #[test]

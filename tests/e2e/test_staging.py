@@ -367,6 +367,28 @@ def test_csv_injection_is_neutralised_in_the_posted_file_but_numbers_are_not(tea
     assert doc["invoice"]["line_items"][0]["description"] == "@SUM(1+1)"
 
 
+def test_export_data_too_large_for_a_storage_row_is_413_before_the_key_is_used(team):
+    big = invoice()
+    big["line_items"][0]["description"] = "d" * 300_000  # fits MAX_BODY_BYTES, not the row budget
+    p = assert_problem(stage(team["preparer"], big, key="k-too-big"), 413, "data-too-large")
+    assert "262144" in p["detail"]
+    # Nothing was stored: the same key stages a smaller export.
+    ok = stage(team["preparer"], key="k-too-big")
+    assert ok.status == 201 and ok.header("idempotent-replayed") is None
+    # Corrections at approval are held to the same budget.
+    export_id = staged_for_approval(team)
+    r = act(team["approver"], export_id, "approve", {"approved_data": big, "change_reason": "typo"})
+    assert_problem(r, 413, "data-too-large")
+    # In a batch, the item is invalid and the others are staged.
+    r = call(team["preparer"], "POST", "/v1/staging/batches",
+             {"exports": [{"invoice_id": unique("inv"), "export_format": "csv", "destination_system": "netsuite",
+                           "export_data": d} for d in (invoice(), big)]})
+    assert r.status == 201, r
+    items = r.json()["items"]
+    assert [i["status"] for i in items] == ["staged", "invalid"]
+    assert "262144" in items[1]["error"]
+
+
 def test_a_batch_of_1000_is_staged_with_per_item_results_and_progress(team):
     items = [{"invoice_id": f"inv-{i}", "export_format": "csv", "destination_system": "sap",
               "export_data": invoice(invoice_number=f"INV-{i}")} for i in range(997)]
