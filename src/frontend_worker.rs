@@ -114,9 +114,14 @@ fn authenticate(req: &Request, env: &Env) -> std::result::Result<Caller, ApiErro
     if secret.is_empty() {
         return Err(ApiError::AuthNotConfigured);
     }
+    let cfg = config(env);
+    let checks = auth::ClaimChecks {
+        issuer: cfg.auth_jwt_issuer,
+        audience: cfg.auth_jwt_audience,
+    };
     let header = req.headers().get("authorization").ok().flatten();
     let now = Date::now().as_millis() as f64 / 1000.0;
-    auth::authenticate(header.as_deref(), secret.as_bytes(), now)
+    auth::authenticate_with(header.as_deref(), secret.as_bytes(), now, &checks)
         .map_err(|e| ApiError::Unauthorized(e.to_string()))
 }
 
