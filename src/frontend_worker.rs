@@ -491,8 +491,9 @@ fn envelope(
         .ok()
         .flatten()
         .and_then(|p| parse_prefer_wait(&p))
-        .map(|secs| (secs.saturating_mul(1000) as i64).min(cfg.max_wait_ms))
-        .unwrap_or(0);
+        .map_or(0, |secs| {
+            crate::idempotency::prefer::wait_ms(secs, cfg.max_wait_ms)
+        });
     let hook = |name: &str| cfg.test_hooks.then(|| h.get(name).ok().flatten()).flatten();
     Envelope {
         scope: caller.tenant.clone(),
