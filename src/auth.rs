@@ -509,4 +509,98 @@ mod tests {
             Err(AuthError::NotYetValid)
         );
     }
+
+    mod properties {
+        use super::super::*;
+        use super::{NOW, SECRET};
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        fn any_json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(serde_json::Value::from),
+                ".{0,20}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("sub".to_owned()),
+                            Just("exp".to_owned()),
+                            Just("nbf".to_owned()),
+                            Just("iss".to_owned()),
+                            Just("aud".to_owned()),
+                            Just("tenant".to_owned()),
+                            Just("roles".to_owned()),
+                            "[a-z]{1,3}",
+                        ],
+                        inner,
+                        0..8,
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn all_checks() -> ClaimChecks {
+            ClaimChecks {
+                issuer: Some("i".into()),
+                audience: Some("a".into()),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_headers_never_panic(header in prop_oneof![
+                any::<String>(),
+                "(Bearer|bearer|Basic)? ?[A-Za-z0-9_=.+/-]{0,200}",
+                "Bearer [A-Za-z0-9_-]{0,60}=?=?\\.[A-Za-z0-9_-]{0,60}=?\\.[A-Za-z0-9_-]{0,60}=?",
+            ]) {
+                let _ = authenticate(Some(&header), SECRET, NOW);
+                let _ = authenticate_with(Some(&header), SECRET, NOW, &all_checks());
+            }
+
+            #[test]
+            fn signed_arbitrary_claims_never_panic(claims in any_json(), now in any::<f64>()) {
+                let t = format!("Bearer {}", sign_hs256(&claims, SECRET));
+                let _ = authenticate(Some(&t), SECRET, now);
+                let _ = authenticate_with(Some(&t), SECRET, NOW, &all_checks());
+            }
+
+            #[test]
+            fn a_valid_token_with_any_single_byte_changed_is_rejected(
+                at in any::<prop::sample::Index>(),
+                to in 0x21u8..0x7f,
+            ) {
+                let claims = json!({"sub":"u1","exp":NOW+60.0,"iss":"i","aud":"a"});
+                let token = sign_hs256(&claims, SECRET);
+                let valid = format!("Bearer {token}");
+                prop_assert!(authenticate_with(Some(&valid), SECRET, NOW, &all_checks()).is_ok());
+                let mut bytes = token.clone().into_bytes();
+                let i = at.index(bytes.len());
+                prop_assume!(bytes[i] != to);
+                bytes[i] = to;
+                let forged = String::from_utf8(bytes).unwrap();
+                prop_assert!(
+                    authenticate(Some(&format!("Bearer {forged}")), SECRET, NOW).is_err(),
+                    "accepted {}", forged
+                );
+            }
+
+            #[test]
+            fn a_valid_token_with_anything_appended_is_rejected(suffix in "[=A-Za-z0-9_.-]{1,4}") {
+                let token = sign_hs256(&json!({"sub":"u1","exp":NOW+60.0}), SECRET);
+                let forged = format!("Bearer {token}{suffix}");
+                prop_assert!(authenticate(Some(&forged), SECRET, NOW).is_err(), "accepted {}", forged);
+            }
+        }
+    }
 }

@@ -535,4 +535,180 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// A JSON number literal serde_json accepts (or, for huge exponents,
+        /// rejects as out of range: then the body is hashed as bytes).
+        fn number_literal() -> impl Strategy<Value = String> {
+            "-?(0|[1-9][0-9]{0,30})(\\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?"
+        }
+
+        /// A number literal within `f64` range (exponent below 100).
+        fn in_range_literal() -> impl Strategy<Value = String> {
+            "-?(0|[1-9][0-9]{0,30})(\\.[0-9]{1,20})?([eE][+-]?[0-9]{1,2})?"
+        }
+
+        /// A JSON document as a tree whose objects keep their entry order (and
+        /// may repeat keys), with numbers as literals.
+        #[derive(Debug, Clone)]
+        enum Doc {
+            Lit(String),
+            Str(String),
+            Arr(Vec<Doc>),
+            Obj(Vec<(String, Doc)>),
+        }
+
+        fn doc() -> impl Strategy<Value = Doc> {
+            let leaf = prop_oneof![
+                in_range_literal().prop_map(Doc::Lit),
+                Just(Doc::Lit("true".into())),
+                Just(Doc::Lit("null".into())),
+                any::<String>().prop_map(Doc::Str),
+                "[a-c\"\\\\/\n\u{1}é]{0,4}".prop_map(Doc::Str),
+            ];
+            leaf.prop_recursive(6, 64, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Doc::Arr),
+                    prop::collection::vec(("[a-d\"é]{0,2}", inner), 0..6).prop_map(Doc::Obj),
+                ]
+            })
+        }
+
+        fn string_literal(s: &str, escape_all: bool) -> String {
+            if !escape_all {
+                return Value::String(s.to_owned()).to_string();
+            }
+            let mut out = String::from("\"");
+            for unit in s.encode_utf16() {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+            out.push('"');
+            out
+        }
+
+        /// Writes `d` with object entries in their order (`reverse` = the
+        /// reversed order of distinct keys, keeping each key's last value), blank
+        /// space `ws` between tokens, and every string char \u-escaped if `escape`.
+        fn render(d: &Doc, reverse: bool, ws: &str, escape: bool) -> String {
+            match d {
+                Doc::Lit(l) => l.clone(),
+                Doc::Str(s) => string_literal(s, escape),
+                Doc::Arr(items) => {
+                    let parts: Vec<String> = items
+                        .iter()
+                        .map(|i| render(i, reverse, ws, escape))
+                        .collect();
+                    format!("[{ws}{}{ws}]", parts.join(&format!("{ws},{ws}")))
+                }
+                Doc::Obj(entries) => {
+                    let mut entries: Vec<&(String, Doc)> = entries.iter().collect();
+                    if reverse {
+                        // Last value per key, then the keys in reverse.
+                        let mut last: Vec<&(String, Doc)> = Vec::new();
+                        for e in entries {
+                            last.retain(|x| x.0 != e.0);
+                            last.push(e);
+                        }
+                        last.reverse();
+                        entries = last;
+                    }
+                    let parts: Vec<String> = entries
+                        .iter()
+                        .map(|(k, v)| {
+                            format!(
+                                "{}{ws}:{ws}{}",
+                                string_literal(k, escape),
+                                render(v, reverse, ws, escape)
+                            )
+                        })
+                        .collect();
+                    format!("{{{ws}{}{ws}}}", parts.join(&format!("{ws},{ws}")))
+                }
+            }
+        }
+
+        fn fp(body: &str) -> Fingerprint {
+            Fingerprint::compute("POST", "/r", body.as_bytes(), true)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..1000)) {
+                let _ = Fingerprint::compute("POST", "/r", &body, true);
+            }
+
+            #[test]
+            fn json_like_text_never_panics_and_canonical_form_is_stable(
+                body in "[\\[\\]{}\",:0-9eE.+ \n\\\\u-]{0,300}|[\\[\\]{}\",:a-z0-9 ]{0,300}",
+            ) {
+                if let Some(c) = canonical_json_text(body.as_bytes()) {
+                    prop_assert_eq!(canonical_json_text(c.as_bytes()), Some(c.clone()));
+                    let v: Value = serde_json::from_str(&c).unwrap();
+                    prop_assert_eq!(v, serde_json::from_str::<Value>(&body).unwrap());
+                }
+            }
+
+            #[test]
+            fn key_order_whitespace_and_escapes_do_not_change_the_fingerprint(
+                d in doc(),
+                ws in "[ \t\r\n]{0,3}",
+            ) {
+                let plain = render(&d, false, "", false);
+                prop_assert_eq!(fp(&plain), fp(&render(&d, true, &ws, false)));
+                prop_assert_eq!(fp(&plain), fp(&render(&d, true, &ws, true)));
+                let canonical = canonical_json_text(plain.as_bytes());
+                if let Some(c) = &canonical {
+                    let again = canonical_json_text(c.as_bytes());
+                    prop_assert_eq!(again.as_ref(), Some(c));
+                }
+            }
+
+            #[test]
+            fn different_number_literals_give_different_fingerprints(
+                a in number_literal(),
+                b in number_literal(),
+                d in doc(),
+            ) {
+                prop_assume!(a != b);
+                let wrap = |n: &str| format!(r#"{{"n":{n},"rest":{}}}"#, render(&d, false, "", false));
+                prop_assert_ne!(fp(&wrap(&a)), fp(&wrap(&b)));
+            }
+
+            #[test]
+            fn serde_written_values_canonicalise_as_before(v in any_value()) {
+                // For what serde_json itself writes (integers within 64 bits,
+                // shortest float spellings) the text form equals the old Value
+                // form: stored fingerprints of such bodies do not change.
+                let text = v.to_string();
+                prop_assert_eq!(canonical_json_text(text.as_bytes()), Some(canonical_json(&v)));
+                let pretty = serde_json::to_string_pretty(&v).unwrap();
+                prop_assert_eq!(fp(&pretty), fp(&text));
+            }
+        }
+
+        fn any_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(5, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::btree_map(any::<String>(), inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+    }
 }

@@ -92,4 +92,43 @@ mod tests {
         assert_eq!(parse_prefer_wait("return=minimal"), None);
         assert_eq!(parse_prefer_wait("waiting=3"), None);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn parse_never_panics(header in prop_oneof![
+                any::<String>(),
+                "[ ,;=\"a-zA-Z0-9-]{0,200}",
+                "(respond-async, )?[wW][aA][iI][tT] ?= ?\"?[0-9]{0,40}\"?(;[a-z]=[a-z])?",
+            ]) {
+                let _ = parse_prefer_wait(&header);
+            }
+
+            #[test]
+            fn every_digit_string_is_read_saturating(digits in "[0-9]{1,60}") {
+                let expected = digits.parse::<u64>().unwrap_or(u64::MAX);
+                prop_assert_eq!(parse_prefer_wait(&format!("wait={digits}")), Some(expected));
+            }
+
+            #[test]
+            fn wait_is_within_zero_and_the_cap_and_monotonic(
+                a in any::<u64>(),
+                b in any::<u64>(),
+                cap in any::<i64>(),
+            ) {
+                let (wa, wb) = (wait_ms(a, cap), wait_ms(b, cap));
+                prop_assert!(wa >= 0 && wa <= cap.max(0));
+                let ordered = if a <= b { wa <= wb } else { wa >= wb };
+                prop_assert!(ordered);
+                if a <= 1_000_000 && cap >= 0 {
+                    prop_assert_eq!(wa, (a as i64 * 1000).min(cap));
+                }
+            }
+        }
+    }
 }
