@@ -42,7 +42,7 @@ def test_padded_signature_is_rejected_and_stores_nothing(server):
 
 
 def test_oversized_token_is_401(server):
-    token = sign(claims(pad="x" * 9000), SECRET)
+    token = sign(claims(pad="x" * 6500), SECRET)  # ~8.8 KB: over 8 KiB, under header limits
     assert_problem(upload(server, token), 401, "unauthorized")
 
 
