@@ -3,6 +3,15 @@
 //! Only HS256 is accepted: the algorithm comes from our configuration, never from
 //! the token, so `alg: none` or an RS/HS confusion cannot pass. The MAC is checked
 //! by `hmac`'s constant-time comparison.
+//!
+//! A token has exactly one accepted spelling: each of the three segments must be
+//! canonical unpadded base64url (no `=`, no stray bits in the last character), so
+//! a valid token with anything appended or re-encoded is rejected rather than
+//! accepted as a second "same" token. Tokens above [`MAX_TOKEN_BYTES`] are
+//! rejected before any decoding. When `AUTH_JWT_ISSUER` / `AUTH_JWT_AUDIENCE` are
+//! set ([`ClaimChecks`]), `iss` must equal the issuer and `aud` (a string or an
+//! array of strings, RFC 7519 §4.1.3) must contain the audience; unset, those
+//! claims are not looked at.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -26,6 +35,17 @@ impl Caller {
     }
 }
 
+/// Largest accepted token (the part after `Bearer `), in bytes.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Optional claim checks from the configuration (`AUTH_JWT_ISSUER`,
+/// `AUTH_JWT_AUDIENCE`); `None` means the claim is not checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimChecks {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
     Missing,
@@ -35,6 +55,9 @@ pub enum AuthError {
     BadSignature,
     Expired,
     NotYetValid,
+    TooLarge,
+    WrongIssuer,
+    WrongAudience,
 }
 
 impl fmt::Display for AuthError {
@@ -52,6 +75,16 @@ impl fmt::Display for AuthError {
             AuthError::BadSignature => write!(f, "the token's signature does not verify"),
             AuthError::Expired => write!(f, "the token has expired"),
             AuthError::NotYetValid => write!(f, "the token is not valid yet (nbf)"),
+            AuthError::TooLarge => {
+                write!(f, "the token is larger than {MAX_TOKEN_BYTES} bytes")
+            }
+            AuthError::WrongIssuer => write!(f, "the token's issuer (iss) is not accepted"),
+            AuthError::WrongAudience => {
+                write!(
+                    f,
+                    "the token's audience (aud) does not include this service"
+                )
+            }
         }
     }
 }
@@ -71,30 +104,89 @@ struct Claims {
     exp: f64,
     #[serde(default)]
     nbf: Option<f64>,
+    /// Read as any JSON so that, unchecked, they are ignored as before.
+    #[serde(default)]
+    iss: Option<serde_json::Value>,
+    #[serde(default)]
+    aud: Option<serde_json::Value>,
 }
 
-/// Verifies an `Authorization` header value at `now_secs` (seconds since the epoch).
+impl Claims {
+    fn check(&self, checks: &ClaimChecks) -> Result<(), AuthError> {
+        if let Some(issuer) = &checks.issuer {
+            if self.iss.as_ref().and_then(|v| v.as_str()) != Some(issuer.as_str()) {
+                return Err(AuthError::WrongIssuer);
+            }
+        }
+        if let Some(audience) = &checks.audience {
+            let listed = match &self.aud {
+                Some(serde_json::Value::String(a)) => a == audience,
+                Some(serde_json::Value::Array(items)) => {
+                    items.iter().any(|a| a.as_str() == Some(audience.as_str()))
+                }
+                _ => false,
+            };
+            if !listed {
+                return Err(AuthError::WrongAudience);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Verifies an `Authorization` header value at `now_secs` (seconds since the epoch),
+/// without issuer or audience checks.
 pub fn authenticate(
     header: Option<&str>,
     secret: &[u8],
     now_secs: f64,
+) -> Result<Caller, AuthError> {
+    authenticate_with(header, secret, now_secs, &ClaimChecks::default())
+}
+
+/// [`authenticate`], plus the configured claim checks.
+pub fn authenticate_with(
+    header: Option<&str>,
+    secret: &[u8],
+    now_secs: f64,
+    checks: &ClaimChecks,
 ) -> Result<Caller, AuthError> {
     let header = header.ok_or(AuthError::Missing)?.trim();
     let (scheme, token) = header.split_once(' ').ok_or(AuthError::NotBearer)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::NotBearer);
     }
-    verify_hs256(token.trim(), secret, now_secs)
+    verify_hs256_with(token.trim(), secret, now_secs, checks)
 }
 
+/// Decodes one segment, accepting only its canonical spelling: unpadded
+/// base64url (`URL_SAFE_NO_PAD` refuses `=` and stray trailing bits), and, to be
+/// sure whatever the engine's settings, only text that re-encodes to itself.
 fn decode_segment(seg: &str, what: &'static str) -> Result<Vec<u8>, AuthError> {
-    URL_SAFE_NO_PAD
-        .decode(seg.trim_end_matches('='))
-        .map_err(|_| AuthError::Malformed(what))
+    let bytes = URL_SAFE_NO_PAD
+        .decode(seg)
+        .map_err(|_| AuthError::Malformed(what))?;
+    if URL_SAFE_NO_PAD.encode(&bytes) != seg {
+        return Err(AuthError::Malformed(what));
+    }
+    Ok(bytes)
 }
 
 /// Verifies a compact JWS with HS256 and reads the claims.
 pub fn verify_hs256(token: &str, secret: &[u8], now_secs: f64) -> Result<Caller, AuthError> {
+    verify_hs256_with(token, secret, now_secs, &ClaimChecks::default())
+}
+
+/// [`verify_hs256`], plus the configured claim checks.
+pub fn verify_hs256_with(
+    token: &str,
+    secret: &[u8],
+    now_secs: f64,
+    checks: &ClaimChecks,
+) -> Result<Caller, AuthError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::TooLarge);
+    }
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -106,6 +198,7 @@ pub fn verify_hs256(token: &str, secret: &[u8], now_secs: f64) -> Result<Caller,
     if header.alg != "HS256" {
         return Err(AuthError::UnsupportedAlg(header.alg));
     }
+    let payload = decode_segment(p, "payload is not base64url")?;
     let signature = decode_segment(s, "signature is not base64url")?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| AuthError::BadSignature)?;
     mac.update(h.as_bytes());
@@ -113,7 +206,7 @@ pub fn verify_hs256(token: &str, secret: &[u8], now_secs: f64) -> Result<Caller,
     mac.update(p.as_bytes());
     mac.verify_slice(&signature)
         .map_err(|_| AuthError::BadSignature)?;
-    let claims: Claims = serde_json::from_slice(&decode_segment(p, "payload is not base64url")?)
+    let claims: Claims = serde_json::from_slice(&payload)
         .map_err(|_| AuthError::Malformed("claims need sub (string) and exp (number)"))?;
     if claims.sub.is_empty() {
         return Err(AuthError::Malformed("sub is empty"));
@@ -124,6 +217,7 @@ pub fn verify_hs256(token: &str, secret: &[u8], now_secs: f64) -> Result<Caller,
     if claims.nbf.is_some_and(|nbf| now_secs < nbf) {
         return Err(AuthError::NotYetValid);
     }
+    claims.check(checks)?;
     let tenant = claims
         .tenant
         .filter(|t| !t.is_empty())
@@ -260,6 +354,153 @@ mod tests {
         ));
     }
 
+    /// A valid token's three segments.
+    fn segments(claims: serde_json::Value) -> (String, String, String) {
+        let t = sign_hs256(&claims, SECRET);
+        let mut it = t.split('.').map(str::to_owned);
+        (it.next().unwrap(), it.next().unwrap(), it.next().unwrap())
+    }
+
+    #[test]
+    fn padded_or_non_canonical_base64url_is_rejected() {
+        let (h, p, s) = segments(json!({"sub":"u1","exp":NOW+60.0}));
+        assert!(authenticate(Some(&format!("Bearer {h}.{p}.{s}")), SECRET, NOW).is_ok());
+        // 32 signature bytes are 43 characters: the last one carries 2 spare bits.
+        assert_eq!(s.len(), 43);
+        for forged in [
+            format!("{h}.{p}.{s}="),
+            format!("{h}.{p}.{s}=="),
+            format!("{h}=.{p}.{s}"),
+            format!("{h}.{p}==.{s}"),
+        ] {
+            assert!(
+                matches!(
+                    authenticate(Some(&format!("Bearer {forged}")), SECRET, NOW),
+                    Err(AuthError::Malformed(_))
+                ),
+                "{forged}"
+            );
+        }
+        // Same decoded bytes, other spare bits: not the canonical encoding.
+        let last = s.as_bytes()[42];
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let index = alphabet.iter().position(|c| *c == last).unwrap();
+        for spare in 1..4 {
+            let other = alphabet[(index & !3) | ((index + spare) & 3)] as char;
+            let forged = format!("Bearer {h}.{p}.{}{other}", &s[..42]);
+            assert!(
+                authenticate(Some(&forged), SECRET, NOW).is_err(),
+                "{forged}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_token_is_rejected_before_decoding() {
+        let big = "x".repeat(MAX_TOKEN_BYTES);
+        let t = token(json!({"sub":"u1","exp":NOW+60.0,"pad":big}));
+        assert_eq!(
+            authenticate(Some(&t), SECRET, NOW),
+            Err(AuthError::TooLarge)
+        );
+        let fits = token(json!({"sub":"u1","exp":NOW+60.0,"pad":"x".repeat(5000)}));
+        assert!(fits.len() - "Bearer ".len() <= MAX_TOKEN_BYTES);
+        assert!(authenticate(Some(&fits), SECRET, NOW).is_ok());
+        let junk = format!("Bearer {}", "a.".repeat(1_000_000));
+        assert_eq!(
+            authenticate(Some(&junk), SECRET, NOW),
+            Err(AuthError::TooLarge)
+        );
+    }
+
+    fn checks(iss: Option<&str>, aud: Option<&str>) -> ClaimChecks {
+        ClaimChecks {
+            issuer: iss.map(str::to_owned),
+            audience: aud.map(str::to_owned),
+        }
+    }
+
+    fn with(claims: serde_json::Value, c: &ClaimChecks) -> Result<Caller, AuthError> {
+        authenticate_with(Some(&token(claims)), SECRET, NOW, c)
+    }
+
+    #[test]
+    fn issuer_is_checked_when_configured() {
+        let c = checks(Some("https://issuer.example"), None);
+        let exp = NOW + 60.0;
+        assert!(with(
+            json!({"sub":"u","exp":exp,"iss":"https://issuer.example"}),
+            &c
+        )
+        .is_ok());
+        for iss in [
+            json!("https://other.example"),
+            json!(null),
+            json!(1),
+            json!(["https://issuer.example"]),
+        ] {
+            assert_eq!(
+                with(json!({"sub":"u","exp":exp,"iss":iss}), &c),
+                Err(AuthError::WrongIssuer),
+                "{iss}"
+            );
+        }
+        assert_eq!(
+            with(json!({"sub":"u","exp":exp}), &c),
+            Err(AuthError::WrongIssuer)
+        );
+        // Not configured: any iss (or none) is fine, as before.
+        let none = ClaimChecks::default();
+        assert!(with(json!({"sub":"u","exp":exp,"iss":"anything"}), &none).is_ok());
+        assert!(with(json!({"sub":"u","exp":exp,"iss":7}), &none).is_ok());
+    }
+
+    #[test]
+    fn audience_may_be_a_string_or_an_array_and_is_checked_when_configured() {
+        let c = checks(None, Some("idemgate"));
+        let exp = NOW + 60.0;
+        for aud in [
+            json!("idemgate"),
+            json!(["other", "idemgate"]),
+            json!(["idemgate"]),
+        ] {
+            assert!(
+                with(json!({"sub":"u","exp":exp,"aud":aud}), &c).is_ok(),
+                "{aud}"
+            );
+        }
+        for aud in [
+            json!("other"),
+            json!([]),
+            json!(["other"]),
+            json!("idemgate "),
+            json!(null),
+            json!({"aud":"idemgate"}),
+            json!([["idemgate"]]),
+        ] {
+            assert_eq!(
+                with(json!({"sub":"u","exp":exp,"aud":aud}), &c),
+                Err(AuthError::WrongAudience),
+                "{aud}"
+            );
+        }
+        assert_eq!(
+            with(json!({"sub":"u","exp":exp}), &c),
+            Err(AuthError::WrongAudience)
+        );
+        let both = checks(Some("i"), Some("a"));
+        assert!(with(json!({"sub":"u","exp":exp,"iss":"i","aud":"a"}), &both).is_ok());
+        assert_eq!(
+            with(json!({"sub":"u","exp":exp,"iss":"i","aud":"b"}), &both),
+            Err(AuthError::WrongAudience)
+        );
+        assert!(with(
+            json!({"sub":"u","exp":exp,"aud":5}),
+            &ClaimChecks::default()
+        )
+        .is_ok());
+    }
+
     #[test]
     fn not_yet_valid_token_is_rejected() {
         let t = token(json!({"sub":"u1","exp":NOW+60.0,"nbf":NOW+30.0}));
@@ -267,5 +508,99 @@ mod tests {
             authenticate(Some(&t), SECRET, NOW),
             Err(AuthError::NotYetValid)
         );
+    }
+
+    mod properties {
+        use super::super::*;
+        use super::{NOW, SECRET};
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        fn any_json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(serde_json::Value::from),
+                ".{0,20}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("sub".to_owned()),
+                            Just("exp".to_owned()),
+                            Just("nbf".to_owned()),
+                            Just("iss".to_owned()),
+                            Just("aud".to_owned()),
+                            Just("tenant".to_owned()),
+                            Just("roles".to_owned()),
+                            "[a-z]{1,3}",
+                        ],
+                        inner,
+                        0..8,
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn all_checks() -> ClaimChecks {
+            ClaimChecks {
+                issuer: Some("i".into()),
+                audience: Some("a".into()),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_headers_never_panic(header in prop_oneof![
+                any::<String>(),
+                "(Bearer|bearer|Basic)? ?[A-Za-z0-9_=.+/-]{0,200}",
+                "Bearer [A-Za-z0-9_-]{0,60}=?=?\\.[A-Za-z0-9_-]{0,60}=?\\.[A-Za-z0-9_-]{0,60}=?",
+            ]) {
+                let _ = authenticate(Some(&header), SECRET, NOW);
+                let _ = authenticate_with(Some(&header), SECRET, NOW, &all_checks());
+            }
+
+            #[test]
+            fn signed_arbitrary_claims_never_panic(claims in any_json(), now in any::<f64>()) {
+                let t = format!("Bearer {}", sign_hs256(&claims, SECRET));
+                let _ = authenticate(Some(&t), SECRET, now);
+                let _ = authenticate_with(Some(&t), SECRET, NOW, &all_checks());
+            }
+
+            #[test]
+            fn a_valid_token_with_any_single_byte_changed_is_rejected(
+                at in any::<prop::sample::Index>(),
+                to in 0x21u8..0x7f,
+            ) {
+                let claims = json!({"sub":"u1","exp":NOW+60.0,"iss":"i","aud":"a"});
+                let token = sign_hs256(&claims, SECRET);
+                let valid = format!("Bearer {token}");
+                prop_assert!(authenticate_with(Some(&valid), SECRET, NOW, &all_checks()).is_ok());
+                let mut bytes = token.clone().into_bytes();
+                let i = at.index(bytes.len());
+                prop_assume!(bytes[i] != to);
+                bytes[i] = to;
+                let forged = String::from_utf8(bytes).unwrap();
+                prop_assert!(
+                    authenticate(Some(&format!("Bearer {forged}")), SECRET, NOW).is_err(),
+                    "accepted {}", forged
+                );
+            }
+
+            #[test]
+            fn a_valid_token_with_anything_appended_is_rejected(suffix in "[=A-Za-z0-9_.-]{1,4}") {
+                let token = sign_hs256(&json!({"sub":"u1","exp":NOW+60.0}), SECRET);
+                let forged = format!("Bearer {token}{suffix}");
+                prop_assert!(authenticate(Some(&forged), SECRET, NOW).is_err(), "accepted {}", forged);
+            }
+        }
     }
 }

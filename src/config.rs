@@ -150,6 +150,10 @@ pub struct Config {
     pub staging_max_batch_size: usize,
     /// Where posted exports are delivered, if set.
     pub destination_url: Option<String>,
+    /// `AUTH_JWT_ISSUER`: when set, a token's `iss` must equal it.
+    pub auth_jwt_issuer: Option<String>,
+    /// `AUTH_JWT_AUDIENCE`: when set, a token's `aud` (string or array) must contain it.
+    pub auth_jwt_audience: Option<String>,
 }
 
 impl Default for Config {
@@ -172,6 +176,8 @@ impl Default for Config {
             staging_approval_timeout_ms: 72 * 3_600_000,
             staging_max_batch_size: 1000,
             destination_url: None,
+            auth_jwt_issuer: None,
+            auth_jwt_audience: None,
         }
     }
 }
@@ -244,6 +250,8 @@ impl Config {
             upstream_key_policy,
             trainer_url: text("TRAINER_URL"),
             destination_url: text("DESTINATION_URL").map(|u| u.trim_end_matches('/').to_string()),
+            auth_jwt_issuer: text("AUTH_JWT_ISSUER"),
+            auth_jwt_audience: text("AUTH_JWT_AUDIENCE"),
             staging_approval_timeout_ms: match text("STAGING_APPROVAL_TIMEOUT_HOURS") {
                 None => d.staging_approval_timeout_ms,
                 // Hours may be fractional (tests use seconds' worth).
@@ -309,6 +317,22 @@ mod tests {
         let (c, w) =
             Config::from_lookup(|n| (n == "UPSTREAM_KEY_POLICY").then(|| "sometimes".into()));
         assert_eq!((c.upstream_key_policy, w.len()), (KeyPolicy::Required, 1));
+    }
+
+    #[test]
+    fn jwt_issuer_and_audience_are_optional_and_read_when_set() {
+        let (c, _) = Config::from_lookup(|_| None);
+        assert_eq!((c.auth_jwt_issuer, c.auth_jwt_audience), (None, None));
+        let (c, w) = Config::from_lookup(|n| match n {
+            "AUTH_JWT_ISSUER" => Some(" https://issuer.example ".into()),
+            "AUTH_JWT_AUDIENCE" => Some("idemgate".into()),
+            _ => None,
+        });
+        assert!(w.is_empty());
+        assert_eq!(c.auth_jwt_issuer.as_deref(), Some("https://issuer.example"));
+        assert_eq!(c.auth_jwt_audience.as_deref(), Some("idemgate"));
+        let (c, _) = Config::from_lookup(|n| (n == "AUTH_JWT_AUDIENCE").then(|| "  ".into()));
+        assert_eq!(c.auth_jwt_audience, None);
     }
 
     #[test]

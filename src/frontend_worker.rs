@@ -115,9 +115,14 @@ fn authenticate(req: &Request, env: &Env) -> std::result::Result<Caller, ApiErro
     if secret.is_empty() {
         return Err(ApiError::AuthNotConfigured);
     }
+    let cfg = config(env);
+    let checks = auth::ClaimChecks {
+        issuer: cfg.auth_jwt_issuer,
+        audience: cfg.auth_jwt_audience,
+    };
     let header = req.headers().get("authorization").ok().flatten();
     let now = Date::now().as_millis() as f64 / 1000.0;
-    auth::authenticate(header.as_deref(), secret.as_bytes(), now)
+    auth::authenticate_with(header.as_deref(), secret.as_bytes(), now, &checks)
         .map_err(|e| ApiError::Unauthorized(e.to_string()))
 }
 
@@ -523,8 +528,9 @@ fn envelope(
         .ok()
         .flatten()
         .and_then(|p| parse_prefer_wait(&p))
-        .map(|secs| (secs.saturating_mul(1000) as i64).min(cfg.max_wait_ms))
-        .unwrap_or(0);
+        .map_or(0, |secs| {
+            crate::idempotency::prefer::wait_ms(secs, cfg.max_wait_ms)
+        });
     let hook = |name: &str| cfg.test_hooks.then(|| h.get(name).ok().flatten()).flatten();
     Envelope {
         scope: caller.tenant.clone(),

@@ -569,6 +569,24 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_bodies_are_invalid_json_not_a_crash() {
+        for body in [
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+            format!(r#"{{"filename":{}}}"#, "[".repeat(100_000)),
+            format!(
+                r#"{{"content":{}1{}}}"#,
+                "{\"a\":".repeat(100_000),
+                "}".repeat(100_000)
+            ),
+        ] {
+            assert!(matches!(
+                parse_upload(body.as_bytes(), 1000, 100),
+                Err(UploadError::InvalidJson(_))
+            ));
+        }
+    }
+
+    #[test]
     fn errors_display_a_readable_message() {
         assert_eq!(
             UploadError::UnknownField("x".into()).to_string(),
@@ -582,5 +600,155 @@ mod tests {
             invalid("chunk_size", "too big").to_string(),
             "invalid field `chunk_size`: too big"
         );
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Field values, odd and huge ones included.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("null".to_owned()),
+                Just("true".to_owned()),
+                Just("[]".to_owned()),
+                Just("{}".to_owned()),
+                Just("18446744073709551616".to_owned()),
+                Just("-9223372036854775809".to_owned()),
+                Just("1e308".to_owned()),
+                Just("1e-400".to_owned()),
+                Just("-0".to_owned()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                (0u64..30_000).prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|f| serde_json::Value::from(f).to_string()),
+                any::<String>().prop_map(|s| serde_json::Value::from(s).to_string()),
+                // base64-ish, with whitespace, padding and URL-safe letters mixed in.
+                "[A-Za-z0-9+/=_\\- \n]{0,200}".prop_map(|s| serde_json::Value::from(s).to_string()),
+                " ?(text|application)/[a-z+-]{0,12}(; ?[a-z]+=[A-Za-z0-9-]{0,8})?"
+                    .prop_map(|s| serde_json::Value::from(s).to_string()),
+                "[ \t]{0,2}.{0,300}".prop_map(|s| serde_json::Value::from(s).to_string()),
+            ]
+        }
+
+        fn field_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(KNOWN_FIELDS.to_vec()).prop_map(str::to_owned),
+                "[a-z_]{0,12}",
+            ]
+        }
+
+        fn body() -> impl Strategy<Value = String> {
+            prop::collection::vec((field_name(), value()), 0..8).prop_map(|fields| {
+                let parts: Vec<String> = fields
+                    .iter()
+                    .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k.as_str())))
+                    .collect();
+                format!("{{{}}}", parts.join(","))
+            })
+        }
+
+        /// Mostly-valid uploads, so the checks after the unknown-field one run.
+        fn plausible_body() -> impl Strategy<Value = String> {
+            let json_str = |s: String| serde_json::Value::from(s).to_string();
+            let filename = prop_oneof![
+                3 => ".{1,300}".prop_map(json_str),
+                1 => value(),
+            ];
+            let content_type = prop_oneof![
+                3 => (
+                    prop::sample::select(vec![
+                        "text/plain", "TEXT/Markdown", "text/x-markdown", "text/html",
+                        "application/xhtml+xml", "application/json", "text/csv",
+                    ]),
+                    "( ?; ?charset=[a-z0-9-]{0,8})?",
+                )
+                    .prop_map(move |(t, p)| json_str(format!("{t}{p}"))),
+                1 => value(),
+            ];
+            let content = prop_oneof![
+                3 => ".{0,400}".prop_map(move |t| ("content", json_str(t))),
+                2 => prop::collection::vec(any::<u8>(), 0..300)
+                    .prop_map(move |b| ("content_base64", json_str(BASE64.encode(b)))),
+                2 => ".{0,300}".prop_map(move |t| ("content_base64", json_str(BASE64.encode(t)))),
+                1 => value().prop_map(|v| ("content", v)),
+                1 => value().prop_map(|v| ("content_base64", v)),
+            ];
+            (
+                filename,
+                content_type,
+                content,
+                prop::option::of(prop_oneof![
+                    3 => (0u64..25_000).prop_map(|n| n.to_string()),
+                    1 => value(),
+                ]),
+                prop::option::of(prop_oneof![
+                    3 => (0u64..600).prop_map(|n| n.to_string()),
+                    1 => value(),
+                ]),
+            )
+                .prop_map(|(filename, ct, (content_field, content), size, overlap)| {
+                    let mut s = format!(
+                        r#"{{"filename":{filename},"content_type":{ct},"{content_field}":{content}"#
+                    );
+                    if let Some(size) = size {
+                        s.push_str(&format!(r#","chunk_size":{size}"#));
+                    }
+                    if let Some(overlap) = overlap {
+                        s.push_str(&format!(r#","chunk_overlap":{overlap}"#));
+                    }
+                    s.push('}');
+                    s
+                })
+        }
+
+        fn check(
+            body: &str,
+            default_size: usize,
+            default_overlap: usize,
+        ) -> Result<(), TestCaseError> {
+            let Ok(up) = parse_upload(body.as_bytes(), default_size, default_overlap) else {
+                return Ok(());
+            };
+            prop_assert!(!up.filename.trim().is_empty());
+            prop_assert!(up.filename.chars().count() <= MAX_FILENAME_CHARS);
+            prop_assert!(std::str::from_utf8(&up.bytes).is_ok());
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            let given = |f: &str| v.get(f).is_some_and(|x| !x.is_null());
+            if given("chunk_size") {
+                prop_assert!((MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&up.chunk_size));
+            }
+            if given("chunk_size") || given("chunk_overlap") {
+                prop_assert!(up.chunk_overlap < up.chunk_size / 2);
+            }
+            // What was accepted can be processed without a panic.
+            let _ = crate::documents::process(&up);
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..600)) {
+                let _ = parse_upload(&body, 1000, 100);
+            }
+
+            #[test]
+            fn odd_field_values_never_panic(body in body()) {
+                check(&body, 1000, 100)?;
+            }
+
+            #[test]
+            fn plausible_uploads_keep_the_invariants(
+                body in plausible_body(),
+                default_size in prop_oneof![Just(0usize), Just(usize::MAX), 100usize..20_000],
+                default_overlap in prop_oneof![Just(0usize), Just(usize::MAX), 0usize..10_000],
+            ) {
+                // Operator defaults are not validated here; only the client's values are.
+                let _ = parse_upload(body.as_bytes(), default_size, default_overlap);
+                check(&body, 1000, 100)?;
+            }
+        }
     }
 }

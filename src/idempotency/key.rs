@@ -218,4 +218,58 @@ mod tests {
         );
         assert_eq!(key_from_headers(Some(""), Some("b")), Err(KeyError::Empty));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Header values: mostly key-ish characters, with the ones that matter
+        /// to the parser (quotes, commas, blanks, non-ASCII) mixed in.
+        fn header_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[A-Za-z0-9_.:~+/=\\-]{0,300}",
+                "[ \t\",]{0,3}[A-Za-z0-9\"',; \t=é🔑\u{0}\u{7f}]{0,1000}[ \t\",]{0,3}",
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn parse_never_panics_and_accepts_only_the_contract(raw in header_value()) {
+                if let Ok(key) = IdempotencyKey::parse(&raw) {
+                    let k = key.as_str();
+                    prop_assert!(!k.is_empty() && k.len() <= MAX_KEY_LEN);
+                    prop_assert!(k.chars().all(allowed));
+                    // Parsing is idempotent, and the quoted form names the same key.
+                    prop_assert_eq!(IdempotencyKey::parse(k), Ok(key.clone()));
+                    prop_assert_eq!(IdempotencyKey::parse(&format!("\"{k}\"")), Ok(key.clone()));
+                }
+            }
+
+            #[test]
+            fn valid_keys_always_parse(key in "[A-Za-z0-9_.:~+/=\\-]{1,255}") {
+                let parsed = IdempotencyKey::parse(&key);
+                prop_assert_eq!(parsed.as_ref().map(|k| k.as_str()), Ok(key.as_str()));
+            }
+
+            #[test]
+            fn key_from_headers_never_panics_and_is_symmetric(
+                a in proptest::option::of(header_value()),
+                b in proptest::option::of(header_value()),
+            ) {
+                let ab = key_from_headers(a.as_deref(), b.as_deref());
+                let ba = key_from_headers(b.as_deref(), a.as_deref());
+                match (&ab, &ba) {
+                    (Ok(x), Ok(y)) => prop_assert_eq!(x, y),
+                    (Err(_), Err(_)) => {}
+                    _ => prop_assert!(false, "asymmetric: {:?} vs {:?}", ab, ba),
+                }
+                if let (Some(v), None) = (&a, &b) {
+                    prop_assert_eq!(ab, IdempotencyKey::parse(v).map(Some));
+                }
+            }
+        }
+    }
 }

@@ -556,6 +556,27 @@ mod tests {
     // --- all bodies ---
 
     #[test]
+    fn deeply_nested_bodies_are_invalid_json_not_a_crash() {
+        for body in [
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+            format!(r#"{{"metrics":{}}}"#, "[".repeat(100_000)),
+            format!(
+                r#"{{"hyperparameters":{}1{}}}"#,
+                "{\"a\":".repeat(100_000),
+                "}".repeat(100_000)
+            ),
+        ] {
+            for result in [
+                parse_dataset_request(body.as_bytes()).map(|_| ()),
+                parse_job_request(body.as_bytes()).map(|_| ()),
+                parse_event_request(body.as_bytes()).map(|_| ()),
+            ] {
+                assert!(matches!(result, Err(RequestError::InvalidJson(_))));
+            }
+        }
+    }
+
+    #[test]
     fn non_object_or_broken_json_is_invalid_json_for_every_parser() {
         for body in ["", "[]", "\"x\"", "42", "null", "{", "{\"format\":}"] {
             let b = body.as_bytes();
@@ -1087,6 +1108,152 @@ mod tests {
                     .event_id,
                 id
             );
+        }
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn json_str(s: String) -> String {
+            Value::from(s).to_string()
+        }
+
+        /// Scalars, odd and huge ones included.
+        fn scalar() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("null".to_owned()),
+                Just("false".to_owned()),
+                Just("18446744073709551616".to_owned()),
+                Just("-9223372036854775809".to_owned()),
+                Just("1e308".to_owned()),
+                Just("1e-400".to_owned()),
+                Just("4.9e-324".to_owned()),
+                Just("-0".to_owned()),
+                Just("1.0".to_owned()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                (0u64..200).prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|f| Value::from(f).to_string()),
+                (0.0f64..=1.0).prop_map(|f| Value::from(f).to_string()),
+                prop::sample::select(vec![
+                    "chat",
+                    "chunks",
+                    "claimed",
+                    "running",
+                    "progress",
+                    "succeeded",
+                    "failed",
+                ])
+                .prop_map(|s| json_str(s.to_owned())),
+                "[A-Za-z0-9_.:~+/=-]{0,300}".prop_map(json_str),
+                "[ \t]{0,2}.{0,300}".prop_map(json_str),
+                any::<String>().prop_map(json_str),
+            ]
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            let known: Vec<&str> = DATASET_FIELDS
+                .iter()
+                .chain(&JOB_FIELDS)
+                .chain(&HYPERPARAMETER_FIELDS)
+                .chain(&EVENT_FIELDS)
+                .copied()
+                .collect();
+            prop_oneof![
+                4 => prop::sample::select(known).prop_map(str::to_owned),
+                1 => "[a-z_]{0,10}",
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            scalar().prop_recursive(3, 64, 60, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..60)
+                        .prop_map(|items| format!("[{}]", items.join(","))),
+                    prop::collection::vec((name(), inner), 0..6).prop_map(|fields| {
+                        let parts: Vec<String> = fields
+                            .iter()
+                            .map(|(k, v)| format!("{}:{v}", json_str(k.clone())))
+                            .collect();
+                        format!("{{{}}}", parts.join(","))
+                    }),
+                ]
+            })
+        }
+
+        fn body() -> impl Strategy<Value = String> {
+            prop::collection::vec((name(), value()), 0..7).prop_map(|fields| {
+                let parts: Vec<String> = fields
+                    .iter()
+                    .map(|(k, v)| format!("{}:{v}", json_str(k.clone())))
+                    .collect();
+                format!("{{{}}}", parts.join(","))
+            })
+        }
+
+        fn parse_all(body: &[u8]) -> Result<(), TestCaseError> {
+            if let Ok(d) = parse_dataset_request(body) {
+                prop_assert!(!d.document_ids.is_empty());
+                prop_assert!(d.document_ids.len() <= MAX_DATASET_DOCUMENTS);
+                prop_assert!(d
+                    .max_examples
+                    .is_none_or(|n| (1..=MAX_DATASET_EXAMPLES).contains(&n)));
+            }
+            if let Ok(j) = parse_job_request(body) {
+                let hp = j.hyperparameters;
+                prop_assert!(EPOCHS_RANGE.contains(&hp.epochs));
+                prop_assert!(BATCH_SIZE_RANGE.contains(&hp.batch_size));
+                prop_assert!(hp.learning_rate > 0.0 && hp.learning_rate <= 1.0);
+                prop_assert!(j.base_model.chars().count() <= MAX_BASE_MODEL_CHARS);
+            }
+            if let Ok(e) = parse_event_request(body) {
+                prop_assert!(!e.event_id.is_empty() && e.event_id.len() <= MAX_EVENT_ID_CHARS);
+                let _ = e.kind.payload();
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..600)) {
+                parse_all(&body)?;
+            }
+
+            #[test]
+            fn odd_bodies_never_panic_and_accepted_ones_keep_the_invariants(body in body()) {
+                parse_all(body.as_bytes())?;
+            }
+
+            #[test]
+            fn plausible_bodies_keep_the_invariants(
+                ids in prop::collection::vec("[a-c ]{0,2}", 0..80),
+                format in scalar(),
+                min_chars in scalar(),
+                max_examples in scalar(),
+                epochs in scalar(),
+                rate in scalar(),
+                batch in scalar(),
+                event in (scalar(), scalar(), scalar(), value()),
+            ) {
+                let ids: Vec<String> = ids.into_iter().map(json_str).collect();
+                let dataset = format!(
+                    r#"{{"document_ids":[{}],"format":{format},"min_chars":{min_chars},"max_examples":{max_examples}}}"#,
+                    ids.join(",")
+                );
+                parse_all(dataset.as_bytes())?;
+                let job = format!(
+                    r#"{{"dataset_id":"ds","base_model":"m","hyperparameters":{{"epochs":{epochs},"learning_rate":{rate},"batch_size":{batch}}}}}"#
+                );
+                parse_all(job.as_bytes())?;
+                let (id, type_, step, metrics) = event;
+                let event = format!(
+                    r#"{{"event_id":{id},"type":{type_},"step":{step},"metrics":{metrics}}}"#
+                );
+                parse_all(event.as_bytes())?;
+            }
         }
     }
 }

@@ -106,6 +106,32 @@ def test_prefer_wait_on_a_mismatched_payload_is_422_at_once(alice):
     assert_problem(r, 422, "idempotency-key-reused")
 
 
+def test_prefer_wait_beyond_the_cap_waits_the_cap_instead_of_409(alice):
+    # 10^16 s used to wrap to a negative wait in milliseconds: 409 at once.
+    doc = text_doc()
+    t, out = start_slow(alice, doc, "k-wait-huge", 2000)
+    r = alice.post_document(doc, "k-wait-huge", {"prefer": "wait=10000000000000000"})
+    t.join()
+    assert r.status == 201, r
+    assert r.body == out["reply"].body
+    assert r.header("idempotent-replayed") == "true"
+
+
+def test_numbers_are_fingerprinted_by_their_digits_not_a_float(server, alice):
+    # 0.1 and 0.10000000000000001 are one f64: they used to share a fingerprint,
+    # so the second payload replayed the first answer instead of 422.
+    def create_job(rate):
+        body = ('{"dataset_id":"ds_missing","base_model":"m",'
+                '"hyperparameters":{"epochs":1,"batch_size":1,"learning_rate":%s}}' % rate)
+        return server.request("POST", "/v1/training-jobs", body, alice.headers("k-digits"))
+
+    first = create_job("0.1")
+    assert_problem(first, 404)
+    assert_problem(create_job("0.10000000000000001"), 422, "idempotency-key-reused")
+    again = create_job("0.1")
+    assert again.status == 404 and again.header("idempotent-replayed") == "true", again
+
+
 def test_without_key_documents_derive_one_from_the_content(server, alice):
     doc = text_doc()
     first = alice.post_document(doc)

@@ -1,0 +1,72 @@
+"""Bearer tokens against a real wrangler dev: one spelling per token (issue 9,
+defect 10), a size bound, and AUTH_JWT_ISSUER / AUTH_JWT_AUDIENCE when set."""
+
+import time
+
+import pytest
+
+from conftest import SECRET, Server, assert_problem, text_doc, unique
+from jwt import sign
+
+ISSUER = "https://issuer.example"
+AUDIENCE = "idemgate-e2e"
+
+
+def claims(**extra):
+    return {"sub": unique("auth"), "exp": int(time.time()) + 3600, **extra}
+
+
+def upload(server, token, key=None):
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json",
+               "idempotency-key": key or unique("k")}
+    return server.request("POST", "/v1/documents", text_doc(), headers)
+
+
+@pytest.fixture(scope="module")
+def checked():
+    """A server that checks the issuer and the audience."""
+    s = Server(AUTH_JWT_ISSUER=ISSUER, AUTH_JWT_AUDIENCE=AUDIENCE).start()
+    yield s
+    s.cleanup()
+
+
+def test_padded_signature_is_rejected_and_stores_nothing(server):
+    token = sign(claims(), SECRET)
+    key = unique("k-pad")
+    for forged in (token + "=", token + "==", token.replace(".", "=.", 1)):
+        assert_problem(upload(server, forged, key), 401, "unauthorized")
+    # Nothing was stored under the key: the canonical token's first use runs.
+    r = upload(server, token, key)
+    assert r.status == 201, r
+    assert r.header("idempotent-replayed") is None
+
+
+def test_oversized_token_is_401(server):
+    token = sign(claims(pad="x" * 6500), SECRET)  # ~8.8 KB: over 8 KiB, under header limits
+    assert_problem(upload(server, token), 401, "unauthorized")
+
+
+def test_issuer_and_audience_are_not_checked_when_unset(server):
+    r = upload(server, sign(claims(iss="https://anyone.example", aud="someone-else"), SECRET))
+    assert r.status == 201, r
+
+
+def test_issuer_and_audience_are_enforced_when_set(checked):
+    ok = upload(checked, sign(claims(iss=ISSUER, aud=AUDIENCE), SECRET))
+    assert ok.status == 201, ok
+    listed = upload(checked, sign(claims(iss=ISSUER, aud=["other", AUDIENCE]), SECRET))
+    assert listed.status == 201, listed
+    for bad in (
+        claims(aud=AUDIENCE),                           # no iss
+        claims(iss="https://evil.example", aud=AUDIENCE),
+        claims(iss=ISSUER),                             # no aud
+        claims(iss=ISSUER, aud="other"),
+        claims(iss=ISSUER, aud=["other"]),
+    ):
+        p = assert_problem(upload(checked, sign(bad, SECRET)), 401, "unauthorized")
+        assert "iss" in p["detail"] or "aud" in p["detail"], p
+
+
+def test_padded_signature_is_rejected_with_claim_checks_too(checked):
+    token = sign(claims(iss=ISSUER, aud=AUDIENCE), SECRET)
+    assert_problem(upload(checked, token + "="), 401, "unauthorized")
