@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from jwt import token as make_token
+from origin import Origin
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-test-secret"
@@ -220,6 +221,14 @@ def forwarded_key(scope, route, key):
         h.update(struct.pack(">Q", len(data)))
         h.update(data)
     return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def origin():
+    """A counting origin function and trainer server on 127.0.0.1 (tests/e2e/origin.py)."""
+    o = Origin().start()
+    yield o
+    o.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,14 +7,6 @@ import time
 import pytest
 
 from conftest import Client, Server, assert_problem, forwarded_key, scope_of, unique
-from origin import Origin
-
-
-@pytest.fixture(scope="module")
-def origin():
-    o = Origin().start()
-    yield o
-    o.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import time
 import pytest
 
 from conftest import ROOT, Client, Server, assert_problem, concurrently, unique
-from origin import Origin
 
 
 def invoice(**over):
@@ -27,13 +26,6 @@ def invoice(**over):
     }
     data.update(over)
     return data
-
-
-@pytest.fixture(scope="module")
-def origin():
-    o = Origin().start()
-    yield o
-    o.stop()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import time
 import pytest
 
 from conftest import Client, Server, assert_problem, concurrently, unique
-from origin import Origin
 
 HANDBOOK = """# Handbook
 
@@ -22,13 +21,6 @@ We ship worldwide. Orders leave the warehouse in two days.
 
 ## Empty
 """
-
-
-@pytest.fixture(scope="module")
-def origin():
-    o = Origin().start()
-    yield o
-    o.stop()
 
 
 @pytest.fixture(scope="module")
