@@ -165,6 +165,19 @@ impl DurableObject for KeyGate {
                 }
             }
         }
+        // A new object instance means no request of the previous one still runs:
+        // its isolate died, or its wasm instance did (after a Rust panic the shim
+        // re-creates the instance and re-constructs every object). A lease in
+        // storage is held by a dead holder: expire it, so the next request takes
+        // over at once (looking in D1 for an answer that holder may have
+        // committed) instead of answering 409 until the lease runs out.
+        if let Err(e) = sql.exec(
+            "UPDATE slot SET lease_expires_at = 0 WHERE state = 'processing'",
+            None,
+        ) {
+            console_error!("KeyGate: expiring a dead holder's lease failed: {e}");
+        }
+        crate::panic_guard::install();
         let config = crate::frontend_worker::config(&env);
         KeyGate {
             state,
@@ -176,6 +189,7 @@ impl DurableObject for KeyGate {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        let _in_flight = crate::panic_guard::InFlight::enter(&self.state);
         let envelope: Envelope = match req.headers().get(ENVELOPE_HEADER)? {
             Some(raw) => {
                 serde_json::from_str(&raw).map_err(|e| worker::Error::RustError(e.to_string()))?
