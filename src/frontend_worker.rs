@@ -601,7 +601,17 @@ async fn call_gate(
         .and_then(|ns| ns.id_from_name(&object_name(envelope))?.get_stub())
         .map_err(storage)?;
     let started = Timings::now();
-    let mut resp = stub.fetch_with_request(gate_req).await.map_err(storage)?;
+    let mut resp = stub
+        .fetch_with_request(gate_req)
+        .await
+        .map_err(|e| match e.to_string() {
+            // The object's wasm instance panicked and the object was reset.
+            m if m.contains(crate::panic_guard::PANIC_ABORT_REASON) => {
+                console_error!("KeyGate {}: {m}", envelope.route);
+                ApiError::Internal
+            }
+            _ => storage(e),
+        })?;
     // Copy the answer without the internal headers.
     let out_headers = Headers::new();
     let (mut outcome, mut expires_at) = (None, None);

@@ -159,6 +159,22 @@ impl DurableObject for KeyGate {
             console_error!("KeyGate: preparing the slot tables failed: {e}");
             SqlSlots(sql)
         });
+        // A new object instance means no request of the previous one still runs:
+        // its isolate died, or its wasm instance did (after a Rust panic the shim
+        // re-creates the instance and re-constructs every object). A lease in
+        // storage is a dead holder's: expire it, so the next request takes over
+        // at once (adopting an answer that holder committed to D1) instead of
+        // answering 409 until the lease runs out.
+        let gate = Gate {
+            store: &slots,
+            clock: WallClock,
+            lease_ms: 0,
+            max_answer_bytes: usize::MAX,
+        };
+        if let Err(e) = gate.expire_dead_holder() {
+            console_error!("KeyGate: expiring a dead holder's lease failed: {e}");
+        }
+        crate::panic_guard::install();
         let config = crate::frontend_worker::config(&env);
         KeyGate {
             state,
@@ -170,6 +186,7 @@ impl DurableObject for KeyGate {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        let _in_flight = crate::panic_guard::InFlight::enter(&self.state);
         let envelope: Envelope = match req.headers().get(ENVELOPE_HEADER)? {
             Some(raw) => {
                 serde_json::from_str(&raw).map_err(|e| worker::Error::RustError(e.to_string()))?

@@ -32,6 +32,7 @@ pub mod http;
 pub mod idempotency;
 pub mod ids;
 pub mod keygate_do;
+pub mod panic_guard;
 pub mod problem;
 pub mod routes;
 pub mod slot_sql;
@@ -41,8 +42,8 @@ pub mod store;
 pub mod training;
 
 use worker::{
-    console_error, console_log, event, Context, Date, Env, Request, Response, Result,
-    ScheduleContext, ScheduledEvent,
+    console_error, console_log, event, Context, Date, Env, Request, Result, ScheduleContext,
+    ScheduledEvent,
 };
 
 /// Rows deleted per sweep statement, and statements per run: bounded work per cron tick.
@@ -50,14 +51,18 @@ const SWEEP_BATCH: u32 = 500;
 const SWEEP_ROUNDS: u32 = 20;
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
-    console_error_panic_hook::set_once();
-    Ok(frontend_worker::handle(req, env, ctx).await)
+async fn fetch(
+    req: Request,
+    env: Env,
+    ctx: Context,
+) -> Result<worker::worker_sys::web_sys::Response> {
+    // A panic anywhere in this isolate answers 500 problem+json instead of hanging.
+    Ok(panic_guard::guarded(frontend_worker::handle(req, env, ctx)))
 }
 
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    console_error_panic_hook::set_once();
+    panic_guard::install();
     let now = Date::now().as_millis() as i64;
     match env.d1(config::DB_BINDING) {
         Ok(db) => {

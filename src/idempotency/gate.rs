@@ -292,6 +292,25 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
         Ok(true)
     }
 
+    /// For a new instance of the object: a lease found in storage belongs to a
+    /// holder of a previous instance, which no longer runs (the runtime never runs
+    /// two instances of one object), so it is expired at once. Returns whether
+    /// there was one.
+    pub fn expire_dead_holder(&self) -> StoreResult<bool> {
+        let Some(mut data) = self.store.load()? else {
+            return Ok(false);
+        };
+        let SlotState::Processing {
+            lease_expires_at, ..
+        } = &mut data.slot.state
+        else {
+            return Ok(false);
+        };
+        *lease_expires_at = 0;
+        self.store.save(&data)?;
+        Ok(true)
+    }
+
     /// Takes an answer found committed in D1 as the key's final answer.
     pub fn adopt(&self, record: &RecordKey, owner: &str, c: &Committed) -> StoreResult<()> {
         self.store.save(&SlotData {
@@ -787,6 +806,28 @@ mod tests {
         assert_eq!(w.gate().alarm(), Ok(AlarmStep::Rearm(T0 + 5_000)));
         assert!(w.gate().still_answer(T0 + 5_000).unwrap());
         assert!(!w.gate().still_answer(T0 + 4_000).unwrap());
+    }
+
+    #[test]
+    fn a_new_instance_expires_the_lease_of_the_previous_ones_holder_at_once() {
+        let w = World::new();
+        let dead = token_of(&w.admit("A"));
+        // The instance died (a panic, a crash); a new one starts well within the lease.
+        w.advance(100);
+        assert_eq!(w.gate().expire_dead_holder(), Ok(true));
+        let d = w.admit("A");
+        assert!(
+            matches!(d, Decision::Execute { takeover: true, .. }),
+            "{d:?}"
+        );
+        assert_ne!(token_of(&d), dead);
+        // A completed answer is left alone.
+        let t = token_of(&d);
+        w.gate()
+            .finish(&t, answer(200, b"x"), T0 + 10_000, true, too_large)
+            .unwrap();
+        assert_eq!(w.gate().expire_dead_holder(), Ok(false));
+        assert!(matches!(w.admit("A"), Decision::Replay { .. }));
     }
 
     #[test]

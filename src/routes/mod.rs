@@ -107,6 +107,10 @@ pub async fn execute(
             "simulated handler failure (test hook)".into(),
         ));
     }
+    if env.test_fail.as_deref() == Some("panic") {
+        // Test hook: a Rust panic inside the handler, under the lease (issue 9).
+        panic!("simulated handler panic (test hook)");
+    }
     let param = || env.param.clone().unwrap_or_default();
     match env.template.as_str() {
         ROUTE_DOCUMENTS => documents::execute(db, cfg, env, body, now),
