@@ -9,12 +9,12 @@ use crate::config::{
     ROUTE_STAGE_EXPORT, ROUTE_STAGING_BATCH, ROUTE_TRAINING_DATA, ROUTE_TRAINING_JOBS,
 };
 use crate::counters;
+use crate::envelope::{Envelope, ENVELOPE_HEADER};
 use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
 use crate::idempotency::cache::{CacheKey, Hit, ReplayCache};
 use crate::idempotency::scope::{self, Scope};
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
 use crate::idempotency::{storable_headers, StoredResponse};
-use crate::keygate_do::{Envelope, ENVELOPE_HEADER};
 use crate::problem::ApiError;
 use crate::routes::{documents, functions, staging, training};
 use crate::staging::data::validate_export_data;

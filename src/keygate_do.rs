@@ -9,91 +9,28 @@
 //! record are committed in one D1 batch.
 
 use crate::config::Config;
+use crate::envelope::{Envelope, ENVELOPE_HEADER};
 use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
+use crate::idempotency::execute::{Executed, Held, Records};
 use crate::idempotency::gate::{
-    AlarmStep, Clock, Committed, Decision, Finish, Gate, RecordKey, Release, Releaser, SlotStore,
-    StoreError,
+    AlarmStep, Clock, Decision, Gate, RecordKey, Release, Releaser, SlotStore, StoreError,
 };
 use crate::idempotency::{SlotState, StoredResponse};
 use crate::problem::ApiError;
-use crate::routes::{self, HandlerOutcome};
+use crate::routes::{self, AfterCommit};
 use crate::slot_sql::SqlSlots;
-use crate::store::{self, RecordId};
+use crate::store::{self, D1Records, RecordId};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::FutureExt;
-use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
 use std::time::Duration;
 use worker::{
     console_error, durable_object, wasm_bindgen, Date, Delay, DurableObject, Env, Request,
     Response, Result, ScheduledTime, State, Storage,
 };
-
-/// Header carrying the [`Envelope`] from the Worker to the object.
-pub const ENVELOPE_HEADER: &str = "x-idemgate-envelope";
-
-/// What the Worker tells the object about a request, besides its body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Envelope {
-    /// The caller's tenant: the scope of the handlers' domain rows.
-    pub scope: String,
-    /// The key's scope (`idempotency::scope`): tenant and subject for a
-    /// client's key, the tenant for a server-derived one.
-    pub record_scope: String,
-    /// The concrete route (`POST /v1/training-jobs/job_1/cancel`): part of the key's identity.
-    pub route: String,
-    /// Its template (`POST /v1/training-jobs/{id}/cancel`): picks the handler.
-    pub template: String,
-    /// The path parameter (job id, function name), if the template has one.
-    #[serde(default)]
-    pub param: Option<String>,
-    /// Request headers the handler forwards (origin functions).
-    #[serde(default)]
-    pub forward: Vec<(String, String)>,
-    pub key: String,
-    pub fingerprint: String,
-    pub caller_sub: String,
-    /// The caller has the `admin` role (may release any key of the tenant).
-    #[serde(default)]
-    pub admin: bool,
-    /// `Prefer: wait=N`, capped by `IDEMPOTENCY_MAX_WAIT_SECONDS`; 0 = answer at once.
-    pub wait_ms: i64,
-    /// Test hooks, honoured only with `IDEMGATE_TEST_HOOKS=1` (checked by the Worker).
-    #[serde(default)]
-    pub test_delay_ms: u64,
-    #[serde(default)]
-    pub test_fail: Option<String>,
-}
-
-impl Envelope {
-    fn record_id(&self) -> RecordId<'_> {
-        RecordId {
-            scope: &self.record_scope,
-            route: &self.route,
-            key: &self.key,
-        }
-    }
-
-    fn record_key(&self) -> RecordKey {
-        RecordKey {
-            scope: self.record_scope.clone(),
-            route: self.route.clone(),
-            key: self.key.clone(),
-        }
-    }
-
-    /// The key sent to an origin function (never the raw client key).
-    pub fn forwarded_key(&self) -> String {
-        crate::idempotency::scope::forwarded_key(&self.record_scope, &self.route, &self.key)
-    }
-
-    /// Whether the key's scope is the caller's own (tenant and subject).
-    fn own_scope(&self) -> bool {
-        self.record_scope
-            == crate::idempotency::scope::Scope::client(&self.scope, &self.caller_sub).encode()
-    }
-}
 
 /// A finished execution, as handed to the requests waiting on it.
 #[derive(Clone)]
@@ -121,6 +58,31 @@ pub struct KeyGate {
     slots: SqlSlots,
     config: Config,
     waiters: RefCell<Vec<oneshot::Sender<Finished>>>,
+    /// Lease tokens of the handlers running in this instance: their leases are
+    /// never taken over (see `Gate::admit_with`).
+    live: Rc<RefCell<HashSet<String>>>,
+}
+
+/// Marks a lease token live while the request holding it runs in this instance.
+struct LiveHolder {
+    live: Rc<RefCell<HashSet<String>>>,
+    token: String,
+}
+
+impl LiveHolder {
+    fn enter(live: &Rc<RefCell<HashSet<String>>>, token: &str) -> Self {
+        live.borrow_mut().insert(token.to_string());
+        LiveHolder {
+            live: live.clone(),
+            token: token.to_string(),
+        }
+    }
+}
+
+impl Drop for LiveHolder {
+    fn drop(&mut self) {
+        self.live.borrow_mut().remove(&self.token);
+    }
 }
 
 fn now_ms() -> i64 {
@@ -139,17 +101,6 @@ fn store_err(e: StoreError) -> worker::Error {
 
 fn too_large(limit: usize) -> StoredResponse {
     http::problem_stored(&ApiError::AnswerTooLarge { limit })
-}
-
-impl From<store::Record> for Committed {
-    fn from(r: store::Record) -> Self {
-        Committed {
-            fingerprint: r.fingerprint,
-            response: r.response,
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-        }
-    }
 }
 
 impl DurableObject for KeyGate {
@@ -182,6 +133,7 @@ impl DurableObject for KeyGate {
             slots,
             config,
             waiters: RefCell::new(Vec::new()),
+            live: Rc::new(RefCell::new(HashSet::new())),
         }
     }
 
@@ -222,7 +174,10 @@ impl DurableObject for KeyGate {
         // an expired answer.
         let gate = self.gate();
         let storage = self.state.storage();
-        match gate.alarm().map_err(store_err)? {
+        match gate
+            .alarm_with(|t| self.live.borrow().contains(t))
+            .map_err(store_err)?
+        {
             AlarmStep::Idle | AlarmStep::Cleared => {}
             AlarmStep::Rearm(t) => storage.set_alarm(at(t)).await?,
             AlarmStep::Sync(data) => {
@@ -254,14 +209,12 @@ impl DurableObject for KeyGate {
             }
             AlarmStep::CheckCommitted { token, record } => {
                 let db = self.env.d1(crate::config::DB_BINDING)?;
-                let id = RecordId {
-                    scope: &record.scope,
-                    route: &record.route,
-                    key: &record.key,
+                let records = D1Records {
+                    db: &db,
+                    fail_commit: false,
                 };
-                match store::find_record(&db, &id, now_ms()).await {
+                match records.find(&record, now_ms()).await {
                     Ok(found) => {
-                        let found = found.map(Committed::from);
                         if let Some(t) = gate
                             .settle_dead_holder(&token, found.as_ref())
                             .map_err(store_err)?
@@ -303,12 +256,16 @@ impl KeyGate {
         let wait_deadline = now_ms() + env.wait_ms;
         let mut waited = false;
         loop {
-            // Atomic: read, decide, write the lease — `admit` never awaits.
+            // Atomic: read, decide, write the lease — `admit_with` never awaits.
             let decision = self
                 .gate()
-                .admit(&env.record_key(), &env.fingerprint, &env.caller_sub, || {
-                    crate::ids::random_hex(16)
-                })
+                .admit_with(
+                    &env.record_key(),
+                    &env.fingerprint,
+                    &env.caller_sub,
+                    || crate::ids::random_hex(16),
+                    |t| self.live.borrow().contains(t),
+                )
                 .map_err(store_err)?;
             match decision {
                 Decision::Execute {
@@ -316,6 +273,8 @@ impl KeyGate {
                     now,
                     takeover,
                 } => {
+                    // Known live until this request ends, however it ends.
+                    let _live = LiveHolder::enter(&self.live, &token);
                     let body = match req.bytes().await {
                         Ok(b) => b,
                         Err(e) => {
@@ -401,8 +360,9 @@ impl KeyGate {
         )
     }
 
-    /// Runs the handler under the lease `token` and commits or releases. Never
-    /// leaves the lease held on a failure: a storage error releases it (503).
+    /// Runs the handler under the lease `token` (renewed while it runs), commits
+    /// or releases (`idempotency::execute`), and answers this request and the
+    /// ones waiting on the key. Never leaves the lease held on a failure.
     async fn run(
         &self,
         env: &Envelope,
@@ -411,13 +371,142 @@ impl KeyGate {
         started: i64,
         takeover: bool,
     ) -> Response {
-        let run = Box::pin(self.run_under_lease(env, body, token, started, takeover));
+        let db = match self.env.d1(crate::config::DB_BINDING) {
+            Ok(db) => db,
+            Err(e) => return self.answer_run(env, Executed::<AfterCommit>::Failed(e.to_string())),
+        };
+        let key = env.record_key();
+        let held = Held {
+            key: &key,
+            fingerprint: &env.fingerprint,
+            token,
+            started,
+            takeover,
+            ttl_ms: self.config.ttl_ms,
+            force_commit: env.test_fail.is_some(),
+        };
+        let records = D1Records {
+            db: &db,
+            fail_commit: env.test_fail.as_deref() == Some("storage"),
+        };
+        let mut timings = Timings::default();
+        let handler = || async {
+            if env.test_delay_ms > 0 {
+                Delay::from(Duration::from_millis(env.test_delay_ms)).await;
+            }
+            routes::execute(&db, &self.config, env, body, started).await
+        };
+        let run_started = Timings::now();
+        let gate = self.gate();
+        let run = Box::pin(gate.run_held(&held, &records, handler, too_large));
         let keep = Box::pin(self.keep_lease(token, started + self.config.lease_ms));
-        let answer = match select(run, keep).await {
-            Either::Left((answer, _)) => answer,
+        let executed = match select(run, keep).await {
+            Either::Left((executed, _)) => executed,
             Either::Right((_, run)) => run.await,
         };
-        answer.unwrap_or_else(|e| self.fail(env, token, e))
+        timings.since("run", run_started);
+        // The alarm moves to the answer's expiry; a record written behind the
+        // answer sets its own retry alarm first.
+        match &executed {
+            Executed::Stored {
+                response,
+                expires_at,
+                write_behind: true,
+                ..
+            } => self.sync_record_later(env, response, started, *expires_at),
+            Executed::Stored { expires_at, .. } => self.arm_later(*expires_at),
+            Executed::Adopted(c) => self.arm_later(c.expires_at),
+            _ => {}
+        }
+        let executed = match executed {
+            Executed::Stored {
+                response,
+                expires_at,
+                after: Some(after),
+                write_behind,
+            } => {
+                // Side effects that need the committed rows (e.g. dispatching a
+                // job). They run once: a replay never reaches this point.
+                routes::after_commit(&db, &self.config, after).await;
+                Executed::Stored {
+                    response,
+                    expires_at,
+                    after: None,
+                    write_behind,
+                }
+            }
+            other => other,
+        };
+        let mut answer = self.answer_run(env, executed);
+        timings.apply(&mut answer);
+        answer
+    }
+
+    /// The answer to the request that ran, and the one its waiters receive.
+    fn answer_run<A>(&self, env: &Envelope, executed: Executed<A>) -> Response {
+        let transient = |response: StoredResponse| {
+            self.notify(&Finished {
+                response: response.clone(),
+                stored: false,
+                expires_at: 0,
+            });
+            with_outcome(
+                http::stored(&response, &[("idempotency-key", &env.key)]),
+                "failed",
+            )
+        };
+        match executed {
+            Executed::Stored {
+                response,
+                expires_at,
+                ..
+            } => {
+                self.notify(&Finished {
+                    response: response.clone(),
+                    stored: true,
+                    expires_at,
+                });
+                let expires = expires_at.to_string();
+                with_outcome(
+                    http::stored(
+                        &response,
+                        &[("idempotency-key", &env.key), (EXPIRES_HEADER, &expires)],
+                    ),
+                    "executed",
+                )
+            }
+            Executed::Adopted(c) if c.fingerprint != env.fingerprint => {
+                // Waiters sent the payload that lost; they re-decide and get 422 too.
+                self.waiters.borrow_mut().clear();
+                with_outcome(
+                    http::problem(&ApiError::KeyReused {
+                        key: env.key.clone(),
+                    }),
+                    "mismatch",
+                )
+            }
+            Executed::Adopted(c) => {
+                self.notify(&Finished {
+                    response: c.response.clone(),
+                    stored: true,
+                    expires_at: c.expires_at,
+                });
+                self.replay(env, &c.response, false, c.expires_at)
+            }
+            Executed::Released(response) => transient(response),
+            Executed::Threw(e) => {
+                console_error!("handler {} failed: {e}", env.route);
+                transient(http::problem_stored(&ApiError::Internal))
+            }
+            Executed::Failed(e) => {
+                console_error!("storage failure for {}: {e}", env.route);
+                let mut resp = http::problem_stored(&ApiError::StorageUnavailable);
+                if let Some(s) = ApiError::StorageUnavailable.to_problem().retry_after {
+                    resp.headers.push(("retry-after".into(), s.to_string()));
+                }
+                transient(resp)
+            }
+        }
     }
 
     /// Keeps a live holder's lease: arms the alarm (so a holder that dies is
@@ -447,206 +536,6 @@ impl KeyGate {
         let storage = self.state.storage();
         self.state
             .wait_until(async move { set_alarm_logged(&storage, when).await });
-    }
-
-    async fn run_under_lease(
-        &self,
-        env: &Envelope,
-        body: &[u8],
-        token: &str,
-        started: i64,
-        takeover: bool,
-    ) -> Result<Response> {
-        let db = self.env.d1(crate::config::DB_BINDING)?;
-        if takeover {
-            // The previous holder may have committed before it died.
-            if let Some(rec) = store::find_record(&db, &env.record_id(), started).await? {
-                return self.adopt(env, token, rec);
-            }
-        }
-        if env.test_delay_ms > 0 {
-            Delay::from(Duration::from_millis(env.test_delay_ms)).await;
-        }
-        // A handler reads state and returns writes guarded by optimistic checks
-        // (unique sequence numbers); if another request committed in between, the
-        // batch fails on a constraint and the handler runs again on fresh state.
-        let mut attempt = 0;
-        let mut timings = Timings::default();
-        let gate = self.gate();
-        let (response, expires_at, after) = loop {
-            attempt += 1;
-            let handler_started = Timings::now();
-            let outcome = routes::execute(&db, &self.config, env, body, started).await;
-            timings.since("handler", handler_started);
-            let (response, mut writes, after) = match outcome {
-                Ok(HandlerOutcome::Commit {
-                    response,
-                    writes,
-                    after,
-                }) if response.is_storable() => (response, writes, after),
-                Ok(HandlerOutcome::Commit { response, .. }) => {
-                    return self.release_with(env, token, response)
-                }
-                Ok(HandlerOutcome::Release { response, writes }) => {
-                    if writes.is_empty() {
-                        return self.release_with(env, token, response);
-                    }
-                    match db.batch(writes).await {
-                        Ok(_) => return self.release_with(env, token, response),
-                        Err(e) if is_conflict(&e) && attempt <= CONFLICT_RETRIES => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(e) => {
-                    console_error!("handler {} failed: {e}", env.route);
-                    return self.release_with(
-                        env,
-                        token,
-                        http::problem_stored(&ApiError::Internal),
-                    );
-                }
-            };
-            // Above MAX_STORED_ANSWER_BYTES the final answer is the too-large
-            // problem, for this caller and every retry alike.
-            let response = gate.bounded(response, too_large);
-            let completed = now_ms();
-            let expires_at = completed + self.config.ttl_ms;
-            if writes.is_empty()
-                && after.is_none()
-                && env.test_fail.is_none()
-                && gate.holds(token).map_err(store_err)?
-            {
-                // Write-behind: an answer with no rows of its own (an origin
-                // function's, a stored 4xx) is final once it is in this object's
-                // SQLite — durable, and the only writer for the key. Its D1 record
-                // follows after the answer; the alarm retries it if that fails.
-                gate.finish(token, response.clone(), expires_at, false, too_large)
-                    .map_err(store_err)?;
-                self.sync_record_later(env, &response, started, expires_at);
-                break (response, expires_at, after);
-            }
-            writes.extend(store::record_statements(
-                &db,
-                &env.record_id(),
-                &env.fingerprint,
-                &response,
-                started,
-                completed,
-                expires_at,
-            )?);
-            if env.test_fail.as_deref() == Some("storage") {
-                // Test hook: a statement that fails inside the batch, so the whole
-                // batch (domain rows included) must roll back.
-                writes.push(db.prepare("INSERT INTO no_such_table_simulated_failure VALUES (1)"));
-            }
-            let batch_started = Timings::now();
-            let committed = db.batch(writes).await;
-            timings.since("d1", batch_started);
-            match committed {
-                Ok(_) => {
-                    if let Finish::Stored(_) = gate
-                        .finish(token, response.clone(), expires_at, true, too_large)
-                        .map_err(store_err)?
-                    {
-                        self.arm_later(expires_at);
-                    }
-                    break (response, expires_at, after);
-                }
-                Err(e) => {
-                    console_error!("D1 batch for {} failed: {e}", env.route);
-                    // A live record means another holder committed first: that is the answer.
-                    match store::find_record(&db, &env.record_id(), now_ms()).await? {
-                        Some(rec) => return self.adopt(env, token, rec),
-                        None if is_conflict(&e) && attempt <= CONFLICT_RETRIES => continue,
-                        None => return Err(e),
-                    }
-                }
-            }
-        };
-        if let Some(after) = after {
-            // Side effects that need the committed rows (e.g. dispatching a job).
-            // They run once: a replay never reaches this point.
-            routes::after_commit(&db, &self.config, after).await;
-        }
-        self.notify(&Finished {
-            response: response.clone(),
-            stored: true,
-            expires_at,
-        });
-        let expires = expires_at.to_string();
-        let mut answer = with_outcome(
-            http::stored(
-                &response,
-                &[("idempotency-key", &env.key), (EXPIRES_HEADER, &expires)],
-            ),
-            "executed",
-        );
-        timings.apply(&mut answer);
-        Ok(answer)
-    }
-
-    /// Takes a committed D1 record as this key's answer (if `token` still holds
-    /// the lease, the slot keeps it too).
-    fn adopt(&self, env: &Envelope, token: &str, rec: store::Record) -> Result<Response> {
-        let gate = self.gate();
-        if gate.holds(token).map_err(store_err)? {
-            gate.adopt(
-                &env.record_key(),
-                &env.caller_sub,
-                &Committed::from(rec.clone()),
-            )
-            .map_err(store_err)?;
-            self.arm_later(rec.expires_at);
-        }
-        if rec.fingerprint != env.fingerprint {
-            // Waiters sent the payload that lost; they re-decide and get 422 too.
-            self.waiters.borrow_mut().clear();
-            return Ok(with_outcome(
-                http::problem(&ApiError::KeyReused {
-                    key: env.key.clone(),
-                }),
-                "mismatch",
-            ));
-        }
-        self.notify(&Finished {
-            response: rec.response.clone(),
-            stored: true,
-            expires_at: rec.expires_at,
-        });
-        Ok(self.replay(env, &rec.response, false, rec.expires_at))
-    }
-
-    /// Releases the lease and answers with a response that is not stored.
-    fn release_with(
-        &self,
-        env: &Envelope,
-        token: &str,
-        response: StoredResponse,
-    ) -> Result<Response> {
-        self.gate().release(token).map_err(store_err)?;
-        self.notify(&Finished {
-            response: response.clone(),
-            stored: false,
-            expires_at: 0,
-        });
-        Ok(with_outcome(
-            http::stored(&response, &[("idempotency-key", &env.key)]),
-            "failed",
-        ))
-    }
-
-    /// A storage failure under the lease: release it (best effort) and answer 503.
-    fn fail(&self, env: &Envelope, token: &str, e: worker::Error) -> Response {
-        console_error!("storage failure for {}: {e}", env.route);
-        let problem = ApiError::StorageUnavailable.to_problem();
-        let mut resp = http::problem_stored(&ApiError::StorageUnavailable);
-        if let Some(s) = problem.retry_after {
-            resp.headers.push(("retry-after".into(), s.to_string()));
-        }
-        self.release_with(env, token, resp).unwrap_or_else(|e| {
-            console_error!("KeyGate: releasing the lease failed too (it expires): {e}");
-            with_outcome(http::problem(&ApiError::StorageUnavailable), "failed")
-        })
     }
 
     /// `GET /v1/idempotency/keys/{key}`: the key's state.
@@ -680,7 +569,7 @@ impl KeyGate {
     async fn describe_record(&self, env: &Envelope, now: i64) -> Result<Response> {
         let db = self.env.d1(crate::config::DB_BINDING)?;
         Ok(
-            match store::find_record(&db, &env.record_id(), now).await? {
+            match store::find_record(&db, &RecordId::from(&env.record_key()), now).await? {
                 Some(rec) => http::json(
                     200,
                     &serde_json::json!({
@@ -718,7 +607,7 @@ impl KeyGate {
             Release::Released { had_slot } => had_slot,
         };
         let db = self.env.d1(crate::config::DB_BINDING)?;
-        let had_record = store::delete_record(&db, &env.record_id()).await?;
+        let had_record = store::delete_record(&db, &RecordId::from(&env.record_key())).await?;
         if had_slot || had_record {
             Ok(Response::empty()?.with_status(204))
         } else {
@@ -787,11 +676,7 @@ struct Unsynced {
 /// released while it was on its way.
 async fn write_record(slots: &SqlSlots, env: &Env, u: &Unsynced) -> Result<()> {
     let db = env.d1(crate::config::DB_BINDING)?;
-    let id = RecordId {
-        scope: &u.id.scope,
-        route: &u.id.route,
-        key: &u.id.key,
-    };
+    let id = RecordId::from(&u.id);
     let r = &u.record;
     db.batch(store::record_upsert(
         &db,
@@ -823,14 +708,6 @@ async fn write_record(slots: &SqlSlots, env: &Env, u: &Unsynced) -> Result<()> {
 const LEASE_ALARM_AFTER: Duration = Duration::from_millis(50);
 /// How soon the alarm retries a D1 record write that failed.
 const SYNC_RETRY_MS: i64 = 30_000;
-
-/// How often a handler is re-run after losing an optimistic-concurrency race.
-const CONFLICT_RETRIES: u32 = 3;
-
-/// A batch that failed on a constraint: another request changed the same rows.
-fn is_conflict(e: &worker::Error) -> bool {
-    e.to_string().contains("constraint failed")
-}
 
 fn with_outcome(mut resp: Response, outcome: &str) -> Response {
     let _ = resp.headers_mut().set(OUTCOME_HEADER, outcome);

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod config;
 pub mod counters;
 pub mod documents;
+pub mod envelope;
 pub mod frontend_worker;
 pub mod http;
 pub mod idempotency;

@@ -3,6 +3,8 @@
 //!
 //! Integers go to D1 as `f64` (exact to 2^53): D1 rejects BigInt.
 
+use crate::idempotency::execute::{CommitError, NewRecord, Records};
+use crate::idempotency::gate::{Committed, RecordKey};
 use crate::idempotency::StoredResponse;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -51,6 +53,16 @@ pub struct RecordId<'a> {
     pub scope: &'a str,
     pub route: &'a str,
     pub key: &'a str,
+}
+
+impl<'a> From<&'a RecordKey> for RecordId<'a> {
+    fn from(k: &'a RecordKey) -> Self {
+        RecordId {
+            scope: &k.scope,
+            route: &k.route,
+            key: &k.key,
+        }
+    }
 }
 
 /// A stored record as read back.
@@ -338,6 +350,75 @@ pub async fn sweep_expired(db: &D1Database, now: i64, batch: u32, rounds: u32) -
     .run()
     .await?;
     Ok(total)
+}
+
+/// D1 as the system of record of [`crate::idempotency::execute`].
+pub struct D1Records<'a> {
+    pub db: &'a D1Database,
+    /// Test hook: a statement that fails inside the batch, so the whole batch
+    /// (domain rows included) must roll back.
+    pub fail_commit: bool,
+}
+
+/// A batch that failed on a constraint: another request changed the same rows.
+fn is_conflict(e: &worker::Error) -> bool {
+    e.to_string().contains("constraint failed")
+}
+
+impl Records for D1Records<'_> {
+    type Writes = Vec<D1PreparedStatement>;
+    type Error = worker::Error;
+
+    fn is_empty(writes: &Self::Writes) -> bool {
+        writes.is_empty()
+    }
+
+    async fn find(&self, key: &RecordKey, now: i64) -> Result<Option<Committed>> {
+        Ok(find_record(self.db, &RecordId::from(key), now)
+            .await?
+            .map(|r| Committed {
+                fingerprint: r.fingerprint,
+                response: r.response,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+            }))
+    }
+
+    async fn commit(
+        &self,
+        mut writes: Self::Writes,
+        record: Option<NewRecord<'_>>,
+    ) -> std::result::Result<(), CommitError<worker::Error>> {
+        let build = |writes: &mut Self::Writes| -> Result<()> {
+            if let Some(r) = &record {
+                writes.extend(record_statements(
+                    self.db,
+                    &RecordId::from(r.key),
+                    r.fingerprint,
+                    r.response,
+                    r.created_at,
+                    r.completed_at,
+                    r.expires_at,
+                )?);
+            }
+            if self.fail_commit {
+                writes.push(
+                    self.db
+                        .prepare("INSERT INTO no_such_table_simulated_failure VALUES (1)"),
+                );
+            }
+            Ok(())
+        };
+        build(&mut writes).map_err(CommitError::Other)?;
+        match self.db.batch(writes).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_conflict(&e) => Err(CommitError::Conflict(e)),
+            Err(e) => {
+                worker::console_error!("D1 batch failed: {e}");
+                Err(CommitError::Other(e))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -169,8 +169,33 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
         owner: &str,
         new_token: impl FnOnce() -> String,
     ) -> StoreResult<Decision> {
+        self.admit_with(record, fingerprint, owner, new_token, |_| false)
+    }
+
+    /// [`Gate::admit`], knowing which lease tokens belong to handlers running in
+    /// this very instance (`live`). A live holder's lease is never taken over,
+    /// even if its renewal came late (a starved timer, a slow machine): it is
+    /// renewed on the spot and the request is in flight. Only a holder that is
+    /// gone — a previous instance's, or one whose request was cancelled — can
+    /// lose its key to an expired lease.
+    pub fn admit_with(
+        &self,
+        record: &RecordKey,
+        fingerprint: &str,
+        owner: &str,
+        new_token: impl FnOnce() -> String,
+        live: impl Fn(&str) -> bool,
+    ) -> StoreResult<Decision> {
         let now = self.now();
         let current = self.store.load()?;
+        if let Some(until) = self.renew_if_live(current.as_ref(), now, &live)? {
+            return Ok(match &current {
+                Some(d) if d.slot.fingerprint != fingerprint => Decision::Mismatch,
+                _ => Decision::InFlight {
+                    lease_expires_at: until,
+                },
+            });
+        }
         Ok(
             match decide(current.as_ref().map(|d| &d.slot), fingerprint, now) {
                 Admission::Execute { takeover } => {
@@ -358,12 +383,50 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
         })
     }
 
+    /// An expired lease whose holder is live in this instance: renewed now.
+    /// Returns its new expiry, or `None` if the slot holds no such lease.
+    fn renew_if_live(
+        &self,
+        current: Option<&SlotData>,
+        now: i64,
+        live: &impl Fn(&str) -> bool,
+    ) -> StoreResult<Option<i64>> {
+        let Some(SlotData {
+            slot:
+                Slot {
+                    state:
+                        SlotState::Processing {
+                            token,
+                            lease_expires_at,
+                        },
+                    ..
+                },
+            ..
+        }) = current
+        else {
+            return Ok(None);
+        };
+        if *lease_expires_at > now || !live(token) {
+            return Ok(None);
+        }
+        self.renew(token)
+    }
+
     /// The alarm's first step (see [`AlarmStep`]).
     pub fn alarm(&self) -> StoreResult<AlarmStep> {
+        self.alarm_with(|_| false)
+    }
+
+    /// [`Gate::alarm`], knowing which holders are live in this instance (see
+    /// [`Gate::admit_with`]): a live holder's expired lease is renewed, never settled.
+    pub fn alarm_with(&self, live: impl Fn(&str) -> bool) -> StoreResult<AlarmStep> {
         let now = self.now();
         let Some(data) = self.store.load()? else {
             return Ok(AlarmStep::Idle);
         };
+        if let Some(until) = self.renew_if_live(Some(&data), now, &live)? {
+            return Ok(AlarmStep::Rearm(until));
+        }
         Ok(match &data.slot.state {
             SlotState::Processing {
                 lease_expires_at, ..
@@ -828,6 +891,49 @@ mod tests {
             .unwrap();
         assert_eq!(w.gate().expire_dead_holder(), Ok(false));
         assert!(matches!(w.admit("A"), Decision::Replay { .. }));
+    }
+
+    #[test]
+    fn a_live_holder_whose_renewal_came_late_is_never_taken_over() {
+        let w = World::new();
+        let t = token_of(&w.admit("A"));
+        // Its renewal timer was starved: the lease ran out while it still works.
+        w.advance(LEASE + 500);
+        let live = |tok: &str| tok == t;
+        let d = w
+            .gate()
+            .admit_with(&rk(), "A", "bob", || "intruder".into(), live)
+            .unwrap();
+        assert_eq!(
+            d,
+            Decision::InFlight {
+                lease_expires_at: T0 + LEASE + 500 + LEASE
+            }
+        );
+        assert!(w.gate().holds(&t).unwrap());
+        // Another payload is still a mismatch, and the alarm renews rather than settles.
+        assert_eq!(
+            w.gate()
+                .admit_with(&rk(), "B", "bob", || "intruder".into(), live)
+                .unwrap(),
+            Decision::Mismatch
+        );
+        w.advance(LEASE * 3);
+        assert_eq!(
+            w.gate().alarm_with(live),
+            Ok(AlarmStep::Rearm(T0 + LEASE + 500 + LEASE * 3 + LEASE))
+        );
+        assert!(w.gate().holds(&t).unwrap());
+        // Once it is gone from this instance, its expired lease is taken over.
+        w.advance(LEASE);
+        let d = w
+            .gate()
+            .admit_with(&rk(), "A", "bob", || "next".into(), |_| false)
+            .unwrap();
+        assert!(
+            matches!(d, Decision::Execute { takeover: true, .. }),
+            "{d:?}"
+        );
     }
 
     #[test]

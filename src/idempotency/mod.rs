@@ -5,11 +5,13 @@
 //! - [`admission`]: the decision the Durable Object takes atomically for each request.
 //! - [`replay`]: which response headers are stored and replayed.
 //! - [`gate`]: the key's object as plain logic over a synchronous slot store.
+//! - [`execute`]: running the work under the lease and committing it, over a record store.
 //! - [`scope`]: whose key it is (tenant, subject), object names, forwarded keys.
 //! - [`prefer`]: `Prefer: wait=N` (RFC 7240) for coalescing.
 
 pub mod admission;
 pub mod cache;
+pub mod execute;
 pub mod fingerprint;
 pub mod gate;
 pub mod key;

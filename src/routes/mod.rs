@@ -14,8 +14,9 @@ use crate::config::{
     ROUTE_EXPORT_REVIEW, ROUTE_EXPORT_ROLLBACK, ROUTE_FUNCTION, ROUTE_JOB_CANCEL, ROUTE_JOB_EVENTS,
     ROUTE_STAGE_EXPORT, ROUTE_STAGING_BATCH, ROUTE_TRAINING_DATA, ROUTE_TRAINING_JOBS,
 };
+use crate::envelope::Envelope;
+use crate::idempotency::execute::Outcome;
 use crate::idempotency::StoredResponse;
-use crate::keygate_do::Envelope;
 use crate::problem::ApiError;
 use worker::{D1Database, D1PreparedStatement, Result};
 
@@ -45,24 +46,9 @@ macro_rules! parsed_or_400 {
 }
 pub(crate) use parsed_or_400;
 
-/// What a handler produced.
-pub enum HandlerOutcome {
-    /// A final answer (2xx/4xx) and the domain rows that go with it; both are
-    /// committed in one D1 batch with the idempotency record.
-    Commit {
-        response: StoredResponse,
-        writes: Vec<D1PreparedStatement>,
-        /// Work that needs the committed rows, done once after the commit.
-        after: Option<AfterCommit>,
-    },
-    /// A transient failure (5xx): the answer is not stored and the key is
-    /// released, so a retry runs again. `writes` (e.g. recording that a delivery
-    /// failed) are committed first; usually there are none.
-    Release {
-        response: StoredResponse,
-        writes: Vec<D1PreparedStatement>,
-    },
-}
+/// What a handler produced (see [`Outcome`]): its answer, its D1 statements, and
+/// work to do once after the commit.
+pub type HandlerOutcome = Outcome<Vec<D1PreparedStatement>, AfterCommit>;
 
 impl HandlerOutcome {
     /// A final answer with no rows of its own.

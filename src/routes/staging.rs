@@ -7,9 +7,9 @@
 use super::{parsed_or_400, HandlerOutcome};
 use crate::auth::Caller;
 use crate::config::Config;
+use crate::envelope::Envelope;
 use crate::http;
 use crate::ids::new_id;
-use crate::keygate_do::Envelope;
 use crate::problem::ApiError;
 use crate::routes::functions::{self, UpstreamResult};
 use crate::staging::data::{validate_export_data, DataError, Validation};

@@ -6,10 +6,10 @@
 use super::{parsed_or_400, AfterCommit, HandlerOutcome};
 use crate::auth::Caller;
 use crate::config::Config;
+use crate::envelope::Envelope;
 use crate::http;
 use crate::idempotency::StoredResponse;
 use crate::ids::new_id;
-use crate::keygate_do::Envelope;
 use crate::problem::ApiError;
 use crate::routes::functions::{self, UpstreamResult};
 use crate::store::{self, int, s, stmt};

@@ -46,6 +46,9 @@ def test_a_live_holder_keeps_its_key_past_a_lease_shorter_than_the_origin(short_
     time.sleep(2.8)
     second = call(c, "sleep", body, "k-live")
     assert_problem(second, 409, "idempotency-key-in-flight")
+    # The lease in storage was renewed: it ends after now, not 2 s after the start.
+    state = c.get("/v1/idempotency/keys/k-live?route=/functions/v1/sleep").json()
+    assert state["state"] == "processing" and state["lease_expires_at"] > time.time() * 1000, state
     waited = call(c, "sleep", body, "k-live", {"prefer": "wait=10"})
     t.join()
     assert first["reply"].status == 200, first["reply"]

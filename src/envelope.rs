@@ -1,0 +1,64 @@
+//! The envelope: what the Worker tells a key's object about a request, besides
+//! its body — who asks, for which key and route, with which fingerprint. Plain
+//! data (sent as a JSON header), shared by the Worker, the handlers and the object.
+
+use crate::idempotency::gate::RecordKey;
+use crate::idempotency::scope::{forwarded_key, Scope};
+use serde::{Deserialize, Serialize};
+
+/// Header carrying the [`Envelope`] from the Worker to the object.
+pub const ENVELOPE_HEADER: &str = "x-idemgate-envelope";
+
+/// What the Worker tells the object about a request, besides its body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The caller's tenant: the scope of the handlers' domain rows.
+    pub scope: String,
+    /// The key's scope (`idempotency::scope`): tenant and subject for a
+    /// client's key, the tenant for a server-derived one.
+    pub record_scope: String,
+    /// The concrete route (`POST /v1/training-jobs/job_1/cancel`): part of the key's identity.
+    pub route: String,
+    /// Its template (`POST /v1/training-jobs/{id}/cancel`): picks the handler.
+    pub template: String,
+    /// The path parameter (job id, function name), if the template has one.
+    #[serde(default)]
+    pub param: Option<String>,
+    /// Request headers the handler forwards (origin functions).
+    #[serde(default)]
+    pub forward: Vec<(String, String)>,
+    pub key: String,
+    pub fingerprint: String,
+    pub caller_sub: String,
+    /// The caller has the `admin` role (may release any key of the tenant).
+    #[serde(default)]
+    pub admin: bool,
+    /// `Prefer: wait=N`, capped by `IDEMPOTENCY_MAX_WAIT_SECONDS`; 0 = answer at once.
+    pub wait_ms: i64,
+    /// Test hooks, honoured only with `IDEMGATE_TEST_HOOKS=1` (checked by the Worker).
+    #[serde(default)]
+    pub test_delay_ms: u64,
+    #[serde(default)]
+    pub test_fail: Option<String>,
+}
+
+impl Envelope {
+    /// The identity of the key's record.
+    pub fn record_key(&self) -> RecordKey {
+        RecordKey {
+            scope: self.record_scope.clone(),
+            route: self.route.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    /// The key sent to an origin function (never the raw client key).
+    pub fn forwarded_key(&self) -> String {
+        forwarded_key(&self.record_scope, &self.route, &self.key)
+    }
+
+    /// Whether the key's scope is the caller's own (tenant and subject).
+    pub fn own_scope(&self) -> bool {
+        self.record_scope == Scope::client(&self.scope, &self.caller_sub).encode()
+    }
+}

@@ -1,0 +1,654 @@
+//! Running a key's work under its lease: the handler, the commit of its rows and
+//! of the answer's record to the system of record (D1), and what happens when
+//! either fails — plain async code over [`Records`] and a handler closure, so a
+//! late holder, a takeover or a lost race is a host test with fakes.
+//!
+//! The rules it keeps:
+//! - after a takeover, an answer the dead holder committed is adopted, and the
+//!   handler does not run;
+//! - the record's insert fails whole if a live record exists, so a late holder
+//!   can never commit a second answer: it adopts the first;
+//! - a final answer (2xx–4xx) is stored; a 5xx, a throw or a storage failure
+//!   releases the lease, so a retry runs again;
+//! - a commit that lost an optimistic-concurrency race re-runs the handler on
+//!   fresh state, at most [`CONFLICT_RETRIES`] times;
+//! - an answer with no rows of its own is final once it is in the object's slot;
+//!   its record is written behind it.
+
+use super::gate::{Clock, Committed, Finish, Gate, RecordKey, SlotStore};
+use super::replay::StoredResponse;
+use std::fmt::Display;
+use std::future::Future;
+
+/// How often a handler is re-run after losing an optimistic-concurrency race.
+pub const CONFLICT_RETRIES: u32 = 3;
+
+/// What a handler produced. `W` are its storage writes, `A` work to do once after the commit.
+pub enum Outcome<W, A> {
+    /// A final answer (2xx/4xx) and the rows that go with it; both are committed
+    /// together with the idempotency record.
+    Commit {
+        response: StoredResponse,
+        writes: W,
+        after: Option<A>,
+    },
+    /// A transient failure (5xx): the answer is not stored and the key is
+    /// released, so a retry runs again. `writes` (e.g. recording that a delivery
+    /// failed) are committed first; usually there are none.
+    Release { response: StoredResponse, writes: W },
+}
+
+/// A failed commit.
+#[derive(Debug)]
+pub enum CommitError<E> {
+    /// A uniqueness constraint: another request changed the same rows (or
+    /// committed this key's record) first.
+    Conflict(E),
+    Other(E),
+}
+
+impl<E> CommitError<E> {
+    pub fn into_inner(self) -> E {
+        match self {
+            CommitError::Conflict(e) | CommitError::Other(e) => e,
+        }
+    }
+}
+
+/// The answer's record, to commit with the handler's writes.
+pub struct NewRecord<'a> {
+    pub key: &'a RecordKey,
+    pub fingerprint: &'a str,
+    pub response: &'a StoredResponse,
+    pub created_at: i64,
+    pub completed_at: i64,
+    pub expires_at: i64,
+}
+
+/// The system of record (D1), as the executor needs it.
+#[allow(async_fn_in_trait)] // used with concrete types only, on one thread
+pub trait Records {
+    type Writes;
+    type Error: Display;
+    fn is_empty(writes: &Self::Writes) -> bool;
+    /// The live record of a key at `now`.
+    async fn find(&self, key: &RecordKey, now: i64) -> Result<Option<Committed>, Self::Error>;
+    /// Commits `writes` and, if given, the record, in one transaction.
+    async fn commit(
+        &self,
+        writes: Self::Writes,
+        record: Option<NewRecord<'_>>,
+    ) -> Result<(), CommitError<Self::Error>>;
+}
+
+/// The lease a request holds, and what it runs for.
+pub struct Held<'a> {
+    pub key: &'a RecordKey,
+    pub fingerprint: &'a str,
+    pub token: &'a str,
+    pub started: i64,
+    pub takeover: bool,
+    pub ttl_ms: i64,
+    /// Commit through the system of record even without rows (test hooks).
+    pub force_commit: bool,
+}
+
+/// How a run ended. Whatever it is, the lease is no longer held afterwards
+/// (the answer is final in the slot, or the slot was released).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Executed<A> {
+    /// The handler's final answer, stored until `expires_at`. With `write_behind`
+    /// its record is not in the system of record yet: the caller writes it.
+    Stored {
+        response: StoredResponse,
+        expires_at: i64,
+        after: Option<A>,
+        write_behind: bool,
+    },
+    /// An answer another holder committed first (possibly for another payload).
+    Adopted(Committed),
+    /// A transient answer (5xx), not stored; the lease is released.
+    Released(StoredResponse),
+    /// The handler threw; the lease is released.
+    Threw(String),
+    /// Storage failed; the lease is released (best effort: else it expires).
+    Failed(String),
+}
+
+impl<S: SlotStore, C: Clock> Gate<S, C> {
+    /// Runs `handler` under the lease `held` and commits or releases (see the module doc).
+    pub async fn run_held<R, A, E, F, Fut>(
+        &self,
+        held: &Held<'_>,
+        records: &R,
+        mut handler: F,
+        too_large: impl Fn(usize) -> StoredResponse,
+    ) -> Executed<A>
+    where
+        R: Records,
+        E: Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Outcome<R::Writes, A>, E>>,
+    {
+        let failed = |e: String| {
+            let _ = self.release(held.token);
+            Executed::Failed(e)
+        };
+        if held.takeover {
+            // The previous holder may have committed before it died.
+            match records.find(held.key, held.started).await {
+                Ok(Some(c)) => return self.adopt_held(held, c),
+                Ok(None) => {}
+                Err(e) => return failed(e.to_string()),
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (response, writes, after) = match handler().await {
+                Err(e) => {
+                    let _ = self.release(held.token);
+                    return Executed::Threw(e.to_string());
+                }
+                Ok(Outcome::Commit {
+                    response,
+                    writes,
+                    after,
+                }) if response.is_storable() => (response, writes, after),
+                Ok(Outcome::Commit { response, .. }) => return self.released(held, response),
+                Ok(Outcome::Release { response, writes }) => {
+                    if R::is_empty(&writes) {
+                        return self.released(held, response);
+                    }
+                    match records.commit(writes, None).await {
+                        Ok(()) => return self.released(held, response),
+                        Err(CommitError::Conflict(_)) if attempt <= CONFLICT_RETRIES => continue,
+                        Err(e) => return failed(e.into_inner().to_string()),
+                    }
+                }
+            };
+            // Above the cap the final answer is the too-large problem, for this
+            // caller and every retry alike.
+            let response = self.bounded(response, &too_large);
+            let completed = self.now();
+            let expires_at = completed + held.ttl_ms;
+            if R::is_empty(&writes) && after.is_none() && !held.force_commit {
+                // Write-behind: an answer with no rows of its own is final once it
+                // is in the slot — durable, and the slot is the key's only writer.
+                match self.finish(held.token, response.clone(), expires_at, false, &too_large) {
+                    Ok(Finish::Stored(response)) => {
+                        return Executed::Stored {
+                            response,
+                            expires_at,
+                            after,
+                            write_behind: true,
+                        }
+                    }
+                    // The lease was lost: the system of record decides below.
+                    Ok(Finish::Superseded) => {}
+                    Err(e) => return failed(e.to_string()),
+                }
+            }
+            let record = NewRecord {
+                key: held.key,
+                fingerprint: held.fingerprint,
+                response: &response,
+                created_at: held.started,
+                completed_at: completed,
+                expires_at,
+            };
+            match records.commit(writes, Some(record)).await {
+                Ok(()) => {
+                    // Superseded is fine: the record is committed, the slot's new
+                    // holder will find it.
+                    if let Err(e) =
+                        self.finish(held.token, response.clone(), expires_at, true, &too_large)
+                    {
+                        return failed(e.to_string());
+                    }
+                    return Executed::Stored {
+                        response,
+                        expires_at,
+                        after,
+                        write_behind: false,
+                    };
+                }
+                Err(e) => {
+                    // A live record means another holder committed first: that is the answer.
+                    let conflict = matches!(e, CommitError::Conflict(_));
+                    match records.find(held.key, self.now()).await {
+                        Ok(Some(c)) => return self.adopt_held(held, c),
+                        Ok(None) if conflict && attempt <= CONFLICT_RETRIES => continue,
+                        Ok(None) => return failed(e.into_inner().to_string()),
+                        Err(found) => return failed(found.to_string()),
+                    }
+                }
+            }
+        }
+    }
+
+    fn released<A>(&self, held: &Held<'_>, response: StoredResponse) -> Executed<A> {
+        match self.release(held.token) {
+            Ok(_) => Executed::Released(response),
+            Err(e) => Executed::Failed(e.to_string()),
+        }
+    }
+
+    /// Adopts a committed answer; the slot keeps it if `held` still holds the lease.
+    fn adopt_held<A>(&self, held: &Held<'_>, c: Committed) -> Executed<A> {
+        let kept = self.store.load().map(|d| {
+            d.filter(|d| {
+                matches!(&d.slot.state, super::SlotState::Processing { token, .. } if token == held.token)
+            })
+        });
+        match kept {
+            Ok(Some(d)) => {
+                if let Err(e) = self.adopt(held.key, &d.owner, &c) {
+                    return Executed::Failed(e.to_string());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Executed::Failed(e.to_string()),
+        }
+        Executed::Adopted(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idempotency::gate::{Decision, SlotData, StoreResult};
+    use crate::idempotency::SlotState;
+    use futures_util::FutureExt;
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct FakeSlots(RefCell<Option<SlotData>>);
+
+    impl SlotStore for FakeSlots {
+        fn load(&self) -> StoreResult<Option<SlotData>> {
+            Ok(self.0.borrow().clone())
+        }
+        fn save(&self, data: &SlotData) -> StoreResult<()> {
+            *self.0.borrow_mut() = Some(data.clone());
+            Ok(())
+        }
+        fn clear(&self) -> StoreResult<()> {
+            *self.0.borrow_mut() = None;
+            Ok(())
+        }
+    }
+
+    struct FakeClock(Cell<i64>);
+
+    impl Clock for &FakeClock {
+        fn now_ms(&self) -> i64 {
+            self.0.get()
+        }
+    }
+
+    /// D1 in memory: committed records (primary key = the key, like
+    /// `idempotency_records`), committed domain rows, and injected failures.
+    #[derive(Default)]
+    struct FakeRecords {
+        records: RefCell<HashMap<String, Committed>>,
+        rows: RefCell<Vec<String>>,
+        /// Commits that fail with a conflict before succeeding.
+        conflicts: Cell<u32>,
+        broken: Cell<bool>,
+    }
+
+    impl Records for FakeRecords {
+        type Writes = Vec<String>;
+        type Error = String;
+        fn is_empty(w: &Vec<String>) -> bool {
+            w.is_empty()
+        }
+        async fn find(&self, key: &RecordKey, now: i64) -> Result<Option<Committed>, String> {
+            if self.broken.get() {
+                return Err("D1 down".into());
+            }
+            Ok(self
+                .records
+                .borrow()
+                .get(&key.key)
+                .filter(|c| c.expires_at > now)
+                .cloned())
+        }
+        async fn commit(
+            &self,
+            writes: Vec<String>,
+            record: Option<NewRecord<'_>>,
+        ) -> Result<(), CommitError<String>> {
+            if self.broken.get() {
+                return Err(CommitError::Other("D1 down".into()));
+            }
+            if self.conflicts.get() > 0 {
+                self.conflicts.set(self.conflicts.get() - 1);
+                return Err(CommitError::Conflict("version changed".into()));
+            }
+            if let Some(r) = &record {
+                if self
+                    .records
+                    .borrow()
+                    .get(&r.key.key)
+                    .is_some_and(|c| c.expires_at > r.completed_at)
+                {
+                    return Err(CommitError::Conflict("UNIQUE constraint failed".into()));
+                }
+            }
+            // One transaction: rows and record together.
+            self.rows.borrow_mut().extend(writes);
+            if let Some(r) = record {
+                self.records.borrow_mut().insert(
+                    r.key.key.clone(),
+                    Committed {
+                        fingerprint: r.fingerprint.into(),
+                        response: r.response.clone(),
+                        created_at: r.created_at,
+                        expires_at: r.expires_at,
+                    },
+                );
+            }
+            Ok(())
+        }
+    }
+
+    const T0: i64 = 1_000_000;
+    const LEASE: i64 = 2_000;
+    const TTL: i64 = 60_000;
+
+    struct World {
+        slots: FakeSlots,
+        clock: FakeClock,
+        d1: FakeRecords,
+        runs: Cell<u32>,
+        tokens: Cell<u32>,
+    }
+
+    fn key() -> RecordKey {
+        RecordKey {
+            scope: "acme:alice".into(),
+            route: "POST /v1/documents".into(),
+            key: "k1".into(),
+        }
+    }
+
+    fn answer(status: u16, body: &str) -> StoredResponse {
+        StoredResponse {
+            status,
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn too_large(limit: usize) -> StoredResponse {
+        answer(502, &format!("too large: {limit}"))
+    }
+
+    type Handled = std::result::Result<Outcome<Vec<String>, &'static str>, String>;
+
+    impl World {
+        fn new() -> Self {
+            World {
+                slots: FakeSlots::default(),
+                clock: FakeClock(Cell::new(T0)),
+                d1: FakeRecords::default(),
+                runs: Cell::new(0),
+                tokens: Cell::new(0),
+            }
+        }
+        fn gate(&self) -> Gate<&FakeSlots, &FakeClock> {
+            Gate {
+                store: &self.slots,
+                clock: &self.clock,
+                lease_ms: LEASE,
+                max_answer_bytes: 100,
+            }
+        }
+        /// Admits a request for `fp` and returns its token and takeover flag.
+        fn admit(&self, fp: &str) -> (String, bool) {
+            match self
+                .gate()
+                .admit(&key(), fp, "alice", || {
+                    self.tokens.set(self.tokens.get() + 1);
+                    format!("tok{}", self.tokens.get())
+                })
+                .unwrap()
+            {
+                Decision::Execute {
+                    token, takeover, ..
+                } => (token, takeover),
+                other => panic!("expected Execute, got {other:?}"),
+            }
+        }
+        /// Runs `outcome` as the handler for a request holding `token`.
+        fn run(
+            &self,
+            fp: &str,
+            token: &str,
+            takeover: bool,
+            outcome: impl Fn(u32) -> Handled,
+        ) -> Executed<&'static str> {
+            let k = key();
+            let held = Held {
+                key: &k,
+                fingerprint: fp,
+                token,
+                started: T0,
+                takeover,
+                ttl_ms: TTL,
+                force_commit: false,
+            };
+            let handler = || {
+                self.runs.set(self.runs.get() + 1);
+                let out = outcome(self.runs.get());
+                async move { out }
+            };
+            self.gate()
+                .run_held(&held, &self.d1, handler, too_large)
+                .now_or_never()
+                .expect("the fakes never wait")
+        }
+        fn slot_answer(&self) -> Option<StoredResponse> {
+            match self.slots.load().unwrap()?.slot.state {
+                SlotState::Completed { response, .. } => Some(response),
+                SlotState::Processing { .. } => None,
+            }
+        }
+    }
+
+    fn commit(body: &str, rows: &[&str]) -> Handled {
+        Ok(Outcome::Commit {
+            response: answer(201, body),
+            writes: rows.iter().map(|r| r.to_string()).collect(),
+            after: None,
+        })
+    }
+
+    #[test]
+    fn rows_and_record_commit_together_and_the_slot_keeps_the_answer() {
+        let w = World::new();
+        let (t, takeover) = w.admit("A");
+        let got = w.run("A", &t, takeover, |_| commit("doc1", &["doc1"]));
+        assert_eq!(
+            got,
+            Executed::Stored {
+                response: answer(201, "doc1"),
+                expires_at: T0 + TTL,
+                after: None,
+                write_behind: false
+            }
+        );
+        assert_eq!(*w.d1.rows.borrow(), vec!["doc1".to_string()]);
+        assert!(w.d1.records.borrow().contains_key("k1"));
+        assert_eq!(w.slot_answer(), Some(answer(201, "doc1")));
+    }
+
+    #[test]
+    fn a_takeover_adopts_what_the_dead_holder_committed_without_running_the_handler() {
+        let w = World::new();
+        let (dead, _) = w.admit("A");
+        // The dead holder committed, then died before its slot said so.
+        w.d1.commit(
+            vec!["doc-dead".into()],
+            Some(NewRecord {
+                key: &key(),
+                fingerprint: "A",
+                response: &answer(201, "doc-dead"),
+                created_at: T0,
+                completed_at: T0,
+                expires_at: T0 + TTL,
+            }),
+        )
+        .now_or_never()
+        .unwrap()
+        .unwrap();
+        w.clock.0.set(T0 + LEASE);
+        let (t, takeover) = w.admit("A");
+        assert!(takeover && t != dead);
+        let got = w.run("A", &t, takeover, |_| commit("doc-again", &["doc-again"]));
+        assert!(matches!(&got, Executed::Adopted(c) if c.response == answer(201, "doc-dead")));
+        assert_eq!(w.runs.get(), 0, "the handler must not run again");
+        assert_eq!(*w.d1.rows.borrow(), vec!["doc-dead".to_string()]);
+        assert_eq!(w.slot_answer(), Some(answer(201, "doc-dead")));
+    }
+
+    #[test]
+    fn a_takeover_with_nothing_committed_runs_the_handler() {
+        let w = World::new();
+        w.admit("A");
+        w.clock.0.set(T0 + LEASE);
+        let (t, takeover) = w.admit("A");
+        assert!(takeover);
+        let got = w.run("A", &t, takeover, |_| commit("doc2", &["doc2"]));
+        assert!(matches!(got, Executed::Stored { .. }));
+        assert_eq!(w.runs.get(), 1);
+    }
+
+    #[test]
+    fn a_late_holder_cannot_commit_a_second_answer_and_adopts_the_first() {
+        let w = World::new();
+        let (late, _) = w.admit("A");
+        // Its lease was taken over and the new holder committed first.
+        w.clock.0.set(T0 + LEASE);
+        let (new, takeover) = w.admit("A");
+        assert!(matches!(
+            w.run("A", &new, takeover, |_| commit("first", &["row-first"])),
+            Executed::Stored { .. }
+        ));
+        // The late holder finishes its handler now: its batch fails whole.
+        let got = w.run("A", &late, false, |_| commit("late", &["row-late"]));
+        assert!(matches!(&got, Executed::Adopted(c) if c.response == answer(201, "first")));
+        assert_eq!(*w.d1.rows.borrow(), vec!["row-first".to_string()]);
+        assert_eq!(w.slot_answer(), Some(answer(201, "first")));
+    }
+
+    #[test]
+    fn a_5xx_is_not_stored_and_releases_the_key() {
+        let w = World::new();
+        let (t, _) = w.admit("A");
+        let got = w.run("A", &t, false, |_| {
+            Ok(Outcome::Commit {
+                response: answer(503, "busy"),
+                writes: vec!["row".into()],
+                after: None,
+            })
+        });
+        assert_eq!(got, Executed::Released(answer(503, "busy")));
+        assert!(w.d1.rows.borrow().is_empty() && w.d1.records.borrow().is_empty());
+        assert_eq!(w.slots.load().unwrap(), None);
+    }
+
+    #[test]
+    fn a_release_commits_its_own_rows_and_stores_no_answer() {
+        let w = World::new();
+        let (t, _) = w.admit("A");
+        let got = w.run("A", &t, false, |_| {
+            Ok(Outcome::Release {
+                response: answer(502, "delivery failed"),
+                writes: vec!["attempt-1".into()],
+            })
+        });
+        assert_eq!(got, Executed::Released(answer(502, "delivery failed")));
+        assert_eq!(*w.d1.rows.borrow(), vec!["attempt-1".to_string()]);
+        assert!(w.d1.records.borrow().is_empty());
+        assert_eq!(w.slots.load().unwrap(), None);
+    }
+
+    #[test]
+    fn a_throw_releases_the_key() {
+        let w = World::new();
+        let (t, _) = w.admit("A");
+        let got = w.run("A", &t, false, |_| Err("boom".into()));
+        assert_eq!(got, Executed::Threw("boom".into()));
+        assert_eq!(w.slots.load().unwrap(), None);
+    }
+
+    #[test]
+    fn a_lost_concurrency_race_reruns_the_handler_on_fresh_state() {
+        let w = World::new();
+        w.d1.conflicts.set(2);
+        let (t, _) = w.admit("A");
+        let got = w.run("A", &t, false, |n| commit(&format!("try{n}"), &["row"]));
+        assert!(
+            matches!(got, Executed::Stored { ref response, .. } if *response == answer(201, "try3"))
+        );
+        assert_eq!(w.runs.get(), 3);
+    }
+
+    #[test]
+    fn endless_conflicts_give_up_and_release() {
+        let w = World::new();
+        w.d1.conflicts.set(100);
+        let (t, _) = w.admit("A");
+        let got = w.run("A", &t, false, |_| commit("x", &["row"]));
+        assert!(matches!(got, Executed::Failed(_)), "{got:?}");
+        assert_eq!(w.runs.get(), CONFLICT_RETRIES + 1);
+        assert_eq!(w.slots.load().unwrap(), None);
+    }
+
+    #[test]
+    fn a_storage_failure_releases_the_key_and_stores_nothing() {
+        let w = World::new();
+        w.d1.broken.set(true);
+        let (t, _) = w.admit("A");
+        let got = w.run("A", &t, false, |_| commit("x", &["row"]));
+        assert!(matches!(got, Executed::Failed(_)));
+        assert_eq!(w.slots.load().unwrap(), None);
+        assert!(w.d1.rows.borrow().is_empty());
+    }
+
+    #[test]
+    fn an_oversize_answer_is_committed_and_kept_as_the_too_large_problem() {
+        let w = World::new();
+        let (t, _) = w.admit("A");
+        let big = "x".repeat(101);
+        let got = w.run("A", &t, false, |_| commit(&big, &["row"]));
+        assert!(
+            matches!(got, Executed::Stored { ref response, .. } if *response == too_large(100))
+        );
+        assert_eq!(w.d1.records.borrow()["k1"].response, too_large(100));
+        assert_eq!(w.slot_answer(), Some(too_large(100)));
+    }
+
+    #[test]
+    fn an_answer_without_rows_is_final_in_the_slot_and_its_record_written_behind() {
+        let w = World::new();
+        let (t, _) = w.admit("A");
+        let got = w.run("A", &t, false, |_| commit("origin says hi", &[]));
+        assert!(matches!(
+            got,
+            Executed::Stored {
+                write_behind: true,
+                ..
+            }
+        ));
+        assert!(
+            w.d1.records.borrow().is_empty(),
+            "the caller writes it behind"
+        );
+        assert_eq!(w.slot_answer(), Some(answer(201, "origin says hi")));
+    }
+}
