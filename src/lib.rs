@@ -4,24 +4,34 @@
 //!
 //! ## Components
 //! - [`frontend_worker`]: the Worker's `fetch`. Authenticates ([`auth`]), parses the
-//!   key and validates the request, computes the fingerprint, and sends keyed writes
-//!   to the key's Durable Object. Reads go to D1 directly.
+//!   key and validates the request, computes the fingerprint and the key's scope
+//!   (tenant and subject, or tenant for a derived key), and sends keyed writes to
+//!   the key's Durable Object with an [`envelope`]. Reads go to D1 directly.
 //! - [`keygate_do`]: `KeyGate`, one SQLite-backed Durable Object per
-//!   `{tenant}:{route}:{key}`. Decides atomically ([`idempotency::decide`]), runs the
-//!   handler under a lease, commits, and answers waiters and replays.
-//! - [`routes`]: the functions behind idemgate (process-document so far).
-//! - [`store`]: D1 (binding `DB`): idempotency records, counters, domain rows.
-//! - Pure logic, tested on the host: [`idempotency`] (key, fingerprint, admission,
-//!   replay headers, `Prefer`), [`auth`], [`documents`], [`problem`], [`config`].
+//!   (scope, route, key): a shell that runs the decisions of
+//!   [`idempotency::gate`] (admit, renew, finish, release, the alarm) and the run
+//!   of [`idempotency::execute`] over its SQLite ([`slot_sql`]) and D1
+//!   ([`store::D1Records`]), renews a live holder's lease, and answers waiters.
+//! - [`routes`]: the functions behind idemgate — process-document, training data
+//!   and jobs, origin functions, export staging — as handlers that return their
+//!   answer and their D1 writes.
+//! - [`store`]: D1 (binding `DB`): idempotency records (answers in chunks),
+//!   counters, reads. [`panic_guard`]: a Rust panic answers 500 instead of hanging.
+//! - Pure logic, tested on the host: [`idempotency`] (key, fingerprint, scope,
+//!   admission, the object's decisions and run, replay headers, `Prefer`),
+//!   [`auth`], [`documents`], [`training`], [`staging`], [`problem`], [`config`].
 //!
 //! ## Life of a keyed request
 //! 1. Worker: auth (401/503) → body limit (413) → key syntax (400) → validation
-//!    (400/415) → fingerprint → `KeyGate` named by tenant, route and key.
+//!    (400/413/415) → fingerprint → `KeyGate` named by scope, route and key.
 //! 2. `KeyGate`: read slot, decide, write lease — no `await` in between. Then
 //!    execute, replay, 409 (or wait with `Prefer: wait=N`), or 422.
-//! 3. On execute: the handler's rows and the idempotency record go to D1 in one
-//!    batch; the slot keeps a hot copy; waiters receive the same answer.
-//! 4. 5xx or a throw releases the lease; a dead holder's lease expires (alarm).
+//! 3. On execute: the lease is renewed while the handler runs; the handler's rows
+//!    and the idempotency record go to D1 in one batch (an answer without rows is
+//!    final in the slot first, its record written behind); the slot keeps a hot
+//!    copy; waiters receive the same answer.
+//! 4. 5xx, a throw or a storage failure releases the lease; a dead holder's lease
+//!    expires (alarm, or the next request), and what it committed is adopted.
 
 pub mod auth;
 pub mod config;
