@@ -182,6 +182,26 @@ impl Default for Config {
     }
 }
 
+thread_local! {
+    /// Vars are fixed for an isolate's life: parsed once.
+    static CACHED: std::cell::OnceCell<Config> = const { std::cell::OnceCell::new() };
+}
+
+/// The isolate's configuration, read through `var` the first time (its
+/// warnings go to `warn`) and shared by the Worker and its objects after that.
+pub fn cached(var: impl Fn(&str) -> Option<String>, warn: impl Fn(&str)) -> Config {
+    CACHED.with(|c| {
+        c.get_or_init(|| {
+            let (cfg, warnings) = Config::from_lookup(var);
+            for w in &warnings {
+                warn(w);
+            }
+            cfg
+        })
+        .clone()
+    })
+}
+
 impl Config {
     /// Reads every setting through `var`; a missing or unparsable value keeps its
     /// default (and is reported in the returned warnings, for the log).

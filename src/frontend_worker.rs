@@ -47,24 +47,16 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
 }
 
 thread_local! {
-    /// Vars are fixed for an isolate's life: parsed once.
-    static CONFIG: std::cell::OnceCell<Config> = const { std::cell::OnceCell::new() };
     /// Final answers seen by this isolate (see [`ReplayCache`]).
     static REPLAYS: RefCell<ReplayCache> = RefCell::new(ReplayCache::default());
 }
 
-/// The isolate's configuration (the Worker and its objects share it).
-pub(crate) fn config(env: &Env) -> Config {
-    CONFIG.with(|c| {
-        c.get_or_init(|| {
-            let (cfg, warnings) = Config::from_lookup(|n| env.var(n).ok().map(|v| v.to_string()));
-            for w in warnings {
-                console_warn!("config: {w}");
-            }
-            cfg
-        })
-        .clone()
-    })
+/// The isolate's configuration (see [`config::cached`]).
+fn config(env: &Env) -> Config {
+    config::cached(
+        |n| env.var(n).ok().map(|v| v.to_string()),
+        |w| console_warn!("config: {w}"),
+    )
 }
 
 fn now_ms() -> i64 {

@@ -11,15 +11,13 @@
 use crate::config::Config;
 use crate::envelope::{Envelope, ENVELOPE_HEADER};
 use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
-use crate::idempotency::execute::{Executed, Held, Records};
-use crate::idempotency::gate::{
-    AlarmStep, Clock, Decision, Gate, RecordKey, Release, Releaser, SlotStore, StoreError,
-};
-use crate::idempotency::{SlotState, StoredResponse};
+use crate::idempotency::execute::{Executed, Held, KeyState, Released};
+use crate::idempotency::gate::{Clock, Committed, Decision, Gate, Releaser, StoreError};
+use crate::idempotency::StoredResponse;
 use crate::problem::ApiError;
 use crate::routes::{self, AfterCommit};
 use crate::slot_sql::SqlSlots;
-use crate::store::{self, D1Records, RecordId};
+use crate::store::D1Records;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::FutureExt;
@@ -28,8 +26,8 @@ use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::Duration;
 use worker::{
-    console_error, durable_object, wasm_bindgen, Date, Delay, DurableObject, Env, Request,
-    Response, Result, ScheduledTime, State, Storage,
+    console_error, console_warn, durable_object, wasm_bindgen, Date, Delay, DurableObject, Env,
+    Request, Response, Result, ScheduledTime, State, Storage,
 };
 
 /// A finished execution, as handed to the requests waiting on it.
@@ -126,7 +124,10 @@ impl DurableObject for KeyGate {
             console_error!("KeyGate: expiring a dead holder's lease failed: {e}");
         }
         crate::panic_guard::install();
-        let config = crate::frontend_worker::config(&env);
+        let config = crate::config::cached(
+            |n| env.var(n).ok().map(|v| v.to_string()),
+            |w| console_warn!("config: {w}"),
+        );
         KeyGate {
             state,
             env,
@@ -169,65 +170,20 @@ impl DurableObject for KeyGate {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        // Re-arms for a live lease or answer, writes a D1 record that did not
-        // land, settles a dead holder (adopting what it committed), and clears
-        // an expired answer.
-        let gate = self.gate();
-        let storage = self.state.storage();
-        match gate
-            .alarm_with(|t| self.live.borrow().contains(t))
-            .map_err(store_err)?
-        {
-            AlarmStep::Idle | AlarmStep::Cleared => {}
-            AlarmStep::Rearm(t) => storage.set_alarm(at(t)).await?,
-            AlarmStep::Sync(data) => {
-                if let SlotState::Completed {
-                    response,
-                    expires_at,
-                } = &data.slot.state
-                {
-                    let u = Unsynced {
-                        id: data.record.clone(),
-                        record: store::Record {
-                            fingerprint: data.slot.fingerprint.clone(),
-                            response: response.clone(),
-                            created_at: data.created_at,
-                            expires_at: *expires_at,
-                        },
-                    };
-                    match write_record(&self.slots, &self.env, &u).await {
-                        Ok(()) => {
-                            gate.mark_synced(*expires_at).map_err(store_err)?;
-                            storage.set_alarm(at(*expires_at)).await?;
-                        }
-                        Err(e) => {
-                            console_error!("KeyGate: the D1 record write failed again: {e}");
-                            storage.set_alarm(at(now_ms() + SYNC_RETRY_MS)).await?;
-                        }
-                    }
-                }
-            }
-            AlarmStep::CheckCommitted { token, record } => {
-                let db = self.env.d1(crate::config::DB_BINDING)?;
-                let records = D1Records {
-                    db: &db,
-                    fail_commit: false,
-                };
-                match records.find(&record, now_ms()).await {
-                    Ok(found) => {
-                        if let Some(t) = gate
-                            .settle_dead_holder(&token, found.as_ref())
-                            .map_err(store_err)?
-                        {
-                            storage.set_alarm(at(t)).await?;
-                        }
-                    }
-                    Err(e) => {
-                        console_error!("KeyGate: looking for a dead holder's answer failed: {e}");
-                        storage.set_alarm(at(now_ms() + SYNC_RETRY_MS)).await?;
-                    }
-                }
-            }
+        let db = self.env.d1(crate::config::DB_BINDING)?;
+        let records = D1Records {
+            db: &db,
+            fail_commit: false,
+        };
+        let done = self
+            .gate()
+            .on_alarm(&records, |t| self.live.borrow().contains(t), SYNC_RETRY_MS)
+            .await;
+        if let Some(e) = done.error {
+            console_error!("KeyGate alarm: {e} (retried)");
+        }
+        if let Some(t) = done.next {
+            self.state.storage().set_alarm(at(t)).await?;
         }
         Response::ok("ok")
     }
@@ -400,7 +356,7 @@ impl KeyGate {
         let gate = self.gate();
         let run = Box::pin(gate.run_held(&held, &records, handler, too_large));
         let keep = Box::pin(self.keep_lease(token, started + self.config.lease_ms));
-        let executed = match select(run, keep).await {
+        let mut executed = match select(run, keep).await {
             Either::Left((executed, _)) => executed,
             Either::Right((_, run)) => run.await,
         };
@@ -418,25 +374,13 @@ impl KeyGate {
             Executed::Adopted(c) => self.arm_later(c.expires_at),
             _ => {}
         }
-        let executed = match executed {
-            Executed::Stored {
-                response,
-                expires_at,
-                after: Some(after),
-                write_behind,
-            } => {
+        if let Executed::Stored { after, .. } = &mut executed {
+            if let Some(after) = after.take() {
                 // Side effects that need the committed rows (e.g. dispatching a
                 // job). They run once: a replay never reaches this point.
                 routes::after_commit(&db, &self.config, after).await;
-                Executed::Stored {
-                    response,
-                    expires_at,
-                    after: None,
-                    write_behind,
-                }
             }
-            other => other,
-        };
+        }
         let mut answer = self.answer_run(env, executed);
         timings.apply(&mut answer);
         answer
@@ -538,51 +482,50 @@ impl KeyGate {
             .wait_until(async move { set_alarm_logged(&storage, when).await });
     }
 
-    /// `GET /v1/idempotency/keys/{key}`: the key's state.
-    async fn describe(&self, env: &Envelope) -> Result<Response> {
-        let now = now_ms();
-        let current = self.slots.load().map_err(store_err)?;
-        let body = match current {
-            Some(d) => match d.slot.state {
-                SlotState::Processing {
-                    lease_expires_at, ..
-                } if lease_expires_at > now => serde_json::json!({
-                    "key": env.key, "route": env.route, "state": "processing",
-                    "fingerprint": d.slot.fingerprint, "created_at": d.created_at,
-                    "lease_expires_at": lease_expires_at,
-                }),
-                SlotState::Completed {
-                    response,
-                    expires_at,
-                } if expires_at > now => serde_json::json!({
-                    "key": env.key, "route": env.route, "state": "completed",
-                    "fingerprint": d.slot.fingerprint, "created_at": d.created_at,
-                    "response_status": response.status, "expires_at": expires_at,
-                }),
-                _ => return self.describe_record(env, now).await,
-            },
-            None => return self.describe_record(env, now).await,
-        };
-        Ok(http::json(200, &body))
+    fn records<'a>(&self, db: &'a worker::D1Database) -> D1Records<'a> {
+        D1Records {
+            db,
+            fail_commit: false,
+        }
     }
 
-    async fn describe_record(&self, env: &Envelope, now: i64) -> Result<Response> {
+    /// `GET /v1/idempotency/keys/{key}`: the key's state.
+    async fn describe(&self, env: &Envelope) -> Result<Response> {
         let db = self.env.d1(crate::config::DB_BINDING)?;
-        Ok(
-            match store::find_record(&db, &RecordId::from(&env.record_key()), now).await? {
-                Some(rec) => http::json(
-                    200,
-                    &serde_json::json!({
-                        "key": env.key, "route": env.route, "state": "completed",
-                        "fingerprint": rec.fingerprint, "created_at": rec.created_at,
-                        "response_status": rec.response.status, "expires_at": rec.expires_at,
-                    }),
-                ),
-                None => http::problem(&ApiError::NotFound(
-                    "no live idempotency record for this key and route".into(),
-                )),
-            },
-        )
+        let state = self
+            .gate()
+            .describe(&self.records(&db), &env.record_key())
+            .await
+            .map_err(worker::Error::RustError)?;
+        let (key, route) = (&env.key, &env.route);
+        Ok(match state {
+            Some(KeyState::Processing {
+                fingerprint,
+                created_at,
+                lease_expires_at,
+            }) => http::json(
+                200,
+                &serde_json::json!({
+                    "key": key, "route": route, "state": "processing", "fingerprint": fingerprint,
+                    "created_at": created_at, "lease_expires_at": lease_expires_at,
+                }),
+            ),
+            Some(KeyState::Completed {
+                fingerprint,
+                created_at,
+                response_status,
+                expires_at,
+            }) => http::json(
+                200,
+                &serde_json::json!({
+                    "key": key, "route": route, "state": "completed", "fingerprint": fingerprint,
+                    "created_at": created_at, "response_status": response_status, "expires_at": expires_at,
+                }),
+            ),
+            None => http::problem(&ApiError::NotFound(
+                "no live idempotency record for this key and route".into(),
+            )),
+        })
     }
 
     /// `DELETE /v1/idempotency/keys/{key}`: forget the key so a retry runs again
@@ -593,28 +536,24 @@ impl KeyGate {
             admin: env.admin,
             own_scope: env.own_scope(),
         };
-        let had_slot = match self.gate().release_key(&who).map_err(store_err)? {
-            Release::InFlight { .. } => {
-                return Ok(http::problem(&ApiError::KeyInFlight {
-                    key: env.key.clone(),
-                }))
-            }
-            Release::Forbidden => {
-                return Ok(http::problem(&ApiError::Forbidden(
-                    "only the key's owner or an admin may release it".into(),
-                )))
-            }
-            Release::Released { had_slot } => had_slot,
-        };
         let db = self.env.d1(crate::config::DB_BINDING)?;
-        let had_record = store::delete_record(&db, &RecordId::from(&env.record_key())).await?;
-        if had_slot || had_record {
-            Ok(Response::empty()?.with_status(204))
-        } else {
-            Ok(http::problem(&ApiError::NotFound(
+        let released = self
+            .gate()
+            .release_everywhere(&self.records(&db), &env.record_key(), &who)
+            .await
+            .map_err(worker::Error::RustError)?;
+        Ok(match released {
+            Released::InFlight => http::problem(&ApiError::KeyInFlight {
+                key: env.key.clone(),
+            }),
+            Released::Forbidden => http::problem(&ApiError::Forbidden(
+                "only the key's owner or an admin may release it".into(),
+            )),
+            Released::Done { existed: true } => Response::empty()?.with_status(204),
+            Released::Done { existed: false } => http::problem(&ApiError::NotFound(
                 "no idempotency record for this key and route".into(),
-            )))
-        }
+            )),
+        })
     }
 
     /// Commits the D1 record of an answer just made final in the slot (write-behind,
@@ -635,19 +574,36 @@ impl KeyGate {
         let mut retry = Box::pin(async move { set_alarm_logged(&retry_storage, retry_at).await });
         // One poll makes the call into the runtime now; the result is awaited below.
         let _ = retry.as_mut().now_or_never();
-        let (slots, d1_env) = (self.slots.clone(), self.env.clone());
-        let unsynced = Unsynced {
-            id: env.record_key(),
-            record: store::Record {
-                fingerprint: env.fingerprint.clone(),
-                response: response.clone(),
-                created_at,
-                expires_at,
-            },
+        let (slots, d1_env, lease_ms) =
+            (self.slots.clone(), self.env.clone(), self.config.lease_ms);
+        let key = env.record_key();
+        let record = Committed {
+            fingerprint: env.fingerprint.clone(),
+            response: response.clone(),
+            created_at,
+            expires_at,
         };
         self.state.wait_until(async move {
             retry.await;
-            match write_record(&slots, &d1_env, &unsynced).await {
+            let gate = Gate {
+                store: &slots,
+                clock: WallClock,
+                lease_ms,
+                max_answer_bytes: usize::MAX,
+            };
+            let written = match d1_env.d1(crate::config::DB_BINDING) {
+                Ok(db) => {
+                    let records = D1Records {
+                        db: &db,
+                        fail_commit: false,
+                    };
+                    // The slot stays unsynced: marking it would be one more storage
+                    // write per execution, and a later alarm's upsert is harmless.
+                    gate.write_behind(&records, &key, &record).await
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match written {
                 // Else the alarm set above comes back to retry.
                 Err(e) => {
                     console_error!("KeyGate: writing the D1 record failed (the alarm retries): {e}")
@@ -664,44 +620,6 @@ async fn set_alarm_logged(storage: &Storage, when: i64) {
     if let Err(e) = storage.set_alarm(at(when)).await {
         console_error!("KeyGate: set_alarm failed: {e}");
     }
-}
-
-/// A completed answer whose D1 record is written behind it.
-struct Unsynced {
-    id: RecordKey,
-    record: store::Record,
-}
-
-/// Upserts a completed answer's D1 record, then takes it back if the key was
-/// released while it was on its way.
-async fn write_record(slots: &SqlSlots, env: &Env, u: &Unsynced) -> Result<()> {
-    let db = env.d1(crate::config::DB_BINDING)?;
-    let id = RecordId::from(&u.id);
-    let r = &u.record;
-    db.batch(store::record_upsert(
-        &db,
-        &id,
-        &r.fingerprint,
-        &r.response,
-        r.created_at,
-        r.expires_at,
-    )?)
-    .await?;
-    // If the key was released while this write was on its way, the release
-    // deleted D1's record before this one landed: take this one back (only this
-    // one: a newer answer for the key has another expiry).
-    let gate = Gate {
-        store: slots,
-        clock: WallClock,
-        lease_ms: 0,
-        max_answer_bytes: usize::MAX,
-    };
-    if !gate.still_answer(r.expires_at).map_err(store_err)? {
-        store::take_back_record(&db, &id, r.expires_at).await?;
-    }
-    // The slot stays unsynced: marking it would be one more storage write per
-    // execution, and a later alarm re-running this upsert is harmless.
-    Ok(())
 }
 
 /// A handler running longer than this gets its lease alarm armed.

@@ -384,6 +384,27 @@ impl Records for D1Records<'_> {
             }))
     }
 
+    async fn upsert(&self, key: &RecordKey, r: &Committed) -> Result<()> {
+        let statements = record_upsert(
+            self.db,
+            &RecordId::from(key),
+            &r.fingerprint,
+            &r.response,
+            r.created_at,
+            r.expires_at,
+        )?;
+        self.db.batch(statements).await?;
+        Ok(())
+    }
+
+    async fn take_back(&self, key: &RecordKey, expires_at: i64) -> Result<()> {
+        take_back_record(self.db, &RecordId::from(key), expires_at).await
+    }
+
+    async fn delete(&self, key: &RecordKey) -> Result<bool> {
+        delete_record(self.db, &RecordId::from(key)).await
+    }
+
     async fn commit(
         &self,
         mut writes: Self::Writes,

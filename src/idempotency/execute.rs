@@ -15,7 +15,10 @@
 //! - an answer with no rows of its own is final once it is in the object's slot;
 //!   its record is written behind it.
 
-use super::gate::{Clock, Committed, Finish, Gate, RecordKey, SlotStore};
+use super::admission::SlotState;
+use super::gate::{
+    AlarmStep, Clock, Committed, Finish, Gate, RecordKey, Release, Releaser, SlotStore,
+};
 use super::replay::StoredResponse;
 use std::fmt::Display;
 use std::future::Future;
@@ -79,6 +82,47 @@ pub trait Records {
         writes: Self::Writes,
         record: Option<NewRecord<'_>>,
     ) -> Result<(), CommitError<Self::Error>>;
+    /// Writes (or replaces) a key's record: the write-behind of an answer that is
+    /// already final in the key's object, the authority for its key.
+    async fn upsert(&self, key: &RecordKey, record: &Committed) -> Result<(), Self::Error>;
+    /// Deletes the key's record if it is the one that expires at `expires_at`.
+    async fn take_back(&self, key: &RecordKey, expires_at: i64) -> Result<(), Self::Error>;
+    /// Deletes the key's record; whether there was one.
+    async fn delete(&self, key: &RecordKey) -> Result<bool, Self::Error>;
+}
+
+/// A key's state, as `GET /v1/idempotency/keys/{key}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    Processing {
+        fingerprint: String,
+        created_at: i64,
+        lease_expires_at: i64,
+    },
+    Completed {
+        fingerprint: String,
+        created_at: i64,
+        response_status: u16,
+        expires_at: i64,
+    },
+}
+
+/// The answer to `DELETE /v1/idempotency/keys/{key}`, slot and record together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Released {
+    /// Released; whether anything (slot or record) was there.
+    Done {
+        existed: bool,
+    },
+    InFlight,
+    Forbidden,
+}
+
+/// What the alarm did: when it must fire next, and a failure to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmDone {
+    pub next: Option<i64>,
+    pub error: Option<String>,
 }
 
 /// The lease a request holds, and what it runs for.
@@ -254,6 +298,145 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
     }
 }
 
+impl<S: SlotStore, C: Clock> Gate<S, C> {
+    /// The write-behind of a final answer: upsert its record, then — if the key
+    /// was released (or answered anew) while the write was on its way, which
+    /// deleted the record before this one landed — take this one back (only this
+    /// one: a newer answer for the key has another expiry).
+    pub async fn write_behind<R: Records>(
+        &self,
+        records: &R,
+        key: &RecordKey,
+        record: &Committed,
+    ) -> Result<(), String> {
+        records
+            .upsert(key, record)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !self
+            .still_answer(record.expires_at)
+            .map_err(|e| e.to_string())?
+        {
+            records
+                .take_back(key, record.expires_at)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The object's alarm: re-arm for a live lease or answer, write a record that
+    /// did not land, settle a dead holder (adopting what it committed), clear an
+    /// expired answer. `retry_ms`: how soon to come back after a D1 failure.
+    pub async fn on_alarm<R: Records>(
+        &self,
+        records: &R,
+        live: impl Fn(&str) -> bool,
+        retry_ms: i64,
+    ) -> AlarmDone {
+        let done = |next, error| AlarmDone { next, error };
+        let step = match self.alarm_with(live) {
+            Ok(step) => step,
+            Err(e) => return done(Some(self.now() + retry_ms), Some(e.to_string())),
+        };
+        match step {
+            AlarmStep::Idle | AlarmStep::Cleared => done(None, None),
+            AlarmStep::Rearm(t) => done(Some(t), None),
+            AlarmStep::Sync(data) => {
+                let SlotState::Completed {
+                    response,
+                    expires_at,
+                } = data.slot.state
+                else {
+                    return done(None, None);
+                };
+                let record = Committed {
+                    fingerprint: data.slot.fingerprint,
+                    response,
+                    created_at: data.created_at,
+                    expires_at,
+                };
+                let written = self.write_behind(records, &data.record, &record).await;
+                match written.and_then(|()| self.mark_synced(expires_at).map_err(|e| e.to_string()))
+                {
+                    Ok(()) => done(Some(expires_at), None),
+                    Err(e) => done(Some(self.now() + retry_ms), Some(e)),
+                }
+            }
+            AlarmStep::CheckCommitted { token, record } => {
+                match records.find(&record, self.now()).await {
+                    Ok(found) => match self.settle_dead_holder(&token, found.as_ref()) {
+                        Ok(next) => done(next, None),
+                        Err(e) => done(Some(self.now() + retry_ms), Some(e.to_string())),
+                    },
+                    Err(e) => done(Some(self.now() + retry_ms), Some(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// The key's state: the slot's while it is live, else its record's.
+    pub async fn describe<R: Records>(
+        &self,
+        records: &R,
+        key: &RecordKey,
+    ) -> Result<Option<KeyState>, String> {
+        let now = self.now();
+        if let Some(d) = self.store.load().map_err(|e| e.to_string())? {
+            match d.slot.state {
+                SlotState::Processing {
+                    lease_expires_at, ..
+                } if lease_expires_at > now => {
+                    return Ok(Some(KeyState::Processing {
+                        fingerprint: d.slot.fingerprint,
+                        created_at: d.created_at,
+                        lease_expires_at,
+                    }))
+                }
+                SlotState::Completed {
+                    response,
+                    expires_at,
+                } if expires_at > now => {
+                    return Ok(Some(KeyState::Completed {
+                        fingerprint: d.slot.fingerprint,
+                        created_at: d.created_at,
+                        response_status: response.status,
+                        expires_at,
+                    }))
+                }
+                _ => {}
+            }
+        }
+        let found = records.find(key, now).await.map_err(|e| e.to_string())?;
+        Ok(found.map(|c| KeyState::Completed {
+            fingerprint: c.fingerprint,
+            created_at: c.created_at,
+            response_status: c.response.status,
+            expires_at: c.expires_at,
+        }))
+    }
+
+    /// Releases the key — slot and record — unless it is in flight or `who`
+    /// may not (see [`Gate::release_key`]).
+    pub async fn release_everywhere<R: Records>(
+        &self,
+        records: &R,
+        key: &RecordKey,
+        who: &Releaser<'_>,
+    ) -> Result<Released, String> {
+        match self.release_key(who).map_err(|e| e.to_string())? {
+            Release::InFlight { .. } => Ok(Released::InFlight),
+            Release::Forbidden => Ok(Released::Forbidden),
+            Release::Released { had_slot } => {
+                let had_record = records.delete(key).await.map_err(|e| e.to_string())?;
+                Ok(Released::Done {
+                    existed: had_slot || had_record,
+                })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +535,28 @@ mod tests {
                 );
             }
             Ok(())
+        }
+        async fn upsert(&self, key: &RecordKey, record: &Committed) -> Result<(), String> {
+            if self.broken.get() {
+                return Err("D1 down".into());
+            }
+            self.records
+                .borrow_mut()
+                .insert(key.key.clone(), record.clone());
+            Ok(())
+        }
+        async fn take_back(&self, key: &RecordKey, expires_at: i64) -> Result<(), String> {
+            let mut records = self.records.borrow_mut();
+            if records
+                .get(&key.key)
+                .is_some_and(|c| c.expires_at == expires_at)
+            {
+                records.remove(&key.key);
+            }
+            Ok(())
+        }
+        async fn delete(&self, key: &RecordKey) -> Result<bool, String> {
+            Ok(self.records.borrow_mut().remove(&key.key).is_some())
         }
     }
 
@@ -650,5 +855,136 @@ mod tests {
             "the caller writes it behind"
         );
         assert_eq!(w.slot_answer(), Some(answer(201, "origin says hi")));
+    }
+
+    fn committed(fp: &str, body: &str, expires_at: i64) -> Committed {
+        Committed {
+            fingerprint: fp.into(),
+            response: answer(201, body),
+            created_at: T0,
+            expires_at,
+        }
+    }
+
+    fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+        f.now_or_never().expect("the fakes never wait")
+    }
+
+    #[test]
+    fn a_record_written_behind_a_key_released_meanwhile_is_taken_back() {
+        let w = World::new();
+        let (t, _) = w.admit("A");
+        let got = w.run("A", &t, false, |_| commit("hi", &[]));
+        let Executed::Stored { expires_at, .. } = got else {
+            panic!("{got:?}")
+        };
+        let record = committed("A", "hi", expires_at);
+        // Written while the answer is the slot's: it stays.
+        now(w.gate().write_behind(&w.d1, &key(), &record)).unwrap();
+        assert!(w.d1.records.borrow().contains_key("k1"));
+        // The key is released while a second write is on its way: taken back.
+        w.slots.clear().unwrap();
+        now(w.gate().write_behind(&w.d1, &key(), &record)).unwrap();
+        assert!(!w.d1.records.borrow().contains_key("k1"));
+    }
+
+    #[test]
+    fn the_alarm_writes_a_missing_record_and_retries_while_d1_is_down() {
+        let w = World::new();
+        let (t, _) = w.admit("A");
+        w.run("A", &t, false, |_| commit("hi", &[]));
+        w.d1.broken.set(true);
+        let live = |_: &str| false;
+        let done = now(w.gate().on_alarm(&w.d1, live, 30_000));
+        assert_eq!(done.next, Some(T0 + 30_000));
+        assert!(done.error.is_some());
+        w.d1.broken.set(false);
+        let done = now(w.gate().on_alarm(&w.d1, live, 30_000));
+        assert_eq!(
+            done,
+            AlarmDone {
+                next: Some(T0 + TTL),
+                error: None
+            }
+        );
+        assert_eq!(w.d1.records.borrow()["k1"].response, answer(201, "hi"));
+        // Marked synced: the next alarm only waits for the expiry.
+        assert_eq!(
+            now(w.gate().on_alarm(&w.d1, live, 30_000)).next,
+            Some(T0 + TTL)
+        );
+    }
+
+    #[test]
+    fn the_alarm_adopts_what_a_dead_holder_committed_and_clears_one_that_did_not() {
+        let w = World::new();
+        w.admit("A");
+        now(w.d1.upsert(&key(), &committed("A", "dead's", T0 + TTL))).unwrap();
+        w.clock.0.set(T0 + LEASE);
+        let done = now(w.gate().on_alarm(&w.d1, |_| false, 30_000));
+        assert_eq!(done.next, Some(T0 + TTL));
+        assert_eq!(w.slot_answer(), Some(answer(201, "dead's")));
+
+        let w = World::new();
+        w.admit("A");
+        w.clock.0.set(T0 + LEASE);
+        let done = now(w.gate().on_alarm(&w.d1, |_| false, 30_000));
+        assert_eq!(
+            done,
+            AlarmDone {
+                next: None,
+                error: None
+            }
+        );
+        assert_eq!(w.slots.load().unwrap(), None);
+    }
+
+    #[test]
+    fn the_state_comes_from_the_slot_then_from_the_record() {
+        let w = World::new();
+        assert_eq!(now(w.gate().describe(&w.d1, &key())), Ok(None));
+        let (t, _) = w.admit("A");
+        assert!(matches!(
+            now(w.gate().describe(&w.d1, &key())),
+            Ok(Some(KeyState::Processing { lease_expires_at, .. })) if lease_expires_at == T0 + LEASE
+        ));
+        w.run("A", &t, false, |_| commit("doc", &["row"]));
+        // The slot is gone (e.g. a new object after a crash): the record answers.
+        w.slots.clear().unwrap();
+        assert_eq!(
+            now(w.gate().describe(&w.d1, &key())),
+            Ok(Some(KeyState::Completed {
+                fingerprint: "A".into(),
+                created_at: T0,
+                response_status: 201,
+                expires_at: T0 + TTL
+            }))
+        );
+    }
+
+    #[test]
+    fn releasing_refuses_a_key_in_flight_and_removes_slot_and_record_after() {
+        let w = World::new();
+        let owner = Releaser {
+            sub: "alice",
+            admin: false,
+            own_scope: true,
+        };
+        let (t, _) = w.admit("A");
+        assert_eq!(
+            now(w.gate().release_everywhere(&w.d1, &key(), &owner)),
+            Ok(Released::InFlight)
+        );
+        w.run("A", &t, false, |_| commit("doc", &["row"]));
+        assert_eq!(
+            now(w.gate().release_everywhere(&w.d1, &key(), &owner)),
+            Ok(Released::Done { existed: true })
+        );
+        assert!(w.d1.records.borrow().is_empty());
+        assert_eq!(w.slots.load().unwrap(), None);
+        assert_eq!(
+            now(w.gate().release_everywhere(&w.d1, &key(), &owner)),
+            Ok(Released::Done { existed: false })
+        );
     }
 }
