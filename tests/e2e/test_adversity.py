@@ -157,3 +157,13 @@ def test_an_answer_over_the_cap_is_a_final_502_and_never_runs_again(capped, orig
     fits = call(c, "big", {"bytes": 99_000}, "k-fits")
     assert fits.status == 200 and len(fits.body) == 99_000
     assert call(c, "big", {"bytes": 99_000}, "k-fits").body == fits.body
+
+
+def test_the_default_cap_is_8_mib_exactly(short_lease, origin):
+    c = Client(short_lease, unique("cap8"))
+    at_cap = call(c, "big", {"bytes": 8 * 1024 * 1024}, "k-8mib")
+    assert at_cap.status == 200 and len(at_cap.body) == 8 * 1024 * 1024
+    again = call(c, "big", {"bytes": 8 * 1024 * 1024}, "k-8mib")
+    assert again.header("idempotent-replayed") == "true" and again.body == at_cap.body
+    over = call(c, "big", {"bytes": 8 * 1024 * 1024 + 1}, "k-8mib-1")
+    assert_problem(over, 502, "answer-too-large")
