@@ -51,6 +51,7 @@ pub mod staging;
 pub mod stats;
 pub mod store;
 pub mod training;
+pub mod upstream;
 
 use worker::{
     console_error, console_log, event, Context, Date, Env, Request, Result, ScheduleContext,

@@ -1,5 +1,8 @@
-//! D1 adapter: the idempotency records (system of record for cached answers),
-//! counters, and document rows. Thin: SQL and binding, no decisions.
+//! D1 adapter: the idempotency records (the system of record for cached
+//! answers, bodies in chunks under the row limit), [`D1Records`] — D1 as the
+//! `Records` of `idempotency::execute` —, the sweep of expired records, and the
+//! query helpers (`stmt`, `all`, `first`) the handlers' reads and writes use.
+//! Thin: SQL and binding, no decisions.
 //!
 //! Integers go to D1 as `f64` (exact to 2^53): D1 rejects BigInt.
 

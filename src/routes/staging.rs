@@ -11,7 +11,6 @@ use crate::envelope::Envelope;
 use crate::http;
 use crate::ids::new_id;
 use crate::problem::ApiError;
-use crate::routes::functions::{self, UpstreamResult};
 use crate::staging::data::{validate_export_data, DataError, Validation};
 use crate::staging::diff::diff;
 use crate::staging::render::{export_filename, render_csv, render_json, sha256_hex};
@@ -21,6 +20,7 @@ use crate::staging::requests::{
 };
 use crate::staging::workflow::{can_post, transition, Attempts, ExportEvent, ExportState};
 use crate::store::{self, int, s, stmt};
+use crate::upstream::{self, UpstreamResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
@@ -780,7 +780,7 @@ pub async fn post(
                     before.destination_system.clone(),
                 ),
             ];
-            match functions::call(
+            match upstream::call(
                 cfg,
                 url,
                 content.as_bytes(),
@@ -909,7 +909,7 @@ pub async fn rollback(
         let payload = json!({"action": "rollback", "export_id": before.id, "external_reference": before.external_reference, "reason": reason});
         let forward = [("content-type".to_string(), http::JSON.to_string())];
         let key = format!("{}-rollback", delivery_key(&before.id));
-        let told = match functions::call(
+        let told = match upstream::call(
             cfg,
             &format!("{url}/rollback"),
             payload.to_string().as_bytes(),

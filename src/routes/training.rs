@@ -11,12 +11,12 @@ use crate::http;
 use crate::idempotency::StoredResponse;
 use crate::ids::new_id;
 use crate::problem::ApiError;
-use crate::routes::functions::{self, UpstreamResult};
 use crate::store::{self, int, s, stmt};
 use crate::training::{
     build_examples, parse_dataset_request, parse_event_request, parse_job_request, transition,
     Format, JobEvent, JobState, SourceDocument,
 };
+use crate::upstream::{self, UpstreamResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
@@ -462,7 +462,7 @@ pub async fn dispatch_job(db: &D1Database, cfg: &Config, job_id: &str) {
         payload["tenant"] = json!(job.tenant);
         payload["events_url"] = json!(format!("/v1/training-jobs/{}/events", job.id));
         let forward = [("content-type".to_string(), http::JSON.to_string())];
-        let (status, error) = match functions::call(
+        let (status, error) = match upstream::call(
             cfg,
             url,
             payload.to_string().as_bytes(),
