@@ -1,103 +1,10 @@
-//! Names shared with `wrangler.toml`, route templates, and the configuration
+//! Names shared with `wrangler.toml` and the configuration
 //! (`design.md` §6) read from the Worker's vars through a lookup function, so
 //! parsing and defaults are tested on the host.
 
 /// Binding names: these must match `wrangler.toml`.
 pub const DB_BINDING: &str = "DB";
 pub const KEY_GATE_BINDING: &str = "KEY_GATE";
-
-/// Route templates of the keyed writes: the fingerprint's route, the handler
-/// dispatch, and the grouping of stats. A request's idempotency scope uses the
-/// concrete route (ids filled in), so the same key on two jobs never collides.
-pub const ROUTE_DOCUMENTS: &str = "POST /v1/documents";
-pub const ROUTE_TRAINING_DATA: &str = "POST /v1/training-data";
-pub const ROUTE_TRAINING_JOBS: &str = "POST /v1/training-jobs";
-pub const ROUTE_JOB_EVENTS: &str = "POST /v1/training-jobs/{id}/events";
-pub const ROUTE_JOB_CANCEL: &str = "POST /v1/training-jobs/{id}/cancel";
-pub const ROUTE_FUNCTION: &str = "POST /functions/v1/{name}";
-pub const ROUTE_STAGE_EXPORT: &str = "POST /v1/staging/exports";
-pub const ROUTE_EXPORT_REVIEW: &str = "PUT /v1/staging/exports/{id}/review";
-pub const ROUTE_EXPORT_APPROVE: &str = "PUT /v1/staging/exports/{id}/approve";
-pub const ROUTE_EXPORT_REJECT: &str = "PUT /v1/staging/exports/{id}/reject";
-pub const ROUTE_EXPORT_POST: &str = "POST /v1/staging/exports/{id}/post";
-pub const ROUTE_EXPORT_ROLLBACK: &str = "POST /v1/staging/exports/{id}/rollback";
-pub const ROUTE_STAGING_BATCH: &str = "POST /v1/staging/batches";
-
-/// A keyed write route: its template, the concrete route, and the path parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyedRoute {
-    pub template: &'static str,
-    pub route: String,
-    pub param: Option<String>,
-}
-
-/// Path parameters (ids, function names) are limited to `A-Za-z0-9_-`.
-fn is_param(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Matches a request path (without query) against the keyed write routes; each
-/// path belongs to exactly one method.
-pub fn match_keyed(path: &str) -> Option<KeyedRoute> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let (template, param) = match segments.as_slice() {
-        ["v1", "documents"] => (ROUTE_DOCUMENTS, None),
-        ["v1", "training-data"] => (ROUTE_TRAINING_DATA, None),
-        ["v1", "training-jobs"] => (ROUTE_TRAINING_JOBS, None),
-        ["v1", "training-jobs", id, "events"] if is_param(id) => (ROUTE_JOB_EVENTS, Some(*id)),
-        ["v1", "training-jobs", id, "cancel"] if is_param(id) => (ROUTE_JOB_CANCEL, Some(*id)),
-        ["functions", "v1", name] if is_param(name) => (ROUTE_FUNCTION, Some(*name)),
-        ["v1", "staging", "exports"] => (ROUTE_STAGE_EXPORT, None),
-        ["v1", "staging", "exports", id, action] if is_param(id) => (
-            match *action {
-                "review" => ROUTE_EXPORT_REVIEW,
-                "approve" => ROUTE_EXPORT_APPROVE,
-                "reject" => ROUTE_EXPORT_REJECT,
-                "post" => ROUTE_EXPORT_POST,
-                "rollback" => ROUTE_EXPORT_ROLLBACK,
-                _ => return None,
-            },
-            Some(*id),
-        ),
-        ["v1", "staging", "batches"] => (ROUTE_STAGING_BATCH, None),
-        _ => return None,
-    };
-    let route = match param {
-        Some(p) => template.replace("{id}", p).replace("{name}", p),
-        None => template.to_string(),
-    };
-    Some(KeyedRoute {
-        template,
-        route,
-        param: param.map(str::to_string),
-    })
-}
-
-impl KeyedRoute {
-    /// The HTTP method of the write (`POST` or `PUT`).
-    pub fn method(&self) -> &'static str {
-        self.template.split_once(' ').map_or("POST", |(m, _)| m)
-    }
-}
-
-/// Resolves `?route=` of the key admin endpoints: a route (`PUT /v1/staging/…`)
-/// or just its path (`/v1/training-jobs/job_1/cancel`).
-pub fn keyed_route(query: &str) -> Option<KeyedRoute> {
-    let q = query.trim();
-    let path = q.split_once(' ').map_or(q, |(_, p)| p);
-    match_keyed(path.trim())
-}
-
-/// The template a concrete route belongs to (for stats); unknown routes map to themselves.
-pub fn template_of(route: &str) -> String {
-    route
-        .split_once(' ')
-        .and_then(|(_, path)| match_keyed(path))
-        .map_or_else(|| route.to_string(), |k| k.template.to_string())
-}
 
 /// What a keyed route does without a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,58 +260,5 @@ mod tests {
         assert_eq!(c.auth_jwt_audience.as_deref(), Some("idemgate"));
         let (c, _) = Config::from_lookup(|n| (n == "AUTH_JWT_AUDIENCE").then(|| "  ".into()));
         assert_eq!(c.auth_jwt_audience, None);
-    }
-
-    #[test]
-    fn keyed_routes_fill_in_their_parameter() {
-        let k = match_keyed("/v1/training-jobs/job_1/events").unwrap();
-        assert_eq!(k.template, ROUTE_JOB_EVENTS);
-        assert_eq!(k.route, "POST /v1/training-jobs/job_1/events");
-        assert_eq!(k.param.as_deref(), Some("job_1"));
-        assert_eq!(
-            match_keyed("/functions/v1/echo").unwrap().route,
-            "POST /functions/v1/echo"
-        );
-        assert_eq!(
-            match_keyed("/v1/documents/").unwrap().template,
-            ROUTE_DOCUMENTS
-        );
-        assert_eq!(match_keyed("/v1/training-jobs/a.b/cancel"), None);
-        assert_eq!(match_keyed("/v1/documents/doc_1"), None);
-        assert_eq!(
-            template_of("POST /v1/training-jobs/job_9/cancel"),
-            ROUTE_JOB_CANCEL
-        );
-        assert_eq!(template_of("POST /functions/v1/echo"), ROUTE_FUNCTION);
-        let approve = match_keyed("/v1/staging/exports/exp_1/approve").unwrap();
-        assert_eq!(
-            (approve.template, approve.method()),
-            (ROUTE_EXPORT_APPROVE, "PUT")
-        );
-        assert_eq!(
-            template_of("PUT /v1/staging/exports/exp_1/approve"),
-            ROUTE_EXPORT_APPROVE
-        );
-        assert_eq!(match_keyed("/v1/staging/exports/exp_1/delete"), None);
-    }
-
-    #[test]
-    fn key_admin_route_accepts_template_or_path() {
-        assert_eq!(
-            keyed_route("POST /v1/documents").unwrap().route,
-            ROUTE_DOCUMENTS
-        );
-        assert_eq!(keyed_route("/v1/documents").unwrap().route, ROUTE_DOCUMENTS);
-        assert_eq!(
-            keyed_route("/v1/training-jobs/job_2/cancel").unwrap().route,
-            "POST /v1/training-jobs/job_2/cancel"
-        );
-        assert_eq!(
-            keyed_route("PUT /v1/staging/exports/e/review")
-                .unwrap()
-                .route,
-            "PUT /v1/staging/exports/e/review"
-        );
-        assert_eq!(keyed_route("/v1/nope"), None);
     }
 }

@@ -2,12 +2,8 @@
 //! hand keyed writes to the key's `KeyGate`. Reads go straight to D1.
 
 use crate::auth::{self, Caller};
-use crate::config::{
-    self, Config, KeyPolicy, KeyedRoute, AUTH_SECRET_VAR, DB_BINDING, KEY_GATE_BINDING,
-    ROUTE_DOCUMENTS, ROUTE_EXPORT_APPROVE, ROUTE_EXPORT_POST, ROUTE_EXPORT_REJECT,
-    ROUTE_EXPORT_REVIEW, ROUTE_EXPORT_ROLLBACK, ROUTE_FUNCTION, ROUTE_JOB_CANCEL, ROUTE_JOB_EVENTS,
-    ROUTE_STAGE_EXPORT, ROUTE_STAGING_BATCH, ROUTE_TRAINING_DATA, ROUTE_TRAINING_JOBS,
-};
+use crate::commands::{self, is_tenant_scoped, Command, Keyed, ValidateContext, Validated};
+use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING, KEY_GATE_BINDING};
 use crate::counters;
 use crate::envelope::{Envelope, ENVELOPE_HEADER};
 use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
@@ -17,11 +13,6 @@ use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, Idemp
 use crate::idempotency::{storable_headers, StoredResponse};
 use crate::problem::ApiError;
 use crate::routes::{documents, functions, staging, training};
-use crate::staging::data::validate_export_data;
-use crate::staging::requests::{
-    parse_approve_request, parse_batch_request, parse_reason_request, parse_review_request,
-    parse_stage_request,
-};
 use std::cell::RefCell;
 use worker::{
     console_error, console_warn, Context, Date, Env, Headers, Method, Request, RequestInit,
@@ -131,12 +122,12 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
         };
     }
-    let keyed = config::match_keyed(&path);
+    let keyed = commands::match_path(&path);
     let allow = match (segments.as_slice(), &keyed) {
         (["v1", "training-jobs"] | ["v1", "staging", "exports"], Some(_)) => {
             "GET, HEAD, POST, OPTIONS"
         }
-        (_, Some(k)) if k.method() == "PUT" => "PUT, OPTIONS",
+        (_, Some(k)) if k.command.method() == "PUT" => "PUT, OPTIONS",
         (_, Some(_)) => "POST, OPTIONS",
         (
             ["v1", "documents", _]
@@ -181,7 +172,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
         (m, _)
             if keyed
                 .as_ref()
-                .is_some_and(|k| method_name(&m) == k.method()) =>
+                .is_some_and(|k| method_name(&m) == k.command.method()) =>
         {
             keyed_write(req, env, ctx, &caller, &cfg, keyed.expect("checked")).await
         }
@@ -256,11 +247,11 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
                 detail: e.to_string(),
             })?;
             let route = query("route").ok_or_else(|| route_param_error("missing"))?;
-            let keyed = config::keyed_route(&route).ok_or_else(|| route_param_error(&route))?;
+            let keyed = commands::keyed_route(&route).ok_or_else(|| route_param_error(&route))?;
             // The key's scope, as its write computed it: a server-derived key is
             // the tenant's; a client's key is the caller's own, or — for an admin
             // naming `subject=` — another user's of the same tenant.
-            let record_scope = if is_tenant_scoped(keyed.template, &key) {
+            let record_scope = if is_tenant_scoped(keyed.command, &key) {
                 Scope::tenant(&caller.tenant)
             } else {
                 match query("subject") {
@@ -279,7 +270,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
                 scope: caller.tenant.clone(),
                 record_scope: record_scope.encode(),
                 route: keyed.route,
-                template: keyed.template.into(),
+                template: keyed.command.template().into(),
                 param: keyed.param,
                 forward: vec![],
                 key: key.as_str().into(),
@@ -360,142 +351,56 @@ fn request_key(req: &Request) -> std::result::Result<Option<IdempotencyKey>, Api
     })
 }
 
-/// A keyed write: body limit → key → validation (per route) → fingerprint → object.
+/// A keyed write: body limit → key → validation (the command's) → fingerprint → object.
 async fn keyed_write(
     mut req: Request,
     env: &Env,
     ctx: &Context,
     caller: &Caller,
     cfg: &Config,
-    keyed: KeyedRoute,
+    keyed: Keyed,
 ) -> Outcome {
     let body = read_body(&mut req, cfg.max_body_bytes).await?;
-    let key = request_key(&req)?;
-    let is_json = |req: &Request| {
-        req.headers()
-            .get("content-type")
-            .ok()
-            .flatten()
-            .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"))
+    let header_key = request_key(&req)?;
+    let json_content = req
+        .headers()
+        .get("content-type")
+        .ok()
+        .flatten()
+        .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+    let command = keyed.command;
+    let check = ValidateContext {
+        cfg,
+        tenant: &caller.tenant,
+        roles: &caller.roles,
+        json_content,
     };
     let mut forward = Vec::new();
-    let (key, json_body) = match keyed.template {
-        ROUTE_DOCUMENTS => {
-            let upload = documents::validate(&body, cfg)?;
-            if key
-                .as_ref()
-                .is_some_and(|k| k.as_str().starts_with(DERIVED_PREFIX))
-            {
-                return Err(ApiError::InvalidKey {
-                    detail: format!(
-                        "keys starting with {DERIVED_PREFIX:?} are reserved for derived keys"
-                    ),
-                });
-            }
-            (
-                key.unwrap_or_else(|| documents::derived_key(&caller.tenant, &upload.bytes)),
-                true,
-            )
-        }
-        ROUTE_TRAINING_DATA => {
-            let key = key.ok_or(ApiError::KeyRequired)?;
-            crate::training::parse_dataset_request(&body).map_err(crate::routes::request_error)?;
-            (key, true)
-        }
-        ROUTE_TRAINING_JOBS => {
-            let key = key.ok_or(ApiError::KeyRequired)?;
-            crate::training::parse_job_request(&body).map_err(crate::routes::request_error)?;
-            (key, true)
-        }
-        ROUTE_JOB_CANCEL => {
-            let key = key.ok_or(ApiError::KeyRequired)?;
-            training::parse_cancel(&body)?;
-            (key, true)
-        }
-        ROUTE_JOB_EVENTS => {
-            // The event id is the key; a header key, if sent, must name the same.
-            let ev = crate::training::parse_event_request(&body)
-                .map_err(crate::routes::request_error)?;
-            let event_key =
-                IdempotencyKey::parse(&ev.event_id).map_err(|e| ApiError::InvalidKey {
-                    detail: e.to_string(),
-                })?;
-            if key.as_ref().is_some_and(|k| *k != event_key) {
-                return Err(ApiError::InvalidKey {
-                    detail: "the Idempotency-Key header differs from the event_id".into(),
-                });
-            }
-            (event_key, true)
-        }
-        ROUTE_STAGE_EXPORT => {
-            let key = key.ok_or(ApiError::KeyRequired)?;
-            let req = parse_stage_request(&body).map_err(crate::routes::request_error)?;
-            validate_export_data(&req.export_data).map_err(staging::data_error)?;
-            (key, true)
-        }
-        ROUTE_EXPORT_REVIEW => {
-            let key = key.ok_or(ApiError::KeyRequired)?;
-            parse_review_request(&body).map_err(crate::routes::request_error)?;
-            (key, true)
-        }
-        ROUTE_EXPORT_APPROVE => {
-            let key = key.ok_or(ApiError::KeyRequired)?;
-            require_role(caller, APPROVER_ROLE)?;
-            let req = parse_approve_request(&body).map_err(crate::routes::request_error)?;
-            if let Some(data) = &req.approved_data {
-                validate_export_data(data).map_err(staging::data_error)?;
-            }
-            (key, true)
-        }
-        ROUTE_EXPORT_REJECT => {
-            let key = key.ok_or(ApiError::KeyRequired)?;
-            require_role(caller, APPROVER_ROLE)?;
-            parse_reason_request(&body, true).map_err(crate::routes::request_error)?;
-            (key, true)
-        }
-        ROUTE_EXPORT_POST => {
-            let key = key.ok_or(ApiError::KeyRequired)?;
-            staging::parse_post_request(&body)?;
-            (key, true)
-        }
-        ROUTE_EXPORT_ROLLBACK => {
-            let key = key.ok_or(ApiError::KeyRequired)?;
-            parse_reason_request(&body, true).map_err(crate::routes::request_error)?;
-            (key, true)
-        }
-        ROUTE_STAGING_BATCH => {
-            let key = key.ok_or(ApiError::KeyRequired)?;
-            parse_batch_request(&body, cfg.staging_max_batch_size)
-                .map_err(crate::routes::request_error)?;
-            (key, true)
-        }
-        ROUTE_FUNCTION => {
-            let name = keyed.param.as_deref().unwrap_or_default();
-            let url = functions::upstream_url(cfg, name)?;
-            for name in functions::FORWARDED_HEADERS {
-                if let Some(v) = req.headers().get(name).ok().flatten() {
-                    forward.push((name.to_string(), v));
-                }
-            }
-            match (key, cfg.upstream_key_policy) {
-                (Some(k), _) => (k, is_json(&req)),
-                (None, KeyPolicy::Optional) => {
-                    return Ok(functions::passthrough(cfg, &url, &body, &forward).await)
-                }
-                (None, _) => return Err(ApiError::KeyRequired),
+    if command == Command::CallFunction {
+        for name in functions::FORWARDED_HEADERS {
+            if let Some(v) = req.headers().get(name).ok().flatten() {
+                forward.push((name.to_string(), v));
             }
         }
-        other => {
-            console_error!("no validation for keyed route {other}");
-            return Err(ApiError::Internal);
-        }
-    };
-    let (method, template_path) = keyed
-        .template
+    }
+    let (key, tenant_scoped, json_body) =
+        match command.validate(&keyed, &body, header_key, &check)? {
+            Validated::Keyed {
+                key,
+                tenant_scoped,
+                json,
+            } => (key, tenant_scoped, json),
+            Validated::Passthrough => {
+                let url = functions::upstream_url(cfg, keyed.param.as_deref().unwrap_or_default())?;
+                return Ok(functions::passthrough(cfg, &url, &body, &forward).await);
+            }
+        };
+    let (method, template_path) = command
+        .template()
         .split_once(' ')
-        .expect("route templates are 'METHOD /path'");
+        .ok_or(ApiError::Internal)?;
     let fingerprint = Fingerprint::compute(method, template_path, &body, json_body);
-    let scope = if is_tenant_scoped(keyed.template, &key) {
+    let scope = if tenant_scoped {
         Scope::tenant(&caller.tenant)
     } else {
         Scope::client(&caller.tenant, &caller.sub)
@@ -510,7 +415,7 @@ fn envelope(
     req: &Request,
     cfg: &Config,
     caller: &Caller,
-    keyed: &KeyedRoute,
+    keyed: &Keyed,
     key: &IdempotencyKey,
     fp: &Fingerprint,
 ) -> Envelope {
@@ -528,7 +433,7 @@ fn envelope(
         scope: caller.tenant.clone(),
         record_scope: String::new(),
         route: keyed.route.clone(),
-        template: keyed.template.into(),
+        template: keyed.command.template().into(),
         param: keyed.param.clone(),
         forward: vec![],
         key: key.as_str().into(),
@@ -546,19 +451,6 @@ fn envelope(
 /// The Durable Object's name for a key: one object per (scope, route, key).
 pub fn object_name(e: &Envelope) -> String {
     scope::object_name(&e.record_scope, &e.route, &e.key)
-}
-
-/// Prefix of the keys the server derives (document uploads without a key).
-const DERIVED_PREFIX: &str = "derived:";
-
-/// Whether a key is the tenant's rather than one user's: a derived document key,
-/// or a trainer's `event_id` (a fact about the job, whoever reports it).
-fn is_tenant_scoped(template: &str, key: &IdempotencyKey) -> bool {
-    match template {
-        ROUTE_JOB_EVENTS => true,
-        ROUTE_DOCUMENTS => key.as_str().starts_with(DERIVED_PREFIX),
-        _ => false,
-    }
 }
 
 async fn call_gate(
@@ -649,17 +541,6 @@ async fn call_gate(
         .fixed(bytes);
     timings.apply(&mut out);
     Ok(out)
-}
-
-/// The role that may approve or reject staged exports.
-const APPROVER_ROLE: &str = "approver";
-
-fn require_role(caller: &Caller, role: &str) -> std::result::Result<(), ApiError> {
-    if caller.has_role(role) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!("the {role} role is required")))
-    }
 }
 
 fn method_name(m: &Method) -> &'static str {

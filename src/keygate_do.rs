@@ -350,7 +350,7 @@ impl KeyGate {
             if env.test_delay_ms > 0 {
                 Delay::from(Duration::from_millis(env.test_delay_ms)).await;
             }
-            routes::execute(&db, &self.config, env, body, started).await
+            crate::commands::run(&db, &self.config, env, body, started).await
         };
         let run_started = Timings::now();
         let gate = self.gate();

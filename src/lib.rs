@@ -34,6 +34,7 @@
 //!    expires (alarm, or the next request), and what it committed is adopted.
 
 pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod counters;
 pub mod documents;

@@ -9,16 +9,11 @@ pub mod functions;
 pub mod staging;
 pub mod training;
 
-use crate::config::{
-    Config, ROUTE_DOCUMENTS, ROUTE_EXPORT_APPROVE, ROUTE_EXPORT_POST, ROUTE_EXPORT_REJECT,
-    ROUTE_EXPORT_REVIEW, ROUTE_EXPORT_ROLLBACK, ROUTE_FUNCTION, ROUTE_JOB_CANCEL, ROUTE_JOB_EVENTS,
-    ROUTE_STAGE_EXPORT, ROUTE_STAGING_BATCH, ROUTE_TRAINING_DATA, ROUTE_TRAINING_JOBS,
-};
-use crate::envelope::Envelope;
+use crate::config::Config;
 use crate::idempotency::execute::Outcome;
 use crate::idempotency::StoredResponse;
 use crate::problem::ApiError;
-use worker::{D1Database, D1PreparedStatement, Result};
+use worker::{D1Database, D1PreparedStatement};
 
 /// Maps a request parsing error to a 400 that names the field.
 pub fn request_error(e: crate::training::RequestError) -> ApiError {
@@ -78,50 +73,6 @@ impl HandlerOutcome {
 pub enum AfterCommit {
     /// Send a new training job to `TRAINER_URL`.
     DispatchJob { job_id: String },
-}
-
-/// Runs the handler for `env.template`. An `Err` counts as a throw: 500, released.
-pub async fn execute(
-    db: &D1Database,
-    cfg: &Config,
-    env: &Envelope,
-    body: &[u8],
-    now: i64,
-) -> Result<HandlerOutcome> {
-    if env.test_fail.as_deref() == Some("handler") {
-        return Err(worker::Error::RustError(
-            "simulated handler failure (test hook)".into(),
-        ));
-    }
-    if env.test_fail.as_deref() == Some("panic") {
-        // Test hook: a Rust panic inside the handler, under the lease (issue 9).
-        panic!("simulated handler panic (test hook)");
-    }
-    let param = || env.param.clone().unwrap_or_default();
-    match env.template.as_str() {
-        ROUTE_DOCUMENTS => documents::execute(db, cfg, env, body, now),
-        ROUTE_TRAINING_DATA => training::create_dataset(db, env, body, now).await,
-        ROUTE_TRAINING_JOBS => training::create_job(db, cfg, env, body, now).await,
-        ROUTE_JOB_EVENTS => training::job_event(db, env, &param(), body, now).await,
-        ROUTE_JOB_CANCEL => training::cancel_job(db, env, &param(), body, now).await,
-        ROUTE_STAGE_EXPORT => staging::stage(db, env, body, now),
-        ROUTE_EXPORT_REVIEW => staging::review(db, env, &param(), body, now).await,
-        ROUTE_EXPORT_APPROVE => staging::approve(db, cfg, env, &param(), body, now).await,
-        ROUTE_EXPORT_REJECT => staging::reject(db, env, &param(), body, now).await,
-        ROUTE_EXPORT_POST => staging::post(db, cfg, env, &param(), now).await,
-        ROUTE_EXPORT_ROLLBACK => staging::rollback(db, cfg, env, &param(), body, now).await,
-        ROUTE_STAGING_BATCH => staging::stage_batch(db, cfg, env, body, now),
-        ROUTE_FUNCTION => {
-            let url = match functions::upstream_url(cfg, &param()) {
-                Ok(u) => u,
-                Err(e) => return Ok(HandlerOutcome::transient(crate::http::problem_stored(&e))),
-            };
-            Ok(functions::execute(cfg, &url, body, &env.forward, &env.forwarded_key()).await)
-        }
-        other => Err(worker::Error::RustError(format!(
-            "no handler for route {other}"
-        ))),
-    }
 }
 
 /// Runs an [`AfterCommit`]; failures are recorded on the rows, never raised.
