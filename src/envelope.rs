@@ -62,3 +62,71 @@ impl Envelope {
         self.record_scope == Scope::client(&self.scope, &self.caller_sub).encode()
     }
 }
+
+/// What the key's object did with a request, sent back to the Worker in an
+/// internal header (stripped before the answer leaves): the Worker caches final
+/// answers and counts replays, conflicts and mismatches by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateOutcome {
+    /// The handler ran and its answer is final.
+    Executed,
+    /// A stored answer was sent again.
+    Replayed,
+    /// In flight: 409.
+    Conflict,
+    /// Same key, other payload: 422.
+    Mismatch,
+    /// Not stored: a 5xx, a throw, a storage failure.
+    Failed,
+}
+
+impl GateOutcome {
+    pub const ALL: [GateOutcome; 5] = [
+        GateOutcome::Executed,
+        GateOutcome::Replayed,
+        GateOutcome::Conflict,
+        GateOutcome::Mismatch,
+        GateOutcome::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateOutcome::Executed => "executed",
+            GateOutcome::Replayed => "replayed",
+            GateOutcome::Conflict => "conflict",
+            GateOutcome::Mismatch => "mismatch",
+            GateOutcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        GateOutcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// A final answer the Worker may cache (with its expiry).
+    pub fn is_final(self) -> bool {
+        matches!(self, GateOutcome::Executed | GateOutcome::Replayed)
+    }
+
+    /// Counted in the stats.
+    pub fn is_counted(self) -> bool {
+        matches!(
+            self,
+            GateOutcome::Replayed | GateOutcome::Conflict | GateOutcome::Mismatch
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_round_trip_through_their_header_text() {
+        for o in GateOutcome::ALL {
+            assert_eq!(GateOutcome::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(GateOutcome::parse("Executed"), None);
+        assert_eq!(GateOutcome::parse(""), None);
+    }
+}

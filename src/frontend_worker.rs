@@ -5,7 +5,7 @@ use crate::auth::{self, Caller};
 use crate::commands::{self, is_tenant_scoped, Command, Keyed, ValidateContext, Validated};
 use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING, KEY_GATE_BINDING};
 use crate::counters;
-use crate::envelope::{Envelope, ENVELOPE_HEADER};
+use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
 use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
 use crate::idempotency::cache::{CacheKey, Hit, ReplayCache};
 use crate::idempotency::scope::{self, Scope};
@@ -67,19 +67,19 @@ fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope) -> Option<Respon
                 Hit::Replay(stored) => {
                     let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
                     extra.push(("idempotency-key", &envelope.key));
-                    (http::stored(stored, &extra), "replayed")
+                    (http::stored(stored, &extra), GateOutcome::Replayed)
                 }
                 Hit::Mismatch => (
                     http::problem(&ApiError::KeyReused {
                         key: envelope.key.clone(),
                     }),
-                    "mismatch",
+                    GateOutcome::Mismatch,
                 ),
             },
         )
     })?;
     if let Ok(db) = env.d1(DB_BINDING) {
-        counters::record(ctx, db, &envelope.scope, &envelope.route, outcome);
+        counters::record(ctx, db, &envelope.scope, &envelope.route, outcome.as_str());
     }
     Some(response)
 }
@@ -502,7 +502,7 @@ async fn call_gate(
     let mut kept: Vec<(String, String)> = Vec::new();
     for (name, value) in resp.headers().entries() {
         match name.as_str() {
-            OUTCOME_HEADER => outcome = Some(value),
+            OUTCOME_HEADER => outcome = GateOutcome::parse(&value),
             EXPIRES_HEADER => expires_at = value.parse::<i64>().ok(),
             _ => {
                 let _ = out_headers.append(&name, &value);
@@ -514,7 +514,7 @@ async fn call_gate(
     let bytes = resp.bytes().await.map_err(storage)?;
     let mut timings = Timings::default();
     timings.since("gate", started);
-    if let (Some("executed" | "replayed"), Some(expires_at)) = (outcome.as_deref(), expires_at) {
+    if let (Some(true), Some(expires_at)) = (outcome.map(GateOutcome::is_final), expires_at) {
         let stored = StoredResponse {
             status,
             headers: storable_headers(kept.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
@@ -530,9 +530,9 @@ async fn call_gate(
             )
         });
     }
-    if let Some(o @ ("replayed" | "conflict" | "mismatch")) = outcome.as_deref() {
+    if let Some(o) = outcome.filter(|o| o.is_counted()) {
         if let Ok(db) = env.d1(DB_BINDING) {
-            counters::record(ctx, db, &envelope.scope, &envelope.route, o);
+            counters::record(ctx, db, &envelope.scope, &envelope.route, o.as_str());
         }
     }
     let mut out = ResponseBuilder::new()

@@ -9,7 +9,7 @@
 //! record are committed in one D1 batch.
 
 use crate::config::Config;
-use crate::envelope::{Envelope, ENVELOPE_HEADER};
+use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
 use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
 use crate::idempotency::execute::{Executed, Held, KeyState, Released};
 use crate::idempotency::gate::{Clock, Committed, Decision, Gate, Releaser, StoreError};
@@ -164,7 +164,7 @@ impl DurableObject for KeyGate {
             console_error!("KeyGate {}: {e}", envelope.route);
             Ok(with_outcome(
                 http::problem(&ApiError::StorageUnavailable),
-                "failed",
+                GateOutcome::Failed,
             ))
         })
     }
@@ -249,7 +249,7 @@ impl KeyGate {
                         http::problem(&ApiError::KeyReused {
                             key: env.key.clone(),
                         }),
-                        "mismatch",
+                        GateOutcome::Mismatch,
                     ))
                 }
                 Decision::InFlight { lease_expires_at } => {
@@ -259,7 +259,7 @@ impl KeyGate {
                             http::problem(&ApiError::KeyInFlight {
                                 key: env.key.clone(),
                             }),
-                            "conflict",
+                            GateOutcome::Conflict,
                         ));
                     }
                     waited = true;
@@ -296,7 +296,7 @@ impl KeyGate {
         if waited {
             extra.push(("preference-applied", &applied));
         }
-        with_outcome(http::stored(resp, &extra), "replayed")
+        with_outcome(http::stored(resp, &extra), GateOutcome::Replayed)
     }
 
     fn answer_waiter(&self, env: &Envelope, finished: Finished) -> Response {
@@ -312,7 +312,7 @@ impl KeyGate {
                     ("preference-applied", &applied),
                 ],
             ),
-            "failed",
+            GateOutcome::Failed,
         )
     }
 
@@ -396,7 +396,7 @@ impl KeyGate {
             });
             with_outcome(
                 http::stored(&response, &[("idempotency-key", &env.key)]),
-                "failed",
+                GateOutcome::Failed,
             )
         };
         match executed {
@@ -416,7 +416,7 @@ impl KeyGate {
                         &response,
                         &[("idempotency-key", &env.key), (EXPIRES_HEADER, &expires)],
                     ),
-                    "executed",
+                    GateOutcome::Executed,
                 )
             }
             Executed::Adopted(c) if c.fingerprint != env.fingerprint => {
@@ -426,7 +426,7 @@ impl KeyGate {
                     http::problem(&ApiError::KeyReused {
                         key: env.key.clone(),
                     }),
-                    "mismatch",
+                    GateOutcome::Mismatch,
                 )
             }
             Executed::Adopted(c) => {
@@ -627,7 +627,7 @@ const LEASE_ALARM_AFTER: Duration = Duration::from_millis(50);
 /// How soon the alarm retries a D1 record write that failed.
 const SYNC_RETRY_MS: i64 = 30_000;
 
-fn with_outcome(mut resp: Response, outcome: &str) -> Response {
-    let _ = resp.headers_mut().set(OUTCOME_HEADER, outcome);
+fn with_outcome(mut resp: Response, outcome: GateOutcome) -> Response {
+    let _ = resp.headers_mut().set(OUTCOME_HEADER, outcome.as_str());
     resp
 }
