@@ -440,36 +440,12 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::idempotency::gate::{Decision, SlotData, StoreResult};
+    use crate::idempotency::gate::fakes::{FakeClock, FakeSlots};
+    use crate::idempotency::gate::Decision;
     use crate::idempotency::SlotState;
     use futures_util::FutureExt;
     use std::cell::{Cell, RefCell};
     use std::collections::HashMap;
-
-    #[derive(Default)]
-    struct FakeSlots(RefCell<Option<SlotData>>);
-
-    impl SlotStore for FakeSlots {
-        fn load(&self) -> StoreResult<Option<SlotData>> {
-            Ok(self.0.borrow().clone())
-        }
-        fn save(&self, data: &SlotData) -> StoreResult<()> {
-            *self.0.borrow_mut() = Some(data.clone());
-            Ok(())
-        }
-        fn clear(&self) -> StoreResult<()> {
-            *self.0.borrow_mut() = None;
-            Ok(())
-        }
-    }
-
-    struct FakeClock(Cell<i64>);
-
-    impl Clock for &FakeClock {
-        fn now_ms(&self) -> i64 {
-            self.0.get()
-        }
-    }
 
     /// D1 in memory: committed records (primary key = the key, like
     /// `idempotency_records`), committed domain rows, and injected failures.

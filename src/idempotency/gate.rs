@@ -504,14 +504,15 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
     }
 }
 
+/// In-memory stand-ins for the object's SQLite and the clock, for host tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fakes {
     use super::*;
     use std::cell::{Cell, RefCell};
 
     /// The object's SQLite, in memory.
     #[derive(Default)]
-    struct FakeSlots(RefCell<Option<SlotData>>);
+    pub struct FakeSlots(pub RefCell<Option<SlotData>>);
 
     impl SlotStore for FakeSlots {
         fn load(&self) -> StoreResult<Option<SlotData>> {
@@ -527,13 +528,21 @@ mod tests {
         }
     }
 
-    struct FakeClock(Cell<i64>);
+    /// A clock that moves only when a test moves it.
+    pub struct FakeClock(pub Cell<i64>);
 
     impl Clock for &FakeClock {
         fn now_ms(&self) -> i64 {
             self.0.get()
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fakes::{FakeClock, FakeSlots};
+    use super::*;
+    use std::cell::Cell;
 
     const LEASE: i64 = 2_000;
     const T0: i64 = 1_000_000;
