@@ -9,11 +9,12 @@ use crate::auth::Caller;
 use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::http;
+use crate::idempotency::fingerprint::sha256_hex;
 use crate::ids::new_id;
 use crate::problem::ApiError;
 use crate::staging::data::{validate_export_data, DataError, Validation};
 use crate::staging::diff::diff;
-use crate::staging::render::{export_filename, render_csv, render_json, sha256_hex};
+use crate::staging::render::{export_filename, render_csv, render_json};
 use crate::staging::requests::{
     parse_approve_request, parse_batch_request, parse_reason_request, parse_review_request,
     parse_stage_request, stage_request_from_value, ExportFormat, StageRequest,
