@@ -98,6 +98,13 @@ impl fmt::Display for ExportState {
     }
 }
 
+/// A state equals its stored and wire name (`ExportState::Prepared == "prepared"`).
+impl PartialEq<&str> for ExportState {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
+}
+
 /// What happens to a staged export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExportEvent {
