@@ -46,6 +46,7 @@ pub mod ids;
 pub mod keygate_do;
 pub mod panic_guard;
 pub mod problem;
+pub mod request_body;
 pub mod routes;
 pub mod slot_sql;
 pub mod staging;

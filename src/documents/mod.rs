@@ -10,7 +10,7 @@ mod chunk;
 mod extract;
 mod upload;
 
-use sha2::{Digest, Sha256};
+use crate::idempotency::fingerprint::sha256_hex;
 
 pub use chunk::{chunk_text, Chunk};
 pub use extract::{extract_text, stats, ExtractError, TextStats};
@@ -58,17 +58,6 @@ pub fn process(upload: &Upload) -> Result<ProcessedDocument, ExtractError> {
     })
 }
 
-/// Lowercase hexadecimal SHA-256 digest of `bytes` (64 chars).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,18 +70,6 @@ mod tests {
             chunk_size: size,
             chunk_overlap: overlap,
         }
-    }
-
-    #[test]
-    fn sha256_hex_is_lowercase_hex_of_the_bytes() {
-        assert_eq!(
-            sha256_hex(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use crate::request_body::{field, first_unknown, json_object};
+
 /// Longest accepted `filename`, in Unicode scalar values.
 pub const MAX_FILENAME_CHARS: usize = 255;
 /// Smallest accepted `chunk_size`, in characters.
@@ -150,21 +152,15 @@ pub struct Upload {
 /// the client's size rather than rejected, since the client never asked for it.
 ///
 /// Unknown fields are reported before anything else, alphabetically first if several
-/// (serde_json's object map is sorted), so the error is deterministic. Duplicate
+/// (whatever serde_json's map order), so the error is deterministic. Duplicate
 /// keys follow serde_json: the last occurrence wins.
 pub fn parse_upload(
     body: &[u8],
     default_chunk_size: usize,
     default_overlap: usize,
 ) -> Result<Upload, UploadError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| UploadError::InvalidJson(e.to_string()))?;
-    let Value::Object(obj) = value else {
-        return Err(UploadError::InvalidJson(
-            "expected a JSON object at the top level".to_owned(),
-        ));
-    };
-    if let Some(unknown) = obj.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+    let obj = json_object(body).map_err(UploadError::InvalidJson)?;
+    if let Some(unknown) = first_unknown(&obj, &KNOWN_FIELDS) {
         return Err(UploadError::UnknownField(unknown.clone()));
     }
 
@@ -180,11 +176,6 @@ pub fn parse_upload(
         chunk_size,
         chunk_overlap,
     })
-}
-
-/// The field's value, with `null` treated as absent.
-fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    obj.get(name).filter(|v| !v.is_null())
 }
 
 fn required_str<'a>(

@@ -48,13 +48,15 @@ impl Fingerprint {
         Fingerprint(hex(&h.finalize()))
     }
 
-    pub fn from_hex(s: String) -> Self {
-        Fingerprint(s)
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Lowercase hex SHA-256 of `bytes` (64 chars): the crate's one content digest
+/// (document hashes, data set lines, rendered export files).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// Lowercase hex of bytes.
@@ -368,6 +370,18 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_hex_is_lowercase_hex_of_the_digest() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     fn fp(body: &str) -> Fingerprint {
         Fingerprint::compute("POST", "/v1/documents", body.as_bytes(), true)

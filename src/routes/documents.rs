@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::documents::{self, ProcessedDocument, Upload, UploadError};
 use crate::envelope::Envelope;
 use crate::http;
-use crate::idempotency::fingerprint::hex;
+use crate::idempotency::fingerprint::{hex, sha256_hex};
 use crate::idempotency::IdempotencyKey;
 use crate::ids::new_id;
 use crate::problem::ApiError;
@@ -44,7 +44,7 @@ pub fn derived_key(tenant: &str, content: &[u8]) -> IdempotencyKey {
     let mut h = Sha256::new();
     h.update(tenant.as_bytes());
     h.update(b"\n");
-    h.update(documents::sha256_hex(content).as_bytes());
+    h.update(sha256_hex(content).as_bytes());
     IdempotencyKey::derived(format!("derived:{}", hex(&h.finalize())))
 }
 

@@ -9,11 +9,12 @@ use crate::auth::Caller;
 use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::http;
+use crate::idempotency::fingerprint::sha256_hex;
 use crate::ids::new_id;
 use crate::problem::ApiError;
 use crate::staging::data::{validate_export_data, DataError, Validation};
 use crate::staging::diff::diff;
-use crate::staging::render::{export_filename, render_csv, render_json, sha256_hex};
+use crate::staging::render::{export_filename, render_csv, render_json};
 use crate::staging::requests::{
     parse_approve_request, parse_batch_request, parse_reason_request, parse_review_request,
     parse_stage_request, stage_request_from_value, ExportFormat, StageRequest,
@@ -56,16 +57,19 @@ pub fn parse_post_request(body: &[u8]) -> std::result::Result<(), ApiError> {
     }
 }
 
-/// One staged export as stored (integers arrive from D1 as numbers).
+/// One staged export as stored (integers arrive from D1 as numbers). The state
+/// and the format are parsed as the row is read: a stored value the code does
+/// not know fails the row's decoding (bad stored data, an internal error —
+/// never silently another format).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExportRow {
     pub id: String,
     pub tenant: String,
     pub batch_id: Option<String>,
     pub invoice_id: String,
-    pub export_format: String,
+    pub export_format: ExportFormat,
     pub destination_system: String,
-    pub status: String,
+    pub status: ExportState,
     pub version: f64,
     pub original_data: String,
     pub prepared_data: String,
@@ -176,15 +180,6 @@ fn opt_n(v: Option<f64>) -> JsValue {
 }
 
 impl ExportRow {
-    fn state(&self) -> Result<ExportState> {
-        ExportState::parse(&self.status).ok_or_else(|| {
-            worker::Error::RustError(format!(
-                "export {} has unknown state {}",
-                self.id, self.status
-            ))
-        })
-    }
-
     fn attempts(&self) -> Attempts {
         Attempts {
             retries: self.retries as u32,
@@ -198,9 +193,9 @@ impl ExportRow {
             "tenant" => s(&self.tenant),
             "batch_id" => opt_s(&self.batch_id),
             "invoice_id" => s(&self.invoice_id),
-            "export_format" => s(&self.export_format),
+            "export_format" => s(self.export_format.as_str()),
             "destination_system" => s(&self.destination_system),
-            "status" => s(&self.status),
+            "status" => s(self.status.as_str()),
             "version" => JsValue::from_f64(self.version),
             "original_data" => s(&self.original_data),
             "prepared_data" => s(&self.prepared_data),
@@ -311,9 +306,9 @@ fn new_export(
         tenant: tenant.into(),
         batch_id: batch_id.map(str::to_string),
         invoice_id: req.invoice_id.clone(),
-        export_format: req.export_format.as_str().into(),
+        export_format: req.export_format,
         destination_system: req.destination_system.clone(),
-        status: ExportState::Prepared.as_str().into(),
+        status: ExportState::Prepared,
         version: 1.0,
         original_data: data.clone(),
         prepared_data: data,
@@ -373,8 +368,8 @@ impl Audit<'_> {
             s(&self.after.tenant),
             s(self.actor),
             s(self.event),
-            self.before.map_or(JsValue::NULL, |b| s(&b.status)),
-            s(&self.after.status),
+            self.before.map_or(JsValue::NULL, |b| s(b.status.as_str())),
+            s(self.after.status.as_str()),
             self.before
                 .map_or(JsValue::NULL, |b| s(&b.to_json().to_string())),
             s(&self.after.to_json().to_string()),
@@ -578,13 +573,13 @@ async fn simple_transition(
     let Some(before) = load_export(db, &env.scope, id).await? else {
         return Ok(HandlerOutcome::problem(&not_found(id)));
     };
-    let from = before.state()?;
+    let from = before.status;
     let to = match transition(from, event, before.attempts()) {
         Ok(to) => to,
         Err(e) => return Ok(HandlerOutcome::problem(&conflict(from, e))),
     };
     let mut after = before.clone();
-    after.status = to.as_str().into();
+    after.status = to;
     after.version += 1.0;
     after.updated_at = now as f64;
     edit(&mut after);
@@ -656,7 +651,7 @@ pub async fn approve(
     let Some(before) = load_export(db, &env.scope, id).await? else {
         return Ok(HandlerOutcome::problem(&not_found(id)));
     };
-    let from = before.state()?;
+    let from = before.status;
     let to = match transition(from, ExportEvent::Approve, before.attempts()) {
         Ok(to) => to,
         Err(e) => return Ok(HandlerOutcome::problem(&conflict(from, e))),
@@ -666,7 +661,7 @@ pub async fn approve(
             "segregation of duties: the approver must not be the preparer of the export".into(),
         )));
     }
-    let prepared: Value = serde_json::from_str(&before.prepared_data).unwrap_or(Value::Null);
+    let prepared: Value = serde_json::from_str(&before.prepared_data)?;
     let approved = req
         .approved_data
         .clone()
@@ -707,7 +702,7 @@ pub async fn approve(
     }
     let (errors, warnings) = findings(&validation);
     let mut after = before.clone();
-    after.status = to.as_str().into();
+    after.status = to;
     after.version += 1.0;
     after.updated_at = now as f64;
     after.approved_data = Some(approved.to_string());
@@ -743,17 +738,13 @@ pub async fn post(
     let Some(before) = load_export(db, &env.scope, id).await? else {
         return Ok(HandlerOutcome::problem(&not_found(id)));
     };
-    let from = before.state()?;
+    let from = before.status;
     if let Err(e) = can_post(from, before.attempts()) {
         return Ok(HandlerOutcome::problem(&conflict(from, e)));
     }
-    let data: Value = serde_json::from_str(before.approved_data.as_deref().unwrap_or("null"))
-        .unwrap_or(Value::Null);
-    let format = if before.export_format == "json" {
-        ExportFormat::Json
-    } else {
-        ExportFormat::Csv
-    };
+    // Stored data that does not parse is an internal error, never an empty file.
+    let data: Value = serde_json::from_str(before.approved_data.as_deref().unwrap_or("null"))?;
+    let format = before.export_format;
     let content = match format {
         ExportFormat::Csv => render_csv(&data),
         ExportFormat::Json => render_json(&data, &before.id),
@@ -812,7 +803,7 @@ pub async fn post(
                 Ok(to) => to,
                 Err(e) => return Ok(HandlerOutcome::problem(&conflict(from, e))),
             };
-            after.status = to.as_str().into();
+            after.status = to;
             after.file_size = Some(content.len() as f64);
             after.file_name = Some(file_name);
             after.file_checksum = Some(checksum);
@@ -830,7 +821,7 @@ pub async fn post(
                 Ok(to) => to,
                 Err(e) => return Ok(HandlerOutcome::problem(&conflict(from, e))),
             };
-            after.status = to.as_str().into();
+            after.status = to;
             after.retries += 1.0;
             after.last_error = Some(error.clone());
             let audit = Audit {
@@ -900,7 +891,7 @@ pub async fn rollback(
     let Some(before) = load_export(db, &env.scope, id).await? else {
         return Ok(HandlerOutcome::problem(&not_found(id)));
     };
-    let from = before.state()?;
+    let from = before.status;
     let to = match transition(from, ExportEvent::Rollback, before.attempts()) {
         Ok(to) => to,
         Err(e) => return Ok(HandlerOutcome::problem(&conflict(from, e))),
@@ -933,7 +924,7 @@ pub async fn rollback(
         }
     }
     let mut after = before.clone();
-    after.status = to.as_str().into();
+    after.status = to;
     after.version += 1.0;
     after.updated_at = now as f64;
     after.rollback_reason = Some(reason.clone());
@@ -1025,10 +1016,10 @@ pub async fn get(db: &D1Database, caller: &Caller, id: &str) -> Result<Response>
 pub async fn get_diff(db: &D1Database, caller: &Caller, id: &str) -> Result<Response> {
     Ok(match load_export(db, &caller.tenant, id).await? {
         Some(row) => {
-            let changes = row
-                .diff
-                .as_deref()
-                .map_or(json!([]), |d| serde_json::from_str(d).unwrap_or(json!([])));
+            let changes = match row.diff.as_deref() {
+                Some(d) => serde_json::from_str(d)?,
+                None => json!([]),
+            };
             http::json(
                 200,
                 &json!({"export_id": row.id, "status": row.status, "approved": row.approved_data.is_some(),
@@ -1061,14 +1052,14 @@ pub async fn get_audit(db: &D1Database, caller: &Caller, id: &str) -> Result<Res
         "SELECT seq, actor, event, from_state, to_state, before_snapshot, after_snapshot, detail, idempotency_key, created_at \
          FROM staging_audit WHERE export_id = ?1 AND tenant = ?2 ORDER BY seq",
         &[s(id), s(&caller.tenant)]).await?;
-    let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
-    let entries: Vec<Value> = rows
+    let parse = |t: &str| serde_json::from_str::<Value>(t);
+    let entries = rows
         .iter()
-        .map(|r| json!({"seq": r.seq as i64, "actor": r.actor, "event": r.event, "from": r.from_state, "to": r.to_state,
-                        "before": r.before_snapshot.as_deref().map(parse), "after": parse(&r.after_snapshot),
-                        "detail": r.detail.as_deref().map(parse), "idempotency_key": r.idempotency_key,
-                        "created_at": r.created_at as i64}))
-        .collect();
+        .map(|r| Ok(json!({"seq": r.seq as i64, "actor": r.actor, "event": r.event, "from": r.from_state, "to": r.to_state,
+                        "before": r.before_snapshot.as_deref().map(parse).transpose()?, "after": parse(&r.after_snapshot)?,
+                        "detail": r.detail.as_deref().map(parse).transpose()?, "idempotency_key": r.idempotency_key,
+                        "created_at": r.created_at as i64})))
+        .collect::<Result<Vec<Value>>>()?;
     Ok(http::json(
         200,
         &json!({"export_id": id, "entries": entries}),
@@ -1176,7 +1167,7 @@ pub async fn get_batch(db: &D1Database, caller: &Caller, id: &str) -> Result<Res
     };
     #[derive(Deserialize)]
     struct ByState {
-        status: String,
+        status: ExportState,
         n: f64,
         quality: f64,
     }
@@ -1193,7 +1184,7 @@ pub async fn get_batch(db: &D1Database, caller: &Caller, id: &str) -> Result<Res
     }
     let (mut n, mut quality) = (0.0, 0.0);
     for r in &rows {
-        by_state.insert(r.status.clone(), json!(r.n as i64));
+        by_state.insert(r.status.as_str().into(), json!(r.n as i64));
         n += r.n;
         quality += r.quality;
     }
@@ -1227,11 +1218,11 @@ pub async fn expire_approvals(db: &D1Database, cfg: &Config, now: i64) -> Result
         &[int(now - cfg.staging_approval_timeout_ms), int(EXPIRE_PER_RUN)]).await?;
     let mut expired = 0;
     for before in rows {
-        let Ok(to) = transition(before.state()?, ExportEvent::Expire, before.attempts()) else {
+        let Ok(to) = transition(before.status, ExportEvent::Expire, before.attempts()) else {
             continue;
         };
         let mut after = before.clone();
-        after.status = to.as_str().into();
+        after.status = to;
         after.version += 1.0;
         after.updated_at = now as f64;
         after.rejected_by = Some("system".into());
@@ -1302,6 +1293,58 @@ mod tests {
             ]
         );
         assert_eq!(view["original_data"], body["export_data"]);
+    }
+
+    /// The stored row as D1 hands it over (column name → value).
+    fn stored_row(format: &str) -> Value {
+        let body = json!({"invoice_id": "i", "export_format": format,
+                          "destination_system": "d", "export_data": {"vendor_name": "V"}});
+        serde_json::to_value(staged(body.to_string().as_bytes()).unwrap().0).unwrap()
+    }
+
+    #[test]
+    fn a_stored_export_format_is_parsed_as_the_row_is_read() {
+        for (name, format) in [("csv", ExportFormat::Csv), ("json", ExportFormat::Json)] {
+            let stored = stored_row(name);
+            assert_eq!(stored["export_format"], name);
+            let row: ExportRow = serde_json::from_value(stored).unwrap();
+            assert_eq!(row.export_format, format);
+            assert_eq!(row.to_json()["export_format"], name);
+        }
+        // Not silently CSV: a format the code does not know is bad stored data.
+        for unknown in ["xml", "JSON", "", "csv "] {
+            let mut stored = stored_row("csv");
+            stored["export_format"] = json!(unknown);
+            let err = serde_json::from_value::<ExportRow>(stored).unwrap_err();
+            assert!(
+                err.to_string().contains("unknown variant"),
+                "{unknown:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stored_state_the_code_does_not_know_fails_the_row() {
+        let stored = stored_row("csv");
+        let row: ExportRow = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(row.status, ExportState::Prepared);
+        for unknown in ["archived", "Prepared", ""] {
+            let mut bad = stored.clone();
+            bad["status"] = json!(unknown);
+            assert!(
+                serde_json::from_value::<ExportRow>(bad).is_err(),
+                "{unknown:?}"
+            );
+        }
+        for st in ExportState::ALL {
+            let mut ok = stored.clone();
+            ok["status"] = json!(st.as_str());
+            let row: ExportRow = serde_json::from_value(ok).unwrap();
+            assert_eq!(
+                (row.status, row.to_json()["status"].clone()),
+                (st, json!(st.as_str()))
+            );
+        }
     }
 
     #[test]

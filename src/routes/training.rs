@@ -241,7 +241,7 @@ pub async fn create_dataset(
 #[derive(Deserialize)]
 struct DatasetRow {
     id: String,
-    format: String,
+    format: Format,
     document_ids: String,
     min_chars: f64,
     max_examples: Option<f64>,
@@ -271,13 +271,13 @@ pub async fn get_dataset(db: &D1Database, caller: &Caller, id: &str) -> Result<R
     let Some(d) = find_dataset(db, &caller.tenant, id).await? else {
         return Ok(not_found("dataset", id));
     };
-    let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
+    let parse = |t: &str| serde_json::from_str::<Value>(t);
     Ok(http::json(
         200,
         &json!({
             "dataset_id": d.id,
             "format": d.format,
-            "document_ids": parse(&d.document_ids),
+            "document_ids": parse(&d.document_ids)?,
             "min_chars": d.min_chars as i64,
             "max_examples": d.max_examples.map(|m| m as i64),
             "stats": {
@@ -286,7 +286,7 @@ pub async fn get_dataset(db: &D1Database, caller: &Caller, id: &str) -> Result<R
                 "too_short_dropped": d.too_short_dropped as i64,
                 "chars": d.char_count as i64,
                 "estimated_tokens": d.estimated_tokens as i64,
-                "per_document": parse(&d.per_document),
+                "per_document": parse(&d.per_document)?,
             },
             "examples_url": format!("/v1/training-data/{}.jsonl", d.id),
             "created_at": d.created_at as i64,
@@ -401,6 +401,8 @@ pub fn dispatch_key(job_id: &str) -> String {
     format!("dispatch-{job_id}")
 }
 
+/// A training job as stored. The state is parsed as the row is read: a state the
+/// code does not know fails the row's decoding (bad stored data, 500).
 #[derive(Deserialize)]
 struct JobRow {
     id: String,
@@ -408,7 +410,7 @@ struct JobRow {
     dataset_id: String,
     base_model: String,
     hyperparameters: String,
-    status: String,
+    status: JobState,
     version: f64,
     progress: Option<String>,
     artifact: Option<String>,
@@ -424,23 +426,25 @@ const JOB_COLUMNS: &str =
     "id, tenant, dataset_id, base_model, hyperparameters, status, version, progress, artifact, \
      error, dispatch_status, dispatch_error, dispatch_attempts, created_at, updated_at";
 
-fn job_json(j: &JobRow) -> Value {
-    let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
-    json!({
+/// The job's public view. Fails (bad stored data) if a stored JSON column does
+/// not parse.
+fn job_json(j: &JobRow) -> Result<Value> {
+    let parse = |t: &str| serde_json::from_str::<Value>(t);
+    Ok(json!({
         "id": j.id,
         "status": j.status,
         "version": j.version as i64,
         "dataset_id": j.dataset_id,
         "base_model": j.base_model,
-        "hyperparameters": parse(&j.hyperparameters),
-        "progress": j.progress.as_deref().map(parse),
+        "hyperparameters": parse(&j.hyperparameters)?,
+        "progress": j.progress.as_deref().map(parse).transpose()?,
         "artifact": j.artifact,
         "error": j.error,
         "dispatch": {"status": j.dispatch_status, "error": j.dispatch_error, "attempts": j.dispatch_attempts as i64},
         "examples_url": format!("/v1/training-data/{}.jsonl", j.dataset_id),
         "created_at": j.created_at as i64,
         "updated_at": j.updated_at as i64,
-    })
+    }))
 }
 
 /// Sends a job to `TRAINER_URL` and records the outcome on the job. A failed
@@ -458,7 +462,7 @@ pub async fn dispatch_job(db: &D1Database, cfg: &Config, job_id: &str) {
         )
         .await?;
         let Some(job) = job else { return Ok(()) };
-        let mut payload = job_json(&job);
+        let mut payload = job_json(&job)?;
         payload["tenant"] = json!(job.tenant);
         payload["events_url"] = json!(format!("/v1/training-jobs/{}/events", job.id));
         let forward = [("content-type".to_string(), http::JSON.to_string())];
@@ -542,7 +546,7 @@ async fn apply_event(
 ) -> Result<HandlerOutcome> {
     #[derive(Deserialize)]
     struct Current {
-        status: String,
+        status: JobState,
         version: f64,
     }
     let current: Option<Current> = store::first(
@@ -556,9 +560,7 @@ async fn apply_event(
             "training job {job_id} not found"
         ))));
     };
-    let from = JobState::parse(&current.status).ok_or_else(|| {
-        worker::Error::RustError(format!("job {job_id} has unknown state {}", current.status))
-    })?;
+    let from = current.status;
     let to = match transition(from, event) {
         Ok(to) => to,
         Err(illegal) => {
@@ -793,17 +795,18 @@ pub async fn get_job(db: &D1Database, caller: &Caller, id: &str) -> Result<Respo
         "SELECT seq, event_id, type, from_state, to_state, payload, actor, created_at FROM training_job_events \
          WHERE job_id = ?1 ORDER BY seq",
         &[s(id)]).await?;
-    let mut body = job_json(&job);
+    let mut body = job_json(&job)?;
     body["events"] = events
         .into_iter()
         .map(|e| {
-            json!({
+            Ok(json!({
                 "seq": e.seq as i64, "event_id": e.event_id, "type": e.r#type, "from": e.from_state,
-                "to": e.to_state, "payload": serde_json::from_str::<Value>(&e.payload).unwrap_or(Value::Null),
+                "to": e.to_state, "payload": serde_json::from_str::<Value>(&e.payload)?,
                 "actor": e.actor, "created_at": e.created_at as i64,
-            })
+            }))
         })
-        .collect();
+        .collect::<Result<Vec<Value>>>()?
+        .into();
     Ok(http::json(200, &body))
 }
 
@@ -830,7 +833,11 @@ pub async fn list_jobs(
         ),
         &[s(&caller.tenant), status.map_or(JsValue::NULL, s), int(limit as i64 + 1), int(offset as i64)]).await?;
     let more = jobs.len() > limit as usize;
-    let items: Vec<Value> = jobs.iter().take(limit as usize).map(job_json).collect();
+    let items = jobs
+        .iter()
+        .take(limit as usize)
+        .map(job_json)
+        .collect::<Result<Vec<Value>>>()?;
     let next = more.then(|| offset as i64 + limit as i64);
     Ok(http::json(
         200,
@@ -878,6 +885,57 @@ mod tests {
             ev.kind.name(),
             &ev.kind.payload(),
         )
+    }
+
+    fn stored_job(status: &str) -> Value {
+        json!({"id": "job_1", "tenant": "t", "dataset_id": "ds_1", "base_model": "m",
+               "hyperparameters": "{\"epochs\":3}", "status": status, "version": 1.0,
+               "progress": null, "artifact": null, "error": null, "dispatch_status": "none",
+               "dispatch_error": null, "dispatch_attempts": 0.0, "created_at": 1.0,
+               "updated_at": 1.0})
+    }
+
+    #[test]
+    fn a_stored_job_state_the_code_does_not_know_fails_the_row() {
+        for st in JobState::ALL {
+            let row: JobRow = serde_json::from_value(stored_job(st.as_str())).unwrap();
+            assert_eq!(row.status, st);
+            assert_eq!(job_json(&row).unwrap()["status"], st.as_str());
+        }
+        for unknown in ["archived", "Queued", ""] {
+            assert!(
+                serde_json::from_value::<JobRow>(stored_job(unknown)).is_err(),
+                "{unknown:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stored_json_column_that_does_not_parse_is_bad_stored_data_not_null() {
+        let mut stored = stored_job("queued");
+        stored["hyperparameters"] = json!("{\"epochs\":");
+        let row: JobRow = serde_json::from_value(stored).unwrap();
+        let err = job_json(&row).unwrap_err();
+        assert!(store::is_bad_stored_data(&err), "{err}");
+        assert_eq!(store::read_failure(&err), ApiError::Internal);
+
+        let mut stored = stored_job("running");
+        stored["progress"] = json!("not json");
+        let row: JobRow = serde_json::from_value(stored).unwrap();
+        assert!(job_json(&row).is_err());
+    }
+
+    #[test]
+    fn a_stored_dataset_format_is_parsed_as_the_row_is_read() {
+        let stored = |format: &str| {
+            json!({"id": "ds_1", "format": format, "document_ids": "[]", "min_chars": 0.0,
+                   "max_examples": null, "example_count": 0.0, "duplicates_dropped": 0.0,
+                   "too_short_dropped": 0.0, "char_count": 0.0, "estimated_tokens": 0.0,
+                   "per_document": "[]", "created_at": 1.0})
+        };
+        let row: DatasetRow = serde_json::from_value(stored("chat")).unwrap();
+        assert_eq!(row.format, Format::Chat);
+        assert!(serde_json::from_value::<DatasetRow>(stored("markdown")).is_err());
     }
 
     #[test]

@@ -13,9 +13,8 @@
 //! - the file name is safe anywhere: only `A-Za-z0-9._-`.
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
-use crate::idempotency::fingerprint::{canonical_json, hex};
+use crate::idempotency::fingerprint::canonical_json;
 use crate::staging::data::parse_money;
 
 /// The CSV header, in column order.
@@ -186,11 +185,6 @@ fn sanitize(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// Lowercase hex SHA-256 of `bytes`: the checksum recorded for a rendered file.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
 }
 
 #[cfg(test)]
@@ -482,18 +476,6 @@ mod tests {
         let name = export_filename("INV-1", &long_id, "json");
         assert_eq!(name.len(), MAX_FILENAME_STEM + ".json".len());
         assert!(name.starts_with("I-iii"), "{name}");
-    }
-
-    #[test]
-    fn sha256_hex_is_lowercase_hex_of_the_digest() {
-        assert_eq!(
-            sha256_hex(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 }
 

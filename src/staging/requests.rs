@@ -11,16 +11,9 @@
 //!   optional
 //! - `PUT …/reject`, `POST …/rollback` → [`parse_reason_request`]: `{"reason": "…"}`
 //!
-//! Shared rules, as for the training bodies:
-//! - the body must be a JSON object, else [`RequestError::InvalidJson`]; the review,
-//!   approve and reason bodies may also be empty (or only whitespace), which counts
-//!   as `{}`;
-//! - a field the API does not define is rejected by name, even when `null`; when
-//!   several are present the alphabetically first is reported;
-//! - otherwise a JSON `null` is treated exactly like an absent field;
-//! - integer fields must be JSON integers (`3.0` is rejected);
-//! - string limits count Unicode scalar values, and "non-empty" means not empty after
-//!   trimming whitespace (the value itself is kept untrimmed).
+//! The rules every typed body follows are [`crate::request_body`]'s; here, in
+//! addition, the review, approve and reason bodies may also be empty (or only
+//! whitespace), which counts as `{}`.
 //!
 //! Field paths in errors are dotted from the top of the body; a batch item's fields
 //! carry the item's prefix (`exports[3].invoice_id`).
@@ -30,8 +23,10 @@ use std::ops::RangeInclusive;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::training::requests::{field, invalid, missing};
-use crate::training::RequestError;
+use crate::request_body::{
+    field, invalid, join, missing, not_an_object, parse_object, parse_optional_object,
+    reject_unknown, required_text, text, u32_in, RequestError,
+};
 
 /// Longest accepted `invoice_id`, in chars.
 pub const MAX_INVOICE_ID_CHARS: usize = 200;
@@ -179,7 +174,12 @@ fn stage_from_map(obj: &Map<String, Value>, prefix: &str) -> Result<StageRequest
     let path = |name: &str| join(prefix, name);
     reject_unknown(obj, &STAGE_FIELDS, prefix)?;
 
-    let invoice_id = required_text(obj, "invoice_id", &path("invoice_id"), MAX_INVOICE_ID_CHARS)?;
+    let invoice_id = required_text(
+        obj,
+        "invoice_id",
+        &path("invoice_id"),
+        Some(MAX_INVOICE_ID_CHARS),
+    )?;
     let export_format = match field(obj, "export_format") {
         None => return Err(missing(path("export_format"))),
         Some(v) => v
@@ -191,7 +191,7 @@ fn stage_from_map(obj: &Map<String, Value>, prefix: &str) -> Result<StageRequest
         obj,
         "destination_system",
         &path("destination_system"),
-        MAX_DESTINATION_CHARS,
+        Some(MAX_DESTINATION_CHARS),
     )?;
     let export_data = match field(obj, "export_data") {
         None => return Err(missing(path("export_data"))),
@@ -200,20 +200,7 @@ fn stage_from_map(obj: &Map<String, Value>, prefix: &str) -> Result<StageRequest
     };
     let max_retries = match field(obj, "max_retries") {
         None => DEFAULT_MAX_RETRIES,
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .filter(|n| MAX_RETRIES_RANGE.contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    path("max_retries"),
-                    format!(
-                        "must be an integer from {} to {}",
-                        MAX_RETRIES_RANGE.start(),
-                        MAX_RETRIES_RANGE.end()
-                    ),
-                )
-            })?,
+        Some(v) => u32_in(v, &path("max_retries"), MAX_RETRIES_RANGE)?,
     };
     Ok(StageRequest {
         invoice_id,
@@ -299,82 +286,12 @@ pub fn parse_batch_request(body: &[u8], max_batch: usize) -> Result<BatchRequest
     })
 }
 
-/// `prefix.name`, or `name` alone under an empty prefix (or one ending in a dot).
-fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() || prefix.ends_with('.') {
-        format!("{prefix}{name}")
-    } else {
-        format!("{prefix}.{name}")
-    }
-}
-
-fn not_an_object() -> RequestError {
-    RequestError::InvalidJson("expected a JSON object at the top level".to_owned())
-}
-
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, RequestError> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(obj)) => Ok(obj),
-        Ok(_) => Err(not_an_object()),
-        Err(e) => Err(RequestError::InvalidJson(e.to_string())),
-    }
-}
-
-/// Like [`parse_object`], but an empty or all-whitespace body is `{}`.
-fn parse_optional_object(body: &[u8]) -> Result<Map<String, Value>, RequestError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    parse_object(body)
-}
-
-/// Rejects the alphabetically first key not in `known`, reported with its path.
-fn reject_unknown(
-    obj: &Map<String, Value>,
-    known: &[&str],
-    prefix: &str,
-) -> Result<(), RequestError> {
-    match obj.keys().filter(|k| !known.contains(&k.as_str())).min() {
-        Some(unknown) => Err(RequestError::UnknownField(join(prefix, unknown))),
-        None => Ok(()),
-    }
-}
-
-/// A required string, not blank, at most `max_chars` chars; kept untrimmed.
-fn required_text(
-    obj: &Map<String, Value>,
-    name: &str,
-    path: &str,
-    max_chars: usize,
-) -> Result<String, RequestError> {
-    match field(obj, name) {
-        None => Err(missing(path)),
-        Some(v) => text(v, path, max_chars),
-    }
-}
-
 /// An optional free-text field (top level), not blank, at most
 /// [`MAX_TEXT_CHARS`] chars.
 fn optional_text(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, RequestError> {
     field(obj, name)
-        .map(|v| text(v, name, MAX_TEXT_CHARS))
+        .map(|v| text(v, name, Some(MAX_TEXT_CHARS)))
         .transpose()
-}
-
-fn text(value: &Value, path: &str, max_chars: usize) -> Result<String, RequestError> {
-    let Value::String(s) = value else {
-        return Err(invalid(path, "must be a string"));
-    };
-    if s.trim().is_empty() {
-        return Err(invalid(path, "must not be empty"));
-    }
-    if s.chars().count() > max_chars {
-        return Err(invalid(
-            path,
-            format!("must be at most {max_chars} characters"),
-        ));
-    }
-    Ok(s.clone())
 }
 
 #[cfg(test)]

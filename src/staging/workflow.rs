@@ -98,6 +98,13 @@ impl fmt::Display for ExportState {
     }
 }
 
+/// A state equals its stored and wire name (`ExportState::Prepared == "prepared"`).
+impl PartialEq<&str> for ExportState {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
+}
+
 /// What happens to a staged export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExportEvent {
@@ -227,7 +234,7 @@ impl std::error::Error for TransitionError {}
 /// - approved → posted (post) and approved → failed (post_failed), whatever the
 ///   attempts (an approved export has never failed);
 /// - failed → posted (post) and failed → failed (post_failed), only while
-///   `attempts.retries < attempts.max_retries`, else
+///   `attempts.retries <= attempts.max_retries` (see [`Attempts`]), else
 ///   [`TransitionError::RetriesExhausted`];
 /// - posted → rolled_back (rollback).
 ///
@@ -263,12 +270,21 @@ pub fn transition(
 /// Whether a delivery may be attempted now: the check made *before* calling the
 /// destination, so an export that could not record the outcome is never sent.
 ///
-/// Ok for `approved`, and for `failed` while `attempts.retries <
-/// attempts.max_retries`; [`TransitionError::RetriesExhausted`] for an exhausted
-/// `failed` export; [`TransitionError::NotAllowed`] (with event `post`) for every
-/// other state. When it is Ok, both outcomes of the delivery
+/// Ok for `approved`, and for `failed` while `attempts.retries <=
+/// attempts.max_retries` (see [`Attempts`]); [`TransitionError::RetriesExhausted`]
+/// for an exhausted `failed` export; [`TransitionError::NotAllowed`] (with event
+/// `post`) for every other state. When it is Ok, both outcomes of the delivery
 /// ([`ExportEvent::PostSucceeded`], [`ExportEvent::PostFailed`]) are legal
 /// transitions with the same `attempts`.
+///
+/// The bound is inclusive:
+///
+/// ```
+/// use idemgate::staging::workflow::{can_post, Attempts, ExportState};
+/// let at = |retries| Attempts { retries, max_retries: 3 };
+/// assert!(can_post(ExportState::Failed, at(3)).is_ok());
+/// assert!(can_post(ExportState::Failed, at(4)).is_err());
+/// ```
 pub fn can_post(from: ExportState, attempts: Attempts) -> Result<(), TransitionError> {
     match from {
         ExportState::Approved => Ok(()),

@@ -22,9 +22,8 @@ use std::collections::HashSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::idempotency::fingerprint::hex;
+use crate::idempotency::fingerprint::sha256_hex;
 
 /// The shape of a data set's lines. Serialised as `"chunks"` or `"chat"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -160,7 +159,7 @@ pub fn build_examples(
                 too_short_dropped += 1;
                 continue;
             }
-            let sha256 = hex(&Sha256::digest(candidate.line.as_bytes()));
+            let sha256 = sha256_hex(candidate.line.as_bytes());
             if !seen.insert(sha256.clone()) {
                 duplicates_dropped += 1;
                 continue;
@@ -356,6 +355,8 @@ fn is_closing_fence(line: &str, ch: char, len: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::idempotency::fingerprint::hex;
+    use sha2::{Digest, Sha256};
 
     fn doc(id: &str, text: &str, chunks: &[&str]) -> SourceDocument {
         SourceDocument {

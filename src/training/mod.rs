@@ -20,15 +20,17 @@
 
 mod examples;
 mod jobs;
-pub(crate) mod requests;
+mod requests;
 
+/// The request bodies' error, re-exported where its callers look for it.
+pub use crate::request_body::RequestError;
 pub use examples::{
     build_examples, chat_sections, estimate_tokens, BuildStats, Example, Format, SourceDocument,
 };
 pub use jobs::{transition, IllegalTransition, JobEvent, JobState};
 pub use requests::{
     parse_dataset_request, parse_event_request, parse_job_request, DatasetRequest, Hyperparameters,
-    JobEventKind, JobEventRequest, JobRequest, RequestError, BATCH_SIZE_RANGE, EPOCHS_RANGE,
-    MAX_ARTIFACT_CHARS, MAX_BASE_MODEL_CHARS, MAX_DATASET_DOCUMENTS, MAX_DATASET_EXAMPLES,
-    MAX_ERROR_CHARS, MAX_EVENT_ID_CHARS,
+    JobEventKind, JobEventRequest, JobRequest, BATCH_SIZE_RANGE, EPOCHS_RANGE, MAX_ARTIFACT_CHARS,
+    MAX_BASE_MODEL_CHARS, MAX_DATASET_DOCUMENTS, MAX_DATASET_EXAMPLES, MAX_ERROR_CHARS,
+    MAX_EVENT_ID_CHARS,
 };

@@ -8,24 +8,20 @@
 //! - `POST /v1/training-jobs/{id}/events` → [`parse_event_request`]:
 //!   `{"event_id": "e-1", "type": "progress", "step": 10, "metrics": {"loss": 0.4}}`
 //!
-//! Shared rules, as for document uploads:
-//! - the body must be a JSON object, else [`RequestError::InvalidJson`];
-//! - a field the API does not define is rejected by name, so typos fail loudly; when
-//!   several are present the alphabetically first is reported (deterministic errors,
-//!   whatever serde_json's map order);
-//! - a JSON `null` is treated exactly like an absent field;
-//! - integer fields must be JSON integers: `3.0`, `1e2`, strings and booleans are
-//!   rejected even when their value would be in range;
-//! - string limits count Unicode scalar values, and "non-empty" means not empty after
-//!   trimming whitespace (the value itself is kept untrimmed).
+//! The rules every typed body follows (a JSON object; unknown fields rejected,
+//! alphabetically first; `null` is absent; integers are JSON integers; string
+//! limits in chars, "non-empty" after trimming) are [`crate::request_body`]'s.
 
 use std::collections::HashSet;
-use std::fmt;
+use std::ops::RangeInclusive;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::examples::Format;
+use crate::request_body::{
+    field, invalid, missing, parse_object, reject_unknown, required_text, u32_in, RequestError,
+};
 
 /// Most distinct documents one data set may be built from.
 pub const MAX_DATASET_DOCUMENTS: usize = 50;
@@ -34,57 +30,15 @@ pub const MAX_DATASET_EXAMPLES: usize = 100_000;
 /// Longest accepted `base_model`, in chars.
 pub const MAX_BASE_MODEL_CHARS: usize = 200;
 /// Accepted `hyperparameters.epochs`.
-pub const EPOCHS_RANGE: std::ops::RangeInclusive<u32> = 1..=100;
+pub const EPOCHS_RANGE: RangeInclusive<u32> = 1..=100;
 /// Accepted `hyperparameters.batch_size`.
-pub const BATCH_SIZE_RANGE: std::ops::RangeInclusive<u32> = 1..=4096;
+pub const BATCH_SIZE_RANGE: RangeInclusive<u32> = 1..=4096;
 /// Longest accepted `event_id`, in chars (all ASCII, so also bytes).
 pub const MAX_EVENT_ID_CHARS: usize = 255;
 /// Longest accepted `artifact` of a `succeeded` event, in chars.
 pub const MAX_ARTIFACT_CHARS: usize = 2048;
 /// Longest accepted `error` of a `failed` event, in chars.
 pub const MAX_ERROR_CHARS: usize = 4096;
-
-/// Why a training request body was rejected. Every variant maps to a client error.
-///
-/// Field names are dotted paths from the top of the body (`hyperparameters.momentum`);
-/// array items are indexed (`document_ids[2]`) and metric values keyed
-/// (`metrics.loss`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RequestError {
-    /// The body is not JSON, or not a JSON object.
-    InvalidJson(String),
-    /// A field that is not part of the API, or not part of this event type.
-    UnknownField(String),
-    /// A required field is absent (or `null`).
-    MissingField(String),
-    /// A field is present but its value is not acceptable.
-    InvalidField { field: String, reason: String },
-}
-
-impl RequestError {
-    /// The offending field's dotted path, if the error is about one field.
-    pub fn field(&self) -> Option<&str> {
-        match self {
-            Self::InvalidJson(_) => None,
-            Self::UnknownField(f) | Self::MissingField(f) | Self::InvalidField { field: f, .. } => {
-                Some(f)
-            }
-        }
-    }
-}
-
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidJson(e) => write!(f, "request body is not a valid JSON object: {e}"),
-            Self::UnknownField(name) => write!(f, "unknown field `{name}`"),
-            Self::MissingField(name) => write!(f, "missing required field `{name}`"),
-            Self::InvalidField { field, reason } => write!(f, "invalid field `{field}`: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for RequestError {}
 
 /// A validated `POST /v1/training-data` body.
 ///
@@ -277,9 +231,8 @@ pub fn parse_job_request(body: &[u8]) -> Result<JobRequest, RequestError> {
     let obj = parse_object(body)?;
     reject_unknown(&obj, &JOB_FIELDS, "")?;
 
-    let dataset_id = non_blank_string(&obj, "dataset_id", "dataset_id", None)?;
-    let base_model =
-        non_blank_string(&obj, "base_model", "base_model", Some(MAX_BASE_MODEL_CHARS))?;
+    let dataset_id = required_text(&obj, "dataset_id", "dataset_id", None)?;
+    let base_model = required_text(&obj, "base_model", "base_model", Some(MAX_BASE_MODEL_CHARS))?;
     let hp = match field(&obj, "hyperparameters") {
         None => return Err(missing("hyperparameters")),
         Some(Value::Object(hp)) => hp,
@@ -367,10 +320,10 @@ pub fn parse_event_request(body: &[u8]) -> Result<JobEventRequest, RequestError>
             metrics: parse_metrics(&obj)?,
         },
         "succeeded" => JobEventKind::Succeeded {
-            artifact: non_blank_string(&obj, "artifact", "artifact", Some(MAX_ARTIFACT_CHARS))?,
+            artifact: required_text(&obj, "artifact", "artifact", Some(MAX_ARTIFACT_CHARS))?,
         },
         _ => JobEventKind::Failed {
-            error: non_blank_string(&obj, "error", "error", Some(MAX_ERROR_CHARS))?,
+            error: required_text(&obj, "error", "error", Some(MAX_ERROR_CHARS))?,
         },
     };
     Ok(JobEventRequest { event_id, kind })
@@ -435,96 +388,21 @@ fn parse_metrics(obj: &Map<String, Value>) -> Result<Map<String, Value>, Request
     }
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, RequestError> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(obj)) => Ok(obj),
-        Ok(_) => Err(RequestError::InvalidJson(
-            "expected a JSON object at the top level".to_owned(),
-        )),
-        Err(e) => Err(RequestError::InvalidJson(e.to_string())),
-    }
-}
-
-/// Rejects the alphabetically first key not in `known`, reported as `prefix + key`.
-fn reject_unknown(
-    obj: &Map<String, Value>,
-    known: &[&str],
-    prefix: &str,
-) -> Result<(), RequestError> {
-    match obj.keys().filter(|k| !known.contains(&k.as_str())).min() {
-        Some(unknown) => Err(RequestError::UnknownField(format!("{prefix}{unknown}"))),
-        None => Ok(()),
-    }
-}
-
-/// The field's value, with `null` treated as absent. (Shared with the staging
-/// request parsers, which follow the same rules.)
-pub(crate) fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    obj.get(name).filter(|v| !v.is_null())
-}
-
-pub(crate) fn missing(path: impl Into<String>) -> RequestError {
-    RequestError::MissingField(path.into())
-}
-
-pub(crate) fn invalid(path: impl Into<String>, reason: impl Into<String>) -> RequestError {
-    RequestError::InvalidField {
-        field: path.into(),
-        reason: reason.into(),
-    }
-}
-
-/// A required string, not blank, at most `max_chars` chars if given; kept untrimmed.
-fn non_blank_string(
-    obj: &Map<String, Value>,
-    name: &str,
-    path: &str,
-    max_chars: Option<usize>,
-) -> Result<String, RequestError> {
-    let s = match field(obj, name) {
-        None => return Err(missing(path)),
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(invalid(path, "must be a string")),
-    };
-    if s.trim().is_empty() {
-        return Err(invalid(path, "must not be empty"));
-    }
-    if let Some(max) = max_chars {
-        if s.chars().count() > max {
-            return Err(invalid(path, format!("must be at most {max} characters")));
-        }
-    }
-    Ok(s.clone())
-}
-
 /// A required JSON integer within `range`.
 fn bounded_u32(
     obj: &Map<String, Value>,
     name: &str,
     path: &str,
-    range: std::ops::RangeInclusive<u32>,
+    range: RangeInclusive<u32>,
 ) -> Result<u32, RequestError> {
-    let value = field(obj, name).ok_or_else(|| missing(path))?;
-    value
-        .as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| range.contains(n))
-        .ok_or_else(|| {
-            invalid(
-                path,
-                format!(
-                    "must be an integer from {} to {}",
-                    range.start(),
-                    range.end()
-                ),
-            )
-        })
+    u32_in(field(obj, name).ok_or_else(|| missing(path))?, path, range)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::fmt;
 
     fn dataset(body: Value) -> Result<DatasetRequest, RequestError> {
         parse_dataset_request(body.to_string().as_bytes())

@@ -155,6 +155,15 @@ class Server:
         rows = self.d1(sql)
         return list(rows[0].values())[0]
 
+    def d1_write(self, sql):
+        """Changes the local D1 behind the Worker's back: only for tests of what the
+        Worker does with stored data it cannot read (a bad migration, a hand edit)."""
+        out = subprocess.run(
+            [str(ROOT / "node_modules/.bin/wrangler"), "d1", "execute", "idemgate", "--local",
+             "--persist-to", self.state_dir, "--command", sql],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "CI": "1"})
+        assert out.returncode == 0, out.stderr
+
 
 class Client:
     """A caller with a token, talking to a server."""
@@ -194,6 +203,12 @@ def text_doc(content=None, filename="note.txt"):
 def concurrently(n, fn):
     with ThreadPoolExecutor(max_workers=n) as pool:
         return list(pool.map(lambda i: fn(i), range(n)))
+
+
+# The Worker's read routes answer bad stored data 500 once frontend_worker.rs maps
+# their errors with store::read_error (issue 12); until then they answer 503.
+needs_read_error_wiring = pytest.mark.xfail(
+    strict=True, reason="read routes still map every error to 503: wire store::read_error")
 
 
 def assert_problem(reply, status, type_suffix=None):

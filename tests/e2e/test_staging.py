@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Client, Server, assert_problem, concurrently, unique
+from conftest import ROOT, Client, Server, assert_problem, concurrently, needs_read_error_wiring, unique
 
 
 def invoice(**over):
@@ -249,6 +249,46 @@ def test_json_export_renders_the_approved_data(team):
     doc = json.loads(f.body)
     assert doc["export_id"] == e and doc["invoice"] == invoice()
     assert p["file"]["name"].endswith(".json")
+
+
+def approved_then_stored_as(team, srv, fmt):
+    """An approved export whose stored format is then changed to `fmt` behind the
+    Worker's back (past the column's CHECK, as a bad migration could)."""
+    e = stage(team["preparer"]).json()["id"]
+    assert act(team["clerk"], e, "review").status == 200
+    assert act(team["approver"], e, "approve").status == 200
+    srv.d1_write("PRAGMA ignore_check_constraints = ON; "
+                 f"UPDATE staged_exports SET export_format = '{fmt}' WHERE id = '{e}'")
+    return e
+
+
+def test_an_export_format_the_code_does_not_know_is_an_internal_error_not_a_csv(team, srv, origin):
+    e = approved_then_stored_as(team, srv, "xml")
+    delivered = origin.count("/destination")
+    # Used to render a CSV file for any format but "json" and deliver it, then
+    # fail to write the row back (the CHECK) and answer 503, so every retry
+    # delivered it again.
+    r = act(team["clerk"], e, "post", key="k-post")
+    assert origin.count("/destination") == delivered
+    assert_problem(r, 500, "internal")
+    assert srv.d1(f"SELECT status, file_name, version FROM staged_exports WHERE id = '{e}'") == \
+        [{"status": "approved", "file_name": None, "version": 3}]
+    # The 500 was not stored: once the row is readable again, the same key posts it.
+    srv.d1_write(f"UPDATE staged_exports SET export_format = 'csv' WHERE id = '{e}'")
+    r = act(team["clerk"], e, "post", key="k-post")
+    assert r.status == 200 and r.header("idempotent-replayed") is None, r
+    assert r.json()["status"] == "posted" and r.json()["file"]["name"].endswith(".csv"), r
+
+
+@needs_read_error_wiring
+def test_reading_an_export_the_code_cannot_decode_is_500_not_503(team, srv):
+    e = approved_then_stored_as(team, srv, "xml")
+    for path in (f"/v1/staging/exports/{e}", f"/v1/staging/exports/{e}/diff", "/v1/staging/exports"):
+        assert_problem(team["clerk"].get(path), 500, "internal")
+    # A stored JSON column that does not parse: 500, where it used to read as null.
+    other = approved_then_stored_as(team, srv, "csv")
+    srv.d1_write(f"UPDATE staged_exports SET diff = '[{{oops' WHERE id = '{other}'")
+    assert_problem(team["clerk"].get(f"/v1/staging/exports/{other}/diff"), 500, "internal")
 
 
 # The largest value rust_decimal holds (2**96 - 1): issue 9's amounts sit at and past it.

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import Client, Server, assert_problem, concurrently, unique
+from conftest import Client, Server, assert_problem, concurrently, needs_read_error_wiring, unique
 
 HANDBOOK = """# Handbook
 
@@ -259,6 +259,38 @@ def test_jobs_are_listed_by_status_and_paged(srv):
     page2 = c.get("/v1/training-jobs?status=queued&limit=1&offset=1").json()
     assert [j["id"] for j in page2["jobs"]] == [ids[2]] and page2["next_offset"] is None
     assert_problem(c.get("/v1/training-jobs?status=bogus"), 400)
+
+
+def stored_job(srv, c, column, value):
+    """A job of `c`'s whose stored `column` is then set to `value` behind the Worker's back."""
+    ds = dataset(c, [upload(c, HANDBOOK)], "chat").json()["dataset_id"]
+    jid = job(c, ds).json()["id"]
+    srv.d1_write(f"UPDATE training_jobs SET {column} = '{value}' WHERE id = '{jid}'")
+    return jid
+
+
+def test_an_event_for_a_job_in_a_state_the_code_does_not_know_is_an_internal_error(srv):
+    c = Client(srv, unique("tj"))
+    jid = stored_job(srv, c, "status", "archived")
+    assert_problem(event(c, jid, "e1", "claimed"), 500, "internal")
+    assert srv.d1(f"SELECT status FROM training_jobs WHERE id = '{jid}'") == [{"status": "archived"}]
+
+
+@needs_read_error_wiring
+def test_reading_a_job_the_code_cannot_decode_is_500_not_503(srv):
+    c = Client(srv, unique("tj"))
+    # A state the code does not know (used to be echoed as is, 200).
+    archived = stored_job(srv, c, "status", "archived")
+    assert_problem(c.get(f"/v1/training-jobs/{archived}"), 500, "internal")
+    assert_problem(c.get("/v1/training-jobs"), 500, "internal")
+    # A column of the wrong type (used to answer 503 "storage unavailable").
+    d = Client(srv, unique("tj"))
+    assert_problem(d.get(f"/v1/training-jobs/{stored_job(srv, d, 'version', 'abc')}"), 500, "internal")
+    # A stored JSON column that does not parse (used to read as null, 200).
+    e = Client(srv, unique("tj"))
+    assert_problem(e.get(f"/v1/training-jobs/{stored_job(srv, e, 'hyperparameters', '{oops')}"), 500, "internal")
+    # A readable job still reads.
+    assert e.get(f"/v1/training-jobs/{job(e, dataset(e, [upload(e, HANDBOOK)], 'chat').json()['dataset_id']).json()['id']}").status == 200
 
 
 def test_another_tenant_cannot_see_train_on_or_build_from_anything(srv):
