@@ -13,6 +13,7 @@ use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, Idemp
 use crate::idempotency::{storable_headers, StoredResponse};
 use crate::problem::ApiError;
 use crate::routes::{documents, functions, staging, training};
+use crate::store::read_error;
 use std::cell::RefCell;
 use worker::{
     console_error, console_warn, Context, Date, Env, Headers, Method, Request, RequestInit,
@@ -180,63 +181,63 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             let (offset, limit) = page();
             staging::list(&db()?, &caller, query("status").as_deref(), offset, limit)
                 .await
-                .map_err(storage)
+                .map_err(read_error)
         }
         (_, ["v1", "staging", "exports", id]) if read => {
-            staging::get(&db()?, &caller, id).await.map_err(storage)
+            staging::get(&db()?, &caller, id).await.map_err(read_error)
         }
         (_, ["v1", "staging", "exports", id, "diff"]) if read => {
             staging::get_diff(&db()?, &caller, id)
                 .await
-                .map_err(storage)
+                .map_err(read_error)
         }
         (_, ["v1", "staging", "exports", id, "audit"]) if read => {
             staging::get_audit(&db()?, &caller, id)
                 .await
-                .map_err(storage)
+                .map_err(read_error)
         }
         (_, ["v1", "staging", "exports", id, "file"]) if read => {
             staging::get_file(&db()?, &caller, id)
                 .await
-                .map_err(storage)
+                .map_err(read_error)
         }
         (_, ["v1", "staging", "batches", id]) if read => staging::get_batch(&db()?, &caller, id)
             .await
-            .map_err(storage),
-        (_, ["v1", "documents", id]) if read => {
-            documents::get(&db()?, &caller, id).await.map_err(storage)
-        }
+            .map_err(read_error),
+        (_, ["v1", "documents", id]) if read => documents::get(&db()?, &caller, id)
+            .await
+            .map_err(read_error),
         (_, ["v1", "documents", id, "chunks"]) if read => {
             let (offset, limit) = page();
             documents::chunks(&db()?, &caller, id, offset, limit)
                 .await
-                .map_err(storage)
+                .map_err(read_error)
         }
         (_, ["v1", "training-data", id]) if read => match id.strip_suffix(".jsonl") {
             Some(id) => training::dataset_jsonl(db()?, &caller, id)
                 .await
-                .map_err(storage),
+                .map_err(read_error),
             None => training::get_dataset(&db()?, &caller, id)
                 .await
-                .map_err(storage),
+                .map_err(read_error),
         },
         (_, ["v1", "training-jobs"]) if read => {
             let (offset, limit) = page();
             let status = query("status");
             training::list_jobs(&db()?, &caller, status.as_deref(), offset, limit)
                 .await
-                .map_err(storage)
+                .map_err(read_error)
         }
         (_, ["v1", "training-jobs", id]) if read => training::get_job(&db()?, &caller, id)
             .await
-            .map_err(storage),
+            .map_err(read_error),
         (_, ["v1", "idempotency", "stats"]) if read => {
             if !caller.has_role("admin") {
                 return Err(ApiError::Forbidden("the admin role is required".into()));
             }
             crate::stats::stats(&db()?, &caller.tenant)
                 .await
-                .map_err(storage)
+                .map_err(read_error)
         }
         (m @ (Method::Get | Method::Head | Method::Delete), ["v1", "idempotency", "keys", ..]) => {
             let raw = path.splitn(5, '/').nth(4).unwrap_or_default();

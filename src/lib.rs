@@ -14,12 +14,14 @@
 //!   ([`store::D1Records`]), renews a live holder's lease, and answers waiters.
 //! - [`routes`]: the functions behind idemgate — process-document, training data
 //!   and jobs, origin functions, export staging — as handlers that return their
-//!   answer and their D1 writes.
+//!   answer and their D1 writes; [`commands`] is the table of keyed writes that
+//!   the Worker validates and the object runs; [`upstream`] the one outbound call.
 //! - [`store`]: D1 (binding `DB`): idempotency records (answers in chunks),
 //!   counters, reads. [`panic_guard`]: a Rust panic answers 500 instead of hanging.
 //! - Pure logic, tested on the host: [`idempotency`] (key, fingerprint, scope,
 //!   admission, the object's decisions and run, replay headers, `Prefer`),
-//!   [`auth`], [`documents`], [`training`], [`staging`], [`problem`], [`config`].
+//!   [`auth`], [`documents`], [`training`], [`staging`], [`request_body`] (the
+//!   JSON body rules every request parser shares), [`problem`], [`config`].
 //!
 //! ## Life of a keyed request
 //! 1. Worker: auth (401/503) → body limit (413) → key syntax (400) → validation

@@ -16,8 +16,8 @@ use crate::problem::ApiError;
 use worker::{D1Database, D1PreparedStatement};
 
 /// Maps a request parsing error to a 400 that names the field.
-pub fn request_error(e: crate::training::RequestError) -> ApiError {
-    use crate::training::RequestError as E;
+pub fn request_error(e: crate::request_body::RequestError) -> ApiError {
+    use crate::request_body::RequestError as E;
     let slug = match e {
         E::InvalidJson(_) => "invalid-json",
         E::UnknownField(_) => "unknown-field",

@@ -10,7 +10,7 @@
 //!   [`Format::Chat`]) with [`BuildStats`].
 //! - `requests`: the three request bodies — [`parse_dataset_request`],
 //!   [`parse_job_request`], [`parse_event_request`] — into typed values, or a
-//!   [`RequestError`] naming the field by dotted path.
+//!   [`crate::request_body::RequestError`] naming the field by dotted path.
 //! - `jobs`: the job state machine — [`transition`] from a [`JobState`] on a
 //!   [`JobEvent`] (a trainer's [`JobEventKind`], or the tenant's cancel).
 //!
@@ -22,8 +22,6 @@ mod examples;
 mod jobs;
 mod requests;
 
-/// The request bodies' error, re-exported where its callers look for it.
-pub use crate::request_body::RequestError;
 pub use examples::{
     build_examples, chat_sections, estimate_tokens, BuildStats, Example, Format, SourceDocument,
 };

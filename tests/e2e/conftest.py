@@ -205,12 +205,6 @@ def concurrently(n, fn):
         return list(pool.map(lambda i: fn(i), range(n)))
 
 
-# The Worker's read routes answer bad stored data 500 once frontend_worker.rs maps
-# their errors with store::read_error (issue 12); until then they answer 503.
-needs_read_error_wiring = pytest.mark.xfail(
-    strict=True, reason="read routes still map every error to 503: wire store::read_error")
-
-
 def assert_problem(reply, status, type_suffix=None):
     assert reply.status == status, reply
     assert reply.header("content-type").startswith("application/problem+json"), reply.headers

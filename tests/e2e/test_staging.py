@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Client, Server, assert_problem, concurrently, needs_read_error_wiring, unique
+from conftest import ROOT, Client, Server, assert_problem, concurrently, unique
 
 
 def invoice(**over):
@@ -280,7 +280,6 @@ def test_an_export_format_the_code_does_not_know_is_an_internal_error_not_a_csv(
     assert r.json()["status"] == "posted" and r.json()["file"]["name"].endswith(".csv"), r
 
 
-@needs_read_error_wiring
 def test_reading_an_export_the_code_cannot_decode_is_500_not_503(team, srv):
     e = approved_then_stored_as(team, srv, "xml")
     for path in (f"/v1/staging/exports/{e}", f"/v1/staging/exports/{e}/diff", "/v1/staging/exports"):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import Client, Server, assert_problem, concurrently, needs_read_error_wiring, unique
+from conftest import Client, Server, assert_problem, concurrently, unique
 
 HANDBOOK = """# Handbook
 
@@ -276,7 +276,6 @@ def test_an_event_for_a_job_in_a_state_the_code_does_not_know_is_an_internal_err
     assert srv.d1(f"SELECT status FROM training_jobs WHERE id = '{jid}'") == [{"status": "archived"}]
 
 
-@needs_read_error_wiring
 def test_reading_a_job_the_code_cannot_decode_is_500_not_503(srv):
     c = Client(srv, unique("tj"))
     # A state the code does not know (used to be echoed as is, 200).
