@@ -12,7 +12,9 @@ use crate::config::{Config, KeyPolicy};
 use crate::envelope::Envelope;
 use crate::idempotency::IdempotencyKey;
 use crate::problem::ApiError;
-use crate::routes::{documents, functions, request_error, staging, training, HandlerOutcome};
+use crate::routes::{
+    documents, functions, request_error, settle, staging, training, HandlerOutcome,
+};
 use crate::staging::data::validate_export_data;
 use crate::staging::requests::{
     parse_approve_request, parse_batch_request, parse_reason_request, parse_review_request,
@@ -268,18 +270,24 @@ impl Command {
     ) -> worker::Result<HandlerOutcome> {
         let param = || env.param.clone().unwrap_or_default();
         match self {
-            Command::UploadDocument => documents::execute(db, cfg, env, body, now),
-            Command::CreateDataset => training::create_dataset(db, env, body, now).await,
-            Command::CreateJob => training::create_job(db, cfg, env, body, now).await,
-            Command::ReportJobEvent => training::job_event(db, env, &param(), body, now).await,
-            Command::CancelJob => training::cancel_job(db, env, &param(), body, now).await,
-            Command::StageExport => staging::stage(db, env, body, now),
-            Command::ReviewExport => staging::review(db, env, &param(), body, now).await,
-            Command::ApproveExport => staging::approve(db, cfg, env, &param(), body, now).await,
-            Command::RejectExport => staging::reject(db, env, &param(), body, now).await,
-            Command::PostExport => staging::post(db, cfg, env, &param(), now).await,
-            Command::RollbackExport => staging::rollback(db, cfg, env, &param(), body, now).await,
-            Command::StageBatch => staging::stage_batch(db, cfg, env, body, now),
+            Command::UploadDocument => settle(documents::execute(db, cfg, env, body, now)),
+            Command::CreateDataset => settle(training::create_dataset(db, env, body, now).await),
+            Command::CreateJob => settle(training::create_job(db, cfg, env, body, now).await),
+            Command::ReportJobEvent => {
+                settle(training::job_event(db, env, &param(), body, now).await)
+            }
+            Command::CancelJob => settle(training::cancel_job(db, env, &param(), body, now).await),
+            Command::StageExport => settle(staging::stage(db, env, body, now)),
+            Command::ReviewExport => settle(staging::review(db, env, &param(), body, now).await),
+            Command::ApproveExport => {
+                settle(staging::approve(db, cfg, env, &param(), body, now).await)
+            }
+            Command::RejectExport => settle(staging::reject(db, env, &param(), body, now).await),
+            Command::PostExport => settle(staging::post(db, cfg, env, &param(), now).await),
+            Command::RollbackExport => {
+                settle(staging::rollback(db, cfg, env, &param(), body, now).await)
+            }
+            Command::StageBatch => settle(staging::stage_batch(db, cfg, env, body, now)),
             Command::CallFunction => {
                 let url = match functions::upstream_url(cfg, &param()) {
                     Ok(u) => u,

@@ -41,6 +41,49 @@ macro_rules! parsed_or_400 {
 }
 pub(crate) use parsed_or_400;
 
+/// A handler's failure, converted with `?`: a client error is a final 4xx answer
+/// (stored and replayed like any other); an internal one is a throw (500, the
+/// key released so a retry runs again).
+#[derive(Debug)]
+pub enum HandlerError {
+    Client(ApiError),
+    Internal(worker::Error),
+}
+
+impl From<ApiError> for HandlerError {
+    fn from(e: ApiError) -> Self {
+        HandlerError::Client(e)
+    }
+}
+
+impl From<worker::Error> for HandlerError {
+    fn from(e: worker::Error) -> Self {
+        HandlerError::Internal(e)
+    }
+}
+
+/// A request body that does not parse: 400 naming the field.
+impl From<crate::request_body::RequestError> for HandlerError {
+    fn from(e: crate::request_body::RequestError) -> Self {
+        HandlerError::Client(request_error(e))
+    }
+}
+
+/// What every handler returns.
+pub type HandlerResult = Result<HandlerOutcome, HandlerError>;
+
+/// A handler's result as the object runs it: a client error becomes its stored
+/// 4xx answer, an internal one stays an error (a throw).
+pub fn settle<E: Into<HandlerError>>(
+    result: Result<HandlerOutcome, E>,
+) -> worker::Result<HandlerOutcome> {
+    match result.map_err(Into::into) {
+        Ok(outcome) => Ok(outcome),
+        Err(HandlerError::Client(e)) => Ok(HandlerOutcome::problem(&e)),
+        Err(HandlerError::Internal(e)) => Err(e),
+    }
+}
+
 /// What a handler produced (see [`Outcome`]): its answer, its D1 statements, and
 /// work to do once after the commit.
 pub type HandlerOutcome = Outcome<Vec<D1PreparedStatement>, AfterCommit>;
