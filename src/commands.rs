@@ -194,7 +194,7 @@ impl Command {
                 client(header)
             }
             Command::CancelJob => {
-                training::parse_cancel(body)?;
+                crate::training::parse_cancel_request(body).map_err(request_error)?;
                 client(header)
             }
             Command::ReportJobEvent => {

@@ -1,7 +1,7 @@
 //! process-document: `POST /v1/documents` and the reads `GET /v1/documents/{id}`
 //! and `/{id}/chunks`.
 
-use super::HandlerOutcome;
+use super::{HandlerOutcome, HandlerResult};
 use crate::auth::Caller;
 use crate::config::Config;
 use crate::documents::{self, ProcessedDocument, Upload, UploadError};
@@ -80,20 +80,10 @@ pub fn execute(
     env: &Envelope,
     body: &[u8],
     now: i64,
-) -> Result<HandlerOutcome> {
-    let upload = match validate(body, cfg) {
-        Ok(u) => u,
-        Err(e) => return Ok(HandlerOutcome::problem(&e)),
-    };
-    let doc = match documents::process(&upload) {
-        Ok(d) => d,
-        Err(e) => {
-            return Ok(HandlerOutcome::problem(&ApiError::bad_request(
-                "unreadable-document",
-                e.to_string(),
-            )))
-        }
-    };
+) -> HandlerResult {
+    let upload = validate(body, cfg)?;
+    let doc = documents::process(&upload)
+        .map_err(|e| ApiError::bad_request("unreadable-document", e.to_string()))?;
     let id = new_id("doc");
     let chunk_ids: Vec<String> = (0..doc.chunks.len())
         .map(|i| format!("{id}_c{i}"))

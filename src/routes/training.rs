@@ -3,7 +3,7 @@
 //! /v1/training-jobs/{id}/events` and `/cancel`, and their reads. The logic
 //! (examples, validation, the job state machine) is in [`crate::training`].
 
-use super::{parsed_or_400, AfterCommit, HandlerOutcome};
+use super::{AfterCommit, HandlerOutcome, HandlerResult};
 use crate::auth::Caller;
 use crate::config::Config;
 use crate::envelope::Envelope;
@@ -13,8 +13,8 @@ use crate::ids::new_id;
 use crate::problem::ApiError;
 use crate::store::{self, int, s, stmt};
 use crate::training::{
-    build_examples, parse_dataset_request, parse_event_request, parse_job_request, transition,
-    Format, JobEvent, JobState, SourceDocument,
+    build_examples, parse_cancel_request, parse_dataset_request, parse_event_request,
+    parse_job_request, transition, Format, JobEvent, JobState, SourceDocument,
 };
 use crate::upstream::{self, UpstreamResult};
 use serde::Deserialize;
@@ -26,32 +26,6 @@ use worker::{D1Database, D1PreparedStatement, Headers, Response, ResponseBuilder
 const EXAMPLES_PER_INSERT: usize = 20;
 /// Examples per page of the JSONL stream: memory stays bounded whatever the size.
 const JSONL_PAGE: i64 = 500;
-
-/// `POST /v1/training-jobs/{id}/cancel` takes an empty body or `{"reason": "…"}`.
-pub fn parse_cancel(body: &[u8]) -> std::result::Result<Option<String>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid-json", e.to_string()))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("invalid-json", "the body must be a JSON object"))?;
-    if let Some(k) = obj.keys().find(|k| *k != "reason") {
-        return Err(ApiError::bad_request(
-            "unknown-field",
-            format!("unknown field `{k}`"),
-        ));
-    }
-    match obj.get("reason") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(r)) if r.chars().count() <= 1000 => Ok(Some(r.clone())),
-        Some(_) => Err(ApiError::bad_request(
-            "invalid-field",
-            "`reason` must be a string of at most 1000 chars",
-        )),
-    }
-}
 
 fn placeholders(from: usize, n: usize) -> String {
     (from..from + n)
@@ -140,15 +114,14 @@ pub async fn create_dataset(
     env: &Envelope,
     body: &[u8],
     now: i64,
-) -> Result<HandlerOutcome> {
-    let req = parsed_or_400!(parse_dataset_request(body));
+) -> HandlerResult {
+    let req = parse_dataset_request(body)?;
     let docs = match load_sources(db, &env.scope, &req.document_ids, req.format).await? {
         Ok(d) => d,
         Err(missing) => {
-            return Ok(HandlerOutcome::problem(&ApiError::NotFound(format!(
-                "documents not found: {}",
-                missing.join(", ")
-            ))))
+            return Err(
+                ApiError::NotFound(format!("documents not found: {}", missing.join(", "))).into(),
+            )
         }
     };
     let (examples, stats) = build_examples(&docs, req.format, req.min_chars, req.max_examples);
@@ -341,20 +314,18 @@ pub async fn create_job(
     env: &Envelope,
     body: &[u8],
     now: i64,
-) -> Result<HandlerOutcome> {
-    let req = parsed_or_400!(parse_job_request(body));
+) -> HandlerResult {
+    let req = parse_job_request(body)?;
     match find_dataset(db, &env.scope, &req.dataset_id).await? {
         None => {
-            return Ok(HandlerOutcome::problem(&ApiError::NotFound(format!(
-                "dataset {} not found",
-                req.dataset_id
-            ))))
+            return Err(ApiError::NotFound(format!("dataset {} not found", req.dataset_id)).into())
         }
         Some(d) if d.example_count < 1.0 => {
-            return Ok(HandlerOutcome::problem(&ApiError::Unprocessable {
+            return Err(ApiError::Unprocessable {
                 slug: "empty-dataset",
                 detail: format!("dataset {} has no examples to train on", req.dataset_id),
-            }))
+            }
+            .into())
         }
         Some(_) => {}
     }
@@ -543,7 +514,7 @@ async fn apply_event(
     event_id: &str,
     payload: Value,
     now: i64,
-) -> Result<HandlerOutcome> {
+) -> HandlerResult {
     #[derive(Deserialize)]
     struct Current {
         status: JobState,
@@ -556,18 +527,17 @@ async fn apply_event(
     )
     .await?;
     let Some(current) = current else {
-        return Ok(HandlerOutcome::problem(&ApiError::NotFound(format!(
-            "training job {job_id} not found"
-        ))));
+        return Err(ApiError::NotFound(format!("training job {job_id} not found")).into());
     };
     let from = current.status;
     let to = match transition(from, event) {
         Ok(to) => to,
         Err(illegal) => {
-            return Ok(HandlerOutcome::problem(&ApiError::InvalidTransition {
+            return Err(ApiError::InvalidTransition {
                 detail: illegal.to_string(),
                 current_state: from.as_str().to_string(),
-            }))
+            }
+            .into())
         }
     };
     let version = current.version as i64;
@@ -713,8 +683,8 @@ pub async fn job_event(
     job_id: &str,
     body: &[u8],
     now: i64,
-) -> Result<HandlerOutcome> {
-    let ev = parsed_or_400!(parse_event_request(body));
+) -> HandlerResult {
+    let ev = parse_event_request(body)?;
     let payload = ev.kind.payload();
     // The idempotency record of `event_id` expires; the job's history does not. A
     // repeat that reaches the handler (after the record's TTL) is answered from the
@@ -750,11 +720,8 @@ pub async fn cancel_job(
     job_id: &str,
     body: &[u8],
     now: i64,
-) -> Result<HandlerOutcome> {
-    let reason = match parse_cancel(body) {
-        Ok(r) => r,
-        Err(e) => return Ok(HandlerOutcome::problem(&e)),
-    };
+) -> HandlerResult {
+    let reason = parse_cancel_request(body)?;
     let event_id = format!("cancel:{}", env.key);
     apply_event(
         db,

@@ -20,7 +20,8 @@ use serde_json::{Map, Value};
 
 use super::examples::Format;
 use crate::request_body::{
-    field, invalid, missing, parse_object, reject_unknown, required_text, u32_in, RequestError,
+    field, invalid, missing, parse_object, parse_optional_object, reject_unknown, required_text,
+    u32_in, RequestError,
 };
 
 /// Most distinct documents one data set may be built from.
@@ -396,6 +397,27 @@ fn bounded_u32(
     range: RangeInclusive<u32>,
 ) -> Result<u32, RequestError> {
     u32_in(field(obj, name).ok_or_else(|| missing(path))?, path, range)
+}
+
+/// Longest accepted cancel `reason`, in chars.
+pub const MAX_CANCEL_REASON_CHARS: usize = 1000;
+
+/// Parses a `POST /v1/training-jobs/{id}/cancel` body: empty, `{}`, or
+/// `{"reason": "…"}` (any string of at most [`MAX_CANCEL_REASON_CHARS`] chars; `null`
+/// is no reason).
+pub fn parse_cancel_request(body: &[u8]) -> Result<Option<String>, RequestError> {
+    let obj = parse_optional_object(body)?;
+    reject_unknown(&obj, &["reason"], "")?;
+    match obj.get("reason") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(r)) if r.chars().count() <= MAX_CANCEL_REASON_CHARS => {
+            Ok(Some(r.clone()))
+        }
+        Some(_) => Err(invalid(
+            "reason",
+            format!("must be a string of at most {MAX_CANCEL_REASON_CHARS} chars"),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -1133,5 +1155,36 @@ mod tests {
                 parse_all(event.as_bytes())?;
             }
         }
+    }
+
+    #[test]
+    fn a_cancel_takes_an_empty_body_or_an_optional_reason_and_nothing_else() {
+        assert_eq!(parse_cancel_request(b""), Ok(None));
+        assert_eq!(parse_cancel_request(b"  {} "), Ok(None));
+        assert_eq!(parse_cancel_request(br#"{"reason":null}"#), Ok(None));
+        assert_eq!(
+            parse_cancel_request(br#"{"reason":"wrong data"}"#),
+            Ok(Some("wrong data".into()))
+        );
+        let long = format!(
+            r#"{{"reason":"{}"}}"#,
+            "r".repeat(MAX_CANCEL_REASON_CHARS + 1)
+        );
+        assert!(matches!(
+            parse_cancel_request(long.as_bytes()),
+            Err(RequestError::InvalidField { .. })
+        ));
+        assert!(matches!(
+            parse_cancel_request(br#"{"reason":7}"#),
+            Err(RequestError::InvalidField { .. })
+        ));
+        assert!(matches!(
+            parse_cancel_request(br#"{"why":"x"}"#),
+            Err(RequestError::UnknownField(_))
+        ));
+        assert!(matches!(
+            parse_cancel_request(b"[]"),
+            Err(RequestError::InvalidJson(_))
+        ));
     }
 }
