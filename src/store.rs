@@ -419,6 +419,10 @@ pub struct D1Records<'a> {
 }
 
 /// A batch that failed on a constraint: another request changed the same rows.
+///
+/// D1 reports a failed statement only as text (`D1_ERROR: UNIQUE constraint
+/// failed: …`, SQLite's own wording, in the error's `cause`); there is no code to
+/// match, so SQLite's fixed phrase is what is looked for.
 fn is_conflict(e: &worker::Error) -> bool {
     e.to_string().contains("constraint failed")
 }
