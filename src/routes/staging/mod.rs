@@ -54,27 +54,6 @@ impl From<DataError> for HandlerError {
     }
 }
 
-/// `POST …/post` takes no fields: an empty body or `{}`.
-pub fn parse_post_request(body: &[u8]) -> std::result::Result<(), ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) if m.is_empty() => Ok(()),
-        Ok(Value::Object(m)) => Err(ApiError::bad_request(
-            "unknown-field",
-            format!(
-                "unknown field `{}`",
-                m.keys().next().map(String::as_str).unwrap_or_default()
-            ),
-        )),
-        _ => Err(ApiError::bad_request(
-            "invalid-json",
-            "the body must be empty or a JSON object",
-        )),
-    }
-}
-
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("export {id} not found"))
 }
@@ -123,35 +102,4 @@ fn commit_transition(
         writes,
         after: None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::staging::data::strategies::json;
-    use proptest::prelude::*;
-
-    #[test]
-    fn post_bodies_are_empty_or_an_empty_object() {
-        for ok in ["", " \n", "{}", " { } "] {
-            assert!(parse_post_request(ok.as_bytes()).is_ok(), "{ok:?}");
-        }
-        for bad in ["[]", "null", "{\"a\":1}", "{", "1"] {
-            assert!(parse_post_request(bad.as_bytes()).is_err(), "{bad:?}");
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
-
-        #[test]
-        fn post_bodies_never_panic(
-            bytes in prop::collection::vec(any::<u8>(), 0..64),
-            v in json(),
-        ) {
-            let _ = parse_post_request(&bytes);
-            let empty = matches!(&v, Value::Object(m) if m.is_empty());
-            prop_assert_eq!(parse_post_request(v.to_string().as_bytes()).is_ok(), empty);
-        }
-    }
 }
