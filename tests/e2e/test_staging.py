@@ -225,6 +225,24 @@ def test_failed_delivery_moves_to_failed_and_a_retry_posts(team, origin):
     assert [(a["event"], a["to"]) for a in audit][-2:] == [("post_failed", "failed"), ("post", "posted")]
 
 
+def test_a_rollback_the_destination_refuses_changes_nothing_and_a_retry_rolls_back(team, origin):
+    eid = staged_for_approval(team)
+    act(team["approver"], eid, "approve")
+    assert act(team["clerk"], eid, "post").json()["status"] == "posted"
+    origin.rollback_status = 500
+    try:
+        r = act(team["clerk"], eid, "rollback", {"reason": "wrong period"}, "k-rb-retry")
+        p = assert_problem(r, 502, "delivery-failed")
+        assert p["current_state"] == "posted" and "destination answered 500" in p["detail"], p
+        assert team["clerk"].get(f"/v1/staging/exports/{eid}").json()["status"] == "posted"
+    finally:
+        origin.rollback_status = 200
+    again = act(team["clerk"], eid, "rollback", {"reason": "wrong period"}, "k-rb-retry")
+    assert again.status == 200 and again.json()["status"] == "rolled_back", again
+    audit = team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"]
+    assert [a["event"] for a in audit][-2:] == ["post", "rollback"]
+
+
 def test_posting_stops_after_max_retries(team, origin):
     e = stage(team["preparer"], max_retries=1).json()["id"]
     act(team["clerk"], e, "review")

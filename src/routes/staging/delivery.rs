@@ -55,7 +55,7 @@ pub async fn post(
         .unwrap_or(&before.invoice_id);
     let file_name = export_filename(invoice_number, &before.id, format.ext());
     let checksum = sha256_hex(content.as_bytes());
-    let delivered: std::result::Result<String, String> = match cfg.destination_url.as_deref() {
+    let delivered: Result<String, String> = match cfg.destination_url.as_deref() {
         None => Ok(format!("local:{}", before.id)),
         Some(url) => {
             let forward = vec![
@@ -71,27 +71,11 @@ pub async fn post(
                     before.destination_system.clone(),
                 ),
             ];
-            match upstream::call(
-                cfg,
-                url,
-                content.as_bytes(),
-                &forward,
-                Some(&delivery_key(&before.id)),
-            )
-            .await
-            {
-                UpstreamResult::Answered {
-                    status,
-                    headers,
-                    body,
-                } if (200..300).contains(&status) => Ok(external_reference(&headers, &body)
-                    .unwrap_or_else(|| format!("{}:{}", before.destination_system, before.id))),
-                UpstreamResult::Answered { status, .. } => {
-                    Err(format!("destination answered {status}"))
-                }
-                UpstreamResult::TimedOut => Err("destination did not answer in time".into()),
-                UpstreamResult::Unreachable(e) => Err(format!("destination unreachable: {e}")),
-            }
+            let key = delivery_key(&before.id);
+            let answer = upstream::call(cfg, url, content.as_bytes(), &forward, Some(&key)).await;
+            destination_answer(answer).map(|reference| {
+                reference.unwrap_or_else(|| format!("{}:{}", before.destination_system, before.id))
+            })
         }
     };
     let mut after = before.clone();
@@ -154,6 +138,21 @@ fn delivery_failed(row: &ExportRow, error: &str) -> StoredResponse {
     }
 }
 
+/// The destination's reference from a 2xx answer (if it gave one), or why the
+/// call failed, in the words the export's `last_error` and the 502 use.
+fn destination_answer(answer: UpstreamResult) -> Result<Option<String>, String> {
+    match answer {
+        UpstreamResult::Answered {
+            status,
+            headers,
+            body,
+        } if (200..300).contains(&status) => Ok(external_reference(&headers, &body)),
+        UpstreamResult::Answered { status, .. } => Err(format!("destination answered {status}")),
+        UpstreamResult::TimedOut => Err("destination did not answer in time".into()),
+        UpstreamResult::Unreachable(e) => Err(format!("destination unreachable: {e}")),
+    }
+}
+
 /// The destination's reference for the delivery: `x-external-reference`, or
 /// `external_reference` / `reference` / `id` in a JSON answer.
 fn external_reference(headers: &[(String, String)], body: &[u8]) -> Option<String> {
@@ -194,23 +193,15 @@ pub async fn rollback(
         let payload = json!({"action": "rollback", "export_id": before.id, "external_reference": before.external_reference, "reason": reason});
         let forward = [("content-type".to_string(), http::JSON.to_string())];
         let key = format!("{}-rollback", delivery_key(&before.id));
-        let told = match upstream::call(
+        let answer = upstream::call(
             cfg,
             &format!("{url}/rollback"),
             payload.to_string().as_bytes(),
             &forward,
             Some(&key),
         )
-        .await
-        {
-            UpstreamResult::Answered { status, .. } if (200..300).contains(&status) => Ok(()),
-            UpstreamResult::Answered { status, .. } => {
-                Err(format!("destination answered {status}"))
-            }
-            UpstreamResult::TimedOut => Err("destination did not answer in time".into()),
-            UpstreamResult::Unreachable(e) => Err(format!("destination unreachable: {e}")),
-        };
-        if let Err(error) = told {
+        .await;
+        if let Err(error) = destination_answer(answer) {
             return Ok(HandlerOutcome::Release {
                 response: delivery_failed(&before, &error),
                 writes: vec![],
