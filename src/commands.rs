@@ -236,7 +236,7 @@ impl Command {
                 client(header)
             }
             Command::PostExport => {
-                staging::parse_post_request(body)?;
+                crate::staging::requests::parse_post_request(body).map_err(request_error)?;
                 client(header)
             }
             Command::StageBatch => {

@@ -10,10 +10,11 @@
 //!   `{"approved_data": {…}, "change_reason": "…", "approval_comments": "…"}`, all
 //!   optional
 //! - `PUT …/reject`, `POST …/rollback` → [`parse_reason_request`]: `{"reason": "…"}`
+//! - `POST …/post` → [`parse_post_request`]: no fields, `{}` or empty
 //!
 //! The rules every typed body follows are [`crate::request_body`]'s; here, in
-//! addition, the review, approve and reason bodies may also be empty (or only
-//! whitespace), which counts as `{}`.
+//! addition, the review, approve, reason and post bodies may also be empty (or
+//! only whitespace), which counts as `{}`.
 //!
 //! Field paths in errors are dotted from the top of the body; a batch item's fields
 //! carry the item's prefix (`exports[3].invoice_id`).
@@ -251,6 +252,13 @@ pub fn parse_review_request(body: &[u8]) -> Result<Option<String>, RequestError>
     let obj = parse_optional_object(body)?;
     reject_unknown(&obj, &REVIEW_FIELDS, "")?;
     optional_text(&obj, "comments")
+}
+
+/// Parses a `POST …/post` body: it takes no fields, so an empty body or `{}`;
+/// any field is `UnknownField` (the alphabetically first).
+pub fn parse_post_request(body: &[u8]) -> Result<(), RequestError> {
+    let obj = parse_optional_object(body)?;
+    reject_unknown(&obj, &[], "")
 }
 
 /// Parses a `POST /v1/staging/batches` body: `{"exports": [...]}` with 1 to
@@ -743,6 +751,37 @@ mod tests {
         assert_eq!(review(json!({"reason": "r"})), Err(unknown("reason")));
     }
 
+    // --- post ---
+
+    #[test]
+    fn post_bodies_are_empty_or_an_empty_object() {
+        for ok in ["", " \n", "{}", " { } "] {
+            assert_eq!(parse_post_request(ok.as_bytes()), Ok(()), "{ok:?}");
+        }
+        for bad in ["[]", "null", "1"] {
+            assert_eq!(
+                parse_post_request(bad.as_bytes()),
+                Err(RequestError::InvalidJson(
+                    "expected a JSON object at the top level".into()
+                )),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            parse_post_request(b"{"),
+            Err(RequestError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn post_body_fields_are_unknown_alphabetically_first() {
+        assert_eq!(parse_post_request(b"{\"a\":1}"), Err(unknown("a")));
+        assert_eq!(
+            parse_post_request(b"{\"reason\":\"r\",\"force\":null}"),
+            Err(unknown("force"))
+        );
+    }
+
     // --- batch ---
 
     #[test]
@@ -906,6 +945,17 @@ mod properties {
         #[test]
         fn no_parser_panics_on_arbitrary_json(v in json()) {
             every_parser(v.to_string().as_bytes());
+        }
+
+        /// A post body is accepted exactly when it is `{}` (as JSON).
+        #[test]
+        fn post_bodies_never_panic_and_only_empty_objects_pass(
+            bytes in prop::collection::vec(any::<u8>(), 0..64),
+            v in json(),
+        ) {
+            let _ = parse_post_request(&bytes);
+            let empty = matches!(&v, Value::Object(m) if m.is_empty());
+            prop_assert_eq!(parse_post_request(v.to_string().as_bytes()).is_ok(), empty);
         }
 
         #[test]

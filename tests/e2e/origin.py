@@ -17,6 +17,7 @@ class Origin:
         self.flaky_failed = set()              # idempotency keys that got their 500
         self.trainer_status = 202
         self.destination_status = 200
+        self.rollback_status = 200
         # /slowish: one (arrival time, idempotency-key header, request body, nonce) per call.
         self.slowish_calls = []
         self.server = None
@@ -100,7 +101,7 @@ class Origin:
                     else:
                         self.reply(origin.destination_status, {"error": "accounting system down"})
                 elif path == "/destination/rollback":
-                    self.reply(200, {"rolled_back": True})
+                    self.reply(origin.rollback_status, {"rolled_back": origin.rollback_status < 300})
                 elif path == "/trainer":
                     self.reply(origin.trainer_status, {"accepted": origin.trainer_status < 300})
                 else:

@@ -193,6 +193,20 @@ def test_illegal_transitions_are_409_naming_the_current_state(team):
     assert_problem(act(team["clerk"], "exp_nope", "review"), 404)
 
 
+def test_a_post_takes_no_fields_and_a_bad_body_does_not_use_up_the_key(team):
+    eid = staged_for_approval(team)
+    act(team["approver"], eid, "approve")
+    key = unique("k")
+    path = f"/v1/staging/exports/{eid}/post"
+    p = assert_problem(call(team["clerk"], "POST", path, {"force": True, "dry_run": 1}, key), 400, "unknown-field")
+    assert "`dry_run`" in p["detail"], p
+    for bad in ("[]", "null", "{"):
+        assert_problem(call(team["clerk"], "POST", path, bad, key), 400, "invalid-json")
+    assert team["clerk"].get(f"/v1/staging/exports/{eid}").json()["status"] == "approved"
+    r = call(team["clerk"], "POST", path, "", key)
+    assert r.status == 200 and r.json()["status"] == "posted", r
+
+
 def test_failed_delivery_moves_to_failed_and_a_retry_posts(team, origin):
     eid = staged_for_approval(team)
     act(team["approver"], eid, "approve")
@@ -209,6 +223,24 @@ def test_failed_delivery_moves_to_failed_and_a_retry_posts(team, origin):
     assert again.status == 200 and again.json()["status"] == "posted"
     audit = team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"]
     assert [(a["event"], a["to"]) for a in audit][-2:] == [("post_failed", "failed"), ("post", "posted")]
+
+
+def test_a_rollback_the_destination_refuses_changes_nothing_and_a_retry_rolls_back(team, origin):
+    eid = staged_for_approval(team)
+    act(team["approver"], eid, "approve")
+    assert act(team["clerk"], eid, "post").json()["status"] == "posted"
+    origin.rollback_status = 500
+    try:
+        r = act(team["clerk"], eid, "rollback", {"reason": "wrong period"}, "k-rb-retry")
+        p = assert_problem(r, 502, "delivery-failed")
+        assert p["current_state"] == "posted" and "destination answered 500" in p["detail"], p
+        assert team["clerk"].get(f"/v1/staging/exports/{eid}").json()["status"] == "posted"
+    finally:
+        origin.rollback_status = 200
+    again = act(team["clerk"], eid, "rollback", {"reason": "wrong period"}, "k-rb-retry")
+    assert again.status == 200 and again.json()["status"] == "rolled_back", again
+    audit = team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"]
+    assert [a["event"] for a in audit][-2:] == ["post", "rollback"]
 
 
 def test_posting_stops_after_max_retries(team, origin):
