@@ -4,6 +4,7 @@
 
 use crate::idempotency::gate::RecordKey;
 use crate::idempotency::scope::{forwarded_key, Scope};
+use crate::idempotency::{Fingerprint, IdempotencyKey};
 use serde::{Deserialize, Serialize};
 
 /// Header carrying the [`Envelope`] from the Worker to the object.
@@ -27,8 +28,10 @@ pub struct Envelope {
     /// Request headers the handler forwards (origin functions).
     #[serde(default)]
     pub forward: Vec<(String, String)>,
-    pub key: String,
-    pub fingerprint: String,
+    pub key: IdempotencyKey,
+    /// The request's fingerprint (none for the key's state and release).
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
     pub caller_sub: String,
     /// The caller has the `admin` role (may release any key of the tenant).
     #[serde(default)]
@@ -48,13 +51,18 @@ impl Envelope {
         RecordKey {
             scope: self.record_scope.clone(),
             route: self.route.clone(),
-            key: self.key.clone(),
+            key: self.key.as_str().into(),
         }
+    }
+
+    /// The fingerprint's text (empty when the envelope has none: state, release).
+    pub fn fingerprint_str(&self) -> &str {
+        self.fingerprint.as_ref().map_or("", Fingerprint::as_str)
     }
 
     /// The key sent to an origin function (never the raw client key).
     pub fn forwarded_key(&self) -> String {
-        forwarded_key(&self.record_scope, &self.route, &self.key)
+        forwarded_key(&self.record_scope, &self.route, self.key.as_str())
     }
 
     /// Whether the key's scope is the caller's own (tenant and subject).
@@ -120,6 +128,47 @@ impl GateOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            scope: "acme".into(),
+            record_scope: "acme:alice".into(),
+            route: "POST /functions/v1/echo".into(),
+            template: "POST /functions/v1/{name}".into(),
+            param: Some("echo".into()),
+            forward: vec![],
+            key: IdempotencyKey::parse("k-1").unwrap(),
+            fingerprint: Some(crate::idempotency::Fingerprint::compute(
+                "POST",
+                "/functions/v1/{name}",
+                b"{}",
+                true,
+            )),
+            caller_sub: "alice".into(),
+            admin: false,
+            wait_ms: 0,
+            test_delay_ms: 0,
+            test_fail: None,
+        }
+    }
+
+    #[test]
+    fn an_envelope_round_trips_and_its_key_is_parsed_again_on_arrival() {
+        let e = sample();
+        let text = serde_json::to_string(&e).unwrap();
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.key, e.key);
+        assert_eq!(back.fingerprint, e.fingerprint);
+        assert_eq!(back.fingerprint_str().len(), 64);
+        // A key that is not a valid idempotency key never reaches the object.
+        let bad = text.replace("\"k-1\"", "\"bad key\"");
+        assert!(serde_json::from_str::<Envelope>(&bad).is_err());
+        // State and release envelopes carry no fingerprint.
+        let none = text.replace(&format!("\"{}\"", e.fingerprint_str()), "null");
+        let back: Envelope = serde_json::from_str(&none).unwrap();
+        assert_eq!(back.fingerprint_str(), "");
+        assert_eq!(back.fingerprint, None);
+    }
 
     #[test]
     fn outcomes_round_trip_through_their_header_text() {

@@ -56,7 +56,7 @@ fn now_ms() -> i64 {
 }
 
 fn cache_key(e: &Envelope) -> CacheKey {
-    (e.record_scope.clone(), e.route.clone(), e.key.clone())
+    (e.record_scope.clone(), e.route.clone(), e.key.to_string())
 }
 
 /// Answers a keyed write from the isolate's replay cache, if it can.
@@ -64,15 +64,18 @@ fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope) -> Option<Respon
     let key = cache_key(envelope);
     let (response, outcome) = REPLAYS.with(|c| {
         Some(
-            match c.borrow_mut().get(&key, &envelope.fingerprint, now_ms())? {
+            match c
+                .borrow_mut()
+                .get(&key, envelope.fingerprint_str(), now_ms())?
+            {
                 Hit::Replay(stored) => {
                     let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
-                    extra.push(("idempotency-key", &envelope.key));
+                    extra.push(("idempotency-key", envelope.key.as_str()));
                     (http::stored(stored, &extra), GateOutcome::Replayed)
                 }
                 Hit::Mismatch => (
                     http::problem(&ApiError::KeyReused {
-                        key: envelope.key.clone(),
+                        key: envelope.key.to_string(),
                     }),
                     GateOutcome::Mismatch,
                 ),
@@ -274,8 +277,8 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
                 template: keyed.command.template().into(),
                 param: keyed.param,
                 forward: vec![],
-                key: key.as_str().into(),
-                fingerprint: String::new(),
+                key,
+                fingerprint: None,
                 caller_sub: caller.sub.clone(),
                 admin: caller.has_role("admin"),
                 wait_ms: 0,
@@ -437,8 +440,8 @@ fn envelope(
         template: keyed.command.template().into(),
         param: keyed.param.clone(),
         forward: vec![],
-        key: key.as_str().into(),
-        fingerprint: fp.as_str().into(),
+        key: key.clone(),
+        fingerprint: Some(fp.clone()),
         caller_sub: caller.sub.clone(),
         admin: caller.has_role("admin"),
         wait_ms,
@@ -451,7 +454,7 @@ fn envelope(
 
 /// The Durable Object's name for a key: one object per (scope, route, key).
 pub fn object_name(e: &Envelope) -> String {
-    scope::object_name(&e.record_scope, &e.route, &e.key)
+    scope::object_name(&e.record_scope, &e.route, e.key.as_str())
 }
 
 async fn call_gate(
@@ -524,7 +527,7 @@ async fn call_gate(
         REPLAYS.with(|c| {
             c.borrow_mut().insert(
                 cache_key(envelope),
-                envelope.fingerprint.clone(),
+                envelope.fingerprint_str().to_string(),
                 stored,
                 expires_at,
                 now_ms(),

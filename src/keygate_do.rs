@@ -209,6 +209,12 @@ impl KeyGate {
         // The body is read only by the request that executes, after its lease is
         // written: the decision needs only the fingerprint, and a new object's
         // schema and the lease then commit together (one write, one sync).
+        if env.fingerprint.is_none() {
+            return Ok(http::problem(&ApiError::bad_request(
+                "internal-protocol",
+                "an execute envelope carries the request's fingerprint",
+            )));
+        }
         let wait_deadline = now_ms() + env.wait_ms;
         let mut waited = false;
         loop {
@@ -217,7 +223,7 @@ impl KeyGate {
                 .gate()
                 .admit_with(
                     &env.record_key(),
-                    &env.fingerprint,
+                    env.fingerprint_str(),
                     &env.caller_sub,
                     || crate::ids::random_hex(16),
                     |t| self.live.borrow().contains(t),
@@ -247,7 +253,7 @@ impl KeyGate {
                 Decision::Mismatch => {
                     return Ok(with_outcome(
                         http::problem(&ApiError::KeyReused {
-                            key: env.key.clone(),
+                            key: env.key.to_string(),
                         }),
                         GateOutcome::Mismatch,
                     ))
@@ -257,7 +263,7 @@ impl KeyGate {
                     if now >= wait_deadline {
                         return Ok(with_outcome(
                             http::problem(&ApiError::KeyInFlight {
-                                key: env.key.clone(),
+                                key: env.key.to_string(),
                             }),
                             GateOutcome::Conflict,
                         ));
@@ -291,7 +297,7 @@ impl KeyGate {
         let applied = self.preference_applied(env);
         let expires = expires_at.to_string();
         let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
-        extra.push(("idempotency-key", &env.key));
+        extra.push(("idempotency-key", env.key.as_str()));
         extra.push((EXPIRES_HEADER, &expires));
         if waited {
             extra.push(("preference-applied", &applied));
@@ -308,7 +314,7 @@ impl KeyGate {
             http::stored(
                 &finished.response,
                 &[
-                    ("idempotency-key", &env.key),
+                    ("idempotency-key", env.key.as_str()),
                     ("preference-applied", &applied),
                 ],
             ),
@@ -334,7 +340,7 @@ impl KeyGate {
         let key = env.record_key();
         let held = Held {
             key: &key,
-            fingerprint: &env.fingerprint,
+            fingerprint: env.fingerprint_str(),
             token,
             started,
             takeover,
@@ -395,7 +401,7 @@ impl KeyGate {
                 expires_at: 0,
             });
             with_outcome(
-                http::stored(&response, &[("idempotency-key", &env.key)]),
+                http::stored(&response, &[("idempotency-key", env.key.as_str())]),
                 GateOutcome::Failed,
             )
         };
@@ -414,17 +420,20 @@ impl KeyGate {
                 with_outcome(
                     http::stored(
                         &response,
-                        &[("idempotency-key", &env.key), (EXPIRES_HEADER, &expires)],
+                        &[
+                            ("idempotency-key", env.key.as_str()),
+                            (EXPIRES_HEADER, &expires),
+                        ],
                     ),
                     GateOutcome::Executed,
                 )
             }
-            Executed::Adopted(c) if c.fingerprint != env.fingerprint => {
+            Executed::Adopted(c) if c.fingerprint != env.fingerprint_str() => {
                 // Waiters sent the payload that lost; they re-decide and get 422 too.
                 self.waiters.borrow_mut().clear();
                 with_outcome(
                     http::problem(&ApiError::KeyReused {
-                        key: env.key.clone(),
+                        key: env.key.to_string(),
                     }),
                     GateOutcome::Mismatch,
                 )
@@ -497,7 +506,7 @@ impl KeyGate {
             .describe(&self.records(&db), &env.record_key())
             .await
             .map_err(worker::Error::RustError)?;
-        let (key, route) = (&env.key, &env.route);
+        let (key, route) = (env.key.as_str(), &env.route);
         Ok(match state {
             Some(KeyState::Processing {
                 fingerprint,
@@ -544,7 +553,7 @@ impl KeyGate {
             .map_err(worker::Error::RustError)?;
         Ok(match released {
             Released::InFlight => http::problem(&ApiError::KeyInFlight {
-                key: env.key.clone(),
+                key: env.key.to_string(),
             }),
             Released::Forbidden => http::problem(&ApiError::Forbidden(
                 "only the key's owner or an admin may release it".into(),
@@ -578,7 +587,7 @@ impl KeyGate {
             (self.slots.clone(), self.env.clone(), self.config.lease_ms);
         let key = env.record_key();
         let record = Committed {
-            fingerprint: env.fingerprint.clone(),
+            fingerprint: env.fingerprint_str().to_string(),
             response: response.clone(),
             created_at,
             expires_at,

@@ -29,7 +29,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// Lowercase hex SHA-256 of a request's identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Fingerprint(String);
 
 impl Fingerprint {

@@ -8,8 +8,25 @@ pub const MAX_KEY_LEN: usize = 255;
 /// A syntactically valid idempotency key: 1..=255 characters from
 /// `A-Za-z0-9-_.:~+/=`. A value wrapped in double quotes (the RFC 8941 sf-string
 /// form used by the IETF draft) is unquoted first.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// It crosses from the Worker to the key's object as text and is parsed again on
+/// arrival (`serde(try_from)`), so the object never holds an unchecked key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct IdempotencyKey(String);
+
+impl TryFrom<String> for IdempotencyKey {
+    type Error = KeyError;
+    fn try_from(s: String) -> Result<Self, KeyError> {
+        IdempotencyKey::parse(&s)
+    }
+}
+
+impl From<IdempotencyKey> for String {
+    fn from(k: IdempotencyKey) -> String {
+        k.0
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyError {

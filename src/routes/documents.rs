@@ -108,7 +108,7 @@ pub fn execute(
             int(upload.chunk_size as i64),
             int(upload.chunk_overlap as i64),
             s(&doc.text),
-            s(&env.key),
+            s(env.key.as_str()),
             s(&env.caller_sub),
             int(now),
         ],

@@ -26,21 +26,6 @@ pub fn request_error(e: crate::request_body::RequestError) -> ApiError {
     ApiError::bad_request(slug, e.to_string())
 }
 
-/// The parsed request body, or — returned from the enclosing handler — its 400.
-macro_rules! parsed_or_400 {
-    ($parsed:expr) => {
-        match $parsed {
-            Ok(v) => v,
-            Err(e) => {
-                return Ok($crate::routes::HandlerOutcome::problem(
-                    &$crate::routes::request_error(e),
-                ))
-            }
-        }
-    };
-}
-pub(crate) use parsed_or_400;
-
 /// A handler's failure, converted with `?`: a client error is a final 4xx answer
 /// (stored and replayed like any other); an internal one is a throw (500, the
 /// key released so a retry runs again).
