@@ -11,8 +11,10 @@
 use crate::config::Config;
 use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
 use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
-use crate::idempotency::execute::{Executed, Held, KeyState, Released};
-use crate::idempotency::gate::{Clock, Committed, Decision, Gate, Releaser, StoreError};
+use crate::idempotency::execute::{Executed, Held, Released};
+use crate::idempotency::gate::{
+    Clock, Committed, Decision, Gate, LiveHolders, Releaser, StoreError,
+};
 use crate::idempotency::StoredResponse;
 use crate::problem::ApiError;
 use crate::routes::{self, AfterCommit};
@@ -22,8 +24,6 @@ use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::FutureExt;
 use std::cell::RefCell;
-use std::collections::HashSet;
-use std::rc::Rc;
 use std::time::Duration;
 use worker::{
     console_error, console_warn, durable_object, wasm_bindgen, Date, Delay, DurableObject, Env,
@@ -58,29 +58,7 @@ pub struct KeyGate {
     waiters: RefCell<Vec<oneshot::Sender<Finished>>>,
     /// Lease tokens of the handlers running in this instance: their leases are
     /// never taken over (see `Gate::admit_with`).
-    live: Rc<RefCell<HashSet<String>>>,
-}
-
-/// Marks a lease token live while the request holding it runs in this instance.
-struct LiveHolder {
-    live: Rc<RefCell<HashSet<String>>>,
-    token: String,
-}
-
-impl LiveHolder {
-    fn enter(live: &Rc<RefCell<HashSet<String>>>, token: &str) -> Self {
-        live.borrow_mut().insert(token.to_string());
-        LiveHolder {
-            live: live.clone(),
-            token: token.to_string(),
-        }
-    }
-}
-
-impl Drop for LiveHolder {
-    fn drop(&mut self) {
-        self.live.borrow_mut().remove(&self.token);
-    }
+    live: LiveHolders,
 }
 
 fn now_ms() -> i64 {
@@ -134,7 +112,7 @@ impl DurableObject for KeyGate {
             slots,
             config,
             waiters: RefCell::new(Vec::new()),
-            live: Rc::new(RefCell::new(HashSet::new())),
+            live: LiveHolders::default(),
         }
     }
 
@@ -177,7 +155,7 @@ impl DurableObject for KeyGate {
         };
         let done = self
             .gate()
-            .on_alarm(&records, |t| self.live.borrow().contains(t), SYNC_RETRY_MS)
+            .on_alarm(&records, |t| self.live.contains(t), SYNC_RETRY_MS)
             .await;
         if let Some(e) = done.error {
             console_error!("KeyGate alarm: {e} (retried)");
@@ -226,7 +204,7 @@ impl KeyGate {
                     env.fingerprint_str(),
                     &env.caller_sub,
                     || crate::ids::random_hex(16),
-                    |t| self.live.borrow().contains(t),
+                    |t| self.live.contains(t),
                 )
                 .map_err(store_err)?;
             match decision {
@@ -236,7 +214,7 @@ impl KeyGate {
                     takeover,
                 } => {
                     // Known live until this request ends, however it ends.
-                    let _live = LiveHolder::enter(&self.live, &token);
+                    let _live = self.live.enter(&token);
                     let body = match req.bytes().await {
                         Ok(b) => b,
                         Err(e) => {
@@ -506,31 +484,14 @@ impl KeyGate {
             .describe(&self.records(&db), &env.record_key())
             .await
             .map_err(worker::Error::RustError)?;
-        let (key, route) = (env.key.as_str(), &env.route);
         Ok(match state {
-            Some(KeyState::Processing {
-                fingerprint,
-                created_at,
-                lease_expires_at,
-            }) => http::json(
-                200,
-                &serde_json::json!({
-                    "key": key, "route": route, "state": "processing", "fingerprint": fingerprint,
-                    "created_at": created_at, "lease_expires_at": lease_expires_at,
-                }),
-            ),
-            Some(KeyState::Completed {
-                fingerprint,
-                created_at,
-                response_status,
-                expires_at,
-            }) => http::json(
-                200,
-                &serde_json::json!({
-                    "key": key, "route": route, "state": "completed", "fingerprint": fingerprint,
-                    "created_at": created_at, "response_status": response_status, "expires_at": expires_at,
-                }),
-            ),
+            Some(state) => {
+                let mut body = serde_json::to_value(&state)
+                    .map_err(|e| worker::Error::RustError(e.to_string()))?;
+                body["key"] = env.key.as_str().into();
+                body["route"] = env.route.as_str().into();
+                http::json(200, &body)
+            }
             None => http::problem(&ApiError::NotFound(
                 "no live idempotency record for this key and route".into(),
             )),

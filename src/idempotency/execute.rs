@@ -91,8 +91,10 @@ pub trait Records {
     async fn delete(&self, key: &RecordKey) -> Result<bool, Self::Error>;
 }
 
-/// A key's state, as `GET /v1/idempotency/keys/{key}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A key's state, as `GET /v1/idempotency/keys/{key}` shows it (serialized with
+/// its `state`: `processing` or `completed`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum KeyState {
     Processing {
         fingerprint: String,
@@ -961,6 +963,31 @@ mod tests {
         assert_eq!(
             now(w.gate().release_everywhere(&w.d1, &key(), &owner)),
             Ok(Released::Done { existed: false })
+        );
+    }
+
+    #[test]
+    fn a_key_state_is_shown_with_its_state_name_and_its_fields() {
+        let p = KeyState::Processing {
+            fingerprint: "f".into(),
+            created_at: 1,
+            lease_expires_at: 2,
+        };
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            serde_json::json!({"state": "processing", "fingerprint": "f", "created_at": 1,
+                               "lease_expires_at": 2})
+        );
+        let c = KeyState::Completed {
+            fingerprint: "f".into(),
+            created_at: 1,
+            response_status: 201,
+            expires_at: 3,
+        };
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            serde_json::json!({"state": "completed", "fingerprint": "f", "created_at": 1,
+                               "response_status": 201, "expires_at": 3})
         );
     }
 }

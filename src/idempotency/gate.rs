@@ -71,6 +71,38 @@ impl<T: SlotStore + ?Sized> SlotStore for &T {
     }
 }
 
+/// The lease tokens of the handlers running in this instance of the object (see
+/// [`Gate::admit_with`]): a token is live from admission until its request ends,
+/// however it ends (the guard's `Drop`), so a cancelled request is not live.
+#[derive(Clone, Default)]
+pub struct LiveHolders(std::rc::Rc<std::cell::RefCell<std::collections::HashSet<String>>>);
+
+/// Keeps a token live while it exists.
+pub struct LiveGuard {
+    holders: LiveHolders,
+    token: String,
+}
+
+impl LiveHolders {
+    pub fn enter(&self, token: &str) -> LiveGuard {
+        self.0.borrow_mut().insert(token.to_string());
+        LiveGuard {
+            holders: self.clone(),
+            token: token.to_string(),
+        }
+    }
+
+    pub fn contains(&self, token: &str) -> bool {
+        self.0.borrow().contains(token)
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.holders.0.borrow_mut().remove(&self.token);
+    }
+}
+
 /// A committed answer read back from the system of record (D1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -943,6 +975,19 @@ mod tests {
             matches!(d, Decision::Execute { takeover: true, .. }),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn a_holder_is_live_exactly_while_its_guard_lives() {
+        let live = LiveHolders::default();
+        assert!(!live.contains("t1"));
+        let g1 = live.enter("t1");
+        let g2 = live.enter("t2");
+        assert!(live.contains("t1") && live.contains("t2"));
+        drop(g1);
+        assert!(!live.contains("t1") && live.contains("t2"));
+        drop(g2);
+        assert!(!live.contains("t2"));
     }
 
     #[test]
