@@ -498,16 +498,20 @@ mod tests {
         assert_eq!(keyed_route("/v1/nope"), None);
     }
 
+    /// A caller of tenant `acme` with no role, sending JSON.
+    fn no_role(cfg: &Config) -> ValidateContext<'_> {
+        ValidateContext {
+            cfg,
+            tenant: "acme",
+            roles: &[],
+            json_content: true,
+        }
+    }
+
     #[test]
     fn only_approvers_approve_or_reject_and_others_need_no_role() {
         let cfg = Config::default();
-        let none: Vec<String> = vec![];
-        let ctx = ValidateContext {
-            cfg: &cfg,
-            tenant: "t",
-            roles: &none,
-            json_content: true,
-        };
+        let ctx = no_role(&cfg);
         for c in [Command::ApproveExport, Command::RejectExport] {
             let k =
                 match_path(&c.template().replace("{id}", "e1")[c.method().len() + 1..]).unwrap();
@@ -522,13 +526,7 @@ mod tests {
     #[test]
     fn keys_are_required_derived_or_taken_from_the_body_as_the_table_says() {
         let cfg = Config::default();
-        let roles: Vec<String> = vec![];
-        let ctx = ValidateContext {
-            cfg: &cfg,
-            tenant: "acme",
-            roles: &roles,
-            json_content: true,
-        };
+        let ctx = no_role(&cfg);
         let k = |p: &str| match_path(p).unwrap();
         let review = k("/v1/staging/exports/e1/review");
         assert_eq!(
