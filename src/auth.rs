@@ -229,7 +229,8 @@ pub fn verify_hs256_with(
     })
 }
 
-/// Signs claims as an HS256 JWT. Used by the tests (`./x token` signs with `tests/e2e/jwt.py`).
+/// Signs claims as an HS256 JWT, for the tests (`./x token` signs with `tests/e2e/jwt.py`).
+#[cfg(test)]
 pub fn sign_hs256(claims: &serde_json::Value, secret: &[u8]) -> String {
     let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let p = URL_SAFE_NO_PAD.encode(claims.to_string());

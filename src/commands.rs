@@ -10,6 +10,7 @@
 
 use crate::config::{Config, KeyPolicy};
 use crate::envelope::Envelope;
+use crate::idempotency::scope::Scope;
 use crate::idempotency::IdempotencyKey;
 use crate::problem::ApiError;
 use crate::routes::{
@@ -48,14 +49,9 @@ pub enum Command {
 /// What a valid keyed request is idempotent under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Validated {
-    /// Run under `key`; `tenant_scoped` for a key the server derives (else the
-    /// key is the caller's own: tenant and subject); `json` if the body is
+    /// Run under `key` (whose scope [`key_scope`] tells); `json` if the body is
     /// fingerprinted as canonical JSON.
-    Keyed {
-        key: IdempotencyKey,
-        tenant_scoped: bool,
-        json: bool,
-    },
+    Keyed { key: IdempotencyKey, json: bool },
     /// No key, and the route lets such requests pass straight through.
     Passthrough,
 }
@@ -158,7 +154,6 @@ impl Command {
         let client = |header: Option<IdempotencyKey>| -> Result<Validated, ApiError> {
             Ok(Validated::Keyed {
                 key: header.ok_or(ApiError::KeyRequired)?,
-                tenant_scoped: false,
                 json: true,
             })
         };
@@ -175,12 +170,10 @@ impl Command {
                     }
                     Some(key) => Validated::Keyed {
                         key,
-                        tenant_scoped: false,
                         json: true,
                     },
                     None => Validated::Keyed {
                         key: documents::derived_key(ctx.tenant, &upload.bytes),
-                        tenant_scoped: true,
                         json: true,
                     },
                 })
@@ -209,11 +202,7 @@ impl Command {
                         detail: "the Idempotency-Key header differs from the event_id".into(),
                     });
                 }
-                Ok(Validated::Keyed {
-                    key,
-                    tenant_scoped: true,
-                    json: true,
-                })
+                Ok(Validated::Keyed { key, json: true })
             }
             Command::StageExport => {
                 let req = parse_stage_request(body).map_err(request_error)?;
@@ -248,7 +237,6 @@ impl Command {
                 match (header, cfg.upstream_key_policy) {
                     (Some(key), _) => Ok(Validated::Keyed {
                         key,
-                        tenant_scoped: false,
                         json: ctx.json_content,
                     }),
                     (None, KeyPolicy::Optional) => Ok(Validated::Passthrough),
@@ -358,13 +346,19 @@ pub fn keyed_route(query: &str) -> Option<Keyed> {
     match_path(path.trim())
 }
 
-/// Whether a key is the tenant's rather than one user's: a derived document key,
-/// or a trainer's `event_id` (a fact about the job, whoever reports it).
-pub fn is_tenant_scoped(command: Command, key: &IdempotencyKey) -> bool {
-    match command {
+/// The scope of `command`'s `key` for a caller of `tenant` acting as `subject`:
+/// the tenant's for a derived document key or a trainer's `event_id` (a fact
+/// about the job, whoever reports it), else the subject's own.
+pub fn key_scope(command: Command, key: &IdempotencyKey, tenant: &str, subject: &str) -> Scope {
+    let tenants = match command {
         Command::ReportJobEvent => true,
         Command::UploadDocument => key.as_str().starts_with(DERIVED_PREFIX),
         _ => false,
+    };
+    if tenants {
+        Scope::tenant(tenant)
+    } else {
+        Scope::client(tenant, subject)
     }
 }
 
@@ -535,13 +529,20 @@ mod tests {
         );
         let doc = br#"{"filename":"a.txt","content_type":"text/plain","content":"hi"}"#;
         match Command::UploadDocument.validate(&k("/v1/documents"), doc, None, &ctx) {
-            Ok(Validated::Keyed {
-                key,
-                tenant_scoped: true,
-                ..
-            }) => assert!(key.as_str().starts_with(DERIVED_PREFIX)),
+            Ok(Validated::Keyed { key, .. }) => {
+                assert!(key.as_str().starts_with(DERIVED_PREFIX));
+                assert_eq!(
+                    key_scope(Command::UploadDocument, &key, "acme", "alice"),
+                    Scope::tenant("acme")
+                );
+            }
             other => panic!("{other:?}"),
         }
+        let mine = IdempotencyKey::parse("upload-1").unwrap();
+        assert_eq!(
+            key_scope(Command::UploadDocument, &mine, "acme", "alice"),
+            Scope::client("acme", "alice")
+        );
         let reserved = IdempotencyKey::parse("derived:mine").unwrap();
         assert!(matches!(
             Command::UploadDocument.validate(&k("/v1/documents"), doc, Some(reserved), &ctx),
@@ -550,11 +551,13 @@ mod tests {
         let event = br#"{"event_id":"ev-1","type":"claimed"}"#;
         let events = k("/v1/training-jobs/j1/events");
         match Command::ReportJobEvent.validate(&events, event, None, &ctx) {
-            Ok(Validated::Keyed {
-                key,
-                tenant_scoped: true,
-                ..
-            }) => assert_eq!(key.as_str(), "ev-1"),
+            Ok(Validated::Keyed { key, .. }) => {
+                assert_eq!(key.as_str(), "ev-1");
+                assert_eq!(
+                    key_scope(Command::ReportJobEvent, &key, "acme", "alice"),
+                    Scope::tenant("acme")
+                );
+            }
             other => panic!("{other:?}"),
         }
         let other = IdempotencyKey::parse("ev-2").unwrap();

@@ -2,7 +2,7 @@
 //! hand keyed writes to the key's `KeyGate`. Reads go straight to D1.
 
 use crate::auth::{self, Caller};
-use crate::commands::{self, is_tenant_scoped, Command, Keyed, ValidateContext, Validated};
+use crate::commands::{self, key_scope, Command, Keyed, ValidateContext, Validated};
 use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING, KEY_GATE_BINDING};
 use crate::counters;
 use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
@@ -171,15 +171,11 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             .clamp(1, 1000);
         (offset, limit)
     };
+    if let Some(k) = keyed.filter(|k| method_name(&method) == k.command.method()) {
+        return keyed_write(req, env, ctx, &caller, &cfg, k).await;
+    }
     let read = matches!(method, Method::Get | Method::Head);
     match (method, segments.as_slice()) {
-        (m, _)
-            if keyed
-                .as_ref()
-                .is_some_and(|k| method_name(&m) == k.command.method()) =>
-        {
-            keyed_write(req, env, ctx, &caller, &cfg, keyed.expect("checked")).await
-        }
         (_, ["v1", "staging", "exports"]) if read => {
             let (offset, limit) = page();
             staging::list(&db()?, &caller, query("status").as_deref(), offset, limit)
@@ -255,20 +251,17 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             // The key's scope, as its write computed it: a server-derived key is
             // the tenant's; a client's key is the caller's own, or — for an admin
             // naming `subject=` — another user's of the same tenant.
-            let record_scope = if is_tenant_scoped(keyed.command, &key) {
-                Scope::tenant(&caller.tenant)
-            } else {
-                match query("subject") {
-                    Some(other) if other != caller.sub => {
-                        if !caller.has_role("admin") {
-                            return Err(ApiError::Forbidden(
-                                "only an admin may name another user's key (subject=)".into(),
-                            ));
-                        }
-                        Scope::client(&caller.tenant, &other)
+            let own = key_scope(keyed.command, &key, &caller.tenant, &caller.sub);
+            let record_scope = match (own.subject.is_some(), query("subject")) {
+                (true, Some(other)) if other != caller.sub => {
+                    if !caller.has_role("admin") {
+                        return Err(ApiError::Forbidden(
+                            "only an admin may name another user's key (subject=)".into(),
+                        ));
                     }
-                    _ => Scope::client(&caller.tenant, &caller.sub),
+                    Scope::client(&caller.tenant, &other)
                 }
+                _ => own,
             };
             let envelope = Envelope {
                 scope: caller.tenant.clone(),
@@ -387,28 +380,19 @@ async fn keyed_write(
             }
         }
     }
-    let (key, tenant_scoped, json_body) =
-        match command.validate(&keyed, &body, header_key, &check)? {
-            Validated::Keyed {
-                key,
-                tenant_scoped,
-                json,
-            } => (key, tenant_scoped, json),
-            Validated::Passthrough => {
-                let url = functions::upstream_url(cfg, keyed.param.as_deref().unwrap_or_default())?;
-                return Ok(functions::passthrough(cfg, &url, &body, &forward).await);
-            }
-        };
+    let (key, json_body) = match command.validate(&keyed, &body, header_key, &check)? {
+        Validated::Keyed { key, json } => (key, json),
+        Validated::Passthrough => {
+            let url = functions::upstream_url(cfg, keyed.param.as_deref().unwrap_or_default())?;
+            return Ok(functions::passthrough(cfg, &url, &body, &forward).await);
+        }
+    };
     let (method, template_path) = command
         .template()
         .split_once(' ')
         .ok_or(ApiError::Internal)?;
     let fingerprint = Fingerprint::compute(method, template_path, &body, json_body);
-    let scope = if tenant_scoped {
-        Scope::tenant(&caller.tenant)
-    } else {
-        Scope::client(&caller.tenant, &caller.sub)
-    };
+    let scope = key_scope(command, &key, &caller.tenant, &caller.sub);
     let mut envelope = envelope(&req, cfg, caller, &keyed, &key, &fingerprint);
     envelope.record_scope = scope.encode();
     envelope.forward = forward;

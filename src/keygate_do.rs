@@ -61,6 +61,20 @@ pub struct KeyGate {
     live: LiveHolders,
 }
 
+/// The key's decisions over this object's SQLite and the runtime's clock.
+fn gate_over(
+    slots: &SqlSlots,
+    lease_ms: i64,
+    max_answer_bytes: usize,
+) -> Gate<&SqlSlots, WallClock> {
+    Gate {
+        store: slots,
+        clock: WallClock,
+        lease_ms,
+        max_answer_bytes,
+    }
+}
+
 fn now_ms() -> i64 {
     WallClock.now_ms()
 }
@@ -92,13 +106,7 @@ impl DurableObject for KeyGate {
         // storage is a dead holder's: expire it, so the next request takes over
         // at once (adopting an answer that holder committed to D1) instead of
         // answering 409 until the lease runs out.
-        let gate = Gate {
-            store: &slots,
-            clock: WallClock,
-            lease_ms: 0,
-            max_answer_bytes: usize::MAX,
-        };
-        if let Err(e) = gate.expire_dead_holder() {
+        if let Err(e) = gate_over(&slots, 0, usize::MAX).expire_dead_holder() {
             console_error!("KeyGate: expiring a dead holder's lease failed: {e}");
         }
         crate::panic_guard::install();
@@ -169,12 +177,11 @@ impl DurableObject for KeyGate {
 
 impl KeyGate {
     fn gate(&self) -> Gate<&SqlSlots, WallClock> {
-        Gate {
-            store: &self.slots,
-            clock: WallClock,
-            lease_ms: self.config.lease_ms,
-            max_answer_bytes: self.config.max_answer_bytes,
-        }
+        gate_over(
+            &self.slots,
+            self.config.lease_ms,
+            self.config.max_answer_bytes,
+        )
     }
 
     fn notify(&self, finished: &Finished) {
@@ -555,12 +562,7 @@ impl KeyGate {
         };
         self.state.wait_until(async move {
             retry.await;
-            let gate = Gate {
-                store: &slots,
-                clock: WallClock,
-                lease_ms,
-                max_answer_bytes: usize::MAX,
-            };
+            let gate = gate_over(&slots, lease_ms, usize::MAX);
             let written = match d1_env.d1(crate::config::DB_BINDING) {
                 Ok(db) => {
                     let records = D1Records {

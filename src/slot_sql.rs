@@ -241,6 +241,26 @@ impl SlotStore for SqlSlots {
         Ok(())
     }
 
+    fn answer_expiry(&self) -> StoreResult<Option<i64>> {
+        #[derive(Deserialize)]
+        struct Expiry {
+            expires_at: Option<f64>,
+        }
+        let rows: Vec<Expiry> = self
+            .0
+            .exec(
+                "SELECT expires_at FROM slot WHERE id = 1 AND state = 'completed'",
+                None,
+            )
+            .and_then(|c| c.to_array())
+            .map_err(err)?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.expires_at)
+            .map(|e| e as i64))
+    }
+
     fn clear(&self) -> StoreResult<()> {
         self.0.exec("DELETE FROM slot", None).map_err(err)?;
         self.0.exec("DELETE FROM slot_body", None).map_err(err)?;

@@ -57,6 +57,14 @@ pub trait SlotStore {
     fn load(&self) -> StoreResult<Option<SlotData>>;
     fn save(&self, data: &SlotData) -> StoreResult<()>;
     fn clear(&self) -> StoreResult<()>;
+    /// When the slot's completed answer expires, if it holds one. A store can
+    /// answer this without reading the answer's body (up to megabytes).
+    fn answer_expiry(&self) -> StoreResult<Option<i64>> {
+        Ok(self.load()?.and_then(|d| match d.slot.state {
+            SlotState::Completed { expires_at, .. } => Some(expires_at),
+            SlotState::Processing { .. } => None,
+        }))
+    }
 }
 
 impl<T: SlotStore + ?Sized> SlotStore for &T {
@@ -68,6 +76,9 @@ impl<T: SlotStore + ?Sized> SlotStore for &T {
     }
     fn clear(&self) -> StoreResult<()> {
         (**self).clear()
+    }
+    fn answer_expiry(&self) -> StoreResult<Option<i64>> {
+        (**self).answer_expiry()
     }
 }
 
@@ -530,9 +541,7 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
     /// Whether the slot still holds the completed answer that expires at `expires_at`
     /// (false once the key was released or answered anew).
     pub fn still_answer(&self, expires_at: i64) -> StoreResult<bool> {
-        Ok(self.store.load()?.is_some_and(|d| {
-            matches!(d.slot.state, SlotState::Completed { expires_at: e, .. } if e == expires_at)
-        }))
+        Ok(self.store.answer_expiry()? == Some(expires_at))
     }
 }
 
