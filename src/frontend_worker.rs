@@ -4,6 +4,7 @@
 use crate::auth::{self, Caller};
 use crate::commands::{self, key_scope, Command, Keyed, ValidateContext, Validated};
 use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING, KEY_GATE_BINDING};
+use crate::console;
 use crate::counters;
 use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
 use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
@@ -126,6 +127,18 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
         };
     }
+    if segments.first() == Some(&console::PREFIX) {
+        let asset = console::asset(&segments)
+            .ok_or_else(|| ApiError::NotFound(format!("no route for {path}")))?;
+        return match method {
+            Method::Get | Method::Head => Ok(http::asset(
+                &asset,
+                &console::HEADERS,
+                method == Method::Head,
+            )),
+            _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
+        };
+    }
     let keyed = commands::match_path(&path);
     let allow = match (segments.as_slice(), &keyed) {
         (["v1", "training-jobs"] | ["v1", "staging", "exports"], Some(_)) => {
@@ -139,7 +152,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             | ["v1", "training-data", _]
             | ["v1", "training-jobs", _]
             | ["v1", "staging", "exports", _]
-            | ["v1", "staging", "exports", _, "diff" | "audit" | "file"]
+            | ["v1", "staging", "exports", _, "diff" | "audit" | "file" | "preview"]
             | ["v1", "staging", "batches", _]
             | ["v1", "idempotency", "stats"],
             None,
@@ -197,6 +210,11 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
         }
         (_, ["v1", "staging", "exports", id, "file"]) if read => {
             staging::get_file(&db()?, &caller, id)
+                .await
+                .map_err(read_error)
+        }
+        (_, ["v1", "staging", "exports", id, "preview"]) if read => {
+            staging::get_preview(&db()?, &caller, id)
                 .await
                 .map_err(read_error)
         }

@@ -1,5 +1,6 @@
 //! Building `worker::Response`s: problems, JSON, stored answers and replays.
 
+use crate::console::Asset;
 use crate::idempotency::StoredResponse;
 use crate::problem::ApiError;
 use worker::{Headers, Response, ResponseBuilder};
@@ -55,6 +56,24 @@ pub fn json_stored(
         headers,
         body: body.to_string().into_bytes(),
     }
+}
+
+/// A static file with its headers; `head` sends the headers alone.
+pub fn asset(asset: &Asset, extra: &[(&str, &str)], head: bool) -> Response {
+    let headers = Headers::new();
+    let _ = headers.set("content-type", asset.content_type);
+    for (n, v) in extra {
+        let _ = headers.set(n, v);
+    }
+    let body = if head {
+        Vec::new()
+    } else {
+        asset.body.as_bytes().to_vec()
+    };
+    ResponseBuilder::new()
+        .with_status(200)
+        .with_headers(headers)
+        .fixed(body)
 }
 
 pub fn json(status: u16, body: &serde_json::Value) -> Response {

@@ -22,6 +22,8 @@
 //!   admission, the object's decisions and run, replay headers, `Prefer`),
 //!   [`auth`], [`documents`], [`training`], [`staging`], [`request_body`] (the
 //!   JSON body rules every request parser shares), [`problem`], [`config`].
+//! - [`console`]: the approvers' console (`GET /console`), a static page and
+//!   script compiled in, with its security headers.
 //!
 //! ## Life of a keyed request
 //! 1. Worker: auth (401/503) → body limit (413) → key syntax (400) → validation
@@ -38,6 +40,7 @@
 pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod counters;
 pub mod documents;
 pub mod envelope;

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::idempotency::fingerprint::canonical_json;
 use crate::staging::data::parse_money;
+use crate::staging::requests::ExportFormat;
 
 /// The CSV header, in column order.
 pub const CSV_COLUMNS: [&str; 10] = [
@@ -154,6 +155,36 @@ pub fn render_json(data: &Value, export_id: &str) -> String {
     out
 }
 
+/// An export's file: its name and its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    pub name: String,
+    pub content: String,
+}
+
+/// The file `data` renders to in `format` — what posting it would record: the
+/// name from the data's `invoice_number` (the export's `invoice_id` when the data
+/// has none) and the export id.
+pub fn render_file(
+    format: ExportFormat,
+    data: &Value,
+    export_id: &str,
+    invoice_id: &str,
+) -> RenderedFile {
+    let content = match format {
+        ExportFormat::Csv => render_csv(data),
+        ExportFormat::Json => render_json(data, export_id),
+    };
+    let number = data
+        .get("invoice_number")
+        .and_then(Value::as_str)
+        .unwrap_or(invoice_id);
+    RenderedFile {
+        name: export_filename(number, export_id, format.ext()),
+        content,
+    }
+}
+
 /// `<invoice_number>-<export_id>.<ext>`, every character outside `A-Za-z0-9._-`
 /// replaced by `_` (one per character), an empty invoice number written `invoice`.
 ///
@@ -195,6 +226,24 @@ mod tests {
 
     const HEADER: &str = "invoice_number,invoice_date,vendor_name,currency,line_number,\
                           description,quantity,unit_price,amount,total_amount\r\n";
+
+    #[test]
+    fn a_rendered_file_is_named_after_the_invoice_number_or_else_the_invoice_id() {
+        let csv = render_file(ExportFormat::Csv, &invoice(), "exp_1", "inv-9");
+        assert_eq!(csv.name, "INV-1-exp_1.csv");
+        assert_eq!(csv.content, render_csv(&invoice()));
+        let json = render_file(
+            ExportFormat::Json,
+            &json!({"vendor_name": "V"}),
+            "exp_1",
+            "inv 9",
+        );
+        assert_eq!(json.name, "inv_9-exp_1.json");
+        assert_eq!(
+            json.content,
+            render_json(&json!({"vendor_name": "V"}), "exp_1")
+        );
+    }
 
     fn invoice() -> Value {
         json!({

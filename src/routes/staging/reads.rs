@@ -7,6 +7,7 @@ use super::rows::{load_export, select, ExportRow};
 use crate::auth::Caller;
 use crate::http;
 use crate::problem::ApiError;
+use crate::staging::render::render_file;
 use crate::staging::workflow::ExportState;
 use crate::store::{self, int, s};
 use serde::Deserialize;
@@ -103,6 +104,40 @@ pub async fn get_file(db: &D1Database, caller: &Caller, id: &str) -> Result<Resp
     Ok(ResponseBuilder::new()
         .with_headers(headers)
         .fixed(content.into_bytes()))
+}
+
+/// `GET …/preview`: the file as JSON — the posted file once there is one, else the
+/// file posting would render now from the approved data, or before approval from
+/// the prepared data (`source` says which). Read-only: nothing is recorded.
+pub async fn get_preview(db: &D1Database, caller: &Caller, id: &str) -> Result<Response> {
+    let Some(row) = load_export(db, &caller.tenant, id).await? else {
+        return Ok(http::problem(&not_found(id)));
+    };
+    let format = row.export_format;
+    let (source, name, content) = match (&row.file_content, &row.file_name) {
+        (Some(content), Some(name)) => ("posted", name.clone(), content.clone()),
+        _ => {
+            let (source, data) = match row.approved_data.as_deref() {
+                Some(approved) => ("approved", approved),
+                None => ("prepared", row.prepared_data.as_str()),
+            };
+            // Stored data that does not parse is an internal error, never an empty file.
+            let data: Value = serde_json::from_str(data)?;
+            let file = render_file(format, &data, &row.id, &row.invoice_id);
+            (source, file.name, file.content)
+        }
+    };
+    let content_type = match source {
+        "posted" => row
+            .file_content_type
+            .unwrap_or_else(|| format.content_type().into()),
+        _ => format.content_type().into(),
+    };
+    Ok(http::json(
+        200,
+        &json!({"export_id": row.id, "status": row.status, "source": source, "file_name": name,
+                "content_type": content_type, "size": content.len(), "content": content}),
+    ))
 }
 
 /// `GET /v1/staging/exports?status=&offset=&limit=`.

@@ -1,0 +1,594 @@
+// idemgate approvers' console. A plain script: no dependency, no build step.
+//
+// Two rules hold everywhere below:
+// - Server data is written as text (textContent, text nodes), never parsed as
+//   HTML: exports are prepared by other people and may hold markup. The page's
+//   Content-Security-Policy also requires Trusted Types with no policy, so an
+//   HTML string cannot reach an HTML sink even by mistake.
+// - Every action is one user intent with one Idempotency-Key: the key is made
+//   when the action is opened, kept (in sessionStorage, so a reload keeps it too)
+//   until the server gives a final answer, and reused by every retry of that
+//   intent. The button is disabled while a request is in flight. A double click,
+//   a reload or a dropped connection therefore cannot apply an action twice.
+'use strict';
+
+(() => {
+  const TOKEN_SLOT = 'idemgate.console.token';
+  const INTENT_SLOT = 'idemgate.console.intent:';
+  const TIMEOUT_MS = 20000;
+  const PAGE_SIZE = 50;
+
+  const $ = (id) => document.getElementById(id);
+  const state = { token: null, exportId: null, exportRow: null, offset: 0, busy: false };
+  const forms = {};
+
+  // ---- DOM helpers: text only --------------------------------------------
+
+  function el(tag, className, ...children) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    for (const child of children) {
+      node.append(child instanceof Node ? child : document.createTextNode(String(child ?? '')));
+    }
+    return node;
+  }
+
+  function show(node, visible) {
+    node.hidden = !visible;
+  }
+
+  function say(node, text, kind) {
+    node.textContent = text;
+    node.className = kind || '';
+    show(node, Boolean(text));
+  }
+
+  function sayLines(node, lines, kind) {
+    node.replaceChildren(...lines.filter(Boolean).map((l, i) => el('span', i ? 'detail' : '', l)));
+    node.className = kind || '';
+    show(node, lines.some(Boolean));
+  }
+
+  const time = (ms) => (typeof ms === 'number' ? new Date(ms).toISOString().slice(0, 19).replace('T', ' ') : '');
+  const compact = (v) => (v === undefined ? '—' : JSON.stringify(v));
+  const label = (status) => String(status ?? '').replace(/_/g, ' ');
+
+  // ---- the token ---------------------------------------------------------
+
+  function claims(token) {
+    try {
+      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const json = new TextDecoder().decode(Uint8Array.from(atob(part), (c) => c.charCodeAt(0)));
+      const c = JSON.parse(json);
+      return c && typeof c === 'object' ? c : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function useToken(token) {
+    state.token = token || null;
+    const c = token ? claims(token) : null;
+    if (!token) {
+      say($('whoami'), '');
+    } else if (c) {
+      const roles = Array.isArray(c.roles) ? c.roles.join(', ') : '';
+      say($('whoami'), `Signed in as ${c.sub} (tenant ${c.tenant ?? c.sub})` + (roles ? ` · roles: ${roles}` : ' · no role'));
+    } else {
+      say($('whoami'), 'Token set (its claims could not be read).');
+    }
+    show($('main'), Boolean(token));
+  }
+
+  // ---- the API -----------------------------------------------------------
+
+  // One request to this Worker's own API (relative URL: same origin only).
+  // Answers {status, data, replayed} or {network: true}.
+  async function api(method, path, body, key) {
+    const headers = { authorization: `Bearer ${state.token}` };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (key) {
+      headers['idempotency-key'] = key;
+      // A retry that meets its own first attempt still running waits for its answer.
+      headers.prefer = 'wait=5';
+    }
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
+    try {
+      const resp = await fetch(path, {
+        method, headers, body, cache: 'no-store', credentials: 'omit', redirect: 'error', signal: abort.signal,
+      });
+      const text = await resp.text();
+      let data = null;
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = null;
+      }
+      return { status: resp.status, data, replayed: resp.headers.get('idempotent-replayed') === 'true' };
+    } catch {
+      return { network: true };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  const exportPath = (id, tail = '') => `/v1/staging/exports/${encodeURIComponent(id)}${tail}`;
+  const ok = (res) => !res.network && res.status >= 200 && res.status < 300;
+
+  function problemType(res) {
+    const t = res.data && typeof res.data.type === 'string' ? res.data.type : '';
+    return t.slice(t.lastIndexOf('/') + 1);
+  }
+
+  const VERBS = { approve: 'approved', reject: 'rejected', review: 'put under review', read: 'read' };
+
+  // What went wrong, in words: [sentence, details].
+  function explain(action, res) {
+    const again = 'Press the button again: the same request key is sent, so it cannot be applied twice.';
+    if (res.network) {
+      return ['No answer from the server (network error or timeout). It may or may not have been applied.', again];
+    }
+    const p = res.data && typeof res.data === 'object' ? res.data : {};
+    const detail = typeof p.detail === 'string' ? p.detail : '';
+    const server = detail ? `Server: ${detail} (HTTP ${res.status})` : `HTTP ${res.status}`;
+    const type = problemType(res);
+    const verb = VERBS[action] || action;
+    switch (res.status) {
+      case 401:
+        return ['Your token was not accepted: it is expired, malformed or signed with another key. Paste a new token.', server];
+      case 403:
+        if (/segregation of duties/i.test(detail)) {
+          return ['You prepared this export, so you cannot approve it: segregation of duties requires a different approver.', server];
+        }
+        if (/role/i.test(detail)) {
+          return [`Your token lacks the role needed for this: it cannot be ${verb} by you.`, server];
+        }
+        return ['You are not allowed to do this.', server];
+      case 404:
+        return ['This export does not exist in your tenant (or no longer can be found).', server];
+      case 409:
+        if (type === 'idempotency-key-in-flight') {
+          return ['This request is still being processed.', again];
+        }
+        if (type === 'invalid-transition') {
+          const current = typeof p.current_state === 'string' ? label(p.current_state) : 'in another state';
+          const hint = action === 'approve' && p.current_state === 'prepared' ? ' Start the review first.' : '';
+          return [`This export is ${current}, so it cannot be ${verb} now.${hint}`, server];
+        }
+        return ['This conflicts with the export\'s current state.', server];
+      case 413:
+        return ['The data is too large to store.', server];
+      case 422:
+        if (type === 'quality-below-threshold') {
+          return ['The data scores below the quality threshold, so it cannot be approved. Correct it or reject it.', server];
+        }
+        if (type === 'change-reason-required') {
+          return ['You corrected the data: a change reason is required.', server];
+        }
+        if (type === 'idempotency-key-reused') {
+          return ['This request key was already used for a different request. Close the form and open it again.', server];
+        }
+        return ['The request cannot be processed.', server];
+      case 400:
+        return ['The request was refused as invalid.', server];
+      default:
+        if (res.status >= 500) {
+          return ['The server could not complete the request; nothing was applied.', again];
+        }
+        return [`Unexpected answer from the server.`, server];
+    }
+  }
+
+  function readFailed(res) {
+    if (!res.network && res.status === 401) {
+      sessionStorage.removeItem(TOKEN_SLOT);
+      useToken(null);
+      $('token-input').focus();
+    }
+    sayLines($('message'), explain('read', res), 'error');
+  }
+
+  // ---- intents: one key per user decision --------------------------------
+
+  function freshKey(action) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return `console-${action}-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
+  }
+
+  const slot = (exportId, action) => `${INTENT_SLOT}${action}:${exportId}`;
+
+  function saveIntent(intent) {
+    sessionStorage.setItem(slot(intent.exportId, intent.action), JSON.stringify(intent));
+    return intent;
+  }
+
+  function newIntent(exportId, action) {
+    return saveIntent({ exportId, action, key: freshKey(action), body: null });
+  }
+
+  // The intent still waiting for a final answer, or a new one.
+  function openIntent(exportId, action) {
+    try {
+      const kept = JSON.parse(sessionStorage.getItem(slot(exportId, action)));
+      if (kept && typeof kept.key === 'string' && (kept.body === null || typeof kept.body === 'string')) return kept;
+    } catch {
+      // an unreadable slot is replaced
+    }
+    return newIntent(exportId, action);
+  }
+
+  function endIntent(intent) {
+    sessionStorage.removeItem(slot(intent.exportId, intent.action));
+  }
+
+  // Another token is another person: their decisions are not this one's.
+  function dropIntents() {
+    for (const name of Object.keys(sessionStorage)) {
+      if (name.startsWith(INTENT_SLOT)) sessionStorage.removeItem(name);
+    }
+  }
+
+  // Whether an answer leaves the intent open (the same request may be retried).
+  const retryable = (res) => res.network || res.status >= 500
+    || (res.status === 409 && problemType(res) === 'idempotency-key-in-flight');
+
+  // Sends the intent's request; a body edited since an unanswered attempt is a
+  // different request, so it gets a new key. Answers [res, intent].
+  async function send(intent, method, path, body) {
+    const text = JSON.stringify(body);
+    if (intent.body !== null && intent.body !== text) intent = newIntent(intent.exportId, intent.action);
+    intent.body = text;
+    saveIntent(intent);
+    const res = await api(method, path, text, intent.key);
+    if (!retryable(res)) endIntent(intent);
+    return [res, intent];
+  }
+
+  // Runs one action from its button: disabled while in flight, result in words.
+  async function run(action, intent, body, button) {
+    if (state.busy) return null;
+    state.busy = true;
+    button.disabled = true;
+    const result = $('action-result');
+    say(result, 'Sending…', 'pending');
+    const method = 'PUT';
+    let res;
+    try {
+      [res, intent] = await send(intent, method, exportPath(intent.exportId, `/${action}`), body);
+    } finally {
+      state.busy = false;
+      button.disabled = false;
+    }
+    if (ok(res)) {
+      const done = `Export ${VERBS[action]}.`;
+      const replay = res.replayed ? ' This request had already been applied: this is its stored answer.' : '';
+      say(result, done + replay, 'success');
+      closeForms();
+      await Promise.all([openExport(intent.exportId), loadList()]);
+    } else {
+      sayLines(result, explain(action, res), 'error');
+      if (!res.network && res.status === 401) useToken(null);
+    }
+    return res;
+  }
+
+  // ---- action forms ------------------------------------------------------
+
+  function closeForms() {
+    for (const f of Object.values(forms)) show(f.form, false);
+  }
+
+  function openForm(action) {
+    if (!state.exportRow) return;
+    closeForms();
+    say($('action-result'), '');
+    const f = forms[action];
+    f.intent = openIntent(state.exportId, action);
+    try {
+      f.fill(f.intent.body === null ? null : JSON.parse(f.intent.body));
+    } catch {
+      f.intent = newIntent(state.exportId, action);
+      f.fill(null);
+    }
+    f.keyNode.textContent = f.intent.key;
+    if (f.intent.body !== null) {
+      say($('action-result'), 'An earlier attempt of this action got no answer. Submitting again reuses its request key.', 'pending');
+    }
+    show(f.form, true);
+  }
+
+  function setupApprove() {
+    const f = {
+      form: $('approve-form'),
+      keyNode: $('approve-key'),
+      fill(body) {
+        const prepared = state.exportRow.prepared_data;
+        const corrected = body && body.approved_data !== undefined;
+        $('approve-correct').checked = corrected;
+        show($('approve-corrections'), corrected);
+        $('approve-data').value = JSON.stringify(corrected ? body.approved_data : prepared, null, 2);
+        $('approve-reason').value = (body && body.change_reason) || '';
+        $('approve-comments').value = (body && body.approval_comments) || '';
+      },
+      body() {
+        const body = {};
+        if ($('approve-correct').checked) {
+          try {
+            body.approved_data = JSON.parse($('approve-data').value);
+          } catch (e) {
+            throw new Error(`The approved data is not valid JSON: ${e.message}`);
+          }
+          const reason = $('approve-reason').value.trim();
+          if (reason) body.change_reason = reason;
+        }
+        const comments = $('approve-comments').value.trim();
+        if (comments) body.approval_comments = comments;
+        return body;
+      },
+    };
+    $('approve-correct').addEventListener('change', (e) => show($('approve-corrections'), e.target.checked));
+    return f;
+  }
+
+  function setupReject() {
+    return {
+      form: $('reject-form'),
+      keyNode: $('reject-key'),
+      fill(body) {
+        $('reject-reason').value = (body && body.reason) || '';
+      },
+      body() {
+        const reason = $('reject-reason').value.trim();
+        if (!reason) throw new Error('A reason is required to reject an export.');
+        return { reason };
+      },
+    };
+  }
+
+  async function submitForm(action, event) {
+    event.preventDefault();
+    if (state.busy) return;
+    const f = forms[action];
+    let body;
+    try {
+      body = f.body();
+    } catch (e) {
+      say($('action-result'), e.message, 'error');
+      return;
+    }
+    const res = await run(action, f.intent, body, $(`${action}-submit`));
+    if (res && !ok(res) && !retryable(res)) {
+      // A final refusal: pressing again is a new decision, with a new key.
+      f.intent = newIntent(state.exportId, action);
+      f.keyNode.textContent = f.intent.key;
+    }
+  }
+
+  async function review(event) {
+    if (!state.exportRow || state.busy) return;
+    closeForms();
+    const intent = openIntent(state.exportId, 'review');
+    await run('review', intent, {}, event.currentTarget);
+  }
+
+  // ---- reads and rendering -----------------------------------------------
+
+  function findingsText(row) {
+    const errors = Array.isArray(row.validation_errors) ? row.validation_errors : [];
+    const warnings = Array.isArray(row.validation_warnings) ? row.validation_warnings : [];
+    const parts = [];
+    if (errors.length) parts.push(`${errors.length} error${errors.length > 1 ? 's' : ''}: ${errors.map((f) => f.code).join(', ')}`);
+    if (warnings.length) parts.push(`${warnings.length} warning${warnings.length > 1 ? 's' : ''}: ${warnings.map((f) => f.code).join(', ')}`);
+    return parts.join('; ') || 'none';
+  }
+
+  function exportRow(row) {
+    const open = el('button', 'link', row.invoice_id);
+    open.type = 'button';
+    open.dataset.exportId = row.id;
+    open.addEventListener('click', () => openExport(row.id, true));
+    const tr = el('tr', row.id === state.exportId ? 'selected' : '',
+      el('td', '', open),
+      el('td', '', el('span', `badge ${row.status}`, label(row.status))),
+      el('td', 'num', row.quality_score),
+      el('td', '', findingsText(row)),
+      el('td', '', row.prepared_by),
+      el('td', '', time(row.created_at)));
+    tr.dataset.exportId = row.id;
+    return tr;
+  }
+
+  async function loadList(more = false) {
+    if (!state.token) return;
+    const offset = more ? state.offset : 0;
+    const status = $('status-filter').value;
+    const query = new URLSearchParams({ offset: String(offset), limit: String(PAGE_SIZE) });
+    if (status) query.set('status', status);
+    const res = await api('GET', `/v1/staging/exports?${query}`);
+    if (!ok(res)) {
+      readFailed(res);
+      return;
+    }
+    say($('message'), '');
+    const rows = (res.data.exports || []).map(exportRow);
+    const tbody = $('exports').tBodies[0];
+    if (more) tbody.append(...rows);
+    else tbody.replaceChildren(...rows);
+    show($('list-empty'), tbody.rows.length === 0);
+    state.offset = res.data.next_offset ?? 0;
+    show($('more'), res.data.next_offset !== null && res.data.next_offset !== undefined);
+  }
+
+  function field(name, value) {
+    return value === null || value === undefined || value === '' ? [] : [el('dt', '', name), el('dd', '', value)];
+  }
+
+  function renderExport(row) {
+    $('detail-title').textContent = `Invoice ${row.invoice_id}`;
+    $('detail-fields').replaceChildren(
+      ...field('Export', row.id),
+      ...field('Status', label(row.status)),
+      ...field('Quality score', row.quality_score),
+      ...field('Format', row.export_format),
+      ...field('Destination', row.destination_system),
+      ...field('Prepared by', row.prepared_by),
+      ...field('Reviewed by', row.reviewed_by),
+      ...field('Approved by', row.approved_by),
+      ...field('Change reason', row.change_reason),
+      ...field('Rejected by', row.rejected_by),
+      ...field('Rejection reason', row.rejection_reason),
+      ...field('Staged', time(row.created_at)),
+      ...field('Updated', time(row.updated_at)),
+    );
+    const waiting = row.status === 'prepared' || row.status === 'under_review';
+    const offered = { review: row.status === 'prepared', approve: waiting, reject: waiting };
+    for (const [action, yes] of Object.entries(offered)) {
+      show($(`${action}-open`), yes);
+      // An action the export's state no longer allows has nothing left to retry.
+      if (!yes && !state.busy) sessionStorage.removeItem(slot(row.id, action));
+    }
+
+    const items = [];
+    for (const [kind, list] of [['error', row.validation_errors], ['warning', row.validation_warnings]]) {
+      for (const f of Array.isArray(list) ? list : []) {
+        items.push(el('li', kind, el('strong', '', kind), ` ${f.field}: ${f.message} (${f.code})`));
+      }
+    }
+    $('findings').replaceChildren(...(items.length ? items : [el('li', '', 'No findings.')]));
+    const approved = row.approved_data !== null && row.approved_data !== undefined;
+    $('data-heading').textContent = approved ? 'Approved data' : 'Prepared data';
+    $('data').textContent = JSON.stringify(approved ? row.approved_data : row.prepared_data, null, 2);
+  }
+
+  function renderDiff(res) {
+    const tbody = $('diff').tBodies[0];
+    if (!ok(res)) {
+      tbody.replaceChildren();
+      say($('diff-note'), explain('read', res)[0], 'error');
+      return;
+    }
+    const d = res.data;
+    const changes = Array.isArray(d.changes) ? d.changes : [];
+    let note;
+    if (!d.approved) note = 'Not approved yet: the diff records the approver\'s corrections at approval.';
+    else if (!changes.length) note = 'Approved as prepared: no field was changed.';
+    else note = `${changes.length} field${changes.length > 1 ? 's' : ''} corrected at approval. Reason: ${d.change_reason ?? '—'}`;
+    say($('diff-note'), note);
+    tbody.replaceChildren(...changes.map((c) => el('tr', c.kind,
+      el('td', 'path', c.path),
+      el('td', '', c.kind),
+      el('td', 'before', c.kind === 'added' ? '—' : compact(c.before)),
+      el('td', 'after', c.kind === 'removed' ? '—' : compact(c.after)))));
+    show($('diff'), changes.length > 0);
+  }
+
+  function renderPreview(res) {
+    if (!ok(res)) {
+      say($('preview-note'), res.status === 404 ? 'No file preview available.' : explain('read', res)[0], 'error');
+      $('preview').textContent = '';
+      return;
+    }
+    const p = res.data;
+    const source = {
+      posted: 'the posted file',
+      approved: 'as it will be posted, from the approved data',
+      prepared: 'as it would be posted, from the prepared data',
+    }[p.source] || p.source;
+    say($('preview-note'), `${p.file_name} · ${p.content_type} · ${p.size} bytes · ${source}`);
+    $('preview').textContent = p.content;
+  }
+
+  function renderAudit(res) {
+    const tbody = $('audit').tBodies[0];
+    if (!ok(res)) {
+      tbody.replaceChildren(el('tr', '', el('td', 'error', explain('read', res)[0])));
+      return;
+    }
+    tbody.replaceChildren(...(res.data.entries || []).map((a) => {
+      const tr = el('tr', '',
+        el('td', 'num', a.seq),
+        el('td', '', time(a.created_at)),
+        el('td', '', a.actor),
+        el('td', 'event', a.event),
+        el('td', '', `${label(a.from) || '—'} → ${label(a.to)}`),
+        el('td', 'detail', a.detail === null || a.detail === undefined ? '' : JSON.stringify(a.detail)),
+        el('td', 'key', a.idempotency_key ?? ''));
+      tr.dataset.event = a.event;
+      return tr;
+    }));
+  }
+
+  async function openExport(id, fresh = false) {
+    if (fresh) {
+      closeForms();
+      say($('action-result'), '');
+    }
+    const [row, diff, preview, audit] = await Promise.all([
+      api('GET', exportPath(id)),
+      api('GET', exportPath(id, '/diff')),
+      api('GET', exportPath(id, '/preview')),
+      api('GET', exportPath(id, '/audit')),
+    ]);
+    if (!ok(row)) {
+      readFailed(row);
+      return;
+    }
+    state.exportId = id;
+    state.exportRow = row.data;
+    for (const tr of $('exports').tBodies[0].rows) tr.classList.toggle('selected', tr.dataset.exportId === id);
+    renderExport(row.data);
+    renderDiff(diff);
+    renderPreview(preview);
+    renderAudit(audit);
+    show($('detail'), true);
+  }
+
+  // ---- wiring ------------------------------------------------------------
+
+  function start() {
+    forms.approve = setupApprove();
+    forms.reject = setupReject();
+    $('approve-form').addEventListener('submit', (e) => submitForm('approve', e));
+    $('reject-form').addEventListener('submit', (e) => submitForm('reject', e));
+    $('approve-open').addEventListener('click', () => openForm('approve'));
+    $('reject-open').addEventListener('click', () => openForm('reject'));
+    $('review-open').addEventListener('click', review);
+    for (const [action, f] of Object.entries(forms)) {
+      // Cancelling drops the decision: opening the form again is a new one.
+      $(`${action}-cancel`).addEventListener('click', () => {
+        if (state.busy) return;
+        if (f.intent) endIntent(f.intent);
+        closeForms();
+      });
+    }
+    $('token-form').addEventListener('submit', (e) => {
+      e.preventDefault();
+      const token = $('token-input').value.trim().replace(/^Bearer\s+/i, '');
+      if (!token) return;
+      if (token !== sessionStorage.getItem(TOKEN_SLOT)) dropIntents();
+      sessionStorage.setItem(TOKEN_SLOT, token);
+      $('token-input').value = '';
+      show($('detail'), false);
+      state.exportId = null;
+      state.exportRow = null;
+      useToken(token);
+      loadList();
+    });
+    $('token-forget').addEventListener('click', () => {
+      sessionStorage.removeItem(TOKEN_SLOT);
+      dropIntents();
+      useToken(null);
+      show($('detail'), false);
+      state.exportId = null;
+      state.exportRow = null;
+    });
+    $('status-filter').addEventListener('change', () => loadList());
+    $('refresh').addEventListener('click', () => loadList());
+    $('more').addEventListener('click', () => loadList(true));
+    useToken(sessionStorage.getItem(TOKEN_SLOT));
+    loadList();
+  }
+
+  start();
+})();

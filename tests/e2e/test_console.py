@@ -1,0 +1,340 @@
+"""The approvers' console (`GET /console`) in a real browser: Debian's chromium
+(`/usr/bin/chromium`, installed by `./x test`) driven by Playwright, against a real
+`wrangler dev`. Exports are staged through the API as a preparer; everything an
+approver does happens in the page, and what it did is checked through the API.
+
+The browser is required: without it these tests fail, they never skip.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import Client, assert_problem, unique
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+# Bounded browser runs: every wait gives up after this many milliseconds.
+TIMEOUT_MS = 15000
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+def invoice(**over):
+    data = {
+        "vendor_name": "Acme Suplies",
+        "invoice_number": "INV-2001",
+        "invoice_date": "2026-10-31",
+        "currency": "EUR",
+        "total_amount": "30.00",
+        "line_items": [{"description": "Widget", "quantity": 3, "unit_price": "10.00", "amount": "30.00"}],
+    }
+    data.update(over)
+    return data
+
+
+def stage(client, data=None, invoice_id=None):
+    body = {"invoice_id": invoice_id or unique("inv"), "export_format": "csv", "destination_system": "netsuite",
+            "export_data": data or invoice()}
+    r = client.server.request("POST", "/v1/staging/exports", body, client.headers(unique("stage")))
+    assert r.status == 201, r
+    return r.json()
+
+
+def review(client, export_id):
+    r = client.server.request("PUT", f"/v1/staging/exports/{export_id}/review", {},
+                              client.headers(unique("review")))
+    assert r.status == 200, r
+
+
+def audit(client, export_id, event):
+    r = client.get(f"/v1/staging/exports/{export_id}/audit")
+    assert r.status == 200, r
+    return [e for e in r.json()["entries"] if e["event"] == event]
+
+
+@pytest.fixture
+def team(server):
+    tenant = unique("fin")
+    return {
+        "preparer": Client(server, unique("prep"), tenant),
+        "approver": Client(server, unique("appr"), tenant, ["approver"]),
+        # Prepares and holds the approver role: segregation of duties stops them.
+        "both": Client(server, unique("both"), tenant, ["approver"]),
+        "clerk": Client(server, unique("clerk"), tenant),
+    }
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: ./x test installs it (apt-get install -y chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True, timeout=60000)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000},
+                                  base_url=f"http://127.0.0.1:{server.port}")
+    context.set_default_timeout(TIMEOUT_MS)
+    pg = context.new_page()
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    yield pg
+    context.close()
+
+
+def sign_in(page, client):
+    page.goto("/console")
+    page.fill("#token-input", client.token)
+    page.click("#token-save")
+    expect(page.locator("#whoami")).to_contain_text(f"Signed in as {client.sub}")
+
+
+def open_export(page, export_id):
+    page.click(f'#exports button[data-export-id="{export_id}"]')
+    expect(page.locator("#detail-fields")).to_contain_text(export_id)
+
+
+def requests_to(page, export_id, action):
+    """Records every request the page sends for `action` on the export."""
+    seen = []
+    suffix = f"/v1/staging/exports/{export_id}/{action}"
+    page.on("request", lambda r: seen.append(r) if r.url.endswith(suffix) else None)
+    return seen
+
+
+def test_the_console_is_served_without_auth_with_a_strict_policy(server):
+    r = server.request("GET", "/console")
+    assert r.status == 200, r
+    assert r.header("content-type") == "text/html; charset=utf-8"
+    csp = r.header("content-security-policy")
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
+    assert "unsafe-inline" not in csp and "require-trusted-types-for 'script'" in csp
+    assert r.header("x-content-type-options") == "nosniff"
+    assert r.header("cache-control") == "no-store"
+    page = r.body.decode()
+    assert '<script src="/console/app.js"' in page
+    for origin in ("http://", "https://", "//cdn"):
+        assert origin not in page
+    js = server.request("GET", "/console/app.js")
+    assert js.status == 200 and js.header("content-type").startswith("text/javascript")
+    assert js.header("x-content-type-options") == "nosniff"
+    assert server.request("GET", "/console/app.css").header("content-type").startswith("text/css")
+    head = server.request("HEAD", "/console/")
+    assert head.status == 200 and head.body == b"" and head.header("content-security-policy") == csp
+    assert_problem(server.request("POST", "/console", b"x"), 405)
+    assert_problem(server.request("GET", "/console/secrets.js"), 404)
+
+
+def test_an_approver_corrects_and_approves_once_however_often_approve_is_pressed(page, team):
+    export = stage(team["preparer"])
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    expect(page.locator("#detail-fields")).to_contain_text("prepared")
+    expect(page.locator("#preview")).to_contain_text("INV-2001,2026-10-31,Acme Suplies")
+    page.click("#review-open")
+    expect(page.locator("#action-result")).to_contain_text("Export put under review.")
+    expect(page.locator("#detail-fields")).to_contain_text("under review")
+
+    approves = requests_to(page, export["id"], "approve")
+    page.click("#approve-open")
+    key = page.text_content("#approve-key")
+    assert key.startswith("console-approve-")
+    page.check("#approve-correct")
+    page.fill("#approve-data", page.input_value("#approve-data").replace("Acme Suplies", "Acme Supplies"))
+    page.fill("#approve-reason", "vendor name typo")
+    page.dblclick("#approve-submit")
+    expect(page.locator("#action-result")).to_contain_text("Export approved.")
+
+    # The diff view: the correction, field by field, and the file as it will be posted.
+    expect(page.locator("#diff tbody tr")).to_have_count(1)
+    row = page.locator("#diff tbody tr").first
+    expect(row).to_contain_text("$.vendor_name")
+    expect(row.locator("td.before")).to_have_text('"Acme Suplies"')
+    expect(row.locator("td.after")).to_have_text('"Acme Supplies"')
+    expect(page.locator("#diff-note")).to_contain_text("vendor name typo")
+    expect(page.locator("#preview-note")).to_contain_text("from the approved data")
+    expect(page.locator("#preview")).to_contain_text("Acme Supplies")
+    expect(page.locator('#audit tr[data-event="approve"]')).to_have_count(1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console-diff.png"), full_page=True)
+
+    assert len(approves) == 1, [r.url for r in approves]
+    assert approves[0].header_value("idempotency-key") == key
+    rows = audit(team["approver"], export["id"], "approve")
+    assert len(rows) == 1 and rows[0]["idempotency_key"] == key and rows[0]["actor"] == team["approver"].sub
+    assert team["approver"].get(f"/v1/staging/exports/{export['id']}").json()["status"] == "approved"
+    assert page.errors == []
+
+
+def test_pressing_approve_again_after_a_lost_answer_resends_the_same_key_and_approves_once(page, team):
+    export = stage(team["preparer"])
+    review(team["clerk"], export["id"])
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    key = page.text_content("#approve-key")
+
+    # The network loses the answer: the server approves, the page sees a reset.
+    lost = []
+
+    def drop_answer(route):
+        answer = route.fetch()
+        lost.append((route.request.header_value("idempotency-key"), answer.status))
+        route.abort("connectionreset")
+
+    pattern = f"**/v1/staging/exports/{export['id']}/approve"
+    page.route(pattern, drop_answer)
+    page.click("#approve-submit")
+    result = page.locator("#action-result")
+    expect(result).to_contain_text("No answer from the server")
+    expect(result).to_contain_text("the same request key is sent")
+    assert lost == [(key, 200)]
+    page.unroute(pattern)
+
+    approves = requests_to(page, export["id"], "approve")
+    expect(page.locator("#approve-key")).to_have_text(key)
+    page.click("#approve-submit")
+    expect(result).to_contain_text("Export approved.")
+    expect(result).to_contain_text("already been applied")
+    assert [r.header_value("idempotency-key") for r in approves] == [key]
+    rows = audit(team["approver"], export["id"], "approve")
+    assert len(rows) == 1 and rows[0]["idempotency_key"] == key
+    expect(page.locator('#audit tr[data-event="approve"]')).to_have_count(1)
+    assert page.evaluate("Object.keys(sessionStorage).filter(k => k.includes('intent'))") == []
+
+
+def test_a_reload_after_a_failed_attempt_keeps_the_approval_and_its_key(page, team):
+    export = stage(team["preparer"])
+    review(team["clerk"], export["id"])
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    key = page.text_content("#approve-key")
+
+    # The request never reaches the server.
+    pattern = f"**/v1/staging/exports/{export['id']}/approve"
+    page.route(pattern, lambda route: route.abort("internetdisconnected"))
+    page.fill("#approve-comments", "looks right")
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_contain_text("No answer from the server")
+    page.unroute(pattern)
+
+    # The approver reloads and tries again: the same intent, so the same key and body.
+    approves = requests_to(page, export["id"], "approve")
+    page.reload()
+    expect(page.locator("#whoami")).to_contain_text(team["approver"].sub)
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    expect(page.locator("#approve-key")).to_have_text(key)
+    expect(page.locator("#approve-comments")).to_have_value("looks right")
+    expect(page.locator("#action-result")).to_contain_text("reuses its request key")
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_have_text("Export approved.")
+
+    assert [r.header_value("idempotency-key") for r in approves] == [key]
+    rows = audit(team["approver"], export["id"], "approve")
+    assert len(rows) == 1 and rows[0]["idempotency_key"] == key
+    assert rows[0]["detail"]["comments"] == "looks right"
+
+    # Once approved, nothing is left to retry and approving is no longer offered.
+    page.reload()
+    open_export(page, export["id"])
+    expect(page.locator("#approve-open")).to_be_hidden()
+    assert page.evaluate("Object.keys(sessionStorage).filter(k => k.includes('intent'))") == []
+
+
+def test_an_approver_rejects_with_a_reason_and_a_burst_of_submits_sends_one_request(page, team):
+    export = stage(team["preparer"])
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    rejects = requests_to(page, export["id"], "reject")
+    page.click("#reject-open")
+    page.click("#reject-submit")
+    expect(page.locator("#action-result")).to_have_text("A reason is required to reject an export.")
+    assert rejects == []
+
+    page.fill("#reject-reason", "duplicate of INV-2000")
+    # Three submits in one task: the first disables the button, the rest find it busy.
+    page.evaluate("""() => { const f = document.getElementById('reject-form');
+                           f.requestSubmit(); f.requestSubmit(); f.requestSubmit(); }""")
+    expect(page.locator("#action-result")).to_contain_text("Export rejected.")
+    expect(page.locator("#detail-fields")).to_contain_text("duplicate of INV-2000")
+    expect(page.locator('#audit tr[data-event="reject"]')).to_have_count(1)
+    assert len(rejects) == 1
+    rows = audit(team["approver"], export["id"], "reject")
+    assert len(rows) == 1 and rows[0]["detail"]["reason"] == "duplicate of INV-2000"
+    assert rows[0]["to"] == "rejected"
+
+
+def test_refusals_are_explained_in_words(page, team):
+    export = stage(team["both"])
+    review(team["clerk"], export["id"])
+
+    # The preparer, even with the approver role, cannot approve their own export.
+    sign_in(page, team["both"])
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    page.click("#approve-submit")
+    result = page.locator("#action-result")
+    expect(result).to_contain_text("You prepared this export, so you cannot approve it")
+    expect(result).to_contain_text("segregation of duties")
+    expect(result).to_contain_text("HTTP 403")
+    expect(page.locator("#approve-submit")).to_be_enabled()
+
+    # Without the approver role.
+    sign_in(page, team["clerk"])
+    open_export(page, export["id"])
+    page.click("#reject-open")
+    page.fill("#reject-reason", "not mine to reject")
+    page.click("#reject-submit")
+    expect(result).to_contain_text("Your token lacks the role needed for this")
+
+    # Corrections that score below the quality threshold.
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    page.check("#approve-correct")
+    page.fill("#approve-data", '{"vendor_name": "Acme"}')
+    page.fill("#approve-reason", "trimmed")
+    page.click("#approve-submit")
+    expect(result).to_contain_text("below the quality threshold")
+    # Corrections that are not JSON never leave the page.
+    page.fill("#approve-data", "{not json")
+    page.click("#approve-submit")
+    expect(result).to_contain_text("The approved data is not valid JSON")
+    # Nothing was approved or rejected.
+    assert audit(team["approver"], export["id"], "approve") == []
+    assert audit(team["approver"], export["id"], "reject") == []
+
+    # A token the server refuses.
+    page.fill("#token-input", team["approver"].token[:-4] + "AAAA")
+    page.click("#token-save")
+    expect(page.locator("#message")).to_contain_text("Your token was not accepted")
+    expect(page.locator("#main")).to_be_hidden()
+
+
+def test_export_data_is_shown_as_text_never_run_as_markup(page, team):
+    hostile = "<img src=x onerror=window.__pwned=1>"
+    script = "<script>window.__pwned=2</script>"
+    export = stage(team["preparer"], invoice(vendor_name=hostile, invoice_number=script), invoice_id=script)
+    sign_in(page, team["approver"])
+    button = page.locator(f'#exports button[data-export-id="{export["id"]}"]')
+    expect(button).to_have_text(script)
+    open_export(page, export["id"])
+    expect(page.locator("#detail-title")).to_have_text(f"Invoice {script}")
+    expect(page.locator("#data")).to_contain_text(hostile)
+    expect(page.locator("#preview")).to_contain_text(hostile)
+    assert page.locator("#main img").count() == 0
+    assert page.locator("#main script").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    # The policy's Trusted Types make an HTML string sink throw, whatever the script does.
+    assert page.evaluate("""() => { try { document.body.innerHTML = '<b>x</b>'; return 'assigned'; }
+                                    catch (e) { return e.name; } }""") == "TypeError"
+    assert page.errors == []
