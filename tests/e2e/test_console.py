@@ -132,6 +132,33 @@ def test_the_console_is_served_without_auth_with_a_strict_policy(server):
     assert_problem(server.request("GET", "/console/secrets.js"), 404)
 
 
+def test_the_preview_is_the_file_posting_will_record(server, team):
+    export = stage(team["preparer"])
+    path = f"/v1/staging/exports/{export['id']}"
+    before = team["approver"].get(f"{path}/preview")
+    assert before.status == 200, before
+    p = before.json()
+    assert (p["source"], p["status"], p["content_type"]) == ("prepared", "prepared", "text/csv; charset=utf-8")
+    assert p["file_name"] == f"INV-2001-{export['id']}.csv"
+    assert p["content"].splitlines()[1].startswith("INV-2001,2026-10-31,Acme Suplies,EUR,1,Widget,3")
+    assert p["size"] == len(p["content"].encode())
+    review(team["clerk"], export["id"])
+    corrected = invoice(vendor_name="Acme Supplies")
+    r = server.request("PUT", f"{path}/approve", {"approved_data": corrected, "change_reason": "typo"},
+                       team["approver"].headers(unique("approve")))
+    assert r.status == 200, r
+    approved = team["approver"].get(f"{path}/preview").json()
+    assert approved["source"] == "approved" and "Acme Supplies" in approved["content"]
+    r = server.request("POST", f"{path}/post", {}, team["approver"].headers(unique("post")))
+    assert r.status == 200, r
+    posted_file = team["approver"].get(f"{path}/file")
+    assert posted_file.body.decode() == approved["content"]
+    posted = team["approver"].get(f"{path}/preview").json()
+    assert posted["source"] == "posted" and posted["content"] == approved["content"]
+    assert posted["file_name"] == approved["file_name"]
+    assert_problem(Client(server, unique("other")).get(f"{path}/preview"), 404)
+
+
 def test_an_approver_corrects_and_approves_once_however_often_approve_is_pressed(page, team):
     export = stage(team["preparer"])
     sign_in(page, team["approver"])
@@ -311,6 +338,18 @@ def test_refusals_are_explained_in_words(page, team):
     expect(result).to_contain_text("The approved data is not valid JSON")
     # Nothing was approved or rejected.
     assert audit(team["approver"], export["id"], "approve") == []
+    assert audit(team["approver"], export["id"], "reject") == []
+
+    # The export moved on behind the page's back (another tab, another approver).
+    page.click("#approve-cancel")
+    page.click("#reject-open")
+    page.fill("#reject-reason", "wrong vendor")
+    r = team["approver"].server.request("PUT", f"/v1/staging/exports/{export['id']}/approve", {},
+                                        team["approver"].headers(unique("approve")))
+    assert r.status == 200, r
+    page.click("#reject-submit")
+    expect(result).to_contain_text("This export is approved, so it cannot be rejected now.")
+    expect(result).to_contain_text("HTTP 409")
     assert audit(team["approver"], export["id"], "reject") == []
 
     # A token the server refuses.
