@@ -196,7 +196,14 @@
     return `console-${action}-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
   }
 
-  const slot = (exportId, action) => `${INTENT_SLOT}${action}:${exportId}`;
+  // Intents are per person (the server scopes keys by tenant and subject too): a
+  // fresh token for the same person keeps them, another person's never sees them.
+  function who() {
+    const c = (state.token && claims(state.token)) || {};
+    return JSON.stringify([c.tenant ?? c.sub ?? '', c.sub ?? '']);
+  }
+
+  const slot = (exportId, action) => `${INTENT_SLOT}${who()}:${action}:${exportId}`;
 
   function saveIntent(intent) {
     sessionStorage.setItem(slot(intent.exportId, intent.action), JSON.stringify(intent));
@@ -222,15 +229,17 @@
     sessionStorage.removeItem(slot(intent.exportId, intent.action));
   }
 
-  // Another token is another person: their decisions are not this one's.
+  // Signing out forgets every decision left unanswered in this tab.
   function dropIntents() {
     for (const name of Object.keys(sessionStorage)) {
       if (name.startsWith(INTENT_SLOT)) sessionStorage.removeItem(name);
     }
   }
 
-  // Whether an answer leaves the intent open (the same request may be retried).
-  const retryable = (res) => res.network || res.status >= 500
+  // Whether an answer leaves the intent open, to be retried with the same key:
+  // the request did not run to a final answer (no answer, 5xx, still in flight),
+  // or never reached the key (401: refused at the door, nothing stored).
+  const retryable = (res) => res.network || res.status >= 500 || res.status === 401
     || (res.status === 409 && problemType(res) === 'idempotency-key-in-flight');
 
   // Sends the intent's request; a body edited since an unanswered attempt is a
@@ -268,7 +277,8 @@
       await Promise.all([openExport(intent.exportId), loadList()]);
     } else {
       sayLines(result, explain(action, res), 'error');
-      if (!res.network && res.status === 401) useToken(null);
+      // A refused token hides the page: say it where it stays visible.
+      if (!res.network && res.status === 401) readFailed(res);
     }
     return res;
   }
@@ -566,7 +576,6 @@
       e.preventDefault();
       const token = $('token-input').value.trim().replace(/^Bearer\s+/i, '');
       if (!token) return;
-      if (token !== sessionStorage.getItem(TOKEN_SLOT)) dropIntents();
       sessionStorage.setItem(TOKEN_SLOT, token);
       $('token-input').value = '';
       show($('detail'), false);

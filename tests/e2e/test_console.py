@@ -7,12 +7,14 @@ The browser is required: without it these tests fail, they never skip.
 """
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import Client, assert_problem, unique
+from conftest import SECRET, Client, assert_problem, unique
+from jwt import token as make_token
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -275,6 +277,35 @@ def test_a_reload_after_a_failed_attempt_keeps_the_approval_and_its_key(page, te
     open_export(page, export["id"])
     expect(page.locator("#approve-open")).to_be_hidden()
     assert page.evaluate("Object.keys(sessionStorage).filter(k => k.includes('intent'))") == []
+
+
+def test_a_token_that_expires_mid_decision_keeps_the_decision_for_a_fresh_token(page, team):
+    export = stage(team["preparer"])
+    review(team["clerk"], export["id"])
+    approver = team["approver"]
+    short = make_token(SECRET, approver.sub, approver.tenant, ["approver"], ttl=3)
+    page.goto("/console")
+    page.fill("#token-input", short)
+    page.click("#token-save")
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    key = page.text_content("#approve-key")
+    page.fill("#approve-comments", "after lunch")
+    time.sleep(4.5)
+    page.click("#approve-submit")
+    expect(page.locator("#message")).to_contain_text("Your token was not accepted")
+    expect(page.locator("#main")).to_be_hidden()
+    assert page.evaluate("sessionStorage.getItem('idemgate.console.token')") is None
+
+    sign_in(page, approver)
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    expect(page.locator("#approve-key")).to_have_text(key)
+    expect(page.locator("#approve-comments")).to_have_value("after lunch")
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_have_text("Export approved.")
+    rows = audit(approver, export["id"], "approve")
+    assert len(rows) == 1 and rows[0]["idempotency_key"] == key
 
 
 def test_an_approver_rejects_with_a_reason_and_a_burst_of_submits_sends_one_request(page, team):
