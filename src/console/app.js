@@ -255,30 +255,33 @@
   }
 
   // Runs one action from its button: disabled while in flight, result in words.
+  // Runs one action from its button. The page stays busy — the button disabled,
+  // other actions ignored — until the answer is shown and, after a success, the
+  // export is read again: a second click of a double click lands on a page that
+  // no longer offers the action, whatever moved under the pointer.
   async function run(action, intent, body, button) {
     if (state.busy) return null;
     state.busy = true;
     button.disabled = true;
     const result = $('action-result');
     say(result, 'Sending…', 'pending');
-    const method = 'PUT';
     let res;
     try {
-      [res, intent] = await send(intent, method, exportPath(intent.exportId, `/${action}`), body);
+      [res, intent] = await send(intent, 'PUT', exportPath(intent.exportId, `/${action}`), body);
+      if (ok(res)) {
+        const done = `Export ${VERBS[action]}.`;
+        const replay = res.replayed ? ' This request had already been applied: this is its stored answer.' : '';
+        say(result, done + replay, 'success');
+        closeForms();
+        await Promise.all([openExport(intent.exportId), loadList()]);
+      } else {
+        sayLines(result, explain(action, res), 'error');
+        // A refused token hides the page: say it where it stays visible.
+        if (!res.network && res.status === 401) readFailed(res);
+      }
     } finally {
       state.busy = false;
       button.disabled = false;
-    }
-    if (ok(res)) {
-      const done = `Export ${VERBS[action]}.`;
-      const replay = res.replayed ? ' This request had already been applied: this is its stored answer.' : '';
-      say(result, done + replay, 'success');
-      closeForms();
-      await Promise.all([openExport(intent.exportId), loadList()]);
-    } else {
-      sayLines(result, explain(action, res), 'error');
-      // A refused token hides the page: say it where it stays visible.
-      if (!res.network && res.status === 401) readFailed(res);
     }
     return res;
   }
@@ -290,7 +293,7 @@
   }
 
   function openForm(action) {
-    if (!state.exportRow) return;
+    if (!state.exportRow || state.busy) return;
     closeForms();
     say($('action-result'), '');
     const f = forms[action];
@@ -455,8 +458,10 @@
     const offered = { review: row.status === 'prepared', approve: waiting, reject: waiting };
     for (const [action, yes] of Object.entries(offered)) {
       show($(`${action}-open`), yes);
-      // An action the export's state no longer allows has nothing left to retry.
-      if (!yes && !state.busy) sessionStorage.removeItem(slot(row.id, action));
+      if (yes) continue;
+      // An action the export's state no longer allows: nothing to show or retry.
+      if (forms[action]) show(forms[action].form, false);
+      sessionStorage.removeItem(slot(row.id, action));
     }
 
     const items = [];

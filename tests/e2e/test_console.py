@@ -87,6 +87,9 @@ def page(browser, server):
     pg = context.new_page()
     pg.errors = []
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    # Anything the policy blocked: the page must never try.
+    pg.on("console", lambda m: pg.errors.append(m.text)
+          if "Content Security Policy" in m.text or "Trusted" in m.text else None)
     yield pg
     context.close()
 
@@ -200,6 +203,35 @@ def test_an_approver_corrects_and_approves_once_however_often_approve_is_pressed
     assert len(rows) == 1 and rows[0]["idempotency_key"] == key and rows[0]["actor"] == team["approver"].sub
     assert team["approver"].get(f"/v1/staging/exports/{export['id']}").json()["status"] == "approved"
     assert page.errors == []
+
+
+def test_a_click_on_another_action_while_an_approval_finishes_does_nothing(page, team):
+    """The second click of a double click can land on whatever the first one moved
+    under the pointer: until the approved export is shown, no action opens."""
+    export = stage(team["preparer"])
+    review(team["clerk"], export["id"])
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    # Hold the page's read of the export after the approval.
+    held = []
+    pattern = f"**/v1/staging/exports/{export['id']}"
+    page.route(pattern, lambda route: held.append(route))
+    page.click("#approve-submit")
+    result = page.locator("#action-result")
+    expect(result).to_have_text("Export approved.")
+    page.click("#approve-open")
+    page.click("#reject-open")
+    expect(page.locator("#approve-form")).to_be_hidden()
+    expect(page.locator("#reject-form")).to_be_hidden()
+    expect(result).to_have_text("Export approved.")
+    page.wait_for_function("true")
+    assert len(held) == 1
+    held[0].continue_()
+    page.unroute(pattern)
+    expect(page.locator("#detail-fields")).to_contain_text("approved")
+    expect(page.locator("#approve-open")).to_be_hidden()
+    expect(result).to_have_text("Export approved.")
 
 
 def test_pressing_approve_again_after_a_lost_answer_resends_the_same_key_and_approves_once(page, team):
@@ -404,7 +436,11 @@ def test_export_data_is_shown_as_text_never_run_as_markup(page, team):
     assert page.locator("#main img").count() == 0
     assert page.locator("#main script").count() == 0
     assert page.evaluate("window.__pwned") is None
-    # The policy's Trusted Types make an HTML string sink throw, whatever the script does.
+    assert page.errors == []
+    # The policy's Trusted Types make an HTML string sink throw, whatever the script
+    # does — and the browser reports it, as it would any blocked action of the page.
     assert page.evaluate("""() => { try { document.body.innerHTML = '<b>x</b>'; return 'assigned'; }
                                     catch (e) { return e.name; } }""") == "TypeError"
-    assert page.errors == []
+    expect(page.locator("body")).not_to_contain_text("assigned")
+    page.wait_for_function("true")
+    assert any("TrustedHTML" in e for e in page.errors), page.errors
