@@ -20,9 +20,11 @@ mod writes;
 
 pub use approval::{approve, reject, review};
 pub use delivery::{delivery_key, post, rollback};
-pub use reads::{get, get_audit, get_batch, get_diff, get_file, get_preview, list};
+pub use reads::{get, get_audit, get_batch, get_diff, get_file, list};
 pub use stage::{stage, stage_batch};
 pub use sweep::expire_approvals;
+
+pub use reads::get_preview;
 
 use super::{HandlerError, HandlerOutcome, HandlerResult};
 use crate::envelope::Envelope;
