@@ -254,7 +254,6 @@
     return [res, intent];
   }
 
-  // Runs one action from its button: disabled while in flight, result in words.
   // Runs one action from its button. The page stays busy — the button disabled,
   // other actions ignored — until the answer is shown and, after a success, the
   // export is read again: a second click of a double click lands on a page that
@@ -369,6 +368,11 @@
     } catch (e) {
       say($('action-result'), e.message, 'error');
       return;
+    }
+    if (f.intent.body !== null && f.intent.body !== JSON.stringify(body)) {
+      // Edited since an unanswered attempt: another request, so another decision.
+      f.intent = newIntent(state.exportId, action);
+      f.keyNode.textContent = f.intent.key;
     }
     const res = await run(action, f.intent, body, $(`${action}-submit`));
     if (res && !ok(res) && !retryable(res)) {

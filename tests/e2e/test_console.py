@@ -279,13 +279,27 @@ def test_a_reload_after_a_failed_attempt_keeps_the_approval_and_its_key(page, te
     page.click("#approve-open")
     key = page.text_content("#approve-key")
 
-    # The request never reaches the server.
+    # The requests never reach the server.
+    sent = requests_to(page, export["id"], "approve")
     pattern = f"**/v1/staging/exports/{export['id']}/approve"
     page.route(pattern, lambda route: route.abort("internetdisconnected"))
+    page.fill("#approve-comments", "looks wrong")
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_contain_text("No answer from the server")
+    expect(page.locator("#approve-key")).to_have_text(key)
+    # Edited after an unanswered attempt: another request, so a new key, which its
+    # own retry keeps.
     page.fill("#approve-comments", "looks right")
     page.click("#approve-submit")
     expect(page.locator("#action-result")).to_contain_text("No answer from the server")
+    edited = page.text_content("#approve-key")
+    assert edited != key
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_contain_text("No answer from the server")
+    expect(page.locator("#approve-key")).to_have_text(edited)
+    assert [r.header_value("idempotency-key") for r in sent] == [key, edited, edited]
     page.unroute(pattern)
+    key = edited
 
     # The approver reloads and tries again: the same intent, so the same key and body.
     approves = requests_to(page, export["id"], "approve")
