@@ -164,6 +164,28 @@ def test_the_preview_is_the_file_posting_will_record(server, team):
     assert_problem(Client(server, unique("other")).get(f"{path}/preview"), 404)
 
 
+def test_the_list_shows_exports_by_status_with_quality_and_findings(page, team):
+    good = stage(team["preparer"])
+    bad = stage(team["preparer"], invoice(total_amount="31.00", currency="euro"))
+    review(team["clerk"], good["id"])
+    sign_in(page, team["approver"])
+    bad_row = page.locator(f'#exports tr[data-export-id="{bad["id"]}"]')
+    expect(bad_row).to_contain_text("prepared")
+    expect(bad_row).to_contain_text(str(bad["quality_score"]))
+    expect(bad_row).to_contain_text("2 errors: ")
+    expect(bad_row).to_contain_text("total_mismatch")
+    expect(page.locator(f'#exports tr[data-export-id="{good["id"]}"]')).to_contain_text("under review")
+    page.select_option("#status-filter", "under_review")
+    expect(page.locator("#exports tbody tr")).to_have_count(1)
+    expect(page.locator("#exports tbody tr")).to_contain_text(good["invoice_id"])
+    page.select_option("#status-filter", "rejected")
+    expect(page.locator("#list-empty")).to_be_visible()
+    page.select_option("#status-filter", "")
+    open_export(page, bad["id"])
+    expect(page.locator("#findings li.error")).to_have_count(2)
+    expect(page.locator("#findings")).to_contain_text("total_amount")
+
+
 def test_an_approver_corrects_and_approves_once_however_often_approve_is_pressed(page, team):
     export = stage(team["preparer"])
     sign_in(page, team["approver"])
