@@ -74,15 +74,8 @@ fn response_body(
 }
 
 /// Processes the document and returns the 201 answer with its rows.
-pub fn execute(
-    db: &D1Database,
-    cfg: &Config,
-    env: &Envelope,
-    body: &[u8],
-    now: i64,
-) -> HandlerResult {
-    let upload = validate(body, cfg)?;
-    let doc = documents::process(&upload)
+pub fn execute(db: &D1Database, env: &Envelope, upload: &Upload, now: i64) -> HandlerResult {
+    let doc = documents::process(upload)
         .map_err(|e| ApiError::bad_request("unreadable-document", e.to_string()))?;
     let id = new_id("doc");
     let chunk_ids: Vec<String> = (0..doc.chunks.len())
@@ -130,7 +123,7 @@ pub fn execute(
             ],
         )?);
     }
-    let body = response_body(&id, &doc, &chunk_ids, &upload, now);
+    let body = response_body(&id, &doc, &chunk_ids, upload, now);
     Ok(HandlerOutcome::Commit {
         response: http::json_stored(
             201,

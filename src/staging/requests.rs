@@ -87,7 +87,7 @@ impl ExportFormat {
 /// `invoice_id` is non-blank and at most [`MAX_INVOICE_ID_CHARS`] chars,
 /// `destination_system` non-blank and at most [`MAX_DESTINATION_CHARS`];
 /// `max_retries` is in [`MAX_RETRIES_RANGE`] ([`DEFAULT_MAX_RETRIES`] when absent).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageRequest {
     pub invoice_id: String,
     pub export_format: ExportFormat,
@@ -99,7 +99,7 @@ pub struct StageRequest {
 }
 
 /// A validated `PUT …/approve` body; every field optional.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApproveRequest {
     /// The corrected data to approve instead of the prepared data; a JSON object
     /// when present, its contents unchecked here.

@@ -13,7 +13,7 @@ use crate::idempotency::fingerprint::sha256_hex;
 use crate::idempotency::StoredResponse;
 use crate::problem::ApiError;
 use crate::staging::render::{export_filename, render_csv, render_json};
-use crate::staging::requests::{parse_reason_request, ExportFormat};
+use crate::staging::requests::ExportFormat;
 use crate::staging::workflow::{can_post, transition, ExportEvent};
 use crate::upstream::{self, UpstreamResult};
 use serde_json::{json, Value};
@@ -179,10 +179,9 @@ pub async fn rollback(
     cfg: &Config,
     env: &Envelope,
     id: &str,
-    body: &[u8],
+    reason: &str,
     now: i64,
 ) -> HandlerResult {
-    let reason = parse_reason_request(body, true)?.unwrap_or_default();
     let before = load_export(db, &env.scope, id)
         .await?
         .ok_or_else(|| not_found(id))?;
@@ -212,7 +211,7 @@ pub async fn rollback(
     after.status = to;
     after.version += 1.0;
     after.updated_at = now as f64;
-    after.rollback_reason = Some(reason.clone());
+    after.rollback_reason = Some(reason.to_owned());
     after.rolled_back_by = Some(env.caller_sub.clone());
     after.rolled_back_at = Some(now as f64);
     commit_transition(
