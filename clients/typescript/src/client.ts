@@ -165,12 +165,13 @@ export class IdemgateClient {
     for (let attempts = 1; ; attempts++) {
       signal?.throwIfAborted();
       const info: OperationInfo = { key, attempts };
-      const remaining = deadline - this.#now();
-      const headers = await this.#headersFor(options, key, body, remaining);
+      // An attempt never outlives the deadline, nor asks the server to wait past it.
+      const budgetMs = Math.min(policy.attemptTimeoutMs, deadline - this.#now());
+      const headers = await this.#headersFor(options, key, body, budgetMs);
       const init: RequestInit = { method: m, headers };
       if (body !== undefined && !safe) init.body = body as BodyInit;
 
-      const outcome = await this.#attempt(url, init, Math.min(policy.attemptTimeoutMs, remaining), info, signal);
+      const outcome = await this.#attempt(url, init, budgetMs, info, signal);
       let failure: ProblemError | NetworkError;
       if (outcome instanceof NetworkError) {
         failure = outcome;
@@ -202,7 +203,7 @@ export class IdemgateClient {
     options: RequestOptions,
     key: string | undefined,
     body: string | Uint8Array | ArrayBuffer | undefined,
-    remainingMs: number,
+    budgetMs: number,
   ): Promise<Headers> {
     const headers = new Headers({ ...this.#headers, ...options.headers });
     const token = typeof this.#token === "function" ? await this.#token() : this.#token;
@@ -212,8 +213,7 @@ export class IdemgateClient {
       headers.set("content-type", options.json !== undefined ? "application/json" : "application/octet-stream");
     }
     if (options.wait !== undefined && key !== undefined) {
-      // Never ask the server to hold the answer past the operation's deadline.
-      const wait = Math.min(Math.floor(options.wait), Math.floor(remainingMs / 1000));
+      const wait = Math.min(Math.floor(options.wait), Math.floor(budgetMs / 1000));
       if (wait > 0) headers.set("prefer", `wait=${wait}`);
       else headers.delete("prefer");
     }

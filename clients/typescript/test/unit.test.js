@@ -224,6 +224,9 @@ describe("requests", () => {
     await h.client.post("/x", {}, { wait: 2 });
     await h.client.post("/x", {});
     assert.deepEqual(h.calls.map((c) => c.headers.get("prefer")), ["wait=4", "wait=2", null]);
+    const h2 = harness([json(200, {})], { retry: { attemptTimeoutMs: 3000 } });
+    await h2.client.post("/x", {}, { wait: 10 });
+    assert.equal(h2.calls[0].headers.get("prefer"), "wait=3", "nor past the attempt's own limit");
   });
 
   test("a replay is reported, by either header, with the applied preference", async () => {
