@@ -156,8 +156,10 @@ export class IdemgateClient {
     const key = safe || options.key === false ? undefined : (options.key ?? this.#newKey());
     // Without a key a second attempt of a write could run it twice.
     const mayRetry = safe || key !== undefined;
-    const body = options.json !== undefined ? JSON.stringify(options.json) : options.body;
+    const body = safe ? undefined : options.json !== undefined ? JSON.stringify(options.json) : options.body;
     const url = this.#baseUrl + (path.startsWith("/") ? path : `/${path}`);
+    // A URL that cannot parse is the caller's mistake: fail now, not retry it as a network error.
+    new URL(url);
     const signal = options.signal;
 
     const started = this.#now();
@@ -169,7 +171,7 @@ export class IdemgateClient {
       const budgetMs = Math.min(policy.attemptTimeoutMs, deadline - this.#now());
       const headers = await this.#headersFor(options, key, body, budgetMs);
       const init: RequestInit = { method: m, headers };
-      if (body !== undefined && !safe) init.body = body as BodyInit;
+      if (body !== undefined) init.body = body as BodyInit;
 
       const outcome = await this.#attempt(url, init, budgetMs, info, signal);
       let failure: ProblemError | NetworkError;
@@ -205,7 +207,9 @@ export class IdemgateClient {
     body: string | Uint8Array | ArrayBuffer | undefined,
     budgetMs: number,
   ): Promise<Headers> {
-    const headers = new Headers({ ...this.#headers, ...options.headers });
+    const headers = new Headers(this.#headers);
+    // set, not a merged object: `Content-Type` here replaces `content-type` there.
+    for (const [name, value] of Object.entries(options.headers ?? {})) headers.set(name, value);
     const token = typeof this.#token === "function" ? await this.#token() : this.#token;
     if (token) headers.set("authorization", `Bearer ${token}`);
     if (key !== undefined) headers.set("idempotency-key", key);

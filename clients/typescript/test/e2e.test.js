@@ -249,6 +249,20 @@ describe("against wrangler dev", () => {
     assert.ok(Date.now() - started < 1500 + 500);
   });
 
+  test("a finished key is released with DELETE, and the next call with it runs again", async () => {
+    const { client } = clientFor(unique("alice"));
+    const key = unique("k-release");
+    const body = doc();
+    const first = await client.post("/v1/documents", body, { key });
+    const released = await client.delete(`/v1/idempotency/keys/${key}?route=/v1/documents`);
+    assert.equal(released.status, 204);
+    assert.equal(released.data, undefined);
+    const again = await client.post("/v1/documents", body, { key });
+    assert.equal(again.status, 201);
+    assert.equal(again.replayed, false);
+    assert.equal(first.replayed, false);
+  });
+
   test("4xx problems are typed errors and are not retried", async () => {
     const bad = new IdemgateClient({ baseUrl: server.url, token: "not-a-jwt" });
     const e401 = await bad.post("/v1/documents", doc()).catch((x) => x);

@@ -211,11 +211,41 @@ describe("requests", () => {
     assert.deepEqual(h.calls.map((c) => c.headers.get("authorization")), ["Bearer t1", "Bearer t2"]);
   });
 
+  test("a call's headers replace the client's whatever their case, and the client's own replace both", async () => {
+    const h = harness([json(200, {})], { headers: { "Content-Type": "text/plain", "X-App": "a", Authorization: "Basic x" } });
+    await h.client.request("POST", "/x", {
+      key: "k",
+      body: "a,b",
+      headers: { "content-type": "text/csv", "x-app": "b", "Idempotency-Key": "other" },
+    });
+    const sent = h.calls[0].headers;
+    assert.equal(sent.get("content-type"), "text/csv");
+    assert.equal(sent.get("x-app"), "b");
+    assert.equal(sent.get("authorization"), "Bearer tok");
+    assert.equal(sent.get("idempotency-key"), "k");
+    assert.equal(h.calls[0].body, "a,b");
+  });
+
+  test("a raw body defaults to octet-stream, and a read sends no body", async () => {
+    const h = harness([json(200, {}), json(200, {})]);
+    await h.client.request("POST", "/x", { body: new Uint8Array([1, 2]) });
+    assert.equal(h.calls[0].headers.get("content-type"), "application/octet-stream");
+    await h.client.request("GET", "/x", { json: { a: 1 } });
+    assert.equal(h.calls[1].body, undefined);
+    assert.equal(h.calls[1].headers.get("content-type"), null);
+  });
+
   test("the base URL keeps its path prefix and loses a trailing slash", async () => {
     const h = harness([json(200, {}), json(200, {})], { baseUrl: "https://gw.test/idem/" });
     await h.client.get("/v1/documents/d");
     await h.client.get("v1/documents/e");
     assert.deepEqual(h.calls.map((c) => c.url), ["https://gw.test/idem/v1/documents/d", "https://gw.test/idem/v1/documents/e"]);
+  });
+
+  test("a base URL that does not parse fails at once and is not retried", async () => {
+    const h = harness([], { baseUrl: "not a url" });
+    await assert.rejects(h.client.post("/x", {}), TypeError);
+    assert.equal(h.calls.length, 0);
   });
 
   test("Prefer: wait=N is sent when asked, never past the deadline, and not otherwise", async () => {
