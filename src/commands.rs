@@ -18,8 +18,8 @@ use crate::routes::{
 };
 use crate::staging::data::validate_export_data;
 use crate::staging::requests::{
-    parse_approve_request, parse_batch_request, parse_reason_request, parse_review_request,
-    parse_stage_request,
+    parse_approve_request, parse_batch_request, parse_post_request, parse_reject_request,
+    parse_review_request, parse_rollback_request, parse_stage_request,
 };
 use worker::D1Database;
 
@@ -205,31 +205,36 @@ impl Command {
                 Ok(Validated::Keyed { key, json: true })
             }
             Command::StageExport => {
-                let req = parse_stage_request(body).map_err(request_error)?;
+                let req = parse_stage_request(body, ctx.subject).map_err(request_error)?;
                 validate_export_data(&req.export_data).map_err(staging::data_error)?;
                 client(header)
             }
             Command::ReviewExport => {
-                parse_review_request(body).map_err(request_error)?;
+                parse_review_request(body, ctx.subject).map_err(request_error)?;
                 client(header)
             }
             Command::ApproveExport => {
-                let req = parse_approve_request(body).map_err(request_error)?;
+                let req = parse_approve_request(body, ctx.subject).map_err(request_error)?;
                 if let Some(data) = &req.approved_data {
                     validate_export_data(data).map_err(staging::data_error)?;
                 }
                 client(header)
             }
-            Command::RejectExport | Command::RollbackExport => {
-                parse_reason_request(body, true).map_err(request_error)?;
+            Command::RejectExport => {
+                parse_reject_request(body, ctx.subject).map_err(request_error)?;
+                client(header)
+            }
+            Command::RollbackExport => {
+                parse_rollback_request(body, ctx.subject).map_err(request_error)?;
                 client(header)
             }
             Command::PostExport => {
-                crate::staging::requests::parse_post_request(body).map_err(request_error)?;
+                parse_post_request(body, ctx.subject).map_err(request_error)?;
                 client(header)
             }
             Command::StageBatch => {
-                parse_batch_request(body, cfg.staging_max_batch_size).map_err(request_error)?;
+                parse_batch_request(body, cfg.staging_max_batch_size, ctx.subject)
+                    .map_err(request_error)?;
                 client(header)
             }
             Command::CallFunction => {
@@ -271,7 +276,7 @@ impl Command {
                 settle(staging::approve(db, cfg, env, &param(), body, now).await)
             }
             Command::RejectExport => settle(staging::reject(db, env, &param(), body, now).await),
-            Command::PostExport => settle(staging::post(db, cfg, env, &param(), now).await),
+            Command::PostExport => settle(staging::post(db, cfg, env, &param(), body, now).await),
             Command::RollbackExport => {
                 settle(staging::rollback(db, cfg, env, &param(), body, now).await)
             }
@@ -293,6 +298,8 @@ impl Command {
 pub struct ValidateContext<'a> {
     pub cfg: &'a Config,
     pub tenant: &'a str,
+    /// The token's subject: every identity field of a body must name it.
+    pub subject: &'a str,
     pub roles: &'a [String],
     /// The request declared a JSON `Content-Type`.
     pub json_content: bool,
@@ -497,6 +504,7 @@ mod tests {
         ValidateContext {
             cfg,
             tenant: "acme",
+            subject: "alice",
             roles: &[],
             json_content: true,
         }

@@ -8,7 +8,7 @@ use crate::envelope::Envelope;
 use crate::problem::ApiError;
 use crate::staging::data::validate_export_data;
 use crate::staging::diff::diff;
-use crate::staging::requests::{parse_approve_request, parse_reason_request, parse_review_request};
+use crate::staging::requests::{parse_approve_request, parse_reject_request, parse_review_request};
 use crate::staging::workflow::{transition, ExportEvent};
 use serde_json::{json, Value};
 use worker::D1Database;
@@ -44,7 +44,7 @@ pub async fn review(
     body: &[u8],
     now: i64,
 ) -> HandlerResult {
-    let comments = parse_review_request(body)?;
+    let comments = parse_review_request(body, &env.caller_sub)?;
     let actor = env.caller_sub.clone();
     simple_transition(
         db,
@@ -69,7 +69,7 @@ pub async fn reject(
     body: &[u8],
     now: i64,
 ) -> HandlerResult {
-    let reason = parse_reason_request(body, true)?.unwrap_or_default();
+    let reason = parse_reject_request(body, &env.caller_sub)?;
     let actor = env.caller_sub.clone();
     simple_transition(
         db,
@@ -97,7 +97,7 @@ pub async fn approve(
     body: &[u8],
     now: i64,
 ) -> HandlerResult {
-    let req = parse_approve_request(body)?;
+    let req = parse_approve_request(body, &env.caller_sub)?;
     let before = load_export(db, &env.scope, id)
         .await?
         .ok_or_else(|| not_found(id))?;

@@ -18,7 +18,7 @@ use worker::D1Database;
 
 /// `POST /v1/staging/exports`.
 pub fn stage(db: &D1Database, env: &Envelope, body: &[u8], now: i64) -> HandlerResult {
-    let req = parse_stage_request(body)?;
+    let req = parse_stage_request(body, &env.caller_sub)?;
     let validation = validate_export_data(&req.export_data)?;
     let row = new_export(&env.scope, &env.caller_sub, None, &req, &validation, now);
     let audit = Audit {
@@ -48,12 +48,12 @@ pub fn stage_batch(
     body: &[u8],
     now: i64,
 ) -> HandlerResult {
-    let req = parse_batch_request(body, cfg.staging_max_batch_size)?;
+    let req = parse_batch_request(body, cfg.staging_max_batch_size, &env.caller_sub)?;
     let batch_id = new_id("batch");
     let mut rows = Vec::new();
     let mut items = Vec::with_capacity(req.exports.len());
     for (i, item) in req.exports.iter().enumerate() {
-        let staged = stage_request_from_value(item, &format!("exports[{i}]"))
+        let staged = stage_request_from_value(item, &format!("exports[{i}]"), &env.caller_sub)
             .map_err(|e| e.to_string())
             .and_then(|r| {
                 validate_export_data(&r.export_data)
