@@ -173,7 +173,7 @@ impl Command {
                         json: true,
                     },
                     None => Validated::Keyed {
-                        key: documents::derived_key(ctx.tenant, &upload.bytes),
+                        key: documents::derived_key(ctx.tenant, body, &upload),
                         json: true,
                     },
                 })
