@@ -28,8 +28,8 @@ use crate::routes::{
 };
 use crate::staging::data::validate_export_data;
 use crate::staging::requests::{
-    parse_approve_request, parse_reason_request, parse_review_request, parse_stage_request,
-    ApproveRequest, StageRequest,
+    parse_approve_request, parse_post_request, parse_reject_request, parse_review_request,
+    parse_rollback_request, parse_stage_request, ApproveRequest, PostRequest, StageRequest,
 };
 use crate::training::{DatasetRequest, JobEventRequest, JobRequest};
 use serde::{Deserialize, Serialize};
@@ -85,7 +85,7 @@ pub enum Command {
     RejectExport {
         reason: String,
     },
-    PostExport,
+    PostExport(PostRequest),
     RollbackExport {
         reason: String,
     },
@@ -219,7 +219,7 @@ impl Endpoint {
                         })
                     }
                     Some(key) => key,
-                    None => documents::derived_key(ctx.tenant, &upload.bytes),
+                    None => documents::derived_key(ctx.tenant, body, &upload),
                 };
                 Ok(Parsed::Keyed {
                     command: Command::UploadDocument(upload),
@@ -255,36 +255,32 @@ impl Endpoint {
                 })
             }
             Endpoint::StageExport => {
-                let req = parse_stage_request(body).map_err(request_error)?;
+                let req = parse_stage_request(body, ctx.subject).map_err(request_error)?;
                 data_ok(&req.export_data)?;
                 keyed_by_header(Command::StageExport(req))
             }
             Endpoint::ReviewExport => keyed_by_header(Command::ReviewExport {
-                comments: parse_review_request(body).map_err(request_error)?,
+                comments: parse_review_request(body, ctx.subject).map_err(request_error)?,
             }),
             Endpoint::ApproveExport => {
-                let req = parse_approve_request(body).map_err(request_error)?;
+                let req = parse_approve_request(body, ctx.subject).map_err(request_error)?;
                 if let Some(data) = &req.approved_data {
                     data_ok(data)?;
                 }
                 keyed_by_header(Command::ApproveExport(req))
             }
-            Endpoint::RejectExport | Endpoint::RollbackExport => {
-                let reason = parse_reason_request(body, true)
-                    .map_err(request_error)?
-                    .unwrap_or_default();
-                keyed_by_header(if self == Endpoint::RejectExport {
-                    Command::RejectExport { reason }
-                } else {
-                    Command::RollbackExport { reason }
-                })
-            }
-            Endpoint::PostExport => {
-                crate::staging::requests::parse_post_request(body).map_err(request_error)?;
-                keyed_by_header(Command::PostExport)
-            }
+            Endpoint::RejectExport => keyed_by_header(Command::RejectExport {
+                reason: parse_reject_request(body, ctx.subject).map_err(request_error)?,
+            }),
+            Endpoint::RollbackExport => keyed_by_header(Command::RollbackExport {
+                reason: parse_rollback_request(body, ctx.subject).map_err(request_error)?,
+            }),
+            Endpoint::PostExport => keyed_by_header(Command::PostExport(
+                parse_post_request(body, ctx.subject).map_err(request_error)?,
+            )),
             Endpoint::StageBatch => keyed_by_header(Command::StageBatch(
-                staging::parse_batch(body, cfg.staging_max_batch_size).map_err(request_error)?,
+                staging::parse_batch(body, cfg.staging_max_batch_size, ctx.subject)
+                    .map_err(request_error)?,
             )),
             Endpoint::CallFunction => {
                 let url = functions::upstream_url(cfg, keyed.param.as_deref().unwrap_or_default())?;
@@ -338,7 +334,7 @@ impl Command {
             Command::RejectExport { reason } => {
                 settle(staging::reject(db, env, param, reason, now).await)
             }
-            Command::PostExport => settle(staging::post(db, cfg, env, param, now).await),
+            Command::PostExport(req) => settle(staging::post(db, cfg, env, param, req, now).await),
             Command::RollbackExport { reason } => {
                 settle(staging::rollback(db, cfg, env, param, reason, now).await)
             }
@@ -383,6 +379,8 @@ mod base64_bytes {
 pub struct ParseContext<'a> {
     pub cfg: &'a Config,
     pub tenant: &'a str,
+    /// The token's subject: every identity field of a body must name it.
+    pub subject: &'a str,
     pub roles: &'a [String],
     /// The request declared a JSON `Content-Type`.
     pub json_content: bool,
@@ -586,6 +584,7 @@ mod tests {
         ParseContext {
             cfg,
             tenant: "acme",
+            subject: "alice",
             roles: &[],
             json_content: true,
         }
@@ -666,6 +665,7 @@ mod tests {
         let ctx = ParseContext {
             cfg: &cfg,
             tenant: "acme",
+            subject: "alice",
             roles,
             json_content: false,
         };
@@ -692,7 +692,7 @@ mod tests {
             ("/v1/staging/exports/e1/review", r#"{"comments":"ok"}"#.into(), &[]),
             ("/v1/staging/exports/e1/approve", format!(r#"{{"approved_data":{invoice},"change_reason":"fix"}}"#), &approver),
             ("/v1/staging/exports/e1/reject", r#"{"reason":"no"}"#.into(), &approver),
-            ("/v1/staging/exports/e1/post", "{}".into(), &[]),
+            ("/v1/staging/exports/e1/post", r#"{"external_reference":"QB-1","export_filename":"a b.csv","posted_by":"alice"}"#.into(), &[]),
             ("/v1/staging/exports/e1/rollback", r#"{"reason":"undo"}"#.into(), &[]),
             ("/v1/staging/batches", format!(r#"{{"exports":[{{"invoice_id":"i1","export_format":"csv","destination_system":"erp","export_data":{invoice}}},{{"invoice_id":""}}]}}"#), &[]),
         ];

@@ -369,6 +369,7 @@ async fn keyed_write(
     let check = ParseContext {
         cfg,
         tenant: &caller.tenant,
+        subject: &caller.sub,
         roles: &caller.roles,
         json_content,
     };

@@ -7,6 +7,7 @@ use super::rows::{load_export, select, ExportRow};
 use crate::auth::Caller;
 use crate::http;
 use crate::problem::ApiError;
+use crate::staging::render::content_disposition;
 use crate::staging::workflow::ExportState;
 use crate::store::{self, int, s};
 use serde::Deserialize;
@@ -93,10 +94,7 @@ pub async fn get_file(db: &D1Database, caller: &Caller, id: &str) -> Result<Resp
             .as_deref()
             .unwrap_or("application/octet-stream"),
     )?;
-    headers.set(
-        "content-disposition",
-        &format!("attachment; filename=\"{name}\""),
-    )?;
+    headers.set("content-disposition", &content_disposition(&name))?;
     if let Some(sum) = row.file_checksum {
         headers.set("x-export-sha256", &sum)?;
     }

@@ -41,14 +41,19 @@ pub fn stage(db: &D1Database, env: &Envelope, req: &StageRequest, now: i64) -> H
 /// Parses a `POST /v1/staging/batches` body: its shape must be valid (else the
 /// whole request is a 400), while each item is valid or carries its own error
 /// (`exports[i]…`), so one bad item does not reject the batch.
-pub fn parse_batch(body: &[u8], max_batch: usize) -> Result<Vec<BatchItem>, RequestError> {
-    let req = parse_batch_request(body, max_batch)?;
+/// `caller`: the token's subject, which any `prepared_by` must name.
+pub fn parse_batch(
+    body: &[u8],
+    max_batch: usize,
+    caller: &str,
+) -> Result<Vec<BatchItem>, RequestError> {
+    let req = parse_batch_request(body, max_batch, caller)?;
     Ok(req
         .exports
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let r = stage_request_from_value(item, &format!("exports[{i}]"))
+            let r = stage_request_from_value(item, &format!("exports[{i}]"), caller)
                 .map_err(|e| e.to_string())?;
             validate_export_data(&r.export_data)
                 .map_err(|e| format!("exports[{i}].export_data: {e}"))?;
