@@ -2,7 +2,7 @@
 //! hand keyed writes to the key's `KeyGate`. Reads go straight to D1.
 
 use crate::auth::{self, Caller};
-use crate::commands::{self, key_scope, Command, Keyed, ValidateContext, Validated};
+use crate::commands::{self, key_scope, Endpoint, Keyed, ParseContext, Parsed};
 use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING, KEY_GATE_BINDING};
 use crate::console;
 use crate::counters;
@@ -144,7 +144,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
         (["v1", "training-jobs"] | ["v1", "staging", "exports"], Some(_)) => {
             "GET, HEAD, POST, OPTIONS"
         }
-        (_, Some(k)) if k.command.method() == "PUT" => "PUT, OPTIONS",
+        (_, Some(k)) if k.endpoint.method() == "PUT" => "PUT, OPTIONS",
         (_, Some(_)) => "POST, OPTIONS",
         (
             ["v1", "documents", _]
@@ -184,7 +184,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             .clamp(1, 1000);
         (offset, limit)
     };
-    if let Some(k) = keyed.filter(|k| method_name(&method) == k.command.method()) {
+    if let Some(k) = keyed.filter(|k| method_name(&method) == k.endpoint.method()) {
         return keyed_write(req, env, ctx, &caller, &cfg, k).await;
     }
     let read = matches!(method, Method::Get | Method::Head);
@@ -269,7 +269,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             // The key's scope, as its write computed it: a server-derived key is
             // the tenant's; a client's key is the caller's own, or — for an admin
             // naming `subject=` — another user's of the same tenant.
-            let own = key_scope(keyed.command, &key, &caller.tenant, &caller.sub);
+            let own = key_scope(keyed.endpoint, &key, &caller.tenant, &caller.sub);
             let record_scope = match (own.subject.is_some(), query("subject")) {
                 (true, Some(other)) if other != caller.sub => {
                     if !caller.has_role("admin") {
@@ -285,7 +285,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
                 scope: caller.tenant.clone(),
                 record_scope: record_scope.encode(),
                 route: keyed.route,
-                template: keyed.command.template().into(),
+                template: keyed.endpoint.template().into(),
                 param: keyed.param,
                 forward: vec![],
                 key,
@@ -383,38 +383,46 @@ async fn keyed_write(
         .ok()
         .flatten()
         .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
-    let command = keyed.command;
-    let check = ValidateContext {
+    let endpoint = keyed.endpoint;
+    let check = ParseContext {
         cfg,
         tenant: &caller.tenant,
+        subject: &caller.sub,
         roles: &caller.roles,
         json_content,
     };
     let mut forward = Vec::new();
-    if command == Command::CallFunction {
+    if endpoint == Endpoint::CallFunction {
         for name in functions::FORWARDED_HEADERS {
             if let Some(v) = req.headers().get(name).ok().flatten() {
                 forward.push((name.to_string(), v));
             }
         }
     }
-    let (key, json_body) = match command.validate(&keyed, &body, header_key, &check)? {
-        Validated::Keyed { key, json } => (key, json),
-        Validated::Passthrough => {
-            let url = functions::upstream_url(cfg, keyed.param.as_deref().unwrap_or_default())?;
+    // The fingerprint covers the bytes as sent; the object gets the parsed command.
+    let fingerprint = |json: bool| {
+        let (method, path) = endpoint.template().split_once(' ').unwrap_or_default();
+        Fingerprint::compute(method, path, &body, json)
+    };
+    let (command, key, fingerprint) = match endpoint.parse(&keyed, &body, header_key, &check)? {
+        Parsed::Keyed { command, key, json } => (command, key, fingerprint(json)),
+        Parsed::Passthrough { url } => {
             return Ok(functions::passthrough(cfg, &url, &body, &forward).await);
         }
     };
-    let (method, template_path) = command
-        .template()
-        .split_once(' ')
-        .ok_or(ApiError::Internal)?;
-    let fingerprint = Fingerprint::compute(method, template_path, &body, json_body);
-    let scope = key_scope(command, &key, &caller.tenant, &caller.sub);
+    let scope = key_scope(endpoint, &key, &caller.tenant, &caller.sub);
     let mut envelope = envelope(&req, cfg, caller, &keyed, &key, &fingerprint);
     envelope.record_scope = scope.encode();
     envelope.forward = forward;
-    call_gate(env, ctx, &envelope, Method::Post, "execute", Some(body)).await
+    call_gate(
+        env,
+        ctx,
+        &envelope,
+        Method::Post,
+        "execute",
+        Some(command.encode()?),
+    )
+    .await
 }
 
 fn envelope(
@@ -439,7 +447,7 @@ fn envelope(
         scope: caller.tenant.clone(),
         record_scope: String::new(),
         route: keyed.route.clone(),
-        template: keyed.command.template().into(),
+        template: keyed.endpoint.template().into(),
         param: keyed.param.clone(),
         forward: vec![],
         key: key.clone(),

@@ -96,10 +96,7 @@ fn too_large(limit: usize) -> StoredResponse {
 impl DurableObject for KeyGate {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        let slots = SqlSlots::open(sql.clone()).unwrap_or_else(|e| {
-            console_error!("KeyGate: preparing the slot tables failed: {e}");
-            SqlSlots(sql)
-        });
+        let slots = SqlSlots::new(sql);
         // A new object instance means no request of the previous one still runs:
         // its isolate died, or its wasm instance did (after a Rust panic the shim
         // re-creates the instance and re-constructs every object). A lease in
@@ -165,11 +162,14 @@ impl DurableObject for KeyGate {
             .gate()
             .on_alarm(&records, |t| self.live.contains(t), SYNC_RETRY_MS)
             .await;
-        if let Some(e) = done.error {
+        if let Some(e) = &done.error {
             console_error!("KeyGate alarm: {e} (retried)");
         }
-        if let Some(t) = done.next {
-            self.state.storage().set_alarm(at(t)).await?;
+        match done.next {
+            Some(t) => self.state.storage().set_alarm(at(t)).await?,
+            // The answer expired, or a dead holder left nothing: drop the database.
+            None if done.error.is_none() => self.vacate_if_empty().await,
+            None => {}
         }
         Response::ok("ok")
     }
@@ -220,16 +220,21 @@ impl KeyGate {
                     now,
                     takeover,
                 } => {
-                    // Known live until this request ends, however it ends.
-                    let _live = self.live.enter(&token);
-                    let body = match req.bytes().await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            self.gate().release(&token).map_err(store_err)?;
-                            return Err(e);
-                        }
+                    let answer = {
+                        // Known live until it has answered, however it ends.
+                        let _live = self.live.enter(&token);
+                        let body = match req.bytes().await {
+                            Ok(b) => b,
+                            Err(e) => {
+                                self.gate().release(&token).map_err(store_err)?;
+                                return Err(e);
+                            }
+                        };
+                        self.run(env, &body, &token, now, takeover).await
                     };
-                    return Ok(self.run(env, &body, &token, now, takeover).await);
+                    // Released (a 5xx, a throw): nothing stays behind.
+                    self.vacate_if_empty().await;
+                    return Ok(answer);
                 }
                 Decision::Replay {
                     response,
@@ -447,6 +452,30 @@ impl KeyGate {
         }
     }
 
+    /// Drops the object's whole database (`deleteAll`, which also clears the
+    /// alarm) once its slot is empty and no request of this instance runs or
+    /// waits: Cloudflare keeps an object's SQLite database, ~12 KB at least, until
+    /// then, so without this every key ever used would cost storage forever.
+    /// The check and the `deleteAll` call happen in one turn (the future is
+    /// polled at once): no request can write a lease in between.
+    async fn vacate_if_empty(&self) {
+        if !self.waiters.borrow().is_empty() || !self.live.is_empty() {
+            return;
+        }
+        match self.gate().vacant() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                console_error!("KeyGate: reading the slot before vacating failed: {e}");
+                return;
+            }
+        }
+        self.slots.forget();
+        if let Err(e) = self.state.storage().delete_all().await {
+            console_error!("KeyGate: deleteAll failed: {e}");
+        }
+    }
+
     /// Keeps a live holder's lease: arms the alarm (so a holder that dies is
     /// recovered without a request) and renews the lease every third of its
     /// length for as long as the handler runs — the lease only bounds how long a
@@ -499,9 +528,13 @@ impl KeyGate {
                 body["route"] = env.route.as_str().into();
                 http::json(200, &body)
             }
-            None => http::problem(&ApiError::NotFound(
-                "no live idempotency record for this key and route".into(),
-            )),
+            None => {
+                // Asked about a key it never held (or no longer does).
+                self.vacate_if_empty().await;
+                http::problem(&ApiError::NotFound(
+                    "no live idempotency record for this key and route".into(),
+                ))
+            }
         })
     }
 
@@ -526,10 +559,16 @@ impl KeyGate {
             Released::Forbidden => http::problem(&ApiError::Forbidden(
                 "only the key's owner or an admin may release it".into(),
             )),
-            Released::Done { existed: true } => Response::empty()?.with_status(204),
-            Released::Done { existed: false } => http::problem(&ApiError::NotFound(
-                "no idempotency record for this key and route".into(),
-            )),
+            Released::Done { existed } => {
+                self.vacate_if_empty().await;
+                if existed {
+                    Response::empty()?.with_status(204)
+                } else {
+                    http::problem(&ApiError::NotFound(
+                        "no idempotency record for this key and route".into(),
+                    ))
+                }
+            }
         })
     }
 

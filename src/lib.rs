@@ -4,7 +4,8 @@
 //!
 //! ## Components
 //! - [`frontend_worker`]: the Worker's `fetch`. Authenticates ([`auth`]), parses the
-//!   key and validates the request, computes the fingerprint and the key's scope
+//!   key, parses and validates the request into a [`commands::Command`], computes
+//!   the fingerprint and the key's scope
 //!   (tenant and subject, or tenant for a derived key), and sends keyed writes to
 //!   the key's Durable Object with an [`envelope`]. Reads go to D1 directly.
 //! - [`keygate_do`]: `KeyGate`, one SQLite-backed Durable Object per
@@ -14,8 +15,9 @@
 //!   ([`store::D1Records`]), renews a live holder's lease, and answers waiters.
 //! - [`routes`]: the functions behind idemgate — process-document, training data
 //!   and jobs, origin functions, export staging — as handlers that return their
-//!   answer and their D1 writes; [`commands`] is the table of keyed writes that
-//!   the Worker validates and the object runs; [`upstream`] the one outbound call.
+//!   answer and their D1 writes; [`commands`] is the table of keyed writes: the
+//!   Worker parses a request once into a `Command`, the object applies it;
+//!   [`upstream`] the one outbound call.
 //! - [`store`]: D1 (binding `DB`): idempotency records (answers in chunks),
 //!   counters, reads. [`panic_guard`]: a Rust panic answers 500 instead of hanging.
 //! - Pure logic, tested on the host: [`idempotency`] (key, fingerprint, scope,
@@ -26,8 +28,9 @@
 //!   script compiled in, with its security headers.
 //!
 //! ## Life of a keyed request
-//! 1. Worker: auth (401/503) → body limit (413) → key syntax (400) → validation
-//!    (400/413/415) → fingerprint → `KeyGate` named by scope, route and key.
+//! 1. Worker: auth (401/503) → body limit (413) → key syntax (400) → parse into
+//!    a `Command` (400/403/413/415) → fingerprint → `KeyGate` named by scope,
+//!    route and key, with the command as its body.
 //! 2. `KeyGate`: read slot, decide, write lease — no `await` in between. Then
 //!    execute, replay, 409 (or wait with `Prefer: wait=N`), or 422.
 //! 3. On execute: the lease is renewed while the handler runs; the handler's rows

@@ -37,6 +37,9 @@ pub enum RequestError {
     MissingField(String),
     /// A field is present but its value is not acceptable.
     InvalidField { field: String, reason: String },
+    /// An identity field (`prepared_by`, `posted_by`, …) names someone other than
+    /// the authenticated caller: who acts comes from the token, never the body.
+    NotTheCaller(String),
 }
 
 impl RequestError {
@@ -44,9 +47,10 @@ impl RequestError {
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::InvalidJson(_) => None,
-            Self::UnknownField(f) | Self::MissingField(f) | Self::InvalidField { field: f, .. } => {
-                Some(f)
-            }
+            Self::UnknownField(f)
+            | Self::MissingField(f)
+            | Self::InvalidField { field: f, .. }
+            | Self::NotTheCaller(f) => Some(f),
         }
     }
 }
@@ -58,6 +62,11 @@ impl fmt::Display for RequestError {
             Self::UnknownField(name) => write!(f, "unknown field `{name}`"),
             Self::MissingField(name) => write!(f, "missing required field `{name}`"),
             Self::InvalidField { field, reason } => write!(f, "invalid field `{field}`: {reason}"),
+            Self::NotTheCaller(name) => write!(
+                f,
+                "`{name}` must name the authenticated caller: the identity comes from the token \
+                 (its `sub`), not from the request body; send your own subject or leave the field out"
+            ),
         }
     }
 }

@@ -2,11 +2,18 @@
 //! body in base64 chunks under the 2 MB row limit (chunk 0 in the row, the rest
 //! in `slot_body`). Every call is a synchronous `exec`: the object's
 //! check-and-set relies on that (see `idempotency::gate`).
+//!
+//! The tables are created by the first write, not when the object starts: an
+//! object that is only asked about its key (a status read, a release of a key
+//! never used) never gets a database. Once its slot is empty again the object
+//! drops it whole (`deleteAll`, see `keygate_do`) and [`SqlSlots::forget`]s it.
 
 use crate::idempotency::gate::{RecordKey, SlotData, SlotStore, StoreError, StoreResult};
 use crate::idempotency::{Slot, SlotState, StoredResponse};
 use crate::store::{decode_chunks, encode_chunks, encode_headers};
 use serde::Deserialize;
+use std::cell::Cell;
+use std::rc::Rc;
 use worker::{SqlStorage, SqlStorageValue};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS slot (
@@ -49,8 +56,20 @@ const UPGRADES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Clones share what they know of the tables (one object, one database).
 #[derive(Clone)]
-pub struct SqlSlots(pub SqlStorage);
+pub struct SqlSlots {
+    sql: SqlStorage,
+    schema: Rc<Cell<Schema>>,
+}
+
+/// What this instance knows of its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    Unknown,
+    Absent,
+    Ready,
+}
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
@@ -81,23 +100,56 @@ struct Row {
 
 impl SqlSlots {
     /// Creates the tables (a new object's first write commits with its lease).
-    pub fn open(sql: SqlStorage) -> StoreResult<Self> {
-        sql.exec(SCHEMA, None).map_err(err)?;
-        sql.exec(BODY_SCHEMA, None).map_err(err)?;
+    pub fn new(sql: SqlStorage) -> Self {
+        SqlSlots {
+            sql,
+            schema: Rc::new(Cell::new(Schema::Unknown)),
+        }
+    }
+
+    /// After `deleteAll`: the tables are gone; the next write creates them.
+    pub fn forget(&self) {
+        self.schema.set(Schema::Absent);
+    }
+
+    /// Whether the tables exist (brought up to date if they do).
+    fn readable(&self) -> StoreResult<bool> {
+        match self.schema.get() {
+            Schema::Ready => return Ok(true),
+            Schema::Absent => return Ok(false),
+            Schema::Unknown => {}
+        }
         #[derive(Deserialize)]
         struct Col {
             name: String,
         }
-        let cols: Vec<Col> = sql
+        // Empty when the table does not exist.
+        let cols: Vec<Col> = self
+            .sql
             .exec("SELECT name FROM pragma_table_info('slot')", None)
             .and_then(|c| c.to_array())
             .map_err(err)?;
+        if cols.is_empty() {
+            self.schema.set(Schema::Absent);
+            return Ok(false);
+        }
         for (col, ddl) in UPGRADES {
             if !cols.iter().any(|c| c.name == *col) {
-                sql.exec(ddl, None).map_err(err)?;
+                self.sql.exec(ddl, None).map_err(err)?;
             }
         }
-        Ok(SqlSlots(sql))
+        self.schema.set(Schema::Ready);
+        Ok(true)
+    }
+
+    /// Creates the tables if they do not exist.
+    fn writable(&self) -> StoreResult<()> {
+        if !self.readable()? {
+            self.sql.exec(SCHEMA, None).map_err(err)?;
+            self.sql.exec(BODY_SCHEMA, None).map_err(err)?;
+            self.schema.set(Schema::Ready);
+        }
+        Ok(())
     }
 
     fn body(&self, first: &str, chunks: usize) -> StoreResult<Vec<u8>> {
@@ -109,7 +161,7 @@ impl SqlSlots {
             data: String,
         }
         let rest: Vec<Chunk> = self
-            .0
+            .sql
             .exec("SELECT data FROM slot_body ORDER BY idx", None)
             .and_then(|c| c.to_array())
             .map_err(err)?;
@@ -126,8 +178,11 @@ impl SqlSlots {
 
 impl SlotStore for SqlSlots {
     fn load(&self) -> StoreResult<Option<SlotData>> {
+        if !self.readable()? {
+            return Ok(None);
+        }
         let rows: Vec<Row> = self
-            .0
+            .sql
             .exec(
                 "SELECT fingerprint, state, token, lease_expires_at, response_status, response_headers, \
                  response_body, created_at, expires_at, scope, route, key, d1_synced, owner, body_chunks \
@@ -173,6 +228,7 @@ impl SlotStore for SqlSlots {
     }
 
     fn save(&self, d: &SlotData) -> StoreResult<()> {
+        self.writable()?;
         let (state, token, lease, status, headers, chunks, expires) = match &d.slot.state {
             SlotState::Processing {
                 token,
@@ -203,7 +259,7 @@ impl SlotStore for SqlSlots {
             SlotState::Processing { .. } => SqlStorageValue::Null,
             SlotState::Completed { .. } => SqlStorageValue::from(chunks[0].as_str()),
         };
-        self.0
+        self.sql
             .exec(
                 "INSERT OR REPLACE INTO slot (id, fingerprint, state, token, lease_expires_at, response_status, \
                  response_headers, response_body, created_at, expires_at, scope, route, key, d1_synced, owner, \
@@ -228,9 +284,9 @@ impl SlotStore for SqlSlots {
             )
             .map_err(err)?;
         if chunks.len() > 1 {
-            self.0.exec("DELETE FROM slot_body", None).map_err(err)?;
+            self.sql.exec("DELETE FROM slot_body", None).map_err(err)?;
             for (idx, data) in chunks.iter().enumerate().skip(1) {
-                self.0
+                self.sql
                     .exec(
                         "INSERT INTO slot_body (idx, data) VALUES (?, ?)",
                         vec![SqlStorageValue::Integer(idx as i64), data.as_str().into()],
@@ -246,8 +302,11 @@ impl SlotStore for SqlSlots {
         struct Expiry {
             expires_at: Option<f64>,
         }
+        if !self.readable()? {
+            return Ok(None);
+        }
         let rows: Vec<Expiry> = self
-            .0
+            .sql
             .exec(
                 "SELECT expires_at FROM slot WHERE id = 1 AND state = 'completed'",
                 None,
@@ -262,8 +321,10 @@ impl SlotStore for SqlSlots {
     }
 
     fn clear(&self) -> StoreResult<()> {
-        self.0.exec("DELETE FROM slot", None).map_err(err)?;
-        self.0.exec("DELETE FROM slot_body", None).map_err(err)?;
+        if self.readable()? {
+            self.sql.exec("DELETE FROM slot", None).map_err(err)?;
+            self.sql.exec("DELETE FROM slot_body", None).map_err(err)?;
+        }
         Ok(())
     }
 }

@@ -10,7 +10,8 @@ mod chunk;
 mod extract;
 mod upload;
 
-use crate::idempotency::fingerprint::sha256_hex;
+use crate::idempotency::fingerprint::{canonical_json_text, hex, sha256_hex};
+use sha2::{Digest, Sha256};
 
 pub use chunk::{chunk_text, Chunk};
 pub use extract::{extract_text, stats, ExtractError, TextStats};
@@ -58,9 +59,44 @@ pub fn process(upload: &Upload) -> Result<ProcessedDocument, ExtractError> {
     })
 }
 
+/// The identity of an unkeyed upload (design.md §2, policy `derive`): the lowercase
+/// hex SHA-256 of `"idemgate derived document key v2"`, the tenant, the upload body
+/// in canonical JSON form, and the chunk size and overlap as applied — each part
+/// preceded by its length as 8 big-endian bytes.
+///
+/// It covers everything that changes the answer: the body carries the content (so
+/// its hash), the filename, the content type and any chunking the client asked
+/// for; the applied chunking adds the operator's defaults. And because the
+/// canonical body is exactly what the request fingerprint hashes, two uploads with
+/// one derived key always have one fingerprint: an unkeyed upload is a replay of
+/// the same document or a new document, never a 422. Bodies that differ only in
+/// key order or whitespace are one upload; the same bytes under another name,
+/// type or chunking — or sent as `content_base64` instead of `content` — are a new
+/// document.
+///
+/// `body` is the body `upload` was parsed from (so it is JSON; raw bytes are hashed
+/// if it somehow were not, like the fingerprint does).
+pub fn derived_key_digest(tenant: &str, body: &[u8], upload: &Upload) -> String {
+    let canonical = canonical_json_text(body);
+    let body = canonical.as_ref().map_or(body, |c| c.as_bytes());
+    let mut h = Sha256::new();
+    for part in [
+        b"idemgate derived document key v2".as_slice(),
+        tenant.as_bytes(),
+        body,
+        upload.chunk_size.to_string().as_bytes(),
+        upload.chunk_overlap.to_string().as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    hex(&h.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::idempotency::fingerprint::Fingerprint;
 
     fn upload(content_type: ContentType, content: &str, size: usize, overlap: usize) -> Upload {
         Upload {
@@ -101,6 +137,81 @@ mod tests {
                 end: 8
             }]
         );
+    }
+
+    /// The derived key and the fingerprint of an upload body, with the default
+    /// chunking 1000/100.
+    fn key_and_fingerprint(tenant: &str, body: &str) -> (String, Fingerprint) {
+        let upload = parse_upload(body.as_bytes(), 1000, 100).unwrap();
+        (
+            derived_key_digest(tenant, body.as_bytes(), &upload),
+            Fingerprint::compute("POST", "/v1/documents", body.as_bytes(), true),
+        )
+    }
+
+    #[test]
+    fn the_same_bytes_under_another_name_and_type_derive_another_key() {
+        let a = r##"{"filename":"a.md","content_type":"text/markdown","content":"# Hi\nthere"}"##;
+        let b = r##"{"filename":"b.txt","content_type":"text/plain","content":"# Hi\nthere"}"##;
+        assert_ne!(
+            key_and_fingerprint("acme", a).0,
+            key_and_fingerprint("acme", b).0
+        );
+    }
+
+    #[test]
+    fn one_derived_key_means_one_fingerprint_so_an_unkeyed_upload_never_gets_422() {
+        let c = r#""content":"Some words.""#;
+        let bodies = [
+            format!(r#"{{"filename":"a.md","content_type":"text/markdown",{c}}}"#),
+            format!(r#"{{ {c}, "content_type":"text/markdown", "filename":"a.md" }}"#),
+            format!(r#"{{"filename":"a.md","content_type":"text/markdown; charset=utf-8",{c}}}"#),
+            format!(r#"{{"filename":"a.txt","content_type":"text/plain",{c}}}"#),
+            format!(r#"{{"filename":"a.txt","content_type":"text/plain",{c},"chunk_size":1000}}"#),
+            format!(r#"{{"filename":"a.txt","content_type":"text/plain",{c},"chunk_size":null}}"#),
+            format!(r#"{{"filename":"a.txt","content_type":"text/plain",{c},"chunk_size":200}}"#),
+            format!(r#"{{"filename":"a.txt","content_type":"text/plain",{c},"chunk_overlap":10}}"#),
+            r#"{"filename":"a.txt","content_type":"text/plain","content_base64":"U29tZSB3b3Jkcy4="}"#
+                .to_owned(),
+            r#"{"filename":"a.txt","content_type":"text/plain","content_base64":"U29tZSB3b3Jkcy4"}"#
+                .to_owned(),
+        ];
+        let derived: Vec<_> = bodies
+            .iter()
+            .map(|b| key_and_fingerprint("acme", b))
+            .collect();
+        for (i, (key_i, fp_i)) in derived.iter().enumerate() {
+            for (j, (key_j, fp_j)) in derived.iter().enumerate() {
+                assert_eq!(
+                    key_i == key_j,
+                    fp_i == fp_j,
+                    "{} vs {}",
+                    bodies[i],
+                    bodies[j]
+                );
+            }
+        }
+        // Only the reordered, re-spaced body is the same upload as the first.
+        assert_eq!(derived[0], derived[1]);
+        let distinct: std::collections::HashSet<_> = derived.iter().map(|(k, _)| k).collect();
+        assert_eq!(distinct.len(), bodies.len() - 1);
+    }
+
+    #[test]
+    fn derived_keys_depend_on_the_tenant_and_on_the_applied_default_chunking() {
+        let body = r#"{"filename":"a.txt","content_type":"text/plain","content":"x"}"#;
+        assert_ne!(
+            key_and_fingerprint("acme", body).0,
+            key_and_fingerprint("globex", body).0
+        );
+        let with = |size, overlap| {
+            let up = parse_upload(body.as_bytes(), size, overlap).unwrap();
+            derived_key_digest("acme", body.as_bytes(), &up)
+        };
+        assert_eq!(with(1000, 100), with(1000, 100));
+        assert_ne!(with(1000, 100), with(500, 100));
+        assert_ne!(with(1000, 100), with(1000, 50));
+        assert_eq!(with(1000, 100).len(), 64);
     }
 
     #[test]

@@ -133,15 +133,43 @@ impl serde::Serialize for ContentType {
     }
 }
 
+/// Read back from its media type (the form [`Upload`] crosses to the key's object in).
+impl<'de> serde::Deserialize<'de> for ContentType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown media type {s:?}")))
+    }
+}
+
 /// A validated upload, ready for [`super::process`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialisable, so the Worker parses it once and the key's object applies it
+/// (`commands::Command`); the bytes cross as a string, since they are UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Upload {
     pub filename: String,
     pub content_type: ContentType,
     /// The raw document bytes (decoded from base64 if sent that way); valid UTF-8.
+    #[serde(with = "utf8_bytes")]
     pub bytes: Vec<u8>,
     pub chunk_size: usize,
     pub chunk_overlap: usize,
+}
+
+/// Serde for bytes known to be UTF-8: a JSON string, not an array of numbers.
+mod utf8_bytes {
+    use serde::{de, ser, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        let text = std::str::from_utf8(bytes).map_err(ser::Error::custom)?;
+        serializer.serialize_str(text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        String::deserialize(deserializer)
+            .map(String::into_bytes)
+            .map_err(de::Error::custom)
+    }
 }
 
 /// Parses and validates a `POST /v1/documents` body.

@@ -7,14 +7,12 @@ use crate::config::Config;
 use crate::documents::{self, ProcessedDocument, Upload, UploadError};
 use crate::envelope::Envelope;
 use crate::http;
-use crate::idempotency::fingerprint::{hex, sha256_hex};
 use crate::idempotency::IdempotencyKey;
 use crate::ids::new_id;
 use crate::problem::ApiError;
 use crate::store::{self, int, s, stmt};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use worker::{D1Database, Response, Result};
 
 /// Maps an upload error to the HTTP error: unsupported type → 415, the rest 400.
@@ -38,14 +36,16 @@ pub fn validate(body: &[u8], cfg: &Config) -> std::result::Result<Upload, ApiErr
     documents::parse_upload(body, cfg.chunk_size, cfg.chunk_overlap).map_err(upload_error)
 }
 
-/// The `derive` key policy: without a key, the key is SHA-256 of the tenant and
-/// the content's hash, so re-uploading the same file returns the same document.
-pub fn derived_key(tenant: &str, content: &[u8]) -> IdempotencyKey {
-    let mut h = Sha256::new();
-    h.update(tenant.as_bytes());
-    h.update(b"\n");
-    h.update(sha256_hex(content).as_bytes());
-    IdempotencyKey::derived(format!("derived:{}", hex(&h.finalize())))
+/// The `derive` key policy: without a key, the key is derived from the tenant and
+/// everything in the upload that changes the answer
+/// ([`documents::derived_key_digest`]), so re-uploading the same document returns
+/// it, and the same bytes under another name, type or chunking are a new one —
+/// never a 422.
+pub fn derived_key(tenant: &str, body: &[u8], upload: &Upload) -> IdempotencyKey {
+    IdempotencyKey::derived(format!(
+        "derived:{}",
+        documents::derived_key_digest(tenant, body, upload)
+    ))
 }
 
 fn response_body(
@@ -74,15 +74,8 @@ fn response_body(
 }
 
 /// Processes the document and returns the 201 answer with its rows.
-pub fn execute(
-    db: &D1Database,
-    cfg: &Config,
-    env: &Envelope,
-    body: &[u8],
-    now: i64,
-) -> HandlerResult {
-    let upload = validate(body, cfg)?;
-    let doc = documents::process(&upload)
+pub fn execute(db: &D1Database, env: &Envelope, upload: &Upload, now: i64) -> HandlerResult {
+    let doc = documents::process(upload)
         .map_err(|e| ApiError::bad_request("unreadable-document", e.to_string()))?;
     let id = new_id("doc");
     let chunk_ids: Vec<String> = (0..doc.chunks.len())
@@ -130,7 +123,7 @@ pub fn execute(
             ],
         )?);
     }
-    let body = response_body(&id, &doc, &chunk_ids, &upload, now);
+    let body = response_body(&id, &doc, &chunk_ids, upload, now);
     Ok(HandlerOutcome::Commit {
         response: http::json_stored(
             201,

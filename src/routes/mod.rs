@@ -22,6 +22,7 @@ pub fn request_error(e: crate::request_body::RequestError) -> ApiError {
         E::InvalidJson(_) => "invalid-json",
         E::UnknownField(_) => "unknown-field",
         E::MissingField(_) | E::InvalidField { .. } => "invalid-field",
+        E::NotTheCaller(_) => "identity-from-token",
     };
     ApiError::bad_request(slug, e.to_string())
 }

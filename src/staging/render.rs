@@ -10,7 +10,10 @@
 //!   string as its content (`"0.10"` stays `0.10`), so rendering never rounds money —
 //!   except that a CSV text cell a spreadsheet would run as a formula gets a leading
 //!   `'` ([`neutralise_formula`], OWASP's CSV injection rule); numbers never do;
-//! - the file name is safe anywhere: only `A-Za-z0-9._-`.
+//! - a generated file name is safe anywhere: only `A-Za-z0-9._-`. A caller's
+//!   `export_filename` (checked by `requests::check_export_filename`) may hold any
+//!   other printable character, so it reaches a header only through
+//!   [`header_file_name`] or [`content_disposition`], which are always ASCII.
 
 use serde_json::{Map, Value};
 
@@ -202,6 +205,51 @@ pub fn export_filename(invoice_number: &str, export_id: &str, format_ext: &str) 
     let mut stem = format!("{number}-{id}");
     stem.truncate(MAX_FILENAME_STEM);
     format!("{stem}.{}", sanitize(format_ext))
+}
+
+/// A file name as an HTTP header value (`x-export-filename` to the destination):
+/// the name itself when it is printable ASCII, else its RFC 8187 extended form
+/// `UTF-8''<percent-encoded bytes>` — a header value must be Latin-1, and one
+/// made of raw UTF-8 would be misread or refused.
+pub fn header_file_name(name: &str) -> String {
+    if name.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        name.to_owned()
+    } else {
+        format!("UTF-8''{}", percent_encode(name))
+    }
+}
+
+/// The `content-disposition` of a served export file (RFC 6266): `attachment;
+/// filename="<name>"`, and for a name that is not printable ASCII an ASCII
+/// fallback (each other character `_`) plus `filename*=UTF-8''<percent-encoded>`.
+/// `"` and `\` are escaped, so no name can end the quoted string early.
+pub fn content_disposition(name: &str) -> String {
+    let quoted = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    if name.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return format!("attachment; filename=\"{}\"", quoted(name));
+    }
+    let fallback: String = name
+        .chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { '_' })
+        .collect();
+    format!(
+        "attachment; filename=\"{}\"; filename*=UTF-8''{}",
+        quoted(&fallback),
+        percent_encode(name)
+    )
+}
+
+/// RFC 8187 `attr-char`s as they are, every other byte of the UTF-8 as `%XX`.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// `s` with every character outside `A-Za-z0-9._-` replaced by `_`; ASCII, so
@@ -511,6 +559,30 @@ mod tests {
         );
         assert_eq!(export_filename("", "exp_1", "csv"), "invoice-exp_1.csv");
         assert_eq!(export_filename("東京", "exp_1", "csv"), "__-exp_1.csv");
+    }
+
+    #[test]
+    fn file_names_become_header_values_that_are_always_ascii() {
+        assert_eq!(header_file_name("export_001.csv"), "export_001.csv");
+        assert_eq!(header_file_name("a b.csv"), "a b.csv");
+        assert_eq!(header_file_name("März.csv"), "UTF-8''M%C3%A4rz.csv");
+        assert_eq!(
+            content_disposition("export_001.csv"),
+            "attachment; filename=\"export_001.csv\""
+        );
+        assert_eq!(
+            content_disposition("Rechnung März.csv"),
+            "attachment; filename=\"Rechnung M_rz.csv\"; filename*=UTF-8''Rechnung%20M%C3%A4rz.csv"
+        );
+        assert_eq!(
+            content_disposition("a\"b\\c"),
+            "attachment; filename=\"a\\\"b\\\\c\""
+        );
+        for name in ["東京.csv", "x\u{202E}y", "a\r\nb"] {
+            for v in [header_file_name(name), content_disposition(name)] {
+                assert!(v.bytes().all(|b| (b' '..=b'~').contains(&b)), "{v:?}");
+            }
+        }
     }
 
     #[test]

@@ -2,15 +2,24 @@
 //!
 //! - `POST /v1/staging/exports` → [`parse_stage_request`]:
 //!   `{"invoice_id": "inv_1", "export_format": "csv", "destination_system": "netsuite",
-//!   "export_data": {…}, "max_retries": 3}`
+//!   "export_data": {…}, "max_retries": 3, "prepared_by": "…"}`
 //! - `POST /v1/staging/batches` → [`parse_batch_request`]: `{"exports": [{…}, …]}`,
 //!   each item then checked with [`stage_request_from_value`]
-//! - `PUT …/review` → [`parse_review_request`]: `{"comments": "…"}`, optional
-//! - `PUT …/approve` → [`parse_approve_request`]:
-//!   `{"approved_data": {…}, "change_reason": "…", "approval_comments": "…"}`, all
+//! - `PUT …/review` → [`parse_review_request`]: `{"comments": "…", "reviewed_by": "…"}`,
 //!   optional
-//! - `PUT …/reject`, `POST …/rollback` → [`parse_reason_request`]: `{"reason": "…"}`
-//! - `POST …/post` → [`parse_post_request`]: no fields, `{}` or empty
+//! - `PUT …/approve` → [`parse_approve_request`]:
+//!   `{"approved_data": {…}, "change_reason": "…", "approval_comments": "…",
+//!   "approved_by": "…"}`, all optional
+//! - `PUT …/reject` → [`parse_reject_request`]: `{"reason": "…", "rejected_by": "…"}`
+//! - `POST …/rollback` → [`parse_rollback_request`]: `{"reason": "…", "rolled_back_by": "…"}`
+//! - `POST …/post` → [`parse_post_request`]: `{"external_reference": "…",
+//!   "export_filename": "…", "posted_by": "…"}`, all optional, or empty
+//!
+//! **Identity fields** (`prepared_by`, `reviewed_by`, `approved_by`, `rejected_by`,
+//! `posted_by`, `rolled_back_by`) are accepted because AP Intake's API sends them,
+//! but who acts is always the token's subject: every parser takes the `caller`
+//! (that subject), and a body naming anyone else is
+//! [`RequestError::NotTheCaller`] — never silently overridden, never trusted.
 //!
 //! The rules every typed body follows are [`crate::request_body`]'s; here, in
 //! addition, the review, approve, reason and post bodies may also be empty (or
@@ -36,6 +45,10 @@ pub const MAX_DESTINATION_CHARS: usize = 200;
 /// Longest accepted free text (`reason`, `comments`, `change_reason`,
 /// `approval_comments`), in chars.
 pub const MAX_TEXT_CHARS: usize = 2000;
+/// Longest accepted `external_reference`, in chars (AP Intake's column is 255).
+pub const MAX_REFERENCE_CHARS: usize = 255;
+/// Longest accepted `export_filename`, in UTF-8 bytes (what file systems allow).
+pub const MAX_EXPORT_FILENAME_BYTES: usize = 255;
 /// Accepted `max_retries`.
 pub const MAX_RETRIES_RANGE: RangeInclusive<u32> = 0..=10;
 /// `max_retries` when the body has none.
@@ -87,7 +100,7 @@ impl ExportFormat {
 /// `invoice_id` is non-blank and at most [`MAX_INVOICE_ID_CHARS`] chars,
 /// `destination_system` non-blank and at most [`MAX_DESTINATION_CHARS`];
 /// `max_retries` is in [`MAX_RETRIES_RANGE`] ([`DEFAULT_MAX_RETRIES`] when absent).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageRequest {
     pub invoice_id: String,
     pub export_format: ExportFormat,
@@ -99,7 +112,7 @@ pub struct StageRequest {
 }
 
 /// A validated `PUT …/approve` body; every field optional.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApproveRequest {
     /// The corrected data to approve instead of the prepared data; a JSON object
     /// when present, its contents unchecked here.
@@ -111,6 +124,17 @@ pub struct ApproveRequest {
     pub approval_comments: Option<String>,
 }
 
+/// A validated `POST …/post` body; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PostRequest {
+    /// The reference the caller already holds for this export in the destination
+    /// system: non-blank, at most [`MAX_REFERENCE_CHARS`] chars, no control chars.
+    pub external_reference: Option<String>,
+    /// The file name to record instead of the generated one; a plain file name
+    /// ([`check_export_filename`]).
+    pub export_filename: Option<String>,
+}
+
 /// A `POST /v1/staging/batches` body whose shape is checked but whose items are
 /// not: each is raw JSON for [`stage_request_from_value`] with the prefix
 /// `exports[i]`, so one bad item does not reject the batch.
@@ -120,33 +144,55 @@ pub struct BatchRequest {
     pub exports: Vec<Value>,
 }
 
-/// Every stage field. `prepared_by` is deliberately absent: see
-/// [`parse_stage_request`].
-const STAGE_FIELDS: [&str; 5] = [
+/// Every stage field; `prepared_by` only as the caller (see [`parse_stage_request`]).
+const STAGE_FIELDS: [&str; 6] = [
     "invoice_id",
     "export_format",
     "destination_system",
     "export_data",
     "max_retries",
+    "prepared_by",
 ];
-const APPROVE_FIELDS: [&str; 3] = ["approved_data", "change_reason", "approval_comments"];
-const REASON_FIELDS: [&str; 1] = ["reason"];
-const REVIEW_FIELDS: [&str; 1] = ["comments"];
+const APPROVE_FIELDS: [&str; 4] = [
+    "approved_data",
+    "change_reason",
+    "approval_comments",
+    "approved_by",
+];
+const REVIEW_FIELDS: [&str; 2] = ["comments", "reviewed_by"];
+const POST_FIELDS: [&str; 3] = ["external_reference", "export_filename", "posted_by"];
 const BATCH_FIELDS: [&str; 1] = ["exports"];
+
+/// Checks an identity field of a body: absent (or `null`) or the caller's own
+/// subject passes; another string is [`RequestError::NotTheCaller`]; any other
+/// value is `InvalidField`. The name is never taken from the body: the handlers
+/// record the token's subject.
+fn check_identity(
+    obj: &Map<String, Value>,
+    name: &str,
+    path: &str,
+    caller: &str,
+) -> Result<(), RequestError> {
+    match field(obj, name) {
+        None => Ok(()),
+        Some(Value::String(s)) if s == caller => Ok(()),
+        Some(Value::String(_)) => Err(RequestError::NotTheCaller(path.to_owned())),
+        Some(_) => Err(invalid(path, "must be a string")),
+    }
+}
 
 /// Parses and validates a `POST /v1/staging/exports` body.
 ///
-/// Checked in order: unknown fields, `invoice_id`, `export_format`,
+/// Checked in order: unknown fields, `prepared_by`, `invoice_id`, `export_format`,
 /// `destination_system`, `export_data`, `max_retries`.
 ///
-/// `prepared_by` is not a body field: the preparer is the authenticated caller (the
-/// token's subject), so a client cannot stage an export in someone else's name. A
-/// body naming it, even as `null`, is rejected with
-/// `UnknownField("prepared_by")` (unless an alphabetically earlier unknown field
-/// is reported first).
-pub fn parse_stage_request(body: &[u8]) -> Result<StageRequest, RequestError> {
+/// The preparer is the authenticated caller (`caller`, the token's subject), so a
+/// client cannot stage an export in someone else's name: `prepared_by` may be
+/// sent (AP Intake's body has it) but must equal `caller`, else
+/// [`RequestError::NotTheCaller`].
+pub fn parse_stage_request(body: &[u8], caller: &str) -> Result<StageRequest, RequestError> {
     let obj = parse_object(body)?;
-    stage_from_map(&obj, "")
+    stage_from_map(&obj, "", caller)
 }
 
 /// Validates one export given as a JSON value: a batch item.
@@ -160,9 +206,10 @@ pub fn parse_stage_request(body: &[u8]) -> Result<StageRequest, RequestError> {
 pub fn stage_request_from_value(
     v: &Value,
     path_prefix: &str,
+    caller: &str,
 ) -> Result<StageRequest, RequestError> {
     match v {
-        Value::Object(obj) => stage_from_map(obj, path_prefix),
+        Value::Object(obj) => stage_from_map(obj, path_prefix, caller),
         _ if path_prefix.is_empty() => Err(not_an_object()),
         _ => Err(invalid(
             path_prefix.trim_end_matches('.'),
@@ -171,9 +218,14 @@ pub fn stage_request_from_value(
     }
 }
 
-fn stage_from_map(obj: &Map<String, Value>, prefix: &str) -> Result<StageRequest, RequestError> {
+fn stage_from_map(
+    obj: &Map<String, Value>,
+    prefix: &str,
+    caller: &str,
+) -> Result<StageRequest, RequestError> {
     let path = |name: &str| join(prefix, name);
     reject_unknown(obj, &STAGE_FIELDS, prefix)?;
+    check_identity(obj, "prepared_by", &path("prepared_by"), caller)?;
 
     let invoice_id = required_text(
         obj,
@@ -215,11 +267,12 @@ fn stage_from_map(obj: &Map<String, Value>, prefix: &str) -> Result<StageRequest
 /// Parses and validates a `PUT …/approve` body. An empty body approves the
 /// prepared data as it is, with no reason or comments.
 ///
-/// Checked in order: unknown fields, `approved_data`, `change_reason`,
-/// `approval_comments`.
-pub fn parse_approve_request(body: &[u8]) -> Result<ApproveRequest, RequestError> {
+/// Checked in order: unknown fields, `approved_by` (must be `caller`),
+/// `approved_data`, `change_reason`, `approval_comments`.
+pub fn parse_approve_request(body: &[u8], caller: &str) -> Result<ApproveRequest, RequestError> {
     let obj = parse_optional_object(body)?;
     reject_unknown(&obj, &APPROVE_FIELDS, "")?;
+    check_identity(&obj, "approved_by", "approved_by", caller)?;
     let approved_data = match field(&obj, "approved_data") {
         None => None,
         Some(v @ Value::Object(_)) => Some(v.clone()),
@@ -232,44 +285,128 @@ pub fn parse_approve_request(body: &[u8]) -> Result<ApproveRequest, RequestError
     })
 }
 
-/// Parses a `{"reason": "…"}` body (`PUT …/reject`, `POST …/rollback`).
-///
-/// `reason` is non-blank and at most [`MAX_TEXT_CHARS`] chars. When `required`, an
-/// absent or `null` reason — an empty body included — is `MissingField("reason")`
-/// and the result is always `Some`; otherwise it is `None`.
-pub fn parse_reason_request(body: &[u8], required: bool) -> Result<Option<String>, RequestError> {
+/// Parses a `PUT …/reject` body: `{"reason": "…"}`, `reason` required;
+/// `rejected_by` may name the caller.
+pub fn parse_reject_request(body: &[u8], caller: &str) -> Result<String, RequestError> {
+    parse_reason_request(body, "rejected_by", caller)
+}
+
+/// Parses a `POST …/rollback` body: `{"reason": "…"}`, `reason` required;
+/// `rolled_back_by` may name the caller.
+pub fn parse_rollback_request(body: &[u8], caller: &str) -> Result<String, RequestError> {
+    parse_reason_request(body, "rolled_back_by", caller)
+}
+
+/// A `{"reason": "…"}` body whose identity field is `identity`. `reason` is
+/// non-blank and at most [`MAX_TEXT_CHARS`] chars; absent or `null` — an empty
+/// body included — it is `MissingField("reason")`.
+fn parse_reason_request(body: &[u8], identity: &str, caller: &str) -> Result<String, RequestError> {
     let obj = parse_optional_object(body)?;
-    reject_unknown(&obj, &REASON_FIELDS, "")?;
-    match optional_text(&obj, "reason")? {
-        None if required => Err(missing("reason")),
-        reason => Ok(reason),
-    }
+    reject_unknown(&obj, &["reason", identity], "")?;
+    check_identity(&obj, identity, identity, caller)?;
+    optional_text(&obj, "reason")?.ok_or_else(|| missing("reason"))
 }
 
 /// Parses a `PUT …/review` body: optional `{"comments": "…"}`, non-blank and at most
-/// [`MAX_TEXT_CHARS`] chars. An empty body, `{}` or `null` comments give `None`.
-pub fn parse_review_request(body: &[u8]) -> Result<Option<String>, RequestError> {
+/// [`MAX_TEXT_CHARS`] chars; `reviewed_by` may name the caller. An empty body, `{}`
+/// or `null` comments give `None`.
+pub fn parse_review_request(body: &[u8], caller: &str) -> Result<Option<String>, RequestError> {
     let obj = parse_optional_object(body)?;
     reject_unknown(&obj, &REVIEW_FIELDS, "")?;
+    check_identity(&obj, "reviewed_by", "reviewed_by", caller)?;
     optional_text(&obj, "comments")
 }
 
-/// Parses a `POST …/post` body: it takes no fields, so an empty body or `{}`;
-/// any field is `UnknownField` (the alphabetically first).
-pub fn parse_post_request(body: &[u8]) -> Result<(), RequestError> {
+/// Parses a `POST …/post` body (AP Intake's): optional `external_reference` and
+/// `export_filename`, and `posted_by`, which must name the caller. An empty body
+/// or `{}` posts with the generated file name and the destination's reference.
+///
+/// Checked in order: unknown fields (the alphabetically first), `posted_by`,
+/// `external_reference`, `export_filename`.
+pub fn parse_post_request(body: &[u8], caller: &str) -> Result<PostRequest, RequestError> {
     let obj = parse_optional_object(body)?;
-    reject_unknown(&obj, &[], "")
+    reject_unknown(&obj, &POST_FIELDS, "")?;
+    check_identity(&obj, "posted_by", "posted_by", caller)?;
+    let external_reference = field(&obj, "external_reference")
+        .map(|v| {
+            let r = text(v, "external_reference", Some(MAX_REFERENCE_CHARS))?;
+            if r.chars().any(char::is_control) {
+                return Err(invalid(
+                    "external_reference",
+                    "must not contain control characters",
+                ));
+            }
+            Ok(r)
+        })
+        .transpose()?;
+    let export_filename = match field(&obj, "export_filename") {
+        None => None,
+        Some(Value::String(name)) => {
+            check_export_filename(name).map_err(|reason| invalid("export_filename", reason))?;
+            Some(name.clone())
+        }
+        Some(_) => return Err(invalid("export_filename", "must be a string")),
+    };
+    Ok(PostRequest {
+        external_reference,
+        export_filename,
+    })
+}
+
+/// Whether `name` is a plain file name, safe to record, to serve as an attachment
+/// and to send to a destination: one path component that no file system or
+/// spreadsheet would read as anything else. Refused, with the reason:
+/// - empty, or more than [`MAX_EXPORT_FILENAME_BYTES`] bytes of UTF-8;
+/// - a path: `/` or `\`, or `..` anywhere (`.` alone too);
+/// - control characters (C0, DEL, C1) and the invisible format characters that
+///   reorder or hide text (bidirectional overrides such as U+202E, zero-width
+///   characters, the BOM) — the classic way to make `evil.exe` read `exe.csv`;
+/// - the characters Windows forbids in a name (`< > : " | ? *`);
+/// - leading or trailing whitespace, or a trailing dot (Windows drops them).
+pub fn check_export_filename(name: &str) -> Result<(), &'static str> {
+    const INVISIBLE: [char; 13] = [
+        '\u{061C}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}', '\u{200F}', '\u{202A}',
+        '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2060}', '\u{FEFF}',
+    ];
+    if name.is_empty() {
+        return Err("must not be empty");
+    }
+    if name.len() > MAX_EXPORT_FILENAME_BYTES {
+        return Err("must be at most 255 bytes of UTF-8");
+    }
+    if name.contains(['/', '\\']) || name.contains("..") || name == "." {
+        return Err("must be a plain file name, not a path (no `/`, `\\` or `..`)");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || INVISIBLE.contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c))
+    {
+        return Err("must not contain control or invisible formatting characters");
+    }
+    if name.contains(['<', '>', ':', '"', '|', '?', '*']) {
+        return Err("must not contain any of < > : \" | ? *");
+    }
+    if name.trim() != name || name.ends_with('.') {
+        return Err("must not start or end with whitespace, nor end with a dot");
+    }
+    Ok(())
 }
 
 /// Parses a `POST /v1/staging/batches` body: `{"exports": [...]}` with 1 to
 /// `max_batch` items.
 ///
 /// Checked in order: unknown top-level fields, then `exports` (present, an array,
-/// non-empty, at most `max_batch` items — `InvalidField` naming the limit). The
-/// items themselves are not looked at: the caller validates each with
+/// non-empty, at most `max_batch` items — `InvalidField` naming the limit), then
+/// each object item's `prepared_by`, which must name `caller`: staging in someone
+/// else's name rejects the whole batch, like a forged single stage. Otherwise the
+/// items are not looked at: the caller validates each with
 /// [`stage_request_from_value`] and `exports[i]`, so errors in one item are
 /// reported per item.
-pub fn parse_batch_request(body: &[u8], max_batch: usize) -> Result<BatchRequest, RequestError> {
+pub fn parse_batch_request(
+    body: &[u8],
+    max_batch: usize,
+    caller: &str,
+) -> Result<BatchRequest, RequestError> {
     let obj = parse_object(body)?;
     reject_unknown(&obj, &BATCH_FIELDS, "")?;
     let exports = match field(&obj, "exports") {
@@ -289,6 +426,12 @@ pub fn parse_batch_request(body: &[u8], max_batch: usize) -> Result<BatchRequest
             ),
         ));
     }
+    for (i, item) in exports.iter().enumerate() {
+        if let Value::Object(item) = item {
+            let path = format!("exports[{i}].prepared_by");
+            check_identity(item, "prepared_by", &path, caller)?;
+        }
+    }
     Ok(BatchRequest {
         exports: exports.clone(),
     })
@@ -307,24 +450,35 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The token's subject in these tests.
+    const ME: &str = "alice";
+
     fn stage(body: Value) -> Result<StageRequest, RequestError> {
-        parse_stage_request(body.to_string().as_bytes())
+        parse_stage_request(body.to_string().as_bytes(), ME)
     }
 
     fn approve(body: Value) -> Result<ApproveRequest, RequestError> {
-        parse_approve_request(body.to_string().as_bytes())
+        parse_approve_request(body.to_string().as_bytes(), ME)
     }
 
-    fn reason(body: Value, required: bool) -> Result<Option<String>, RequestError> {
-        parse_reason_request(body.to_string().as_bytes(), required)
+    fn reject(body: Value) -> Result<String, RequestError> {
+        parse_reject_request(body.to_string().as_bytes(), ME)
+    }
+
+    fn rollback(body: Value) -> Result<String, RequestError> {
+        parse_rollback_request(body.to_string().as_bytes(), ME)
     }
 
     fn review(body: Value) -> Result<Option<String>, RequestError> {
-        parse_review_request(body.to_string().as_bytes())
+        parse_review_request(body.to_string().as_bytes(), ME)
+    }
+
+    fn post(body: Value) -> Result<PostRequest, RequestError> {
+        parse_post_request(body.to_string().as_bytes(), ME)
     }
 
     fn batch(body: Value, max: usize) -> Result<BatchRequest, RequestError> {
-        parse_batch_request(body.to_string().as_bytes(), max)
+        parse_batch_request(body.to_string().as_bytes(), max, ME)
     }
 
     fn invalid_field<T: std::fmt::Debug>(result: Result<T, RequestError>) -> String {
@@ -354,11 +508,13 @@ mod tests {
         for body in ["[]", "\"x\"", "42", "null", "{", "{\"reason\":}", "{} x"] {
             let b = body.as_bytes();
             let results = [
-                parse_stage_request(b).map(|_| ()),
-                parse_approve_request(b).map(|_| ()),
-                parse_reason_request(b, false).map(|_| ()),
-                parse_review_request(b).map(|_| ()),
-                parse_batch_request(b, 10).map(|_| ()),
+                parse_stage_request(b, ME).map(|_| ()),
+                parse_approve_request(b, ME).map(|_| ()),
+                parse_reject_request(b, ME).map(|_| ()),
+                parse_rollback_request(b, ME).map(|_| ()),
+                parse_review_request(b, ME).map(|_| ()),
+                parse_post_request(b, ME).map(|_| ()),
+                parse_batch_request(b, 10, ME).map(|_| ()),
             ];
             for result in results {
                 assert!(
@@ -374,17 +530,18 @@ mod tests {
         for body in ["", "  \n"] {
             let b = body.as_bytes();
             assert!(matches!(
-                parse_stage_request(b),
+                parse_stage_request(b, ME),
                 Err(RequestError::InvalidJson(_))
             ));
             assert!(matches!(
-                parse_batch_request(b, 10),
+                parse_batch_request(b, 10, ME),
                 Err(RequestError::InvalidJson(_))
             ));
-            assert_eq!(parse_approve_request(b), Ok(ApproveRequest::default()));
-            assert_eq!(parse_review_request(b), Ok(None));
-            assert_eq!(parse_reason_request(b, false), Ok(None));
-            assert_eq!(parse_reason_request(b, true), Err(missing("reason")));
+            assert_eq!(parse_approve_request(b, ME), Ok(ApproveRequest::default()));
+            assert_eq!(parse_review_request(b, ME), Ok(None));
+            assert_eq!(parse_post_request(b, ME), Ok(PostRequest::default()));
+            assert_eq!(parse_reject_request(b, ME), Err(missing("reason")));
+            assert_eq!(parse_rollback_request(b, ME), Err(missing("reason")));
         }
     }
 
@@ -528,12 +685,64 @@ mod tests {
         assert_eq!(stage(body).unwrap().max_retries, DEFAULT_MAX_RETRIES);
     }
 
+    fn not_the_caller(path: &str) -> RequestError {
+        RequestError::NotTheCaller(path.into())
+    }
+
     #[test]
-    fn prepared_by_is_rejected_because_it_comes_from_the_token() {
-        for v in [json!("mallory"), Value::Null] {
+    fn prepared_by_may_name_the_caller_but_nobody_else() {
+        for v in [json!(ME), Value::Null] {
             let mut body = valid_stage();
             body["prepared_by"] = v;
-            assert_eq!(stage(body).unwrap_err(), unknown("prepared_by"));
+            assert_eq!(stage(body), stage(valid_stage()));
+        }
+        for v in ["mallory", "Alice", " alice", ""] {
+            let mut body = valid_stage();
+            body["prepared_by"] = json!(v);
+            assert_eq!(
+                stage(body).unwrap_err(),
+                not_the_caller("prepared_by"),
+                "{v:?}"
+            );
+        }
+        let mut body = valid_stage();
+        body["prepared_by"] = json!(["alice"]);
+        assert_eq!(invalid_field(stage(body)), "prepared_by");
+    }
+
+    #[test]
+    fn every_identity_field_must_name_the_caller_and_the_error_says_why() {
+        type Parse = fn(Value) -> Result<(), RequestError>;
+        let bodies: [(&str, Parse); 6] = [
+            ("prepared_by", |b| {
+                let mut full = valid_stage();
+                full.as_object_mut()
+                    .unwrap()
+                    .extend(b.as_object().unwrap().clone());
+                stage(full).map(|_| ())
+            }),
+            ("reviewed_by", |b| review(b).map(|_| ())),
+            ("approved_by", |b| approve(b).map(|_| ())),
+            ("rejected_by", |mut b| {
+                b["reason"] = json!("r");
+                reject(b).map(|_| ())
+            }),
+            ("posted_by", |b| post(b).map(|_| ())),
+            ("rolled_back_by", |mut b| {
+                b["reason"] = json!("r");
+                rollback(b).map(|_| ())
+            }),
+        ];
+        for (name, parse) in bodies {
+            assert_eq!(parse(json!({ name: ME })), Ok(()), "{name}");
+            let err = parse(json!({ name: "manager-uuid" })).unwrap_err();
+            assert_eq!(err, not_the_caller(name));
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("`{name}`")) && message.contains("comes from the token"),
+                "{message}"
+            );
+            assert!(!message.contains("manager-uuid"), "{message}");
         }
     }
 
@@ -563,24 +772,24 @@ mod tests {
         let mut item = valid_stage();
         item["invoice_id"] = json!("");
         assert_eq!(
-            invalid_field(stage_request_from_value(&item, "exports[3]")),
+            invalid_field(stage_request_from_value(&item, "exports[3]", ME)),
             "exports[3].invoice_id"
         );
         let mut item = valid_stage();
         item.as_object_mut().unwrap().remove("export_data");
         assert_eq!(
-            stage_request_from_value(&item, "exports[0]").unwrap_err(),
+            stage_request_from_value(&item, "exports[0]", ME).unwrap_err(),
             missing("exports[0].export_data")
         );
         let mut item = valid_stage();
         item["prepared_by"] = json!("x");
         assert_eq!(
-            stage_request_from_value(&item, "exports[12]").unwrap_err(),
-            unknown("exports[12].prepared_by")
+            stage_request_from_value(&item, "exports[12]", ME).unwrap_err(),
+            not_the_caller("exports[12].prepared_by")
         );
         let mut item = valid_stage();
         item["max_retries"] = json!(11);
-        let err = stage_request_from_value(&item, "exports[1]").unwrap_err();
+        let err = stage_request_from_value(&item, "exports[1]", ME).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid field `exports[1].max_retries`: must be an integer from 0 to 10"
@@ -592,11 +801,11 @@ mod tests {
         let mut item = valid_stage();
         item["export_format"] = json!("pdf");
         assert_eq!(
-            invalid_field(stage_request_from_value(&item, "exports[2].")),
+            invalid_field(stage_request_from_value(&item, "exports[2].", ME)),
             "exports[2].export_format"
         );
         assert_eq!(
-            invalid_field(stage_request_from_value(&item, "")),
+            invalid_field(stage_request_from_value(&item, "", ME)),
             "export_format"
         );
     }
@@ -604,7 +813,7 @@ mod tests {
     #[test]
     fn a_valid_batch_item_parses_like_a_stage_body() {
         assert_eq!(
-            stage_request_from_value(&valid_stage(), "exports[0]").unwrap(),
+            stage_request_from_value(&valid_stage(), "exports[0]", ME).unwrap(),
             stage(valid_stage()).unwrap()
         );
     }
@@ -613,11 +822,11 @@ mod tests {
     fn a_non_object_batch_item_is_invalid_at_its_own_path() {
         for item in [json!([]), json!("x"), json!(null), json!(5)] {
             assert_eq!(
-                invalid_field(stage_request_from_value(&item, "exports[4]")),
+                invalid_field(stage_request_from_value(&item, "exports[4]", ME)),
                 "exports[4]"
             );
             assert!(matches!(
-                stage_request_from_value(&item, ""),
+                stage_request_from_value(&item, "", ME),
                 Err(RequestError::InvalidJson(_))
             ));
         }
@@ -675,54 +884,65 @@ mod tests {
     #[test]
     fn unknown_approve_field_is_rejected() {
         assert_eq!(
-            approve(json!({"approved_by": "x", "reason": "y"})).unwrap_err(),
-            unknown("approved_by")
+            approve(json!({"approved_by": ME, "reason": "y"})).unwrap_err(),
+            unknown("reason")
         );
     }
 
     // --- reason ---
 
+    type ReasonParser = fn(Value) -> Result<String, RequestError>;
+    const REASON_PARSERS: [ReasonParser; 2] = [reject, rollback];
+
     #[test]
     fn reason_is_parsed_when_present() {
-        for required in [true, false] {
+        for parse in REASON_PARSERS {
             assert_eq!(
-                reason(json!({"reason": "duplicate invoice"}), required),
-                Ok(Some("duplicate invoice".into()))
+                parse(json!({"reason": "duplicate invoice"})),
+                Ok("duplicate invoice".into())
             );
         }
     }
 
     #[test]
-    fn required_reason_is_missing_when_absent_or_null() {
-        for body in [json!({}), json!({"reason": null})] {
-            assert_eq!(reason(body.clone(), true), Err(missing("reason")));
-            assert_eq!(reason(body, false), Ok(None));
+    fn reason_is_required_and_missing_when_absent_or_null() {
+        for parse in REASON_PARSERS {
+            for body in [json!({}), json!({"reason": null})] {
+                assert_eq!(parse(body), Err(missing("reason")));
+            }
         }
     }
 
     #[test]
     fn reason_must_be_a_non_blank_string_of_at_most_2000_chars() {
-        for v in [
-            json!(""),
-            json!("   "),
-            json!("x".repeat(2001)),
-            json!(["x"]),
-        ] {
-            for required in [true, false] {
-                assert_eq!(
-                    invalid_field(reason(json!({ "reason": v }), required)),
-                    "reason"
-                );
+        for parse in REASON_PARSERS {
+            for v in [
+                json!(""),
+                json!("   "),
+                json!("x".repeat(2001)),
+                json!(["x"]),
+            ] {
+                assert_eq!(invalid_field(parse(json!({ "reason": v }))), "reason");
             }
+            assert!(parse(json!({"reason": "x".repeat(2000)})).is_ok());
         }
-        assert!(reason(json!({"reason": "x".repeat(2000)}), true).is_ok());
     }
 
     #[test]
-    fn reason_body_rejects_other_fields_including_comments() {
+    fn reason_body_rejects_other_fields_including_comments_and_the_other_identity() {
+        for parse in REASON_PARSERS {
+            assert_eq!(
+                parse(json!({"reason": "r", "comments": "c"})),
+                Err(unknown("comments"))
+            );
+        }
         assert_eq!(
-            reason(json!({"reason": "r", "comments": "c"}), true),
-            Err(unknown("comments"))
+            reject(json!({"reason": "r", "rolled_back_by": ME})),
+            Err(unknown("rolled_back_by"))
+        );
+        assert_eq!(
+            rollback(json!({"reason": "r", "rejected_by": ME})),
+            Err(unknown("rejected_by"))
         );
     }
 
@@ -754,13 +974,17 @@ mod tests {
     // --- post ---
 
     #[test]
-    fn post_bodies_are_empty_or_an_empty_object() {
+    fn an_empty_post_body_posts_with_the_defaults() {
         for ok in ["", " \n", "{}", " { } "] {
-            assert_eq!(parse_post_request(ok.as_bytes()), Ok(()), "{ok:?}");
+            assert_eq!(
+                parse_post_request(ok.as_bytes(), ME),
+                Ok(PostRequest::default()),
+                "{ok:?}"
+            );
         }
         for bad in ["[]", "null", "1"] {
             assert_eq!(
-                parse_post_request(bad.as_bytes()),
+                parse_post_request(bad.as_bytes(), ME),
                 Err(RequestError::InvalidJson(
                     "expected a JSON object at the top level".into()
                 )),
@@ -768,17 +992,114 @@ mod tests {
             );
         }
         assert!(matches!(
-            parse_post_request(b"{"),
+            parse_post_request(b"{", ME),
             Err(RequestError::InvalidJson(_))
         ));
     }
 
     #[test]
-    fn post_body_fields_are_unknown_alphabetically_first() {
-        assert_eq!(parse_post_request(b"{\"a\":1}"), Err(unknown("a")));
+    fn ap_intakes_post_body_is_parsed() {
+        let body = json!({"posted_by": ME, "external_reference": "QB-12345",
+                          "export_filename": "export_001.csv"});
         assert_eq!(
-            parse_post_request(b"{\"reason\":\"r\",\"force\":null}"),
+            post(body),
+            Ok(PostRequest {
+                external_reference: Some("QB-12345".into()),
+                export_filename: Some("export_001.csv".into()),
+            })
+        );
+        let nulls = json!({"posted_by": null, "external_reference": null, "export_filename": null});
+        assert_eq!(post(nulls), Ok(PostRequest::default()));
+    }
+
+    #[test]
+    fn post_body_fields_are_unknown_alphabetically_first() {
+        assert_eq!(parse_post_request(b"{\"a\":1}", ME), Err(unknown("a")));
+        assert_eq!(
+            parse_post_request(b"{\"reason\":\"r\",\"force\":null}", ME),
             Err(unknown("force"))
+        );
+    }
+
+    #[test]
+    fn external_reference_is_a_short_single_line_string() {
+        for v in [
+            json!(""),
+            json!("  "),
+            json!("x".repeat(256)),
+            json!(12345),
+            json!("QB-1\r\nx-injected: 1"),
+            json!("QB\u{0}1"),
+        ] {
+            assert_eq!(
+                invalid_field(post(json!({ "external_reference": v }))),
+                "external_reference"
+            );
+        }
+        assert!(post(json!({"external_reference": "é".repeat(255)})).is_ok());
+    }
+
+    #[test]
+    fn export_filename_is_a_plain_file_name() {
+        for ok in [
+            "export_001.csv",
+            "Rechnung März 2026.csv",
+            "a",
+            ".hidden.csv",
+            "v1.2.json",
+            &"n".repeat(255),
+            &format!("{}.csv", "é".repeat(125)),
+        ] {
+            assert_eq!(check_export_filename(ok), Ok(()), "{ok:?}");
+            assert_eq!(
+                post(json!({ "export_filename": ok }))
+                    .unwrap()
+                    .export_filename
+                    .as_deref(),
+                Some(ok)
+            );
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc/passwd",
+            "a/b.csv",
+            "a\\b.csv",
+            "C:\\x.csv",
+            "a..b.csv",
+            "x\n.csv",
+            "x\r.csv",
+            "x\u{0}.csv",
+            "x\t.csv",
+            "x\u{7f}.csv",
+            "x\u{85}.csv",
+            "invoice\u{202E}vsc.exe",
+            "a\u{200B}.csv",
+            "\u{FEFF}a.csv",
+            "a\u{2067}.csv",
+            "a\".csv",
+            "a:b.csv",
+            "a|b.csv",
+            "a?.csv",
+            "a*.csv",
+            "<a>.csv",
+            " a.csv",
+            "a.csv ",
+            "a.csv.",
+            &"n".repeat(256),
+            &format!("{}.csv", "é".repeat(126)),
+        ] {
+            assert!(check_export_filename(bad).is_err(), "{bad:?}");
+            assert_eq!(
+                invalid_field(post(json!({ "export_filename": bad }))),
+                "export_filename",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            invalid_field(post(json!({"export_filename": 7}))),
+            "export_filename"
         );
     }
 
@@ -788,6 +1109,19 @@ mod tests {
     fn batch_items_are_returned_raw_and_unvalidated() {
         let req = batch(json!({"exports": [valid_stage(), {"junk": 1}, 3]}), 10).unwrap();
         assert_eq!(req.exports, [valid_stage(), json!({"junk": 1}), json!(3)]);
+    }
+
+    #[test]
+    fn a_batch_item_staged_in_someone_elses_name_rejects_the_whole_batch() {
+        let mut forged = valid_stage();
+        forged["prepared_by"] = json!("mallory");
+        let mut mine = valid_stage();
+        mine["prepared_by"] = json!(ME);
+        assert_eq!(
+            batch(json!({"exports": [mine.clone(), forged]}), 10).unwrap_err(),
+            not_the_caller("exports[1].prepared_by")
+        );
+        assert!(batch(json!({"exports": [mine, {"junk": 1}]}), 10).is_ok());
     }
 
     #[test]
@@ -833,6 +1167,8 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
+    /// The token's subject in these properties.
+    const ME: &str = "alice";
     use crate::staging::data::strategies::{
         deep_text, export_data, invoice, json, key, scalar, text,
     };
@@ -845,7 +1181,7 @@ mod properties {
     /// What `POST /v1/staging/exports` does with a body short of storage: parse,
     /// validate the data, render both formats, and diff it against itself.
     fn stage_pipeline(body: &[u8]) {
-        if let Ok(req) = parse_stage_request(body) {
+        if let Ok(req) = parse_stage_request(body, ME) {
             check_stage_request(&req);
             if let Ok(v) = validate_export_data(&req.export_data) {
                 assert!(v.quality_score <= 100);
@@ -858,10 +1194,10 @@ mod properties {
 
     /// What `POST /v1/staging/batches` does with a body short of storage.
     fn batch_pipeline(body: &[u8], max_batch: usize) {
-        if let Ok(req) = parse_batch_request(body, max_batch) {
+        if let Ok(req) = parse_batch_request(body, max_batch, ME) {
             assert!(!req.exports.is_empty() && req.exports.len() <= max_batch);
             for (i, item) in req.exports.iter().enumerate() {
-                if let Ok(r) = stage_request_from_value(item, &format!("exports[{i}]")) {
+                if let Ok(r) = stage_request_from_value(item, &format!("exports[{i}]"), ME) {
                     check_stage_request(&r);
                     let _ = validate_export_data(&r.export_data);
                 }
@@ -883,17 +1219,22 @@ mod properties {
     fn every_parser(body: &[u8]) {
         stage_pipeline(body);
         batch_pipeline(body, 3);
-        if let Ok(req) = parse_approve_request(body) {
+        if let Ok(req) = parse_approve_request(body, ME) {
             if let Some(data) = &req.approved_data {
                 let _ = validate_export_data(data);
             }
         }
-        for required in [false, true] {
-            if let Ok(reason) = parse_reason_request(body, required) {
-                assert!(reason.is_some() || !required);
+        for parse in [parse_reject_request, parse_rollback_request] {
+            if let Ok(reason) = parse(body, ME) {
+                assert!(!reason.trim().is_empty());
             }
         }
-        let _ = parse_review_request(body);
+        let _ = parse_review_request(body, ME);
+        if let Ok(req) = parse_post_request(body, ME) {
+            if let Some(name) = &req.export_filename {
+                assert_eq!(check_export_filename(name), Ok(()));
+            }
+        }
     }
 
     /// A stage body: the known fields, mostly well formed, with odd export data.
@@ -947,15 +1288,34 @@ mod properties {
             every_parser(v.to_string().as_bytes());
         }
 
-        /// A post body is accepted exactly when it is `{}` (as JSON).
+        /// A post body is accepted only when its every field is a post field, and
+        /// what it accepts keeps the documented guarantees.
         #[test]
-        fn post_bodies_never_panic_and_only_empty_objects_pass(
+        fn post_bodies_never_panic_and_only_post_fields_pass(
             bytes in prop::collection::vec(any::<u8>(), 0..64),
             v in json(),
         ) {
-            let _ = parse_post_request(&bytes);
-            let empty = matches!(&v, Value::Object(m) if m.is_empty());
-            prop_assert_eq!(parse_post_request(v.to_string().as_bytes()).is_ok(), empty);
+            let _ = parse_post_request(&bytes, ME);
+            let only_post_fields = matches!(&v, Value::Object(m)
+                if m.keys().all(|k| POST_FIELDS.contains(&k.as_str())));
+            if let Ok(req) = parse_post_request(v.to_string().as_bytes(), ME) {
+                prop_assert!(only_post_fields);
+                if let Some(name) = &req.export_filename {
+                    prop_assert_eq!(check_export_filename(name), Ok(()));
+                }
+                if let Some(r) = &req.external_reference {
+                    prop_assert!(!r.chars().any(char::is_control));
+                }
+            }
+        }
+
+        #[test]
+        fn file_names_that_pass_are_one_plain_path_component(name in text()) {
+            if check_export_filename(&name).is_ok() {
+                prop_assert!(!name.contains('/') && !name.contains('\\') && !name.contains(".."));
+                prop_assert!(!name.chars().any(char::is_control));
+                prop_assert!(!name.is_empty() && name.len() <= MAX_EXPORT_FILENAME_BYTES);
+            }
         }
 
         #[test]
@@ -972,7 +1332,7 @@ mod properties {
             batch_pipeline(json!({ "exports": items }).to_string().as_bytes(), max_batch);
             for item in &items {
                 // Any prefix, odd ones included.
-                if let Ok(r) = stage_request_from_value(item, &prefix) {
+                if let Ok(r) = stage_request_from_value(item, &prefix, ME) {
                     check_stage_request(&r);
                 }
             }
@@ -1030,7 +1390,7 @@ mod properties {
     #[test]
     fn the_overflow_invoice_of_issue_9_stages_with_a_finding_on_both_routes() {
         let body = overflow_item().to_string();
-        let req = parse_stage_request(body.as_bytes()).unwrap();
+        let req = parse_stage_request(body.as_bytes(), ME).unwrap();
         let v = validate_export_data(&req.export_data).unwrap();
         assert_eq!(v.errors.len(), 1, "{:?}", v.errors);
         assert_eq!(
@@ -1040,9 +1400,9 @@ mod properties {
         assert!(v.quality_score < 70);
 
         let body = json!({"exports": [overflow_item(), overflow_item()]}).to_string();
-        let req = parse_batch_request(body.as_bytes(), 10).unwrap();
+        let req = parse_batch_request(body.as_bytes(), 10, ME).unwrap();
         for (i, item) in req.exports.iter().enumerate() {
-            let r = stage_request_from_value(item, &format!("exports[{i}]")).unwrap();
+            let r = stage_request_from_value(item, &format!("exports[{i}]"), ME).unwrap();
             assert_eq!(validate_export_data(&r.export_data), Ok(v.clone()));
         }
     }
@@ -1058,7 +1418,7 @@ mod properties {
             let mut item = overflow_item();
             item["export_data"]["total_amount"] = json!(total);
             item["export_data"]["line_items"] = json!(lines);
-            let req = parse_stage_request(item.to_string().as_bytes()).unwrap();
+            let req = parse_stage_request(item.to_string().as_bytes(), ME).unwrap();
             let v = validate_export_data(&req.export_data).unwrap();
             let codes: Vec<_> = v
                 .errors

@@ -1,6 +1,8 @@
 //! The staged export state machine.
 //!
 //! ```text
+//!      ┌──────────────────── approve ──────────────────┐
+//!      │                                                ▼
 //!   prepared ─review─► under_review ─approve─► approved ─post─► posted ─rollback─► rolled_back
 //!      │                    │                     │               ▲
 //!      └─ reject | expire ──┴─► rejected     post_failed          │ post (retry)
@@ -9,6 +11,11 @@
 //!                                                ▲  │ post_failed (a retry failed again)
 //!                                                └──┘
 //! ```
+//!
+//! Review is optional (design.md §4, as AP Intake's own workflow does): an export
+//! may be approved or rejected straight from `prepared`. The audit row of the
+//! approval records the state it came from, so the trail shows whether a review
+//! happened.
 //!
 //! Invariants:
 //! - every state change is one legal edge of [`transition`]; anything else is a
@@ -228,7 +235,7 @@ impl std::error::Error for TransitionError {}
 ///
 /// Legal edges, and only these:
 /// - prepared → under_review (review);
-/// - under_review → approved (approve) — approval requires a review first;
+/// - prepared | under_review → approved (approve) — the review is optional;
 /// - prepared | under_review → rejected (reject, or expire: the sweep's approval
 ///   timeout ends the same way as a rejection);
 /// - approved → posted (post) and approved → failed (post_failed), whatever the
@@ -250,7 +257,7 @@ pub fn transition(
     use ExportState as S;
     match (from, event) {
         (S::Prepared, E::Review) => Ok(S::UnderReview),
-        (S::UnderReview, E::Approve) => Ok(S::Approved),
+        (S::Prepared | S::UnderReview, E::Approve) => Ok(S::Approved),
         (S::Prepared | S::UnderReview, E::Reject | E::Expire) => Ok(S::Rejected),
         (S::Approved, E::PostSucceeded) => Ok(S::Posted),
         (S::Approved, E::PostFailed) => Ok(S::Failed),
@@ -337,7 +344,7 @@ mod tests {
             To(S::UnderReview),
             To(S::UnderReview),
         ),
-        (S::Prepared, E::Approve, NotAllowed, NotAllowed),
+        (S::Prepared, E::Approve, To(S::Approved), To(S::Approved)),
         (S::Prepared, E::Reject, To(S::Rejected), To(S::Rejected)),
         (S::Prepared, E::Expire, To(S::Rejected), To(S::Rejected)),
         (S::Prepared, E::PostSucceeded, NotAllowed, NotAllowed),
@@ -449,6 +456,19 @@ mod tests {
     }
 
     #[test]
+    fn review_is_optional_approve_and_reject_work_from_prepared_and_under_review() {
+        for from in [S::Prepared, S::UnderReview] {
+            assert_eq!(transition(from, E::Approve, LEFT), Ok(S::Approved));
+            assert_eq!(transition(from, E::Reject, LEFT), Ok(S::Rejected));
+        }
+        // Reviewing is still a step of its own, once, before a decision.
+        assert_eq!(transition(S::Prepared, E::Review, LEFT), Ok(S::UnderReview));
+        for from in [S::UnderReview, S::Approved, S::Rejected] {
+            assert!(transition(from, E::Review, LEFT).is_err(), "{from}");
+        }
+    }
+
+    #[test]
     fn can_post_allows_approved_and_failed_with_retries_left_only() {
         let none_left = Attempts {
             retries: 9,
@@ -551,9 +571,9 @@ mod tests {
     fn errors_name_the_event_and_state_or_the_attempts() {
         let cases = [
             (
-                S::Prepared,
+                S::Approved,
                 E::Approve,
-                "cannot approve an export in state 'prepared'",
+                "cannot approve an export in state 'approved'",
             ),
             (
                 S::Posted,

@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::examples::Format;
@@ -46,7 +46,7 @@ pub const MAX_ERROR_CHARS: usize = 4096;
 /// `document_ids` is non-empty, holds at most [`MAX_DATASET_DOCUMENTS`] distinct
 /// non-blank ids in first-occurrence order; `max_examples`, if set, is in
 /// `1..=MAX_DATASET_EXAMPLES`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetRequest {
     pub document_ids: Vec<String>,
     pub format: Format,
@@ -57,7 +57,7 @@ pub struct DatasetRequest {
 }
 
 /// Fine-tuning hyperparameters, each required and range-checked.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Hyperparameters {
     /// In [`EPOCHS_RANGE`].
     pub epochs: u32,
@@ -70,7 +70,7 @@ pub struct Hyperparameters {
 /// A validated `POST /v1/training-jobs` body. `dataset_id` is non-blank (its
 /// existence is the caller's to check); `base_model` is non-blank and at most
 /// [`MAX_BASE_MODEL_CHARS`] chars.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRequest {
     pub dataset_id: String,
     pub base_model: String,
@@ -78,7 +78,7 @@ pub struct JobRequest {
 }
 
 /// What a trainer reports about a job, with the fields its type requires.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobEventKind {
     Claimed,
     Running,
@@ -135,7 +135,7 @@ impl JobEventKind {
 ///
 /// `event_id` is 1..=[`MAX_EVENT_ID_CHARS`] chars of `A-Za-z0-9-_.:~+/=`: the
 /// trainer's idempotency key for the event, safe to store and echo unescaped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobEventRequest {
     pub event_id: String,
     pub kind: JobEventKind,

@@ -17,6 +17,7 @@ class Origin:
         self.flaky_failed = set()              # idempotency keys that got their 500
         self.trainer_status = 202
         self.destination_status = 200
+        self.destination_gives_reference = True   # False: a 2xx with no reference
         self.rollback_status = 200
         # /slowish: one (arrival time, idempotency-key header, request body, nonce) per call.
         self.slowish_calls = []
@@ -95,8 +96,14 @@ class Origin:
                         origin.slowish_calls.append((time.time(), key, body, nonce))
                     time.sleep(0.3 + (n % 5) * 0.05)
                     self.reply(200, {"call": n, "nonce": nonce, "body": body.decode(errors="replace")})
+                elif path in ("/process-document", "/start-training", "/generate-training-data"):
+                    # FineFlow's three edge functions: each run answers with a new job id.
+                    self.reply(200, {"function": path[1:], "job_id": f"job-{n}", "call": n,
+                                     "body": body.decode(errors="replace")})
                 elif path == "/destination":
-                    if origin.destination_status < 300:
+                    if origin.destination_status < 300 and not origin.destination_gives_reference:
+                        self.reply(origin.destination_status, {"received": True})
+                    elif origin.destination_status < 300:
                         self.reply(origin.destination_status, {"reference": f"ACC-{n}"})
                     else:
                         self.reply(origin.destination_status, {"error": "accounting system down"})

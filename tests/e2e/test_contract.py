@@ -1,5 +1,7 @@
 """Every row of design.md §2 against a real wrangler dev."""
 
+import base64
+import json
 import threading
 import time
 
@@ -150,6 +152,37 @@ def test_derived_keys_are_per_tenant(alice, bob):
     assert a.status == b.status == 201
     assert a.json()["id"] != b.json()["id"]
     assert b.header("idempotent-replayed") is None
+
+
+def test_unkeyed_uploads_of_the_same_bytes_under_other_names_types_or_chunking_are_new_documents_never_422(server, alice):
+    """The derived key covers everything that changes the answer (design.md §2): the
+    same bytes as a.md (text/markdown), then as b.txt (text/plain), then chunked
+    differently, are three documents; each repeated is a replay of its own."""
+    content = f"# Title {unique('c')}\n\nSome words of a paragraph here."
+    variants = [
+        {"filename": "a.md", "content_type": "text/markdown", "content": content},
+        {"filename": "b.txt", "content_type": "text/plain", "content": content},
+        {"filename": "b.txt", "content_type": "text/plain", "content": content, "chunk_size": 200},
+        {"filename": "b.txt", "content_type": "text/plain; charset=utf-8", "content": content},
+        {"filename": "b.txt", "content_type": "text/plain",
+         "content_base64": base64.b64encode(content.encode()).decode()},
+    ]
+    firsts = [alice.post_document(v) for v in variants]
+    assert [r.status for r in firsts] == [201] * len(variants), firsts
+    assert len({r.json()["id"] for r in firsts}) == len(variants)
+    assert all(r.header("idempotent-replayed") is None for r in firsts)
+    assert len({r.header("idempotency-key") for r in firsts}) == len(variants)
+    assert firsts[0].json()["content_type"] == "text/markdown" and firsts[1].json()["filename"] == "b.txt"
+    for v, first in zip(variants, firsts):
+        again = alice.post_document(v)
+        assert again.status == 201 and again.header("idempotent-replayed") == "true", again
+        assert again.body == first.body
+    # The same document with its JSON keys in another order is the same request.
+    reordered = json.dumps(dict(reversed(list(variants[1].items()))), indent=2)
+    again = alice.post_document(reordered)
+    assert again.status == 201 and again.json()["id"] == firsts[1].json()["id"], again
+    sha = firsts[0].json()["sha256"]
+    assert server.d1_value(f"SELECT count(*) FROM documents WHERE tenant = '{alice.tenant}' AND sha256 = '{sha}'") == len(variants)
 
 
 def test_malformed_keys_are_400_and_store_nothing(server, alice):

@@ -79,10 +79,18 @@ def test_staging_validates_scores_and_takes_the_preparer_from_the_token(team):
     codes = {f["code"] for f in bad["validation_errors"]}
     assert {"invalid_currency", "invalid_date", "total_mismatch"} <= codes
     assert bad["quality_score"] < 70
+    key = unique("k")
     forged = call(team["preparer"], "POST", "/v1/staging/exports",
                   {"invoice_id": "x", "export_format": "csv", "destination_system": "n", "export_data": invoice(),
-                   "prepared_by": "someone-else"})
-    assert_problem(forged, 400, "unknown-field")
+                   "prepared_by": "someone-else"}, key)
+    p = assert_problem(forged, 400, "identity-from-token")
+    assert "`prepared_by`" in p["detail"] and "token" in p["detail"] and "someone-else" not in p["detail"], p
+    # Naming oneself is accepted (AP Intake's body has the field); the refusal above
+    # did not use up the key.
+    own = call(team["preparer"], "POST", "/v1/staging/exports",
+               {"invoice_id": "x", "export_format": "csv", "destination_system": "n", "export_data": invoice(),
+                "prepared_by": team["preparer"].sub}, key)
+    assert own.status == 201 and own.json()["prepared_by"] == team["preparer"].sub, own
     assert_problem(stage(team["preparer"], invoice(colour="red")), 400, "unknown-field")
     assert_problem(call(team["preparer"], "POST", "/v1/staging/exports", {"export_format": "csv"}, ""), 400)
 
@@ -185,15 +193,35 @@ def test_changing_data_at_approval_needs_a_reason(team):
 
 def test_illegal_transitions_are_409_naming_the_current_state(team):
     e = stage(team["preparer"]).json()["id"]
-    assert assert_problem(act(team["approver"], e, "approve"), 409)["current_state"] == "prepared"
     assert assert_problem(act(team["clerk"], e, "post"), 409)["current_state"] == "prepared"
     assert assert_problem(act(team["clerk"], e, "rollback", {"reason": "x"}), 409)["current_state"] == "prepared"
     assert act(team["approver"], e, "reject", {"reason": "duplicate"}).json()["status"] == "rejected"
     assert assert_problem(act(team["clerk"], e, "review"), 409)["current_state"] == "rejected"
+    assert assert_problem(act(team["approver"], e, "approve"), 409)["current_state"] == "rejected"
+    approved = staged_for_approval(team)
+    assert act(team["approver"], approved, "approve").status == 200
+    assert assert_problem(act(team["approver"], approved, "approve"), 409)["current_state"] == "approved"
+    assert assert_problem(act(team["clerk"], approved, "review"), 409)["current_state"] == "approved"
     assert_problem(act(team["clerk"], "exp_nope", "review"), 404)
 
 
-def test_a_post_takes_no_fields_and_a_bad_body_does_not_use_up_the_key(team):
+def test_review_is_optional_and_the_audit_trail_shows_where_each_decision_came_from(team):
+    approved = stage(team["preparer"]).json()["id"]
+    a = act(team["approver"], approved, "approve", {}, "k-skip-review")
+    assert a.status == 200 and a.json()["status"] == "approved" and a.json()["reviewed_by"] is None, a
+    rejected = stage(team["preparer"]).json()["id"]
+    assert act(team["approver"], rejected, "reject", {"reason": "duplicate"}).json()["status"] == "rejected"
+    reviewed = staged_for_approval(team)
+    assert act(team["approver"], reviewed, "approve").status == 200
+    trail = lambda eid: [(x["event"], x["from"], x["to"]) for x in
+                         team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"]]
+    assert trail(approved) == [("stage", None, "prepared"), ("approve", "prepared", "approved")]
+    assert trail(rejected) == [("stage", None, "prepared"), ("reject", "prepared", "rejected")]
+    assert trail(reviewed) == [("stage", None, "prepared"), ("review", "prepared", "under_review"),
+                               ("approve", "under_review", "approved")]
+
+
+def test_a_post_rejects_unknown_fields_bad_names_and_other_identities_without_using_up_the_key(team):
     eid = staged_for_approval(team)
     act(team["approver"], eid, "approve")
     key = unique("k")
@@ -202,9 +230,54 @@ def test_a_post_takes_no_fields_and_a_bad_body_does_not_use_up_the_key(team):
     assert "`dry_run`" in p["detail"], p
     for bad in ("[]", "null", "{"):
         assert_problem(call(team["clerk"], "POST", path, bad, key), 400, "invalid-json")
+    for name in ("../../etc/passwd", "a/b.csv", "a\\b.csv", "..", "x\r\nSet-Cookie: a=b", "inv\u202ecsv.exe",
+                 "n" * 256, ""):
+        p = assert_problem(call(team["clerk"], "POST", path, {"export_filename": name}, key), 400, "invalid-field")
+        assert "export_filename" in p["detail"], (name, p)
+    assert_problem(call(team["clerk"], "POST", path, {"external_reference": "a\nb"}, key), 400, "invalid-field")
+    p = assert_problem(call(team["clerk"], "POST", path, {"posted_by": team["approver"].sub}, key), 400,
+                       "identity-from-token")
+    assert "`posted_by`" in p["detail"], p
     assert team["clerk"].get(f"/v1/staging/exports/{eid}").json()["status"] == "approved"
     r = call(team["clerk"], "POST", path, "", key)
     assert r.status == 200 and r.json()["status"] == "posted", r
+
+
+def test_the_callers_reference_is_kept_beside_the_destinations_and_the_file_keeps_its_name(team, origin):
+    eid = staged_for_approval(team)
+    act(team["approver"], eid, "approve")
+    name = "Rechnung März 2026.csv"
+    r = act(team["clerk"], eid, "post", {"external_reference": "QB-12345", "export_filename": name,
+                                         "posted_by": team["clerk"].sub})
+    assert r.status == 200, r
+    e = r.json()
+    assert e["external_reference"].startswith("ACC-") and e["caller_reference"] == "QB-12345"
+    assert e["file"]["name"] == name
+    headers, _ = origin.requests["/destination"][-1]
+    assert headers["x-export-filename"] == "UTF-8''Rechnung%20M%C3%A4rz%202026.csv"
+    f = team["clerk"].get(f"/v1/staging/exports/{eid}/file")
+    assert f.status == 200, f
+    assert f.header("content-disposition") == (
+        "attachment; filename=\"Rechnung M_rz 2026.csv\"; filename*=UTF-8''Rechnung%20M%C3%A4rz%202026.csv")
+    audit = team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"]
+    assert audit[-1]["detail"]["caller_reference"] == "QB-12345"
+    assert audit[-1]["detail"]["external_reference"] == e["external_reference"]
+
+
+def test_a_destination_that_gives_no_reference_leaves_the_callers(team, origin):
+    eid = staged_for_approval(team)
+    act(team["approver"], eid, "approve")
+    origin.destination_gives_reference = False
+    try:
+        mine = act(team["clerk"], eid, "post", {"external_reference": "QB-777"})
+        other = staged_for_approval(team)
+        act(team["approver"], other, "approve")
+        none = act(team["clerk"], other, "post")
+    finally:
+        origin.destination_gives_reference = True
+    assert mine.status == 200 and mine.json()["external_reference"] == "QB-777", mine
+    assert none.status == 200 and none.json()["external_reference"] == f"netsuite:{other}", none
+    assert none.json()["caller_reference"] is None
 
 
 def test_failed_delivery_moves_to_failed_and_a_retry_posts(team, origin):
@@ -474,6 +547,17 @@ def test_a_batch_of_1000_is_staged_with_per_item_results_and_progress(team):
     assert_problem(too_many, 400)
     replay = call(team["preparer"], "POST", "/v1/staging/batches", {"exports": items}, "k-batch")
     assert replay.header("idempotent-replayed") == "true" and replay.body == r.body
+
+
+def test_a_batch_staging_an_item_in_someone_elses_name_is_refused_whole(team, srv):
+    mine = {"invoice_id": "i-1", "export_format": "csv", "destination_system": "sap", "export_data": invoice(),
+            "prepared_by": team["preparer"].sub}
+    forged = {**mine, "invoice_id": "i-2", "prepared_by": team["approver"].sub}
+    r = call(team["preparer"], "POST", "/v1/staging/batches", {"exports": [mine, forged]})
+    p = assert_problem(r, 400, "identity-from-token")
+    assert "exports[1].prepared_by" in p["detail"], p
+    ok = call(team["preparer"], "POST", "/v1/staging/batches", {"exports": [mine]})
+    assert ok.status == 201 and ok.json()["staged"] == 1, ok
 
 
 def test_exports_are_listed_by_status_and_paged(team):

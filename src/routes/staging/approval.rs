@@ -8,7 +8,7 @@ use crate::envelope::Envelope;
 use crate::problem::ApiError;
 use crate::staging::data::validate_export_data;
 use crate::staging::diff::diff;
-use crate::staging::requests::{parse_approve_request, parse_reason_request, parse_review_request};
+use crate::staging::requests::ApproveRequest;
 use crate::staging::workflow::{transition, ExportEvent};
 use serde_json::{json, Value};
 use worker::D1Database;
@@ -41,10 +41,10 @@ pub async fn review(
     db: &D1Database,
     env: &Envelope,
     id: &str,
-    body: &[u8],
+    comments: Option<&str>,
     now: i64,
 ) -> HandlerResult {
-    let comments = parse_review_request(body)?;
+    let comments = comments.map(str::to_owned);
     let actor = env.caller_sub.clone();
     simple_transition(
         db,
@@ -66,10 +66,10 @@ pub async fn reject(
     db: &D1Database,
     env: &Envelope,
     id: &str,
-    body: &[u8],
+    reason: &str,
     now: i64,
 ) -> HandlerResult {
-    let reason = parse_reason_request(body, true)?.unwrap_or_default();
+    let reason = reason.to_owned();
     let actor = env.caller_sub.clone();
     simple_transition(
         db,
@@ -94,10 +94,9 @@ pub async fn approve(
     cfg: &Config,
     env: &Envelope,
     id: &str,
-    body: &[u8],
+    req: &ApproveRequest,
     now: i64,
 ) -> HandlerResult {
-    let req = parse_approve_request(body)?;
     let before = load_export(db, &env.scope, id)
         .await?
         .ok_or_else(|| not_found(id))?;

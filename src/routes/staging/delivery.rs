@@ -12,8 +12,8 @@ use crate::http;
 use crate::idempotency::fingerprint::sha256_hex;
 use crate::idempotency::StoredResponse;
 use crate::problem::ApiError;
-use crate::staging::render::{export_filename, render_csv, render_json};
-use crate::staging::requests::{parse_reason_request, ExportFormat};
+use crate::staging::render::{export_filename, header_file_name, render_csv, render_json};
+use crate::staging::requests::{ExportFormat, PostRequest};
 use crate::staging::workflow::{can_post, transition, ExportEvent};
 use crate::upstream::{self, UpstreamResult};
 use serde_json::{json, Value};
@@ -29,11 +29,18 @@ pub fn delivery_key(export_id: &str) -> String {
 /// is set, and records the file. A failed delivery moves the export to `failed`
 /// (committed, with its audit row) and answers 502 without storing it, so a retry
 /// with the same key attempts the post again, up to `max_retries`.
+///
+/// The body (AP Intake's) may name the file (`export_filename`, else one is made
+/// from the invoice number and the export id) and carry the caller's
+/// `external_reference`: the export's reference is the destination's when it
+/// gives one, else the caller's, else a generated one; the caller's is always
+/// kept as `caller_reference`.
 pub async fn post(
     db: &D1Database,
     cfg: &Config,
     env: &Envelope,
     id: &str,
+    req: &PostRequest,
     now: i64,
 ) -> HandlerResult {
     let before = load_export(db, &env.scope, id)
@@ -53,10 +60,16 @@ pub async fn post(
         .get("invoice_number")
         .and_then(Value::as_str)
         .unwrap_or(&before.invoice_id);
-    let file_name = export_filename(invoice_number, &before.id, format.ext());
+    let file_name = req
+        .export_filename
+        .clone()
+        .unwrap_or_else(|| export_filename(invoice_number, &before.id, format.ext()));
     let checksum = sha256_hex(content.as_bytes());
+    let caller_reference = req.external_reference.clone();
     let delivered: Result<String, String> = match cfg.destination_url.as_deref() {
-        None => Ok(format!("local:{}", before.id)),
+        None => Ok(caller_reference
+            .clone()
+            .unwrap_or_else(|| format!("local:{}", before.id))),
         Some(url) => {
             let forward = vec![
                 (
@@ -64,7 +77,10 @@ pub async fn post(
                     format.content_type().to_string(),
                 ),
                 ("x-export-id".to_string(), before.id.clone()),
-                ("x-export-filename".to_string(), file_name.clone()),
+                (
+                    "x-export-filename".to_string(),
+                    header_file_name(&file_name),
+                ),
                 ("x-export-sha256".to_string(), checksum.clone()),
                 (
                     "x-destination-system".to_string(),
@@ -74,7 +90,9 @@ pub async fn post(
             let key = delivery_key(&before.id);
             let answer = upstream::call(cfg, url, content.as_bytes(), &forward, Some(&key)).await;
             destination_answer(answer).map(|reference| {
-                reference.unwrap_or_else(|| format!("{}:{}", before.destination_system, before.id))
+                reference
+                    .or_else(|| caller_reference.clone())
+                    .unwrap_or_else(|| format!("{}:{}", before.destination_system, before.id))
             })
         }
     };
@@ -92,10 +110,11 @@ pub async fn post(
             after.file_content_type = Some(format.content_type().into());
             after.file_content = Some(content);
             after.external_reference = Some(reference);
+            after.caller_reference = caller_reference;
             after.posted_by = Some(env.caller_sub.clone());
             after.posted_at = Some(now as f64);
             after.last_error = None;
-            let detail = json!({"external_reference": after.external_reference, "file": after.file_name, "sha256": after.file_checksum});
+            let detail = json!({"external_reference": after.external_reference, "caller_reference": after.caller_reference, "file": after.file_name, "sha256": after.file_checksum});
             commit_transition(db, env, &before, &after, "post", detail, now)
         }
         Err(error) => {
@@ -179,10 +198,9 @@ pub async fn rollback(
     cfg: &Config,
     env: &Envelope,
     id: &str,
-    body: &[u8],
+    reason: &str,
     now: i64,
 ) -> HandlerResult {
-    let reason = parse_reason_request(body, true)?.unwrap_or_default();
     let before = load_export(db, &env.scope, id)
         .await?
         .ok_or_else(|| not_found(id))?;
@@ -212,7 +230,7 @@ pub async fn rollback(
     after.status = to;
     after.version += 1.0;
     after.updated_at = now as f64;
-    after.rollback_reason = Some(reason.clone());
+    after.rollback_reason = Some(reason.to_owned());
     after.rolled_back_by = Some(env.caller_sub.clone());
     after.rolled_back_at = Some(now as f64);
     commit_transition(

@@ -21,7 +21,7 @@ mod writes;
 pub use approval::{approve, reject, review};
 pub use delivery::{delivery_key, post, rollback};
 pub use reads::{get, get_audit, get_batch, get_diff, get_file, list};
-pub use stage::{stage, stage_batch};
+pub use stage::{parse_batch, stage, stage_batch, BatchItem};
 pub use sweep::expire_approvals;
 
 pub use reads::get_preview;

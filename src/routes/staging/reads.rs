@@ -7,7 +7,7 @@ use super::rows::{load_export, select, ExportRow};
 use crate::auth::Caller;
 use crate::http;
 use crate::problem::ApiError;
-use crate::staging::render::render_file;
+use crate::staging::render::{content_disposition, render_file};
 use crate::staging::workflow::ExportState;
 use crate::store::{self, int, s};
 use serde::Deserialize;
@@ -94,10 +94,7 @@ pub async fn get_file(db: &D1Database, caller: &Caller, id: &str) -> Result<Resp
             .as_deref()
             .unwrap_or("application/octet-stream"),
     )?;
-    headers.set(
-        "content-disposition",
-        &format!("attachment; filename=\"{name}\""),
-    )?;
+    headers.set("content-disposition", &content_disposition(&name))?;
     if let Some(sum) = row.file_checksum {
         headers.set("x-export-sha256", &sum)?;
     }
@@ -108,7 +105,8 @@ pub async fn get_file(db: &D1Database, caller: &Caller, id: &str) -> Result<Resp
 
 /// `GET …/preview`: the file as JSON — the posted file once there is one, else the
 /// file posting would render now from the approved data, or before approval from
-/// the prepared data (`source` says which). Read-only: nothing is recorded.
+/// the prepared data (`source` says which), under its default name (a post may
+/// name the file itself). Read-only: nothing is recorded.
 pub async fn get_preview(db: &D1Database, caller: &Caller, id: &str) -> Result<Response> {
     let Some(row) = load_export(db, &caller.tenant, id).await? else {
         return Ok(http::problem(&not_found(id)));

@@ -94,6 +94,9 @@ export_columns! {
     file_content: Option<String>, Update, hidden;
     file_content_type: Option<String>, Update, hidden;
     external_reference: Option<String>, Update, plain;
+    // The reference the poster sent (AP Intake's `external_reference`), kept
+    // beside the destination's.
+    caller_reference: Option<String>, Update, plain;
     posted_by: Option<String>, Update, plain;
     posted_at: Option<f64>, Update, int;
     rollback_reason: Option<String>, Update, plain;
@@ -291,6 +294,7 @@ pub(super) fn new_export(
         file_content: None,
         file_content_type: None,
         external_reference: None,
+        caller_reference: None,
         posted_by: None,
         posted_at: None,
         rollback_reason: None,
@@ -322,7 +326,7 @@ mod tests {
     /// What `stage` stores and answers for a body, short of D1: the parsed request,
     /// its validation, the new row, and the row's public view.
     fn staged(body: &[u8]) -> Option<(ExportRow, Value)> {
-        let req = parse_stage_request(body).ok()?;
+        let req = parse_stage_request(body, "alice").ok()?;
         let v = validate_export_data(&req.export_data).ok()?;
         let row = new_export("t", "alice", None, &req, &v, 1_700_000_000_000);
         let view = row.to_json();
@@ -442,7 +446,7 @@ mod tests {
     fn the_public_view_is_unchanged() {
         let body = json!({"invoice_id": "inv-1", "export_format": "json",
             "destination_system": "netsuite", "export_data": {"vendor_name": "V", "total_amount": "1.00"}});
-        let req = parse_stage_request(body.to_string().as_bytes()).unwrap();
+        let req = parse_stage_request(body.to_string().as_bytes(), "alice").unwrap();
         let v = validate_export_data(&req.export_data).unwrap();
         let mut row = new_export("t", "alice", Some("batch_1"), &req, &v, 1_700_000_000_000);
         row.id = "exp_1".into();
@@ -451,7 +455,7 @@ mod tests {
             row.to_json().to_string(),
             format!(
                 "{}{findings}",
-                r#"{"approval_comments":null,"approved_at":null,"approved_by":null,"approved_data":null,"batch_id":"batch_1","change_reason":null,"created_at":1700000000000,"destination_system":"netsuite","export_format":"json","external_reference":null,"file":null,"id":"exp_1","invoice_id":"inv-1","last_error":null,"max_retries":3,"original_data":{"total_amount":"1.00","vendor_name":"V"},"posted_at":null,"posted_by":null,"prepared_by":"alice","prepared_data":{"total_amount":"1.00","vendor_name":"V"},"quality_score":0,"rejected_by":null,"rejection_reason":null,"retries":0,"review_comments":null,"reviewed_by":null,"rollback_reason":null,"rolled_back_at":null,"rolled_back_by":null,"status":"prepared","updated_at":1700000000000,"#
+                r#"{"approval_comments":null,"approved_at":null,"approved_by":null,"approved_data":null,"batch_id":"batch_1","caller_reference":null,"change_reason":null,"created_at":1700000000000,"destination_system":"netsuite","export_format":"json","external_reference":null,"file":null,"id":"exp_1","invoice_id":"inv-1","last_error":null,"max_retries":3,"original_data":{"total_amount":"1.00","vendor_name":"V"},"posted_at":null,"posted_by":null,"prepared_by":"alice","prepared_data":{"total_amount":"1.00","vendor_name":"V"},"quality_score":0,"rejected_by":null,"rejection_reason":null,"retries":0,"review_comments":null,"reviewed_by":null,"rollback_reason":null,"rolled_back_at":null,"rolled_back_by":null,"status":"prepared","updated_at":1700000000000,"#
             )
         );
         row.approved_data = Some("{\"a\":1}".into());
@@ -471,12 +475,13 @@ mod tests {
         row.file_content = Some("content".into());
         row.file_content_type = Some("application/json".into());
         row.external_reference = Some("ext".into());
+        row.caller_reference = Some("cref".into());
         row.posted_by = Some("p".into());
         row.posted_at = Some(2.0);
         row.rollback_reason = Some("rr".into());
         row.rolled_back_by = Some("rb".into());
         row.rolled_back_at = Some(3.0);
-        let full = r#"{"approval_comments":"ac","approved_at":1,"approved_by":"b","approved_data":{"a":1},"batch_id":"batch_1","change_reason":"cr","created_at":1700000000000,"destination_system":"netsuite","export_format":"json","external_reference":"ext","file":{"content_type":"application/json","name":"f.json","sha256":"abc","size":12,"url":"/v1/staging/exports/exp_1/file"},"id":"exp_1","invoice_id":"inv-1","last_error":"le","max_retries":3,"original_data":{"total_amount":"1.00","vendor_name":"V"},"posted_at":2,"posted_by":"p","prepared_by":"alice","prepared_data":{"total_amount":"1.00","vendor_name":"V"},"quality_score":0,"rejected_by":"x","rejection_reason":"y","retries":0,"review_comments":"rc","reviewed_by":"r","rollback_reason":"rr","rolled_back_at":3,"rolled_back_by":"rb","status":"prepared","updated_at":1700000000000,"#;
+        let full = r#"{"approval_comments":"ac","approved_at":1,"approved_by":"b","approved_data":{"a":1},"batch_id":"batch_1","caller_reference":"cref","change_reason":"cr","created_at":1700000000000,"destination_system":"netsuite","export_format":"json","external_reference":"ext","file":{"content_type":"application/json","name":"f.json","sha256":"abc","size":12,"url":"/v1/staging/exports/exp_1/file"},"id":"exp_1","invoice_id":"inv-1","last_error":"le","max_retries":3,"original_data":{"total_amount":"1.00","vendor_name":"V"},"posted_at":2,"posted_by":"p","prepared_by":"alice","prepared_data":{"total_amount":"1.00","vendor_name":"V"},"quality_score":0,"rejected_by":"x","rejection_reason":"y","retries":0,"review_comments":"rc","reviewed_by":"r","rollback_reason":"rr","rolled_back_at":3,"rolled_back_by":"rb","status":"prepared","updated_at":1700000000000,"#;
         assert_eq!(row.to_json().to_string(), format!("{full}{findings}"));
         // Stored JSON that does not parse is shown as null.
         row.approved_data = Some("not json".into());

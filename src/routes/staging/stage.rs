@@ -4,23 +4,22 @@
 use super::rows::new_export;
 use super::writes::{insert_audits, insert_exports, Audit};
 use super::{ok_export, HandlerOutcome, HandlerResult};
-use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::http;
 use crate::ids::new_id;
+use crate::request_body::RequestError;
 use crate::staging::data::validate_export_data;
-use crate::staging::requests::{
-    parse_batch_request, parse_stage_request, stage_request_from_value,
-};
+use crate::staging::requests::{parse_batch_request, stage_request_from_value, StageRequest};
 use crate::store::{int, s, stmt};
 use serde_json::json;
 use worker::D1Database;
 
 /// `POST /v1/staging/exports`.
-pub fn stage(db: &D1Database, env: &Envelope, body: &[u8], now: i64) -> HandlerResult {
-    let req = parse_stage_request(body)?;
+pub fn stage(db: &D1Database, env: &Envelope, req: &StageRequest, now: i64) -> HandlerResult {
+    // Scored here (the Worker only checked the data is acceptable): the score
+    // and findings are part of the row.
     let validation = validate_export_data(&req.export_data)?;
-    let row = new_export(&env.scope, &env.caller_sub, None, &req, &validation, now);
+    let row = new_export(&env.scope, &env.caller_sub, None, req, &validation, now);
     let audit = Audit {
         actor: &env.caller_sub,
         event: "stage",
@@ -39,27 +38,50 @@ pub fn stage(db: &D1Database, env: &Envelope, body: &[u8], now: i64) -> HandlerR
     })
 }
 
-/// `POST /v1/staging/batches`: each item validated on its own; the valid ones are
-/// staged, all in one D1 batch with the batch row and their audit rows.
+/// Parses a `POST /v1/staging/batches` body: its shape must be valid (else the
+/// whole request is a 400), while each item is valid or carries its own error
+/// (`exports[i]…`), so one bad item does not reject the batch.
+/// `caller`: the token's subject, which any `prepared_by` must name.
+pub fn parse_batch(
+    body: &[u8],
+    max_batch: usize,
+    caller: &str,
+) -> Result<Vec<BatchItem>, RequestError> {
+    let req = parse_batch_request(body, max_batch, caller)?;
+    Ok(req
+        .exports
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let r = stage_request_from_value(item, &format!("exports[{i}]"), caller)
+                .map_err(|e| e.to_string())?;
+            validate_export_data(&r.export_data)
+                .map_err(|e| format!("exports[{i}].export_data: {e}"))?;
+            Ok(r)
+        })
+        .collect())
+}
+
+/// One item of a batch: a valid stage request, or why it is not.
+pub type BatchItem = Result<StageRequest, String>;
+
+/// `POST /v1/staging/batches`: the valid items are staged, all in one D1 batch
+/// with the batch row and their audit rows; the invalid ones are reported.
 pub fn stage_batch(
     db: &D1Database,
-    cfg: &Config,
     env: &Envelope,
-    body: &[u8],
+    batch: &[BatchItem],
     now: i64,
 ) -> HandlerResult {
-    let req = parse_batch_request(body, cfg.staging_max_batch_size)?;
     let batch_id = new_id("batch");
     let mut rows = Vec::new();
-    let mut items = Vec::with_capacity(req.exports.len());
-    for (i, item) in req.exports.iter().enumerate() {
-        let staged = stage_request_from_value(item, &format!("exports[{i}]"))
-            .map_err(|e| e.to_string())
-            .and_then(|r| {
-                validate_export_data(&r.export_data)
-                    .map(|v| (r, v))
-                    .map_err(|e| format!("exports[{i}].export_data: {e}"))
-            });
+    let mut items = Vec::with_capacity(batch.len());
+    for (i, item) in batch.iter().enumerate() {
+        let staged = item.clone().and_then(|r| {
+            validate_export_data(&r.export_data)
+                .map(|v| (r, v))
+                .map_err(|e| format!("exports[{i}].export_data: {e}"))
+        });
         match staged {
             Ok((r, v)) => {
                 let row = new_export(&env.scope, &env.caller_sub, Some(&batch_id), &r, &v, now);

@@ -10,7 +10,7 @@ use crate::ids::new_id;
 use crate::problem::ApiError;
 use crate::routes::{HandlerOutcome, HandlerResult};
 use crate::store::{self, int, s, stmt};
-use crate::training::{build_examples, parse_dataset_request, Format, SourceDocument};
+use crate::training::{build_examples, DatasetRequest, Format, SourceDocument};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
@@ -106,10 +106,9 @@ async fn load_sources(
 pub async fn create_dataset(
     db: &D1Database,
     env: &Envelope,
-    body: &[u8],
+    req: &DatasetRequest,
     now: i64,
 ) -> HandlerResult {
-    let req = parse_dataset_request(body)?;
     let docs = match load_sources(db, &env.scope, &req.document_ids, req.format).await? {
         Ok(d) => d,
         Err(missing) => {

@@ -9,7 +9,7 @@ use crate::idempotency::StoredResponse;
 use crate::problem::ApiError;
 use crate::routes::{HandlerOutcome, HandlerResult};
 use crate::store::{self, int, s, stmt};
-use crate::training::{parse_cancel_request, parse_event_request, transition, JobEvent, JobState};
+use crate::training::{transition, JobEvent, JobEventRequest, JobState};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
@@ -195,10 +195,9 @@ pub async fn job_event(
     db: &D1Database,
     env: &Envelope,
     job_id: &str,
-    body: &[u8],
+    ev: &JobEventRequest,
     now: i64,
 ) -> HandlerResult {
-    let ev = parse_event_request(body)?;
     let payload = ev.kind.payload();
     // The idempotency record of `event_id` expires; the job's history does not. A
     // repeat that reaches the handler (after the record's TTL) is answered from the
@@ -232,10 +231,9 @@ pub async fn cancel_job(
     db: &D1Database,
     env: &Envelope,
     job_id: &str,
-    body: &[u8],
+    reason: Option<&str>,
     now: i64,
 ) -> HandlerResult {
-    let reason = parse_cancel_request(body)?;
     let event_id = format!("cancel:{}", env.key);
     apply_event(
         db,
@@ -253,6 +251,7 @@ pub async fn cancel_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::training::parse_event_request;
 
     /// The row the first application of `body` to a job at `version` wrote, and
     /// the answer it gave (as `apply_event` builds both).

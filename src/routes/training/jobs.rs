@@ -11,7 +11,7 @@ use crate::ids::new_id;
 use crate::problem::ApiError;
 use crate::routes::{AfterCommit, HandlerOutcome, HandlerResult};
 use crate::store::{self, int, s, stmt};
-use crate::training::{parse_job_request, JobState};
+use crate::training::{JobRequest, JobState};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
@@ -22,10 +22,9 @@ pub async fn create_job(
     db: &D1Database,
     cfg: &Config,
     env: &Envelope,
-    body: &[u8],
+    req: &JobRequest,
     now: i64,
 ) -> HandlerResult {
-    let req = parse_job_request(body)?;
     match find_dataset(db, &env.scope, &req.dataset_id).await? {
         None => {
             return Err(ApiError::NotFound(format!("dataset {} not found", req.dataset_id)).into())

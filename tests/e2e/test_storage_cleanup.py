@@ -1,0 +1,97 @@
+"""Nothing is left behind per key: a key's Durable Object drops its SQLite database
+(`deleteAll`) once the key holds nothing — its answer expired, it was released, its
+execution failed, or it was only asked about. Cloudflare keeps an object's database
+until then, so without this every key ever seen would cost storage for good.
+
+Local workerd keeps one SQLite file (plus -wal and -shm) per object under the state
+directory; after `deleteAll` only an empty 4 KiB database file remains."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Client, Server, unique
+
+EMPTY = 4096  # bytes of an emptied object's files in local workerd
+
+
+@pytest.fixture(scope="module")
+def short_ttl(origin):
+    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,flaky", IDEMPOTENCY_TTL_SECONDS=2).start()
+    yield s
+    s.cleanup()
+
+
+def objects(server):
+    """Bytes on disk per key object (its .sqlite, -wal and -shm files)."""
+    out = {}
+    for p in (Path(server.state_dir) / "v3" / "do").rglob("*.sqlite*"):
+        if p.name.startswith("metadata."):
+            continue
+        stem = p.name.split(".sqlite")[0]
+        out[stem] = out.get(stem, 0) + p.stat().st_size
+    return out
+
+
+def new_object(server, before):
+    """The one object created since `before`, and its bytes."""
+    after = objects(server)
+    new = [k for k in after if k not in before]
+    assert len(new) == 1, (before, after)
+    return new[0], after[new[0]]
+
+
+def eventually_empty(server, stem, within=15):
+    deadline = time.time() + within
+    while time.time() < deadline:
+        size = objects(server).get(stem, 0)
+        if size <= EMPTY:
+            return size
+        time.sleep(0.5)
+    return objects(server).get(stem, 0)
+
+
+def call(client, name, key):
+    return client.server.request("POST", f"/functions/v1/{name}", {"n": unique("n")}, client.headers(key))
+
+
+def test_an_expired_answer_leaves_only_an_empty_database(short_ttl, origin):
+    c = Client(short_ttl, unique("ttl"))
+    before = objects(short_ttl)
+    assert call(c, "echo", "k-expire").status == 200
+    stem, size = new_object(short_ttl, before)
+    assert size > 4 * EMPTY, size  # the answer and the lease are on disk
+    # The alarm at the answer's expiry (2 s) clears the slot and drops the database.
+    assert eventually_empty(short_ttl, stem) <= EMPTY
+    # Expired means new: the same key runs again, in the same object.
+    runs = origin.count("/echo")
+    assert call(c, "echo", "k-expire").status == 200
+    assert origin.count("/echo") == runs + 1
+
+
+def test_a_released_key_leaves_only_an_empty_database(short_ttl):
+    c = Client(short_ttl, unique("rel"))
+    before = objects(short_ttl)
+    assert call(c, "echo", "k-release").status == 200
+    stem, size = new_object(short_ttl, before)
+    assert size > 4 * EMPTY, size
+    assert c.delete("/v1/idempotency/keys/k-release?route=/functions/v1/echo").status == 204
+    assert objects(short_ttl)[stem] <= EMPTY
+
+
+def test_a_failed_execution_leaves_only_an_empty_database(short_ttl, origin):
+    c = Client(short_ttl, unique("fail"))
+    before = objects(short_ttl)
+    assert call(c, "flaky", "k-fail").status == 500  # the origin's first answer per key
+    stem, _ = new_object(short_ttl, before)
+    assert objects(short_ttl)[stem] <= EMPTY
+
+
+def test_asking_about_an_unknown_key_leaves_only_an_empty_database(short_ttl):
+    c = Client(short_ttl, unique("ask"))
+    before = objects(short_ttl)
+    reply = c.get(f"/v1/idempotency/keys/{unique('never')}?route=/functions/v1/echo")
+    assert reply.status == 404
+    stem, size = new_object(short_ttl, before)
+    assert size <= EMPTY, size
