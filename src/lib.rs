@@ -46,6 +46,7 @@ pub mod http;
 pub mod idempotency;
 pub mod ids;
 pub mod keygate_do;
+pub mod metrics;
 pub mod panic_guard;
 pub mod problem;
 pub mod request_body;
@@ -86,7 +87,16 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
                 Ok(n) => console_log!("sweep: deleted {n} expired idempotency records"),
                 Err(e) => console_error!("sweep failed: {e}"),
             }
-            let (cfg, _) = config::Config::from_lookup(|n| env.var(n).ok().map(|v| v.to_string()));
+            let templates = commands::Command::ALL.map(commands::Command::template);
+            let cfg = match config::cached(|n| env.var(n).ok().map(|v| v.to_string()), &templates) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    console_error!(
+                        "sweep: configuration refused, nothing but expired records swept: {e}"
+                    );
+                    return;
+                }
+            };
             match routes::training::retry_dispatches(&db, &cfg, now).await {
                 Ok(n) if n > 0 => console_log!("sweep: retried {n} training job dispatches"),
                 Ok(_) => {}
