@@ -21,7 +21,11 @@
 //! - Pure logic, tested on the host: [`idempotency`] (key, fingerprint, scope,
 //!   admission, the object's decisions and run, replay headers, `Prefer`),
 //!   [`auth`], [`documents`], [`training`], [`staging`], [`request_body`] (the
-//!   JSON body rules every request parser shares), [`problem`], [`config`].
+//!   JSON body rules every request parser shares), [`problem`], [`config`]
+//!   (strict settings and the TTL policy), [`metrics`] (the Prometheus text).
+//! - [`stats`] and [`counters`]: `/v1/idempotency/stats` and `/metrics` read
+//!   records and counters by route template; the counts are written behind the
+//!   answers.
 //!
 //! ## Life of a keyed request
 //! 1. Worker: auth (401/503) → body limit (413) → key syntax (400) → validation
