@@ -117,3 +117,35 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Err(e) => console_error!("sweep: no D1 binding: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::commands::Command;
+    use crate::config::parse_route_ttls;
+
+    #[test]
+    fn every_route_of_the_command_table_may_have_its_own_ttl() {
+        let templates = Command::ALL.map(Command::template);
+        for c in Command::ALL {
+            let (_, path) = c.template().split_once(' ').unwrap();
+            for spec in [format!("{path}=60"), format!("{}=60", c.template())] {
+                let routes = parse_route_ttls(&spec, &templates, &[]).expect(&spec);
+                assert_eq!(routes[0].template, c.template(), "{spec}");
+                assert_eq!(
+                    (routes[0].name.as_deref(), routes[0].ttl_ms),
+                    (None, 60_000)
+                );
+            }
+        }
+        // The issue's own example.
+        let functions = ["charge".to_string()];
+        let routes = parse_route_ttls(
+            "/v1/documents=604800,/functions/v1/charge=3600",
+            &templates,
+            &functions,
+        )
+        .unwrap();
+        assert_eq!(routes[1].template, "POST /functions/v1/{name}");
+        assert_eq!(routes[1].name.as_deref(), Some("charge"));
+    }
+}
