@@ -92,6 +92,8 @@ def test_greenlang_pipeline_idempotency_sequence(srv, origin):
         replies = list(pool.map(lambda _: post(c, "emissions", other, k2, {"prefer": "wait=10"}), range(8)))
     assert {r.status for r in replies} == {200}
     assert len({r.json()["execution_id"] for r in replies}) == 1
+    # Waiters answered by the key's object state the same expiry as the executor.
+    assert len({r.header("idempotency-expires") for r in replies}) == 1
     assert origin.count("/emissions") == calls + 2
 
     # fail_operation: a failed operation is cached with the shorter TTL...
