@@ -336,16 +336,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use super::ttl::tests::ROUTES;
     use super::*;
-
-    /// A few templates as the command table names them.
-    const ROUTES: [&str; 5] = [
-        "POST /v1/documents",
-        "POST /v1/training-jobs/{id}/events",
-        "POST /functions/v1/{name}",
-        "PUT /v1/staging/exports/{id}/approve",
-        "POST /v1/staging/batches",
-    ];
 
     fn read(vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
         let vars: Vec<(String, String)> = vars

@@ -183,11 +183,11 @@ fn resolve_route(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A few templates as the command table names them.
-    const ROUTES: [&str; 5] = [
+    pub(in crate::config) const ROUTES: [&str; 5] = [
         "POST /v1/documents",
         "POST /v1/training-jobs/{id}/events",
         "POST /functions/v1/{name}",
