@@ -172,6 +172,8 @@ def profile(port, headers, body, keyed, n=200):
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "12"))
 PER_ROUND = int(os.environ.get("BENCH_PER_ROUND", "20"))
+# The sharded design measured on the JS floor: keys hashed into this many objects.
+SHARDS = 8
 
 
 def fmt(x, digits=2):
@@ -287,6 +289,7 @@ def run(tmp):
     fn_body = tmp / "fn.json"
     fn_body.write_bytes(fn)
     plain = {"Content-Type": "application/json"}
+    sharded = {**plain, "x-floor-shards": str(SHARDS)}
     rk = f"replay-{uuid.uuid4().hex[:8]}"
     ig, ho, fl = "idemgate", "hono-idempotency", "floor"
     cells = interleaved([
@@ -302,6 +305,8 @@ def run(tmp):
         Cell(f"{ho} D1 store: replay", hono_port, "POST", "/d1/echo", fn, plain, rk),
         Cell(f"{fl}: passthrough (JS Worker, no key)", floor_port, "POST", "/functions/v1/echo", fn, plain),
         Cell(f"{fl}: new key (JS per-key object)", floor_port, "POST", "/functions/v1/echo", fn, plain, "new"),
+        Cell(f"{fl}: new key (JS, keys sharded into {SHARDS} objects)", floor_port, "POST", "/functions/v1/echo", fn,
+             sharded, "new"),
     ])
     print(f"  measured: {len(cells)} latency cells, {ROUNDS} rounds × {PER_ROUND} requests each", file=sys.stderr)
 
@@ -314,6 +319,10 @@ def run(tmp):
         (f"{ho}: route without middleware", f"{hono}/plain/echo", lua(tmp / "hpass.lua", plain, fn_body)),
         (f"{ho} DO store: new key", f"{hono}/do/echo", lua(tmp / "hdo.lua", plain, fn_body, new_key=True)),
         (f"{ho} D1 store: new key", f"{hono}/d1/echo", lua(tmp / "hd1.lua", plain, fn_body, new_key=True)),
+        (f"{fl}: new key (JS per-key object)", f"http://127.0.0.1:{floor_port}/functions/v1/echo",
+         lua(tmp / "fnew.lua", plain, fn_body, new_key=True)),
+        (f"{fl}: new key (JS, keys sharded into {SHARDS} objects)", f"http://127.0.0.1:{floor_port}/functions/v1/echo",
+         lua(tmp / "fshard.lua", sharded, fn_body, new_key=True)),
     ):
         throughput[name] = wrk(url, 16, script)
         print(f"  measured: {name}: {fmt(throughput[name]['rps'], 0)} req/s (16 conns)", file=sys.stderr)
@@ -327,11 +336,11 @@ def run(tmp):
     print_tables(cells, throughput, st, sizes, disk)
     print()
     print("Where an idemgate request spends its time (Server-Timing means over 200 sequential requests, ms):")
-    print("| request | client p50 | in the Worker | Worker → object → Worker | origin call |")
+    print("| request | client p50 | in the Worker | Worker → object → Worker | origin call / run under the lease |")
     print("|---|---:|---:|---:|---:|")
     print(f"| passthrough | {fmt(prof_pass['client p50'])} | {fmt(prof_pass.get('worker'))} | — | {fmt(prof_pass.get('upstream'))} |")
     print(f"| first execution | {fmt(prof_new['client p50'])} | {fmt(prof_new.get('worker'))} | {fmt(prof_new.get('gate'))} | "
-          f"{fmt(prof_new.get('handler'))} |")
+          f"{fmt(prof_new.get('run'))} |")
     return 0
 
 
@@ -377,6 +386,13 @@ def print_tables(cells, throughput, st, sizes, disk):
     print("|---|---:|---:|:---:|")
     for name, got, target, ok in rows:
         print(f"| {name} | {got} | {target} | {'yes' if ok else 'NO'} |")
+    shard = p[f"{fl}: new key (JS, keys sharded into {SHARDS} objects)"]
+    tfl = throughput[f"{fl}: new key (JS per-key object)"]["rps"]
+    tsh = throughput[f"{fl}: new key (JS, keys sharded into {SHARDS} objects)"]["rps"]
+    print()
+    print(f"The design option (issue 11 item 5), measured on the JS floor: a new key in one of {SHARDS} long-lived "
+          f"sharded objects {shard:.2f} ms p50 and {tsh:.0f} req/s at 16 connections, against a new object per key "
+          f"{p[f'{fl}: new key (JS per-key object)']:.2f} ms and {tfl:.0f} req/s.")
     print()
     print(f"storm: 500 concurrent requests, one key, Prefer: wait=10 — wall time {st['wall_ms']:.0f} ms; "
           f"release wasm: {sizes[0] / 1024:.0f} KiB raw, {sizes[1] / 1024:.0f} KiB gzip")
