@@ -8,10 +8,12 @@
 //! `idempotency_records` stays the system of record; the handler's rows and that
 //! record are committed in one D1 batch.
 
+mod answers;
+
 use crate::commands::Endpoint;
 use crate::config::{Config, ConfigErrors};
 use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
-use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS, TAKEOVER_HEADER};
+use crate::http::{self, Timings, EXPIRES_HEADER, TAKEOVER_HEADER};
 use crate::idempotency::execute::{Executed, Held, KeyState, Released};
 use crate::idempotency::gate::{
     Clock, Committed, Decision, Gate, LiveHolders, Releaser, StoreError,
@@ -21,6 +23,7 @@ use crate::problem::ApiError;
 use crate::routes::{self, AfterCommit};
 use crate::slot_sql::SqlSlots;
 use crate::store::D1Records;
+use answers::{Finished, ForWaiters};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::FutureExt;
@@ -30,16 +33,6 @@ use worker::{
     console_error, durable_object, wasm_bindgen, Date, Delay, DurableObject, Env, Request,
     Response, Result, ScheduledTime, State, Storage,
 };
-
-/// A finished execution, as handed to the requests waiting on it.
-#[derive(Clone)]
-struct Finished {
-    response: StoredResponse,
-    /// Stored answers reach waiters as replays; a transient failure is passed as is.
-    stored: bool,
-    /// When a stored answer expires.
-    expires_at: i64,
-}
 
 /// The runtime's clock.
 pub struct WallClock;
@@ -161,7 +154,7 @@ impl DurableObject for KeyGate {
         };
         result.or_else(|e| {
             console_error!("KeyGate {}: {e}", envelope.route);
-            Ok(with_outcome(
+            Ok(answers::with_outcome(
                 http::problem(&ApiError::StorageUnavailable),
                 GateOutcome::Failed,
             ))
@@ -255,9 +248,9 @@ impl KeyGate {
                 Decision::Replay {
                     response,
                     expires_at,
-                } => return Ok(self.replay(env, &response, waited, expires_at)),
+                } => return Ok(answers::replay(env, &response, waited, expires_at)),
                 Decision::Mismatch => {
-                    return Ok(with_outcome(
+                    return Ok(answers::with_outcome(
                         http::problem(&ApiError::KeyReused {
                             key: env.key.to_string(),
                         }),
@@ -267,7 +260,7 @@ impl KeyGate {
                 Decision::InFlight { lease_expires_at } => {
                     let now = now_ms();
                     if now >= wait_deadline {
-                        return Ok(with_outcome(
+                        return Ok(answers::with_outcome(
                             http::problem(&ApiError::KeyInFlight {
                                 key: env.key.to_string(),
                             }),
@@ -282,50 +275,22 @@ impl KeyGate {
                     let wake = wait_deadline.min(lease_expires_at + 1) - now;
                     let timer = Delay::from(Duration::from_millis(wake.max(1) as u64));
                     if let Either::Left((Ok(finished), _)) = select(rx, timer).await {
-                        return Ok(self.answer_waiter(env, finished));
+                        return Ok(answers::to_waiter(env, finished));
                     }
                 }
             }
         }
     }
 
-    fn preference_applied(&self, env: &Envelope) -> String {
-        format!("wait={}", (env.wait_ms + 999) / 1000)
-    }
-
-    fn replay(
-        &self,
-        env: &Envelope,
-        resp: &StoredResponse,
-        waited: bool,
-        expires_at: i64,
-    ) -> Response {
-        let applied = self.preference_applied(env);
-        let expires = expires_at.to_string();
-        let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
-        extra.push(("idempotency-key", env.key.as_str()));
-        extra.push((EXPIRES_HEADER, &expires));
-        if waited {
-            extra.push(("preference-applied", &applied));
+    /// The answer to the request that ran; its waiters get theirs.
+    fn answer_run<A>(&self, env: &Envelope, executed: Executed<A>) -> Response {
+        let (response, waiters) = answers::of_run(env, executed);
+        match waiters {
+            ForWaiters::Send(finished) => self.notify(&finished),
+            // They sent the payload that lost: they re-decide and get 422 too.
+            ForWaiters::Redecide => self.waiters.borrow_mut().clear(),
         }
-        with_outcome(http::stored(resp, &extra), GateOutcome::Replayed)
-    }
-
-    fn answer_waiter(&self, env: &Envelope, finished: Finished) -> Response {
-        if finished.stored {
-            return self.replay(env, &finished.response, true, finished.expires_at);
-        }
-        let applied = self.preference_applied(env);
-        with_outcome(
-            http::stored(
-                &finished.response,
-                &[
-                    ("idempotency-key", env.key.as_str()),
-                    ("preference-applied", &applied),
-                ],
-            ),
-            GateOutcome::Failed,
-        )
+        response
     }
 
     /// Runs the handler under the lease `token` (renewed while it runs), commits
@@ -402,76 +367,6 @@ impl KeyGate {
             let _ = answer.headers_mut().set(TAKEOVER_HEADER, "1");
         }
         answer
-    }
-
-    /// The answer to the request that ran, and the one its waiters receive.
-    fn answer_run<A>(&self, env: &Envelope, executed: Executed<A>) -> Response {
-        let transient = |response: StoredResponse| {
-            self.notify(&Finished {
-                response: response.clone(),
-                stored: false,
-                expires_at: 0,
-            });
-            with_outcome(
-                http::stored(&response, &[("idempotency-key", env.key.as_str())]),
-                GateOutcome::Failed,
-            )
-        };
-        match executed {
-            Executed::Stored {
-                response,
-                expires_at,
-                ..
-            } => {
-                self.notify(&Finished {
-                    response: response.clone(),
-                    stored: true,
-                    expires_at,
-                });
-                let expires = expires_at.to_string();
-                with_outcome(
-                    http::stored(
-                        &response,
-                        &[
-                            ("idempotency-key", env.key.as_str()),
-                            (EXPIRES_HEADER, &expires),
-                        ],
-                    ),
-                    GateOutcome::Executed,
-                )
-            }
-            Executed::Adopted(c) if c.fingerprint != env.fingerprint_str() => {
-                // Waiters sent the payload that lost; they re-decide and get 422 too.
-                self.waiters.borrow_mut().clear();
-                with_outcome(
-                    http::problem(&ApiError::KeyReused {
-                        key: env.key.to_string(),
-                    }),
-                    GateOutcome::Mismatch,
-                )
-            }
-            Executed::Adopted(c) => {
-                self.notify(&Finished {
-                    response: c.response.clone(),
-                    stored: true,
-                    expires_at: c.expires_at,
-                });
-                self.replay(env, &c.response, false, c.expires_at)
-            }
-            Executed::Released(response) => transient(response),
-            Executed::Threw(e) => {
-                console_error!("handler {} failed: {e}", env.route);
-                transient(http::problem_stored(&ApiError::Internal))
-            }
-            Executed::Failed(e) => {
-                console_error!("storage failure for {}: {e}", env.route);
-                let mut resp = http::problem_stored(&ApiError::StorageUnavailable);
-                if let Some(s) = ApiError::StorageUnavailable.to_problem().retry_after {
-                    resp.headers.push(("retry-after".into(), s.to_string()));
-                }
-                transient(resp)
-            }
-        }
     }
 
     /// Drops the object's whole database (`deleteAll`, which also clears the
@@ -671,8 +566,3 @@ async fn set_alarm_logged(storage: &Storage, when: i64) {
 const LEASE_ALARM_AFTER: Duration = Duration::from_millis(50);
 /// How soon the alarm retries a D1 record write that failed.
 const SYNC_RETRY_MS: i64 = 30_000;
-
-fn with_outcome(mut resp: Response, outcome: GateOutcome) -> Response {
-    let _ = resp.headers_mut().set(OUTCOME_HEADER, outcome.as_str());
-    resp
-}
