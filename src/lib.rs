@@ -55,6 +55,7 @@ pub mod keygate_do;
 pub mod panic_guard;
 pub mod problem;
 pub mod request_body;
+pub mod request_log;
 pub mod routes;
 pub mod slot_sql;
 pub mod staging;
@@ -79,7 +80,7 @@ async fn fetch(
     ctx: Context,
 ) -> Result<worker::worker_sys::web_sys::Response> {
     // A panic anywhere in this isolate answers 500 problem+json instead of hanging.
-    Ok(panic_guard::guarded(frontend_worker::handle(req, env, ctx)))
+    Ok(frontend_worker::serve(req, env, ctx))
 }
 
 #[event(scheduled)]
