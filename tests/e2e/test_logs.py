@@ -14,34 +14,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import Client, Server, assert_problem, forwarded_key, scope_of, text_doc, unique
+from conftest import (Client, Server, assert_problem, forwarded_key, logged_requests, request_lines, scope_of,
+                      text_doc, unique)
 
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 FIELDS = {"event", "time", "request_id", "tenant", "method", "route", "outcome", "status", "total_ms",
           "object_ms", "origin_ms", "key_sha256"}
-
-
-def request_lines(text):
-    """Every `{"event":"request",…}` object in a dev server's output, whatever
-    wrangler puts around it: a prefix or suffix on the line (a timestamp, a log
-    level, colours), or a line wrapped in the middle of the object."""
-    text = ANSI.sub("", text)
-    decoder = json.JSONDecoder()
-    found = []
-    for m in re.finditer(r'\{\s*"event"\s*:\s*"request"', text):
-        start = m.start()
-        try:
-            obj, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            # Wrapped: join the following lines (dropping their line breaks) and try again.
-            try:
-                obj, _ = decoder.raw_decode(text[start:start + 4000].replace("\r", "").replace("\n", ""))
-            except json.JSONDecodeError:
-                continue
-        if isinstance(obj, dict):
-            found.append(obj)
-    return found
 
 
 def test_request_lines_are_found_behind_prefixes_colours_and_wraps():
@@ -73,15 +51,6 @@ class Expect:
                  origin_ms=False):
         self.reply, self.outcome, self.route, self.method = reply, outcome, route, method
         self.tenant, self.key, self.object_ms, self.origin_ms = tenant, key, object_ms, origin_ms
-
-
-def wait_for_lines(server, ids, timeout=15):
-    deadline = time.time() + timeout
-    while True:
-        lines = request_lines(server.log_path.read_text(errors="replace"))
-        if ids <= {l.get("request_id") for l in lines} or time.time() > deadline:
-            return lines
-        time.sleep(0.2)
 
 
 def test_every_request_logs_one_line_with_its_outcome_and_no_secret(logged, origin):
@@ -176,7 +145,7 @@ def test_every_request_logs_one_line_with_its_outcome_and_no_secret(logged, orig
 
     ids = {e.reply.header("x-request-id") for e in made}
     assert None not in ids and len(ids) == len(made), "every answer carries its own X-Request-Id"
-    lines = wait_for_lines(logged, ids)
+    lines = logged_requests(logged, ids)
     text = logged.log_path.read_text(errors="replace")
     by_id = {}
     for line in lines:
