@@ -26,6 +26,8 @@
 //!   JSON body rules every request parser shares), [`problem`], [`config`].
 //! - [`console`]: the approvers' console (`GET /console`), a static page and
 //!   script compiled in, with its security headers.
+//! - [`request_log`]: the one JSON line each request logs (outcome, status,
+//!   durations, a hash prefix of the key), built as plain data.
 //!
 //! ## Life of a keyed request
 //! 1. Worker: auth (401/503) → body limit (413) → key syntax (400) → parse into

@@ -231,9 +231,17 @@ impl Start {
     ) -> RequestLog {
         let phase = |name| server_timing.and_then(|h| timing_phase(h, name));
         let stage = trace.stage();
+        // Phases by name only where idemgate set them: a passthrough answer
+        // carries the origin's own `Server-Timing` entries too.
         let origin_ms = match stage {
             Stage::Passthrough => phase("upstream"),
-            _ if self.route == Endpoint::CallFunction.template() => phase("handler"),
+            Stage::Gate { .. } if self.route == Endpoint::CallFunction.template() => {
+                phase("handler")
+            }
+            _ => None,
+        };
+        let object_ms = match stage {
+            Stage::Gate { .. } | Stage::Admin => phase("gate"),
             _ => None,
         };
         RequestLog {
@@ -246,7 +254,7 @@ impl Start {
             outcome: outcome(stage, status),
             status,
             total_ms: round_ms(now_ms - self.at_ms),
-            object_ms: phase("gate"),
+            object_ms,
             origin_ms,
             key_sha256: trace.key_sha256.borrow().clone(),
         }
@@ -663,11 +671,12 @@ mod tests {
         let trace = Trace::default();
         trace.authenticated("acme");
         trace.at(Stage::Passthrough);
+        // The origin's own phases come first, whatever their names.
         let v = fields(&s.record(
             &trace,
             200,
             s.at_ms + 4.0,
-            Some("upstream;dur=1.7, worker;dur=4.0"),
+            Some("gate;dur=9, handler;dur=8, upstream;dur=7, upstream;dur=1.7, worker;dur=4.0"),
         ));
         assert_eq!(v["outcome"], "passthrough");
         assert_eq!(v["origin_ms"], 1.7);
