@@ -277,6 +277,8 @@ fn round_ms(ms: f64) -> f64 {
 /// segment (`{key}`: the rest of the path). Keep in step with the Worker's router.
 const OTHER_ROUTES: &[&str] = &[
     "/healthz",
+    // Issue 13's API description (served once that work is merged).
+    "/openapi.json",
     "/console",
     "/console/{asset}",
     "/v1/documents/{id}",
@@ -631,6 +633,7 @@ mod tests {
             ),
             ("GET", "/console/app.js", "GET /console/{asset}"),
             ("OPTIONS", "/healthz", "OPTIONS /healthz"),
+            ("GET", "/openapi.json", "GET /openapi.json"),
             ("GET", "/v1/idempotency/keys", UNMATCHED),
             ("GET", "/v1/documents/doc_1/secret-thing", UNMATCHED),
             ("GET", "/user-data-in-a-path", UNMATCHED),
