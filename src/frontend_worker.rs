@@ -1,5 +1,6 @@
 //! The Worker's `fetch`: authenticate, parse the key, validate, fingerprint, and
-//! hand keyed writes to the key's `KeyGate`. Reads go straight to D1.
+//! hand keyed writes to the key's `KeyGate`. Reads go straight to D1. Every
+//! request ends with its log line (`request_log`).
 
 use crate::auth::{self, Caller};
 use crate::commands::{self, key_scope, Endpoint, Keyed, ParseContext, Parsed};
@@ -16,12 +17,13 @@ use crate::idempotency::scope::{self, Scope};
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
 use crate::idempotency::{storable_headers, StoredResponse};
 use crate::problem::ApiError;
+use crate::request_log::{Stage, Start, Trace, REQUEST_ID_HEADER};
 use crate::routes::{documents, functions, staging, training};
 use crate::store::read_error;
 use std::cell::RefCell;
 use worker::{
-    console_error, Context, Date, Env, Headers, Method, Request, RequestInit, Response,
-    ResponseBuilder,
+    console_error, console_log, Context, Date, Env, Headers, Method, Request, RequestInit,
+    Response, ResponseBuilder,
 };
 
 type Outcome = std::result::Result<Response, ApiError>;
@@ -30,15 +32,42 @@ type Outcome = std::result::Result<Response, ApiError>;
 const TEST_DELAY_HEADER: &str = "x-idemgate-test-delay-ms";
 const TEST_FAIL_HEADER: &str = "x-idemgate-test-fail";
 
-pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
-    let started = Timings::now();
-    let mut resp = match route(req, &env, &ctx, started).await {
+/// The Worker's `fetch`, guarded against a panic (`panic_guard`), which then
+/// still answers with the request's id and logs its line.
+pub fn serve(req: Request, env: Env, ctx: Context) -> worker::worker_sys::web_sys::Response {
+    let start = Start::new(
+        crate::ids::random_hex(16),
+        Timings::now(),
+        req.method().as_ref(),
+        &req.path(),
+    );
+    let (id, line) = (start.request_id.clone(), start.panicked().line());
+    let on_panic = crate::panic_guard::OnPanic {
+        request_id: &id,
+        log_line: &line,
+        started_ms: start.at_ms,
+    };
+    crate::panic_guard::guarded(handle(req, env, ctx, start), &on_panic)
+}
+
+pub async fn handle(req: Request, env: Env, ctx: Context, start: Start) -> Response {
+    let trace = Trace::new(start.at_ms);
+    let mut resp = match route(req, &env, &ctx, &trace).await {
         Ok(resp) => resp,
         Err(e) => http::problem(&e),
     };
     let mut timings = Timings::default();
-    timings.since("worker", started);
+    timings.since("worker", start.at_ms);
     timings.apply(&mut resp);
+    let _ = resp.headers_mut().set(REQUEST_ID_HEADER, &start.request_id);
+    let server_timing = resp.headers().get("server-timing").ok().flatten();
+    let log = start.record(
+        &trace,
+        resp.status_code(),
+        Timings::now(),
+        server_timing.as_deref(),
+    );
+    console_log!("{}", log.line());
     resp
 }
 
@@ -76,7 +105,7 @@ fn cache_key(e: &Envelope) -> CacheKey {
 }
 
 /// Answers a keyed write from the isolate's replay cache, if it can.
-fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope, started: f64) -> Option<Response> {
+fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope, trace: &Trace) -> Option<Response> {
     let key = cache_key(envelope);
     let (response, outcome) = REPLAYS.with(|c| {
         Some(
@@ -100,7 +129,11 @@ fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope, started: f64) ->
             },
         )
     })?;
-    count(ctx, env, envelope, outcome.as_str(), started);
+    trace.at(Stage::Gate {
+        outcome,
+        waited: false,
+    });
+    count(ctx, env, envelope, outcome.as_str(), trace.started);
     Some(response)
 }
 
@@ -142,7 +175,7 @@ fn authenticate(req: &Request, env: &Env, cfg: &Config) -> std::result::Result<C
         .map_err(|e| ApiError::Unauthorized(e.to_string()))
 }
 
-async fn route(req: Request, env: &Env, ctx: &Context, started: f64) -> Outcome {
+async fn route(req: Request, env: &Env, ctx: &Context, trace: &Trace) -> Outcome {
     // Before anything, /healthz included: a Worker whose settings do not parse
     // does not serve (a health check sees it at once).
     let cfg = config(env)?;
@@ -201,7 +234,11 @@ async fn route(req: Request, env: &Env, ctx: &Context, started: f64) -> Outcome 
             .empty());
     }
     let caller = authenticate(&req, env, &cfg)?;
-    let db = || env.d1(DB_BINDING).map_err(storage);
+    trace.authenticated(&caller.tenant);
+    let db = || {
+        trace.reading();
+        env.d1(DB_BINDING).map_err(storage)
+    };
     let query = |name: &str| {
         url.query_pairs()
             .find(|(k, _)| k == name)
@@ -216,7 +253,7 @@ async fn route(req: Request, env: &Env, ctx: &Context, started: f64) -> Outcome 
         (offset, limit)
     };
     if let Some(k) = keyed.filter(|k| method_name(&method) == k.endpoint.method()) {
-        return keyed_write(req, env, ctx, &caller, &cfg, k, started).await;
+        return keyed_write(req, env, ctx, &caller, &cfg, k, trace).await;
     }
     let read = matches!(method, Method::Get | Method::Head);
     match (method, segments.as_slice()) {
@@ -283,6 +320,7 @@ async fn route(req: Request, env: &Env, ctx: &Context, started: f64) -> Outcome 
             if !caller.has_role("admin") {
                 return Err(ApiError::Forbidden("the admin role is required".into()));
             }
+            trace.at(Stage::Admin);
             crate::stats::stats(&db()?, &caller.tenant)
                 .await
                 .map_err(read_error)
@@ -291,6 +329,7 @@ async fn route(req: Request, env: &Env, ctx: &Context, started: f64) -> Outcome 
             if !caller.has_role("admin") {
                 return Err(ApiError::Forbidden("the admin role is required".into()));
             }
+            trace.at(Stage::Admin);
             crate::stats::prometheus(&db()?, &caller.tenant)
                 .await
                 .map_err(read_error)
@@ -340,7 +379,8 @@ async fn route(req: Request, env: &Env, ctx: &Context, started: f64) -> Outcome 
             } else {
                 Method::Get
             };
-            call_gate(env, ctx, &envelope, op_method, "state", None, started).await
+            trace.at(Stage::Admin);
+            call_gate(env, ctx, &envelope, op_method, "state", None, trace).await
         }
         _ => Err(ApiError::MethodNotAllowed { allow }),
     }
@@ -413,7 +453,7 @@ async fn keyed_write(
     caller: &Caller,
     cfg: &Config,
     keyed: Keyed,
-    started: f64,
+    trace: &Trace,
 ) -> Outcome {
     let body = read_body(&mut req, cfg.max_body_bytes).await?;
     let header_key = request_key(&req)?;
@@ -447,6 +487,7 @@ async fn keyed_write(
     let (command, key, fingerprint) = match endpoint.parse(&keyed, &body, header_key, &check)? {
         Parsed::Keyed { command, key, json } => (command, key, fingerprint(json)),
         Parsed::Passthrough { url } => {
+            trace.at(Stage::Passthrough);
             return Ok(functions::passthrough(cfg, &url, &body, &forward).await);
         }
     };
@@ -461,7 +502,7 @@ async fn keyed_write(
         Method::Post,
         "execute",
         Some(command.encode()?),
-        started,
+        trace,
     )
     .await
 }
@@ -515,11 +556,16 @@ async fn call_gate(
     method: Method,
     op: &str,
     body: Option<Vec<u8>>,
-    started: f64,
+    trace: &Trace,
 ) -> Outcome {
     let release = method == Method::Delete;
+    trace.keyed(
+        &envelope.record_scope,
+        &envelope.route,
+        envelope.key.as_str(),
+    );
     if op == "execute" {
-        if let Some(hit) = cached_answer(ctx, env, envelope, started) {
+        if let Some(hit) = cached_answer(ctx, env, envelope, trace) {
             return Ok(hit);
         }
     } else if method == Method::Delete {
@@ -592,13 +638,16 @@ async fn call_gate(
         let _ = out_headers.set(IDEMPOTENCY_EXPIRES_HEADER, &http::http_date(at));
     }
     if let Some(o) = outcome {
-        count(ctx, env, envelope, o.as_str(), started);
+        // The object sends `Preference-Applied` only to a request that waited.
+        let waited = kept.iter().any(|(n, _)| n == "preference-applied");
+        trace.at(Stage::Gate { outcome: o, waited });
+        count(ctx, env, envelope, o.as_str(), trace.started);
     }
     if takeover {
-        count(ctx, env, envelope, "takeover", started);
+        count(ctx, env, envelope, "takeover", trace.started);
     }
     if release && status == 204 {
-        count(ctx, env, envelope, "released", started);
+        count(ctx, env, envelope, "released", trace.started);
     }
     let mut out = ResponseBuilder::new()
         .with_status(status)

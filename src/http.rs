@@ -138,6 +138,11 @@ impl Timings {
         self.0.push((name, Self::now() - since));
     }
 
+    /// Records the phase `name` as lasting `ms`.
+    pub fn record(&mut self, name: &'static str, ms: f64) {
+        self.0.push((name, ms));
+    }
+
     pub fn header(&self) -> String {
         self.0
             .iter()

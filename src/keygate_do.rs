@@ -326,11 +326,17 @@ impl KeyGate {
             fail_commit: env.test_fail.as_deref() == Some("storage"),
         };
         let mut timings = Timings::default();
+        // The handler's own time (an origin function's call), summed over its
+        // runs: Server-Timing `handler`, the log line's `origin_ms`.
+        let handler_ms = std::cell::Cell::new(0.0);
         let handler = || async {
+            let handler_started = Timings::now();
             if env.test_delay_ms > 0 {
                 Delay::from(Duration::from_millis(env.test_delay_ms)).await;
             }
-            crate::commands::run(&db, &self.config, env, body, started).await
+            let out = crate::commands::run(&db, &self.config, env, body, started).await;
+            handler_ms.set(handler_ms.get() + Timings::now() - handler_started);
+            out
         };
         let run_started = Timings::now();
         let gate = self.gate();
@@ -341,6 +347,7 @@ impl KeyGate {
             Either::Right((_, run)) => run.await,
         };
         timings.since("run", run_started);
+        timings.record("handler", handler_ms.get());
         // The alarm moves to the answer's expiry; a record written behind the
         // answer sets its own retry alarm first.
         match &executed {

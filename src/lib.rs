@@ -30,6 +30,8 @@
 //!   answers.
 //! - [`console`]: the approvers' console (`GET /console`), a static page and
 //!   script compiled in, with its security headers.
+//! - [`request_log`]: the one JSON line each request logs (outcome, status,
+//!   durations, a hash prefix of the key), built as plain data.
 //!
 //! ## Life of a keyed request
 //! 1. Worker: auth (401/503) → body limit (413) → key syntax (400) → parse into
@@ -60,6 +62,7 @@ pub mod metrics;
 pub mod panic_guard;
 pub mod problem;
 pub mod request_body;
+pub mod request_log;
 pub mod routes;
 pub mod slot_sql;
 pub mod staging;
@@ -84,7 +87,7 @@ async fn fetch(
     ctx: Context,
 ) -> Result<worker::worker_sys::web_sys::Response> {
     // A panic anywhere in this isolate answers 500 problem+json instead of hanging.
-    Ok(panic_guard::guarded(frontend_worker::handle(req, env, ctx)))
+    Ok(frontend_worker::serve(req, env, ctx))
 }
 
 #[event(scheduled)]

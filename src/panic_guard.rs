@@ -25,16 +25,25 @@ use worker::worker_sys::web_sys;
 
 #[wasm_bindgen(inline_js = r#"
 const pending = new Set();
-export function guard(answer, problem) {
+export function guard(answer, problem, requestId, logLine, startedMs) {
   let settle;
   const died = new Promise((resolve) => { settle = resolve; });
   pending.add(settle);
   const done = () => { pending.delete(settle); };
   answer.then(done, done);
-  return Promise.race([answer, died.then(() => new Response(problem, {
-    status: 500,
-    headers: { "content-type": "application/problem+json" },
-  }))]);
+  return Promise.race([answer, died.then(() => {
+    // The request's log line, which the dead instance cannot print: prepared
+    // by Rust on arrival (a 500 `error`), with its duration filled in here.
+    try {
+      const line = JSON.parse(logLine);
+      line.total_ms = Math.max(0, Date.now() - startedMs);
+      console.log(JSON.stringify(line));
+    } catch (e) {}
+    return new Response(problem, {
+      status: 500,
+      headers: { "content-type": "application/problem+json", "x-request-id": requestId },
+    });
+  })]);
 }
 const objects = new Map();
 let nextObject = 0;
@@ -62,7 +71,13 @@ export function instance_died(reason) {
 }
 "#)]
 extern "C" {
-    fn guard(answer: &js_sys::Promise, problem: &str) -> js_sys::Promise;
+    fn guard(
+        answer: &js_sys::Promise,
+        problem: &str,
+        request_id: &str,
+        log_line: &str,
+        started_ms: f64,
+    ) -> js_sys::Promise;
     fn instance_died(reason: &str);
     fn object_enter(state: &JsValue) -> u32;
     fn object_leave(id: u32);
@@ -104,11 +119,21 @@ pub fn install() {
     });
 }
 
+/// What a request that dies with the wasm instance still leaves: its id (the
+/// 500's `X-Request-Id`) and its log line (`request_log`), whose `total_ms` the
+/// guard sets from `started_ms`.
+pub struct OnPanic<'a> {
+    pub request_id: &'a str,
+    pub log_line: &'a str,
+    pub started_ms: f64,
+}
+
 /// Runs `answer` as this request's response, or answers 500 problem+json if the
-/// wasm instance dies (a panic) before it settles. The value is a `Promise`
+/// wasm instance dies (a panic) before it settles — and then prints the
+/// request's log line from JavaScript. The value is a `Promise`
 /// passed off as a `Response`: the export resolves its own promise with it, and
 /// resolving with a promise adopts it.
-pub fn guarded<F>(answer: F) -> web_sys::Response
+pub fn guarded<F>(answer: F, on_panic: &OnPanic<'_>) -> web_sys::Response
 where
     F: std::future::Future<Output = worker::Response> + 'static,
 {
@@ -121,5 +146,12 @@ where
         .to_problem()
         .body
         .to_string();
-    guard(&answer, &problem).unchecked_into()
+    guard(
+        &answer,
+        &problem,
+        on_panic.request_id,
+        on_panic.log_line,
+        on_panic.started_ms,
+    )
+    .unchecked_into()
 }

@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -217,6 +218,42 @@ def assert_problem(reply, status, type_suffix=None):
     if type_suffix:
         assert p["type"].endswith("/errors/" + type_suffix), p["type"]
     return p
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def request_lines(text):
+    """Every `{"event":"request",…}` object in a dev server's output, whatever
+    wrangler puts around it: a prefix or suffix on the line (a timestamp, a log
+    level, colours), or a line wrapped in the middle of the object."""
+    text = ANSI.sub("", text)
+    decoder = json.JSONDecoder()
+    found = []
+    for m in re.finditer(r'\{\s*"event"\s*:\s*"request"', text):
+        start = m.start()
+        try:
+            obj, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            # Wrapped: join the following lines (dropping their line breaks) and try again.
+            try:
+                obj, _ = decoder.raw_decode(text[start:start + 4000].replace("\r", "").replace("\n", ""))
+            except json.JSONDecodeError:
+                continue
+        if isinstance(obj, dict):
+            found.append(obj)
+    return found
+
+
+def logged_requests(server, ids, timeout=15):
+    """The request log lines in `server`'s output once every id in `ids` has one
+    (or `timeout` passed): wrangler prints the Worker's output a little later."""
+    deadline = time.time() + timeout
+    while True:
+        lines = request_lines(Path(server.log_path).read_text(errors="replace"))
+        if set(ids) <= {l.get("request_id") for l in lines} or time.time() > deadline:
+            return lines
+        time.sleep(0.2)
 
 
 def scope_of(tenant, sub=None):

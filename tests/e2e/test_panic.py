@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, SECRET, Client, Server, assert_problem, free_port, text_doc, unique
+from conftest import ROOT, SECRET, Client, Server, assert_problem, free_port, logged_requests, text_doc, unique
 
 PANIC = {"x-idemgate-test-fail": "panic"}
 WRANGLER = str(ROOT / "node_modules/.bin/wrangler")
@@ -111,3 +111,14 @@ def test_a_panic_answers_500_releases_the_key_and_keeps_serving(srv, delay_ms):
     assert c.post_document(text_doc(), "k-other").status == 201
     # The panicking request wrote nothing: one document per successful key.
     assert srv.d1_value(f"SELECT count(*) FROM documents WHERE tenant = '{c.tenant}'") == 2
+
+
+def test_a_panicking_request_still_logs_its_line(srv):
+    c = Client(srv, unique("panic"))
+    r = c.post_document(text_doc(), unique("k-panic-log"), PANIC, timeout=15)
+    assert_problem(r, 500, "internal")
+    rid = r.header("x-request-id")
+    assert rid, r.headers
+    mine = [l for l in logged_requests(srv, {rid}) if l.get("request_id") == rid]
+    assert len(mine) == 1, mine
+    assert (mine[0]["outcome"], mine[0]["status"], mine[0]["route"]) == ("error", 500, "POST /v1/documents"), mine
