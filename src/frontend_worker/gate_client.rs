@@ -1,0 +1,200 @@
+//! The Worker's side of a key's object: the call (the envelope in a header,
+//! the command as the body), the isolate's replay cache in front of it, and
+//! the counters of what the object did.
+
+use super::{storage, Outcome};
+use crate::config::{DB_BINDING, KEY_GATE_BINDING};
+use crate::counters;
+use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
+use crate::http::{
+    self, Timings, EXPIRES_HEADER, IDEMPOTENCY_EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS,
+    TAKEOVER_HEADER,
+};
+use crate::idempotency::cache::{CacheKey, Hit, ReplayCache};
+use crate::idempotency::scope;
+use crate::idempotency::{storable_headers, StoredResponse};
+use crate::problem::ApiError;
+use crate::request_log::{Stage, Trace};
+use std::cell::RefCell;
+use worker::{
+    console_error, Context, Date, Env, Headers, Method, Request, RequestInit, Response,
+    ResponseBuilder,
+};
+
+thread_local! {
+    /// Final answers seen by this isolate (see [`ReplayCache`]).
+    static REPLAYS: RefCell<ReplayCache> = RefCell::new(ReplayCache::default());
+}
+
+/// Seconds since `started` (a [`Timings::now`]).
+fn seconds_since(started: f64) -> f64 {
+    (Timings::now() - started) / 1000.0
+}
+
+fn now_ms() -> i64 {
+    Date::now().as_millis() as i64
+}
+
+fn cache_key(e: &Envelope) -> CacheKey {
+    (e.record_scope.clone(), e.route.clone(), e.key.to_string())
+}
+
+/// Answers a keyed write from the isolate's replay cache, if it can.
+fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope, trace: &Trace) -> Option<Response> {
+    let key = cache_key(envelope);
+    let (response, outcome) = REPLAYS.with(|c| {
+        Some(
+            match c
+                .borrow_mut()
+                .get(&key, envelope.fingerprint_str(), now_ms())?
+            {
+                Hit::Replay(stored, expires_at) => {
+                    let expires = http::http_date(expires_at);
+                    let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
+                    extra.push(("idempotency-key", envelope.key.as_str()));
+                    extra.push((IDEMPOTENCY_EXPIRES_HEADER, &expires));
+                    (http::stored(stored, &extra), GateOutcome::Replayed)
+                }
+                Hit::Mismatch => (
+                    http::problem(&ApiError::KeyReused {
+                        key: envelope.key.to_string(),
+                    }),
+                    GateOutcome::Mismatch,
+                ),
+            },
+        )
+    })?;
+    trace.at(Stage::Gate {
+        outcome,
+        waited: false,
+    });
+    count(ctx, env, envelope, outcome.as_str(), trace.started);
+    Some(response)
+}
+
+/// Counts `outcome` for the envelope's tenant and route template (executions
+/// and replays with their duration since `started`), written behind the answer.
+pub(super) fn count(ctx: &Context, env: &Env, envelope: &Envelope, outcome: &str, started: f64) {
+    let Ok(db) = env.d1(DB_BINDING) else {
+        return;
+    };
+    let (scope, template) = (&envelope.scope, &envelope.template);
+    if crate::metrics::TIMED.contains(&outcome) {
+        counters::record_timed(ctx, db, scope, template, outcome, seconds_since(started));
+    } else {
+        counters::record(ctx, db, scope, template, outcome);
+    }
+}
+
+/// The Durable Object's name for a key: one object per (scope, route, key).
+fn object_name(e: &Envelope) -> String {
+    scope::object_name(&e.record_scope, &e.route, e.key.as_str())
+}
+
+pub(super) async fn call_gate(
+    env: &Env,
+    ctx: &Context,
+    envelope: &Envelope,
+    method: Method,
+    op: &str,
+    body: Option<Vec<u8>>,
+    trace: &Trace,
+) -> Outcome {
+    let release = method == Method::Delete;
+    trace.keyed(
+        &envelope.record_scope,
+        &envelope.route,
+        envelope.key.as_str(),
+    );
+    if op == "execute" {
+        if let Some(hit) = cached_answer(ctx, env, envelope, trace) {
+            return Ok(hit);
+        }
+    } else if method == Method::Delete {
+        REPLAYS.with(|c| c.borrow_mut().remove(&cache_key(envelope)));
+    }
+    let headers = Headers::new();
+    let encoded = serde_json::to_string(envelope).map_err(|_| ApiError::Internal)?;
+    headers
+        .set(ENVELOPE_HEADER, &encoded)
+        .map_err(|_| ApiError::Internal)?;
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    if let Some(b) = body {
+        init.with_body(Some(js_sys::Uint8Array::from(b.as_slice()).into()));
+    }
+    let gate_req = Request::new_with_init(&format!("https://key-gate/{op}"), &init)
+        .map_err(|_| ApiError::Internal)?;
+    let stub = env
+        .durable_object(KEY_GATE_BINDING)
+        .and_then(|ns| ns.id_from_name(&object_name(envelope))?.get_stub())
+        .map_err(storage)?;
+    let started = Timings::now();
+    let mut resp = stub
+        .fetch_with_request(gate_req)
+        .await
+        .map_err(|e| match e.to_string() {
+            // The object's wasm instance panicked and the object was reset.
+            m if m.contains(crate::panic_guard::PANIC_ABORT_REASON) => {
+                console_error!("KeyGate {}: {m}", envelope.route);
+                ApiError::Internal
+            }
+            _ => storage(e),
+        })?;
+    // Copy the answer without the internal headers.
+    let out_headers = Headers::new();
+    let (mut outcome, mut expires_at, mut takeover) = (None, None, false);
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for (name, value) in resp.headers().entries() {
+        match name.as_str() {
+            OUTCOME_HEADER => outcome = GateOutcome::parse(&value),
+            EXPIRES_HEADER => expires_at = value.parse::<i64>().ok(),
+            TAKEOVER_HEADER => takeover = true,
+            _ => {
+                let _ = out_headers.append(&name, &value);
+                kept.push((name, value));
+            }
+        }
+    }
+    let status = resp.status_code();
+    let bytes = resp.bytes().await.map_err(storage)?;
+    let mut timings = Timings::default();
+    timings.since("gate", started);
+    if let (Some(true), Some(expires_at)) = (outcome.map(GateOutcome::is_final), expires_at) {
+        let stored = StoredResponse {
+            status,
+            headers: storable_headers(kept.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+            body: bytes.clone(),
+        };
+        REPLAYS.with(|c| {
+            c.borrow_mut().insert(
+                cache_key(envelope),
+                envelope.fingerprint_str().to_string(),
+                stored,
+                expires_at,
+                now_ms(),
+            )
+        });
+    }
+    if let Some(at) = expires_at {
+        let _ = out_headers.set(IDEMPOTENCY_EXPIRES_HEADER, &http::http_date(at));
+    }
+    if let Some(o) = outcome {
+        // The object sends `Preference-Applied` only to a request that waited.
+        let waited = kept.iter().any(|(n, _)| n == "preference-applied");
+        trace.at(Stage::Gate { outcome: o, waited });
+        count(ctx, env, envelope, o.as_str(), trace.started);
+    }
+    if takeover {
+        count(ctx, env, envelope, "takeover", trace.started);
+    }
+    if release && status == 204 {
+        count(ctx, env, envelope, "released", trace.started);
+    }
+    let mut out = ResponseBuilder::new()
+        .with_status(status)
+        .with_headers(out_headers)
+        .fixed(bytes);
+    timings.apply(&mut out);
+    Ok(out)
+}
