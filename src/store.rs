@@ -509,6 +509,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_refused_constraint_is_a_conflict_never_an_outage() {
+        // D1's wording (SQLite's fixed phrase, in the error D1 throws).
+        let conflicts = [
+            "D1_ERROR: UNIQUE constraint failed: idempotency_records.scope, idempotency_records.route, idempotency_records.key: SQLITE_CONSTRAINT",
+            "D1_ERROR: PRIMARY KEY constraint failed: staging_exports.id",
+        ];
+        for m in conflicts {
+            assert!(is_conflict(&worker::Error::JsError(m.into())), "{m}");
+        }
+        let outages = [
+            "D1_ERROR: database is locked",
+            "D1_ERROR: Network connection lost.",
+            "D1_ERROR: no such table: no_such_table_simulated_failure: SQLITE_ERROR",
+            "D1 DB is overloaded. Too many requests queued.",
+        ];
+        for m in outages {
+            assert!(!is_conflict(&worker::Error::JsError(m.into())), "{m}");
+        }
+        assert!(!is_conflict(&worker::Error::BindingError("DB".into())));
+    }
+
+    #[test]
     fn bad_stored_data_is_told_from_a_storage_failure_by_its_type() {
         let column: std::result::Result<serde_json::Value, _> = serde_json::from_str("{oops");
         let bad = [
