@@ -12,6 +12,7 @@ use crate::idempotency::cache::{CacheKey, Hit, ReplayCache};
 use crate::idempotency::scope::{self, Scope};
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
 use crate::idempotency::{storable_headers, StoredResponse};
+use crate::openapi;
 use crate::problem::ApiError;
 use crate::routes::{documents, functions, staging, training};
 use crate::store::read_error;
@@ -124,6 +125,12 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
     if segments == ["healthz"] {
         return match method {
             Method::Get | Method::Head => Ok(http::json(200, &serde_json::json!({"status": "ok"}))),
+            _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
+        };
+    }
+    if path == openapi::PATH {
+        return match method {
+            Method::Get | Method::Head => Ok(http::text(200, http::JSON, openapi::json_text())),
             _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
         };
     }

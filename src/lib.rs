@@ -52,6 +52,7 @@ pub mod http;
 pub mod idempotency;
 pub mod ids;
 pub mod keygate_do;
+pub mod openapi;
 pub mod panic_guard;
 pub mod problem;
 pub mod request_body;
