@@ -1,6 +1,12 @@
 //! Names shared with `wrangler.toml` and the configuration
 //! (`design.md` §6) read from the Worker's vars through a lookup function, so
 //! parsing and defaults are tested on the host.
+//!
+//! A setting that does not parse is an error naming its variable, never a
+//! silent default: the Worker then answers every request 500 (see
+//! `frontend_worker`) until the configuration is fixed.
+
+use std::fmt;
 
 /// Binding names: these must match `wrangler.toml`.
 pub const DB_BINDING: &str = "DB";
@@ -30,10 +36,48 @@ impl KeyPolicy {
 /// Test hooks (slow path, forced failures) are honoured only when this var is "1".
 pub const TEST_HOOKS_VAR: &str = "IDEMGATE_TEST_HOOKS";
 pub const AUTH_SECRET_VAR: &str = "AUTH_JWT_SECRET";
+pub const TTL_VAR: &str = "IDEMPOTENCY_TTL_SECONDS";
+pub const TTL_4XX_VAR: &str = "IDEMPOTENCY_TTL_4XX_SECONDS";
+pub const ROUTE_TTLS_VAR: &str = "IDEMPOTENCY_ROUTE_TTLS";
+
+mod ttl;
+pub use ttl::{parse_route_ttls, AnswerTtl, RouteTtl, TtlPolicy, MAX_TTL_SECONDS};
+
+/// A setting that does not parse: its variable, the value, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: String,
+    pub detail: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.var, self.detail)
+    }
+}
+
+/// Every setting that did not parse (at least one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// The variables named, for a short message.
+    pub fn vars(&self) -> Vec<&str> {
+        self.0.iter().map(|e| e.var.as_str()).collect()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub ttl_ms: i64,
+    /// `IDEMPOTENCY_TTL_SECONDS`, `IDEMPOTENCY_TTL_4XX_SECONDS`, `IDEMPOTENCY_ROUTE_TTLS`.
+    pub ttl: TtlPolicy,
     pub lease_ms: i64,
     pub max_wait_ms: i64,
     pub max_body_bytes: usize,
@@ -66,7 +110,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            ttl_ms: 86_400_000,
+            ttl: TtlPolicy::default(),
             lease_ms: 60_000,
             max_wait_ms: 10_000,
             max_body_bytes: 1_048_576,
@@ -91,108 +135,202 @@ impl Default for Config {
 
 thread_local! {
     /// Vars are fixed for an isolate's life: parsed once.
-    static CACHED: std::cell::OnceCell<Config> = const { std::cell::OnceCell::new() };
+    static CACHED: std::cell::OnceCell<Result<Config, ConfigErrors>> =
+        const { std::cell::OnceCell::new() };
 }
 
-/// The isolate's configuration, read through `var` the first time (its
-/// warnings go to `warn`) and shared by the Worker and its objects after that.
-pub fn cached(var: impl Fn(&str) -> Option<String>, warn: impl Fn(&str)) -> Config {
-    CACHED.with(|c| {
-        c.get_or_init(|| {
-            let (cfg, warnings) = Config::from_lookup(var);
-            for w in &warnings {
-                warn(w);
+/// The isolate's configuration, read through `var` the first time (`routes`:
+/// the command table's templates, which `IDEMPOTENCY_ROUTE_TTLS` may name) and
+/// shared by the Worker and its objects after that.
+pub fn cached(
+    var: impl Fn(&str) -> Option<String>,
+    routes: &[&str],
+) -> Result<Config, ConfigErrors> {
+    CACHED.with(|c| c.get_or_init(|| Config::from_lookup(var, routes)).clone())
+}
+
+/// Reads settings through a lookup, collecting every error.
+struct Reader<F> {
+    var: F,
+    errors: Vec<ConfigError>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    /// The trimmed value, or none if unset or blank.
+    fn text(&self, name: &str) -> Option<String> {
+        (self.var)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn fail(&mut self, name: &str, detail: String) {
+        self.errors.push(ConfigError {
+            var: name.to_string(),
+            detail,
+        });
+    }
+
+    /// An integer in `min..=max`, or `default` when unset.
+    fn int(&mut self, name: &str, default: i64, min: i64, max: i64) -> i64 {
+        let Some(v) = self.text(name) else {
+            return default;
+        };
+        match parse_int(&v, min, max) {
+            Ok(n) => n,
+            Err(why) => {
+                self.fail(name, format!("{v:?} {why}"));
+                default
             }
-            cfg
-        })
-        .clone()
-    })
+        }
+    }
+}
+
+/// A decimal integer in `min..=max` (digits only, an optional leading `-`).
+pub(crate) fn parse_int(v: &str, min: i64, max: i64) -> Result<i64, String> {
+    let range = || format!("is not an integer from {min} to {max}");
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(range());
+    }
+    match v.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(range()),
+    }
 }
 
 impl Config {
-    /// Reads every setting through `var`; a missing or unparsable value keeps its
-    /// default (and is reported in the returned warnings, for the log).
-    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) {
+    /// Reads every setting through `var`: unset or blank keeps the default; a
+    /// value that does not parse is an error naming its variable (all of them
+    /// are reported). `routes`: the command table's templates.
+    pub fn from_lookup(
+        var: impl Fn(&str) -> Option<String>,
+        routes: &[&str],
+    ) -> Result<Config, ConfigErrors> {
         let d = Config::default();
-        let mut warnings = Vec::new();
-        let mut num = |name: &str, default: i64, min: i64| -> i64 {
-            match var(name) {
-                None => default,
-                Some(v) if v.trim().is_empty() => default,
-                Some(v) => match v.trim().parse::<i64>() {
-                    Ok(n) if n >= min => n,
-                    _ => {
-                        warnings.push(format!(
-                            "{name}={v:?} is not an integer >= {min}; using {default}"
-                        ));
-                        default
-                    }
-                },
-            }
+        let mut r = Reader {
+            var,
+            errors: Vec::new(),
         };
-        let cfg = Config {
-            ttl_ms: num("IDEMPOTENCY_TTL_SECONDS", d.ttl_ms / 1000, 1).saturating_mul(1000),
-            lease_ms: num("IDEMPOTENCY_LEASE_SECONDS", d.lease_ms / 1000, 1).saturating_mul(1000),
-            max_wait_ms: num("IDEMPOTENCY_MAX_WAIT_SECONDS", d.max_wait_ms / 1000, 0)
-                .saturating_mul(1000),
-            max_body_bytes: num("MAX_BODY_BYTES", d.max_body_bytes as i64, 1) as usize,
-            max_answer_bytes: num("MAX_STORED_ANSWER_BYTES", d.max_answer_bytes as i64, 1) as usize,
-            chunk_size: num("CHUNK_SIZE", d.chunk_size as i64, 100) as usize,
-            chunk_overlap: num("CHUNK_OVERLAP", d.chunk_overlap as i64, 0) as usize,
-            upstream_timeout_ms: num("UPSTREAM_TIMEOUT_MS", d.upstream_timeout_ms as i64, 1) as u64,
-            staging_quality_threshold: num("STAGING_QUALITY_THRESHOLD", 70, 0).min(100) as u8,
-            staging_max_batch_size: num(
-                "STAGING_MAX_BATCH_SIZE",
-                d.staging_max_batch_size as i64,
-                1,
-            ) as usize,
-            ..d
-        };
-        let text = |name: &str| {
-            var(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let upstream_key_policy = match text("UPSTREAM_KEY_POLICY") {
+        let secs = 1000;
+        let ttl_default = r.int(TTL_VAR, d.ttl.default_ms / secs, 1, MAX_TTL_SECONDS) * secs;
+        let ttl_4xx = r.int(
+            TTL_4XX_VAR,
+            d.ttl.client_error_ms / secs,
+            1,
+            MAX_TTL_SECONDS,
+        ) * secs;
+        let lease_ms = r.int("IDEMPOTENCY_LEASE_SECONDS", d.lease_ms / secs, 1, 86_400) * secs;
+        let max_wait_ms = r.int(
+            "IDEMPOTENCY_MAX_WAIT_SECONDS",
+            d.max_wait_ms / secs,
+            0,
+            3_600,
+        ) * secs;
+        let max_body_bytes = r.int("MAX_BODY_BYTES", d.max_body_bytes as i64, 1, 1 << 30) as usize;
+        let max_answer_bytes = r.int(
+            "MAX_STORED_ANSWER_BYTES",
+            d.max_answer_bytes as i64,
+            1,
+            1 << 30,
+        ) as usize;
+        let chunk_size = r.int("CHUNK_SIZE", d.chunk_size as i64, 100, 20_000) as usize;
+        let chunk_overlap = r.int("CHUNK_OVERLAP", d.chunk_overlap as i64, 0, 10_000) as usize;
+        let upstream_timeout_ms = r.int(
+            "UPSTREAM_TIMEOUT_MS",
+            d.upstream_timeout_ms as i64,
+            1,
+            3_600_000,
+        ) as u64;
+        let staging_quality_threshold = r.int(
+            "STAGING_QUALITY_THRESHOLD",
+            d.staging_quality_threshold.into(),
+            0,
+            100,
+        ) as u8;
+        let staging_max_batch_size = r.int(
+            "STAGING_MAX_BATCH_SIZE",
+            d.staging_max_batch_size as i64,
+            1,
+            100_000,
+        ) as usize;
+        let upstream_key_policy = match r.text("UPSTREAM_KEY_POLICY") {
             None => KeyPolicy::Required,
             Some(v) => KeyPolicy::parse(&v).unwrap_or_else(|| {
-                warnings.push(format!(
-                    "UPSTREAM_KEY_POLICY={v:?} is not 'required' or 'optional'; using 'required'"
-                ));
+                r.fail(
+                    "UPSTREAM_KEY_POLICY",
+                    format!("{v:?} is not 'required' or 'optional'"),
+                );
                 KeyPolicy::Required
             }),
         };
-        let cfg = Config {
-            test_hooks: var(TEST_HOOKS_VAR).as_deref() == Some("1"),
-            upstream_base_url: text("UPSTREAM_BASE_URL")
-                .map(|u| u.trim_end_matches('/').to_string()),
-            upstream_functions: text("UPSTREAM_FUNCTIONS")
-                .map(|v| {
-                    v.split(',')
-                        .map(|f| f.trim().to_string())
-                        .filter(|f| !f.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            upstream_key_policy,
-            trainer_url: text("TRAINER_URL"),
-            destination_url: text("DESTINATION_URL").map(|u| u.trim_end_matches('/').to_string()),
-            auth_jwt_issuer: text("AUTH_JWT_ISSUER"),
-            auth_jwt_audience: text("AUTH_JWT_AUDIENCE"),
-            staging_approval_timeout_ms: match text("STAGING_APPROVAL_TIMEOUT_HOURS") {
-                None => d.staging_approval_timeout_ms,
-                // Hours may be fractional (tests use seconds' worth).
-                Some(v) => match v.parse::<f64>() {
-                    Ok(h) if h > 0.0 && h.is_finite() => (h * 3_600_000.0) as i64,
-                    _ => {
-                        warnings.push(format!("STAGING_APPROVAL_TIMEOUT_HOURS={v:?} is not a positive number; using 72"));
-                        d.staging_approval_timeout_ms
-                    }
-                },
+        let staging_approval_timeout_ms = match r.text("STAGING_APPROVAL_TIMEOUT_HOURS") {
+            None => d.staging_approval_timeout_ms,
+            // Hours may be fractional (tests use seconds' worth).
+            Some(v) => match v.parse::<f64>() {
+                Ok(h) if h > 0.0 && h <= (MAX_TTL_SECONDS / 3600) as f64 => {
+                    (h * 3_600_000.0) as i64
+                }
+                _ => {
+                    r.fail(
+                        "STAGING_APPROVAL_TIMEOUT_HOURS",
+                        format!("{v:?} is not a positive number of hours (at most ten years)"),
+                    );
+                    d.staging_approval_timeout_ms
+                }
             },
-            ..cfg
         };
-        (cfg, warnings)
+        let upstream_functions: Vec<String> = r
+            .text("UPSTREAM_FUNCTIONS")
+            .map(|v| {
+                v.split(',')
+                    .map(|f| f.trim().to_string())
+                    .filter(|f| !f.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let route_ttls = match r.text(ROUTE_TTLS_VAR) {
+            None => Vec::new(),
+            Some(spec) => {
+                parse_route_ttls(&spec, routes, &upstream_functions).unwrap_or_else(|e| {
+                    r.fail(ROUTE_TTLS_VAR, e);
+                    Vec::new()
+                })
+            }
+        };
+        let cfg = Config {
+            ttl: TtlPolicy {
+                default_ms: ttl_default,
+                client_error_ms: ttl_4xx,
+                routes: route_ttls,
+            },
+            lease_ms,
+            max_wait_ms,
+            max_body_bytes,
+            max_answer_bytes,
+            chunk_size,
+            chunk_overlap,
+            test_hooks: (r.var)(TEST_HOOKS_VAR).as_deref() == Some("1"),
+            upstream_base_url: r
+                .text("UPSTREAM_BASE_URL")
+                .map(|u| u.trim_end_matches('/').to_string()),
+            upstream_functions,
+            upstream_key_policy,
+            upstream_timeout_ms,
+            trainer_url: r.text("TRAINER_URL"),
+            staging_quality_threshold,
+            staging_approval_timeout_ms,
+            staging_max_batch_size,
+            destination_url: r
+                .text("DESTINATION_URL")
+                .map(|u| u.trim_end_matches('/').to_string()),
+            auth_jwt_issuer: r.text("AUTH_JWT_ISSUER"),
+            auth_jwt_audience: r.text("AUTH_JWT_AUDIENCE"),
+        };
+        if r.errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(r.errors))
+        }
     }
 }
 
@@ -200,65 +338,143 @@ impl Config {
 mod tests {
     use super::*;
 
-    #[test]
-    fn defaults_follow_the_design() {
-        let (c, w) = Config::from_lookup(|_| None);
-        assert_eq!(c, Config::default());
-        assert!(w.is_empty());
-        assert_eq!(
-            (c.ttl_ms, c.lease_ms, c.max_wait_ms, c.max_body_bytes),
-            (86_400_000, 60_000, 10_000, 1_048_576)
-        );
+    /// A few templates as the command table names them.
+    const ROUTES: [&str; 5] = [
+        "POST /v1/documents",
+        "POST /v1/training-jobs/{id}/events",
+        "POST /functions/v1/{name}",
+        "PUT /v1/staging/exports/{id}/approve",
+        "POST /v1/staging/batches",
+    ];
+
+    fn read(vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(
+            |n| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()),
+            &ROUTES,
+        )
+    }
+
+    fn error_of(vars: &[(&str, &str)]) -> ConfigErrors {
+        read(vars).expect_err("the configuration must be refused")
     }
 
     #[test]
-    fn values_are_read_and_bad_ones_fall_back_with_a_warning() {
-        let (c, w) = Config::from_lookup(|n| match n {
-            "IDEMPOTENCY_LEASE_SECONDS" => Some("3".into()),
-            "MAX_BODY_BYTES" => Some("lots".into()),
-            "IDEMGATE_TEST_HOOKS" => Some("1".into()),
-            _ => None,
-        });
+    fn defaults_follow_the_design() {
+        let c = read(&[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(
+            (c.ttl.default_ms, c.ttl.client_error_ms, c.lease_ms),
+            (86_400_000, 300_000, 60_000)
+        );
+        assert_eq!((c.max_wait_ms, c.max_body_bytes), (10_000, 1_048_576));
+        assert!(c.ttl.routes.is_empty());
+    }
+
+    #[test]
+    fn values_are_read_and_blank_ones_keep_their_default() {
+        let c = read(&[
+            ("IDEMPOTENCY_LEASE_SECONDS", " 3 "),
+            ("IDEMPOTENCY_TTL_SECONDS", "600"),
+            ("IDEMPOTENCY_TTL_4XX_SECONDS", "2"),
+            ("MAX_BODY_BYTES", ""),
+            ("IDEMGATE_TEST_HOOKS", "1"),
+        ])
+        .unwrap();
         assert_eq!(c.lease_ms, 3000);
+        assert_eq!((c.ttl.default_ms, c.ttl.client_error_ms), (600_000, 2_000));
         assert_eq!(c.max_body_bytes, 1_048_576);
         assert!(c.test_hooks);
-        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn a_value_that_does_not_parse_is_an_error_naming_its_variable_not_a_default() {
+        for (name, value) in [
+            ("MAX_BODY_BYTES", "lots"),
+            ("IDEMPOTENCY_TTL_SECONDS", "0"),
+            ("IDEMPOTENCY_TTL_SECONDS", "-5"),
+            ("IDEMPOTENCY_TTL_SECONDS", "1.5"),
+            ("IDEMPOTENCY_TTL_SECONDS", "+60"),
+            ("IDEMPOTENCY_TTL_SECONDS", "99999999999999999999999"),
+            ("IDEMPOTENCY_TTL_SECONDS", "315360001"),
+            ("IDEMPOTENCY_TTL_4XX_SECONDS", "five minutes"),
+            ("IDEMPOTENCY_TTL_4XX_SECONDS", "0"),
+            ("IDEMPOTENCY_LEASE_SECONDS", "9223372036854775807"),
+            ("STAGING_QUALITY_THRESHOLD", "101"),
+            ("STAGING_APPROVAL_TIMEOUT_HOURS", "NaN"),
+            ("UPSTREAM_KEY_POLICY", "sometimes"),
+            ("CHUNK_SIZE", "10"),
+        ] {
+            let e = error_of(&[(name, value)]);
+            assert_eq!(e.vars(), [name], "{name}={value}");
+            assert!(e.to_string().contains(value), "{e}");
+        }
+        // Every bad variable is reported, not only the first.
+        let e = error_of(&[("MAX_BODY_BYTES", "x"), ("IDEMPOTENCY_TTL_SECONDS", "y")]);
+        assert_eq!(e.0.len(), 2, "{e}");
     }
 
     #[test]
     fn upstream_settings_are_read() {
-        let (c, w) = Config::from_lookup(|n| match n {
-            "UPSTREAM_BASE_URL" => Some("http://127.0.0.1:9/".into()),
-            "UPSTREAM_FUNCTIONS" => Some(" echo, slow ,,".into()),
-            "UPSTREAM_KEY_POLICY" => Some("optional".into()),
-            "UPSTREAM_TIMEOUT_MS" => Some("1500".into()),
-            "TRAINER_URL" => Some("  ".into()),
-            _ => None,
-        });
-        assert!(w.is_empty());
+        let c = read(&[
+            ("UPSTREAM_BASE_URL", "http://127.0.0.1:9/"),
+            ("UPSTREAM_FUNCTIONS", " echo, slow ,,"),
+            ("UPSTREAM_KEY_POLICY", "optional"),
+            ("UPSTREAM_TIMEOUT_MS", "1500"),
+            ("TRAINER_URL", "  "),
+        ])
+        .unwrap();
         assert_eq!(c.upstream_base_url.as_deref(), Some("http://127.0.0.1:9"));
         assert_eq!(c.upstream_functions, ["echo", "slow"]);
         assert_eq!(c.upstream_key_policy, KeyPolicy::Optional);
         assert_eq!(c.upstream_timeout_ms, 1500);
         assert_eq!(c.trainer_url, None);
-        let (c, w) =
-            Config::from_lookup(|n| (n == "UPSTREAM_KEY_POLICY").then(|| "sometimes".into()));
-        assert_eq!((c.upstream_key_policy, w.len()), (KeyPolicy::Required, 1));
     }
 
     #[test]
     fn jwt_issuer_and_audience_are_optional_and_read_when_set() {
-        let (c, _) = Config::from_lookup(|_| None);
+        let c = read(&[]).unwrap();
         assert_eq!((c.auth_jwt_issuer, c.auth_jwt_audience), (None, None));
-        let (c, w) = Config::from_lookup(|n| match n {
-            "AUTH_JWT_ISSUER" => Some(" https://issuer.example ".into()),
-            "AUTH_JWT_AUDIENCE" => Some("idemgate".into()),
-            _ => None,
-        });
-        assert!(w.is_empty());
+        let c = read(&[
+            ("AUTH_JWT_ISSUER", " https://issuer.example "),
+            ("AUTH_JWT_AUDIENCE", "idemgate"),
+        ])
+        .unwrap();
         assert_eq!(c.auth_jwt_issuer.as_deref(), Some("https://issuer.example"));
         assert_eq!(c.auth_jwt_audience.as_deref(), Some("idemgate"));
-        let (c, _) = Config::from_lookup(|n| (n == "AUTH_JWT_AUDIENCE").then(|| "  ".into()));
+        let c = read(&[("AUTH_JWT_AUDIENCE", "  ")]).unwrap();
         assert_eq!(c.auth_jwt_audience, None);
+    }
+
+    #[test]
+    fn route_ttls_are_read_and_a_bad_list_is_refused_naming_its_variable() {
+        let c = read(&[
+            ("UPSTREAM_FUNCTIONS", "charge"),
+            (
+                ROUTE_TTLS_VAR,
+                "/v1/documents=604800,/functions/v1/charge=3600",
+            ),
+            (TTL_4XX_VAR, "60"),
+        ])
+        .unwrap();
+        assert_eq!(c.ttl.routes.len(), 2);
+        assert_eq!(c.ttl.client_error_ms, 60_000);
+        let ttl = c.ttl.for_route("POST /functions/v1/{name}", Some("charge"));
+        assert_eq!((ttl.default_ms, ttl.client_error_ms), (3_600_000, 60_000));
+        // Without UPSTREAM_FUNCTIONS naming it, the function is unknown.
+        let e = error_of(&[(ROUTE_TTLS_VAR, "/functions/v1/charge=3600")]);
+        assert_eq!(e.vars(), [ROUTE_TTLS_VAR]);
+        assert!(e.to_string().contains("not in UPSTREAM_FUNCTIONS"), "{e}");
+        let e = error_of(&[(ROUTE_TTLS_VAR, "/v1/nope=60"), (TTL_VAR, "0")]);
+        assert_eq!(e.vars(), [TTL_VAR, ROUTE_TTLS_VAR]);
+        // Blank means no overrides.
+        assert!(read(&[(ROUTE_TTLS_VAR, "  ")])
+            .unwrap()
+            .ttl
+            .routes
+            .is_empty());
     }
 }

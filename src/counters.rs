@@ -1,10 +1,13 @@
-//! Replay, conflict and mismatch counters for `GET /v1/idempotency/stats`.
+//! The counters behind `GET /v1/idempotency/stats` and `GET /metrics`:
+//! executions, replays, conflicts, mismatches, failures, lease takeovers,
+//! released keys and request durations, by tenant and route template.
 //!
-//! A replay must not pay for a D1 write, so counts are gathered in the isolate and
+//! No request pays for a D1 write: counts are gathered in the isolate and
 //! written as one batch of upserts shortly after the first of them, from
-//! `waitUntil` (after the answer has gone out). The cost: counts made in the last
-//! [`FLUSH_DELAY`] before an isolate is evicted can be lost — the counters are
-//! statistics, never used for a decision.
+//! `waitUntil` (after the answer has gone out) — D1 sees one batch per isolate
+//! per [`FLUSH_DELAY`] at most, whatever the request rate. The cost: counts made
+//! in the last [`FLUSH_DELAY`] before an isolate is evicted can be lost — the
+//! counters are statistics, never used for a decision.
 
 use crate::store::{int, s, stmt};
 use std::cell::{Cell, RefCell};
@@ -22,12 +25,43 @@ thread_local! {
     static FLUSH_SCHEDULED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Counts one `outcome` for `scope` and `route`.
-pub fn record(ctx: &Context, db: D1Database, scope: &str, route: &str, outcome: &str) {
+/// Counts one `outcome` for `scope` (the tenant) and `template` (the route template).
+pub fn record(ctx: &Context, db: D1Database, scope: &str, template: &str, outcome: &str) {
+    add(ctx, db, scope, template, [(outcome.to_string(), 1)]);
+}
+
+/// Counts one `outcome` and observes how long its request took.
+pub fn record_timed(
+    ctx: &Context,
+    db: D1Database,
+    scope: &str,
+    template: &str,
+    outcome: &str,
+    seconds: f64,
+) {
+    let [bucket, sum] = crate::metrics::observation(outcome, seconds);
+    add(
+        ctx,
+        db,
+        scope,
+        template,
+        [(outcome.to_string(), 1), bucket, sum],
+    );
+}
+
+fn add<const N: usize>(
+    ctx: &Context,
+    db: D1Database,
+    scope: &str,
+    template: &str,
+    rows: [(String, i64); N],
+) {
     PENDING.with(|p| {
-        *p.borrow_mut()
-            .entry((scope.to_string(), route.to_string(), outcome.to_string()))
-            .or_default() += 1
+        let mut p = p.borrow_mut();
+        for (outcome, n) in rows {
+            *p.entry((scope.to_string(), template.to_string(), outcome))
+                .or_default() += n;
+        }
     });
     if FLUSH_SCHEDULED.with(|f| f.replace(true)) {
         return;

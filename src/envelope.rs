@@ -115,14 +115,6 @@ impl GateOutcome {
     pub fn is_final(self) -> bool {
         matches!(self, GateOutcome::Executed | GateOutcome::Replayed)
     }
-
-    /// Counted in the stats.
-    pub fn is_counted(self) -> bool {
-        matches!(
-            self,
-            GateOutcome::Replayed | GateOutcome::Conflict | GateOutcome::Mismatch
-        )
-    }
 }
 
 #[cfg(test)]

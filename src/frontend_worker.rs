@@ -7,7 +7,10 @@ use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING, KEY_GATE_BINDING}
 use crate::console;
 use crate::counters;
 use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
-use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
+use crate::http::{
+    self, Timings, EXPIRES_HEADER, IDEMPOTENCY_EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS,
+    TAKEOVER_HEADER,
+};
 use crate::idempotency::cache::{CacheKey, Hit, ReplayCache};
 use crate::idempotency::scope::{self, Scope};
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
@@ -18,8 +21,8 @@ use crate::routes::{documents, functions, staging, training};
 use crate::store::read_error;
 use std::cell::RefCell;
 use worker::{
-    console_error, console_warn, Context, Date, Env, Headers, Method, Request, RequestInit,
-    Response, ResponseBuilder,
+    console_error, Context, Date, Env, Headers, Method, Request, RequestInit, Response,
+    ResponseBuilder,
 };
 
 type Outcome = std::result::Result<Response, ApiError>;
@@ -30,7 +33,7 @@ const TEST_FAIL_HEADER: &str = "x-idemgate-test-fail";
 
 pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
     let started = Timings::now();
-    let mut resp = match route(req, &env, &ctx).await {
+    let mut resp = match route(req, &env, &ctx, started).await {
         Ok(resp) => resp,
         Err(e) => http::problem(&e),
     };
@@ -45,12 +48,24 @@ thread_local! {
     static REPLAYS: RefCell<ReplayCache> = RefCell::new(ReplayCache::default());
 }
 
-/// The isolate's configuration (see [`config::cached`]).
-fn config(env: &Env) -> Config {
+/// The isolate's configuration (see [`config::cached`]). Settings that do not
+/// parse refuse every request: 500 naming the variables, the reasons logged.
+fn config(env: &Env) -> std::result::Result<Config, ApiError> {
     config::cached(
         |n| env.var(n).ok().map(|v| v.to_string()),
-        |w| console_warn!("config: {w}"),
+        &Endpoint::ALL.map(Endpoint::template),
     )
+    .map_err(|e| {
+        console_error!("configuration refused, answering 500: {e}");
+        ApiError::Misconfigured {
+            vars: e.vars().into_iter().map(String::from).collect(),
+        }
+    })
+}
+
+/// Seconds since `started` (a [`Timings::now`]).
+fn seconds_since(started: f64) -> f64 {
+    (Timings::now() - started) / 1000.0
 }
 
 fn now_ms() -> i64 {
@@ -62,7 +77,7 @@ fn cache_key(e: &Envelope) -> CacheKey {
 }
 
 /// Answers a keyed write from the isolate's replay cache, if it can.
-fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope) -> Option<Response> {
+fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope, started: f64) -> Option<Response> {
     let key = cache_key(envelope);
     let (response, outcome) = REPLAYS.with(|c| {
         Some(
@@ -70,9 +85,11 @@ fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope) -> Option<Respon
                 .borrow_mut()
                 .get(&key, envelope.fingerprint_str(), now_ms())?
             {
-                Hit::Replay(stored) => {
+                Hit::Replay(stored, expires_at) => {
+                    let expires = http::http_date(expires_at);
                     let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
                     extra.push(("idempotency-key", envelope.key.as_str()));
+                    extra.push((IDEMPOTENCY_EXPIRES_HEADER, &expires));
                     (http::stored(stored, &extra), GateOutcome::Replayed)
                 }
                 Hit::Mismatch => (
@@ -84,9 +101,7 @@ fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope) -> Option<Respon
             },
         )
     })?;
-    if let Ok(db) = env.d1(DB_BINDING) {
-        counters::record(ctx, db, &envelope.scope, &envelope.route, outcome.as_str());
-    }
+    count(ctx, env, envelope, outcome.as_str(), started);
     Some(response)
 }
 
@@ -95,7 +110,21 @@ fn storage(e: worker::Error) -> ApiError {
     ApiError::StorageUnavailable
 }
 
-fn authenticate(req: &Request, env: &Env) -> std::result::Result<Caller, ApiError> {
+/// Counts `outcome` for the envelope's tenant and route template (executions
+/// and replays with their duration since `started`), written behind the answer.
+fn count(ctx: &Context, env: &Env, envelope: &Envelope, outcome: &str, started: f64) {
+    let Ok(db) = env.d1(DB_BINDING) else {
+        return;
+    };
+    let (scope, template) = (&envelope.scope, &envelope.template);
+    if crate::metrics::TIMED.contains(&outcome) {
+        counters::record_timed(ctx, db, scope, template, outcome, seconds_since(started));
+    } else {
+        counters::record(ctx, db, scope, template, outcome);
+    }
+}
+
+fn authenticate(req: &Request, env: &Env, cfg: &Config) -> std::result::Result<Caller, ApiError> {
     let secret = env
         .secret(AUTH_SECRET_VAR)
         .map(|s| s.to_string())
@@ -104,10 +133,9 @@ fn authenticate(req: &Request, env: &Env) -> std::result::Result<Caller, ApiErro
     if secret.is_empty() {
         return Err(ApiError::AuthNotConfigured);
     }
-    let cfg = config(env);
     let checks = auth::ClaimChecks {
-        issuer: cfg.auth_jwt_issuer,
-        audience: cfg.auth_jwt_audience,
+        issuer: cfg.auth_jwt_issuer.clone(),
+        audience: cfg.auth_jwt_audience.clone(),
     };
     let header = req.headers().get("authorization").ok().flatten();
     let now = Date::now().as_millis() as f64 / 1000.0;
@@ -115,7 +143,10 @@ fn authenticate(req: &Request, env: &Env) -> std::result::Result<Caller, ApiErro
         .map_err(|e| ApiError::Unauthorized(e.to_string()))
 }
 
-async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
+async fn route(req: Request, env: &Env, ctx: &Context, started: f64) -> Outcome {
+    // Before anything, /healthz included: a Worker whose settings do not parse
+    // does not serve (a health check sees it at once).
+    let cfg = config(env)?;
     let url = req
         .url()
         .map_err(|_| ApiError::bad_request("invalid-url", "unparsable URL"))?;
@@ -161,7 +192,8 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             | ["v1", "staging", "exports", _]
             | ["v1", "staging", "exports", _, "diff" | "audit" | "file" | "preview"]
             | ["v1", "staging", "batches", _]
-            | ["v1", "idempotency", "stats"],
+            | ["v1", "idempotency", "stats"]
+            | ["metrics"],
             None,
         ) => "GET, HEAD, OPTIONS",
         (["v1", "idempotency", "keys", _, ..], None) => "GET, HEAD, DELETE, OPTIONS",
@@ -175,8 +207,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             .with_headers(headers)
             .empty());
     }
-    let caller = authenticate(&req, env)?;
-    let cfg = config(env);
+    let caller = authenticate(&req, env, &cfg)?;
     let db = || env.d1(DB_BINDING).map_err(storage);
     let query = |name: &str| {
         url.query_pairs()
@@ -192,7 +223,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
         (offset, limit)
     };
     if let Some(k) = keyed.filter(|k| method_name(&method) == k.endpoint.method()) {
-        return keyed_write(req, env, ctx, &caller, &cfg, k).await;
+        return keyed_write(req, env, ctx, &caller, &cfg, k, started).await;
     }
     let read = matches!(method, Method::Get | Method::Head);
     match (method, segments.as_slice()) {
@@ -263,6 +294,14 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
                 .await
                 .map_err(read_error)
         }
+        (_, ["metrics"]) if read => {
+            if !caller.has_role("admin") {
+                return Err(ApiError::Forbidden("the admin role is required".into()));
+            }
+            crate::stats::prometheus(&db()?, &caller.tenant)
+                .await
+                .map_err(read_error)
+        }
         (m @ (Method::Get | Method::Head | Method::Delete), ["v1", "idempotency", "keys", ..]) => {
             let raw = path.splitn(5, '/').nth(4).unwrap_or_default();
             let decoded = percent_decode(raw).ok_or_else(|| {
@@ -308,7 +347,7 @@ async fn route(req: Request, env: &Env, ctx: &Context) -> Outcome {
             } else {
                 Method::Get
             };
-            call_gate(env, ctx, &envelope, op_method, "state", None).await
+            call_gate(env, ctx, &envelope, op_method, "state", None, started).await
         }
         _ => Err(ApiError::MethodNotAllowed { allow }),
     }
@@ -381,6 +420,7 @@ async fn keyed_write(
     caller: &Caller,
     cfg: &Config,
     keyed: Keyed,
+    started: f64,
 ) -> Outcome {
     let body = read_body(&mut req, cfg.max_body_bytes).await?;
     let header_key = request_key(&req)?;
@@ -428,6 +468,7 @@ async fn keyed_write(
         Method::Post,
         "execute",
         Some(command.encode()?),
+        started,
     )
     .await
 }
@@ -481,9 +522,11 @@ async fn call_gate(
     method: Method,
     op: &str,
     body: Option<Vec<u8>>,
+    started: f64,
 ) -> Outcome {
+    let release = method == Method::Delete;
     if op == "execute" {
-        if let Some(hit) = cached_answer(ctx, env, envelope) {
+        if let Some(hit) = cached_answer(ctx, env, envelope, started) {
             return Ok(hit);
         }
     } else if method == Method::Delete {
@@ -519,12 +562,13 @@ async fn call_gate(
         })?;
     // Copy the answer without the internal headers.
     let out_headers = Headers::new();
-    let (mut outcome, mut expires_at) = (None, None);
+    let (mut outcome, mut expires_at, mut takeover) = (None, None, false);
     let mut kept: Vec<(String, String)> = Vec::new();
     for (name, value) in resp.headers().entries() {
         match name.as_str() {
             OUTCOME_HEADER => outcome = GateOutcome::parse(&value),
             EXPIRES_HEADER => expires_at = value.parse::<i64>().ok(),
+            TAKEOVER_HEADER => takeover = true,
             _ => {
                 let _ = out_headers.append(&name, &value);
                 kept.push((name, value));
@@ -551,10 +595,17 @@ async fn call_gate(
             )
         });
     }
-    if let Some(o) = outcome.filter(|o| o.is_counted()) {
-        if let Ok(db) = env.d1(DB_BINDING) {
-            counters::record(ctx, db, &envelope.scope, &envelope.route, o.as_str());
-        }
+    if let Some(at) = expires_at {
+        let _ = out_headers.set(IDEMPOTENCY_EXPIRES_HEADER, &http::http_date(at));
+    }
+    if let Some(o) = outcome {
+        count(ctx, env, envelope, o.as_str(), started);
+    }
+    if takeover {
+        count(ctx, env, envelope, "takeover", started);
+    }
+    if release && status == 204 {
+        count(ctx, env, envelope, "released", started);
     }
     let mut out = ResponseBuilder::new()
         .with_status(status)

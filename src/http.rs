@@ -17,6 +17,22 @@ pub const OUTCOME_HEADER: &str = "x-idemgate-outcome";
 /// expires (ms), for the Worker's replay cache; stripped like the outcome.
 pub const EXPIRES_HEADER: &str = "x-idemgate-expires-at";
 
+/// Internal header on an execution that took over a dead holder's lease; the
+/// Worker counts it and strips it.
+pub const TAKEOVER_HEADER: &str = "x-idemgate-takeover";
+
+/// Public header on every answer stored under an idempotency key (first
+/// execution, replay, and the key-status endpoint): when its record expires, as
+/// an HTTP-date (RFC 9110 §5.6.7). After it, the key is new again.
+pub const IDEMPOTENCY_EXPIRES_HEADER: &str = "idempotency-expires";
+
+/// `ms` since the Unix epoch as an HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT`),
+/// rounded up to the whole second so the key is never new before the date says.
+pub fn http_date(ms: i64) -> String {
+    let secs = (ms.max(0) as u64).div_ceil(1000);
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 pub fn problem(err: &ApiError) -> Response {
     let p = err.to_problem();
     let headers = Headers::new();
@@ -145,5 +161,20 @@ impl Timings {
         if !self.0.is_empty() {
             let _ = resp.headers_mut().append("server-timing", &self.header());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_times_are_http_dates_rounded_up_to_the_second() {
+        assert_eq!(http_date(784_111_777_000), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(784_111_776_001), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        // The longest TTL from now still prints.
+        let far = 1_800_000_000_000 + crate::config::MAX_TTL_SECONDS * 1000;
+        assert!(http_date(far).ends_with(" GMT"));
     }
 }

@@ -8,10 +8,11 @@
 //! `idempotency_records` stays the system of record; the handler's rows and that
 //! record are committed in one D1 batch.
 
-use crate::config::Config;
+use crate::commands::Endpoint;
+use crate::config::{Config, ConfigErrors};
 use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
-use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
-use crate::idempotency::execute::{Executed, Held, Released};
+use crate::http::{self, Timings, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS, TAKEOVER_HEADER};
+use crate::idempotency::execute::{Executed, Held, KeyState, Released};
 use crate::idempotency::gate::{
     Clock, Committed, Decision, Gate, LiveHolders, Releaser, StoreError,
 };
@@ -26,8 +27,8 @@ use futures_util::FutureExt;
 use std::cell::RefCell;
 use std::time::Duration;
 use worker::{
-    console_error, console_warn, durable_object, wasm_bindgen, Date, Delay, DurableObject, Env,
-    Request, Response, Result, ScheduledTime, State, Storage,
+    console_error, durable_object, wasm_bindgen, Date, Delay, DurableObject, Env, Request,
+    Response, Result, ScheduledTime, State, Storage,
 };
 
 /// A finished execution, as handed to the requests waiting on it.
@@ -55,6 +56,9 @@ pub struct KeyGate {
     env: Env,
     slots: SqlSlots,
     config: Config,
+    /// Settings that do not parse: the object refuses requests (the Worker
+    /// already does); its alarm still settles what earlier requests left.
+    config_error: Option<ConfigErrors>,
     waiters: RefCell<Vec<oneshot::Sender<Finished>>>,
     /// Lease tokens of the handlers running in this instance: their leases are
     /// never taken over (see `Gate::admit_with`).
@@ -107,15 +111,22 @@ impl DurableObject for KeyGate {
             console_error!("KeyGate: expiring a dead holder's lease failed: {e}");
         }
         crate::panic_guard::install();
-        let config = crate::config::cached(
+        let (config, config_error) = match crate::config::cached(
             |n| env.var(n).ok().map(|v| v.to_string()),
-            |w| console_warn!("config: {w}"),
-        );
+            &Endpoint::ALL.map(Endpoint::template),
+        ) {
+            Ok(c) => (c, None),
+            Err(e) => {
+                console_error!("KeyGate: configuration refused: {e}");
+                (Config::default(), Some(e))
+            }
+        };
         KeyGate {
             state,
             env,
             slots,
             config,
+            config_error,
             waiters: RefCell::new(Vec::new()),
             live: LiveHolders::default(),
         }
@@ -134,6 +145,11 @@ impl DurableObject for KeyGate {
                 )))
             }
         };
+        if let Some(e) = &self.config_error {
+            return Ok(http::problem(&ApiError::Misconfigured {
+                vars: e.vars().into_iter().map(String::from).collect(),
+            }));
+        }
         let path = req.path();
         let result = match (req.method(), path.as_str()) {
             (worker::Method::Post, "/execute") => self.execute(req, &envelope).await,
@@ -334,7 +350,10 @@ impl KeyGate {
             token,
             started,
             takeover,
-            ttl_ms: self.config.ttl_ms,
+            ttl: self
+                .config
+                .ttl
+                .for_route(&env.template, env.param.as_deref()),
             force_commit: env.test_fail.is_some(),
         };
         let records = D1Records {
@@ -379,6 +398,9 @@ impl KeyGate {
         }
         let mut answer = self.answer_run(env, executed);
         timings.apply(&mut answer);
+        if takeover {
+            let _ = answer.headers_mut().set(TAKEOVER_HEADER, "1");
+        }
         answer
     }
 
@@ -526,7 +548,19 @@ impl KeyGate {
                     .map_err(|e| worker::Error::RustError(e.to_string()))?;
                 body["key"] = env.key.as_str().into();
                 body["route"] = env.route.as_str().into();
-                http::json(200, &body)
+                let expires_at = match state {
+                    KeyState::Completed { expires_at, .. } => Some(expires_at),
+                    KeyState::Processing { .. } => None,
+                };
+                if let Some(at) = expires_at {
+                    // The same date the answer's `Idempotency-Expires` states.
+                    body["expires"] = http::http_date(at).into();
+                }
+                let mut resp = http::json(200, &body);
+                if let Some(at) = expires_at {
+                    let _ = resp.headers_mut().set(EXPIRES_HEADER, &at.to_string());
+                }
+                resp
             }
             None => {
                 // Asked about a key it never held (or no longer does).

@@ -23,7 +23,11 @@
 //! - Pure logic, tested on the host: [`idempotency`] (key, fingerprint, scope,
 //!   admission, the object's decisions and run, replay headers, `Prefer`),
 //!   [`auth`], [`documents`], [`training`], [`staging`], [`request_body`] (the
-//!   JSON body rules every request parser shares), [`problem`], [`config`].
+//!   JSON body rules every request parser shares), [`problem`], [`config`]
+//!   (strict settings and the TTL policy), [`metrics`] (the Prometheus text).
+//! - [`stats`] and [`counters`]: `/v1/idempotency/stats` and `/metrics` read
+//!   records and counters by route template; the counts are written behind the
+//!   answers.
 //! - [`console`]: the approvers' console (`GET /console`), a static page and
 //!   script compiled in, with its security headers.
 //!
@@ -52,6 +56,7 @@ pub mod http;
 pub mod idempotency;
 pub mod ids;
 pub mod keygate_do;
+pub mod metrics;
 pub mod openapi;
 pub mod panic_guard;
 pub mod problem;
@@ -93,7 +98,16 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
                 Ok(n) => console_log!("sweep: deleted {n} expired idempotency records"),
                 Err(e) => console_error!("sweep failed: {e}"),
             }
-            let (cfg, _) = config::Config::from_lookup(|n| env.var(n).ok().map(|v| v.to_string()));
+            let templates = commands::Endpoint::ALL.map(commands::Endpoint::template);
+            let cfg = match config::cached(|n| env.var(n).ok().map(|v| v.to_string()), &templates) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    console_error!(
+                        "sweep: configuration refused, nothing but expired records swept: {e}"
+                    );
+                    return;
+                }
+            };
             match routes::training::retry_dispatches(&db, &cfg, now).await {
                 Ok(n) if n > 0 => console_log!("sweep: retried {n} training job dispatches"),
                 Ok(_) => {}
@@ -108,5 +122,37 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             }
         }
         Err(e) => console_error!("sweep: no D1 binding: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::commands::Endpoint;
+    use crate::config::parse_route_ttls;
+
+    #[test]
+    fn every_route_of_the_command_table_may_have_its_own_ttl() {
+        let templates = Endpoint::ALL.map(Endpoint::template);
+        for c in Endpoint::ALL {
+            let (_, path) = c.template().split_once(' ').unwrap();
+            for spec in [format!("{path}=60"), format!("{}=60", c.template())] {
+                let routes = parse_route_ttls(&spec, &templates, &[]).expect(&spec);
+                assert_eq!(routes[0].template, c.template(), "{spec}");
+                assert_eq!(
+                    (routes[0].name.as_deref(), routes[0].ttl_ms),
+                    (None, 60_000)
+                );
+            }
+        }
+        // The issue's own example.
+        let functions = ["charge".to_string()];
+        let routes = parse_route_ttls(
+            "/v1/documents=604800,/functions/v1/charge=3600",
+            &templates,
+            &functions,
+        )
+        .unwrap();
+        assert_eq!(routes[1].template, "POST /functions/v1/{name}");
+        assert_eq!(routes[1].name.as_deref(), Some("charge"));
     }
 }

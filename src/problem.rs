@@ -67,6 +67,11 @@ pub enum ApiError {
         slug: &'static str,
         detail: String,
     },
+    /// 500: a setting does not parse (`config::ConfigErrors`); every request is
+    /// refused until it is fixed. Names the variables; the reasons go to the log.
+    Misconfigured {
+        vars: Vec<String>,
+    },
     Internal,
 }
 
@@ -194,6 +199,15 @@ impl ApiError {
             ),
             InvalidTransition { detail, .. } => (409, "invalid-transition", "Invalid state transition", detail.clone()),
             Unprocessable { slug, detail } => (422, slug, "Unprocessable request", detail.clone()),
+            Misconfigured { vars } => (
+                500,
+                "misconfigured",
+                "Worker misconfigured",
+                format!(
+                    "the Worker refuses to serve: {} does not parse (the reason is in the Worker's log)",
+                    vars.join(", ")
+                ),
+            ),
             Internal => (500, "internal", "Internal error", "an internal error occurred".into()),
         }
     }
@@ -256,6 +270,20 @@ mod tests {
     fn in_flight_problem_asks_to_retry_after_one_second() {
         let p = ApiError::KeyInFlight { key: "k".into() }.to_problem();
         assert_eq!((p.status, p.retry_after), (409, Some(1)));
+    }
+
+    #[test]
+    fn a_misconfigured_worker_names_the_variables_but_not_their_values() {
+        let p = ApiError::Misconfigured {
+            vars: vec!["IDEMPOTENCY_ROUTE_TTLS".into()],
+        }
+        .to_problem();
+        assert_eq!(p.status, 500);
+        assert_eq!(p.body["type"], "https://idemgate.dev/errors/misconfigured");
+        assert!(p.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("IDEMPOTENCY_ROUTE_TTLS"));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub type CacheKey = (String, String, String);
 pub struct Entry {
     pub fingerprint: String,
     pub response: StoredResponse,
+    /// When the key's record expires (stated on every replay).
+    pub expires_at: i64,
     /// ms since the epoch; the entry is dropped at this time.
     pub valid_until: i64,
 }
@@ -33,7 +35,8 @@ pub struct Entry {
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hit<'a> {
-    Replay(&'a StoredResponse),
+    /// The stored answer and when its record expires.
+    Replay(&'a StoredResponse, i64),
     Mismatch,
 }
 
@@ -53,7 +56,7 @@ impl ReplayCache {
         }
         let entry = self.entries.get(key)?;
         Some(if entry.fingerprint == fingerprint {
-            Hit::Replay(&entry.response)
+            Hit::Replay(&entry.response, entry.expires_at)
         } else {
             Hit::Mismatch
         })
@@ -89,6 +92,7 @@ impl ReplayCache {
             Entry {
                 fingerprint,
                 response,
+                expires_at: record_expires_at,
                 valid_until,
             },
         );
@@ -131,7 +135,10 @@ mod tests {
     fn a_cached_answer_replays_for_the_same_payload_and_mismatches_for_another() {
         let mut c = ReplayCache::default();
         c.insert(key("a"), "fp1".into(), resp("x"), 10_000, 0);
-        assert_eq!(c.get(&key("a"), "fp1", 1), Some(Hit::Replay(&resp("x"))));
+        assert_eq!(
+            c.get(&key("a"), "fp1", 1),
+            Some(Hit::Replay(&resp("x"), 10_000))
+        );
         assert_eq!(c.get(&key("a"), "fp2", 1), Some(Hit::Mismatch));
         assert_eq!(c.get(&key("b"), "fp1", 1), None);
     }
@@ -178,7 +185,10 @@ mod tests {
         let mut c = ReplayCache::default();
         c.insert(key("a"), "fp".into(), resp("old"), 10_000, 0);
         c.insert(key("a"), "fp".into(), resp("new!"), 10_000, 0);
-        assert_eq!(c.get(&key("a"), "fp", 1), Some(Hit::Replay(&resp("new!"))));
+        assert_eq!(
+            c.get(&key("a"), "fp", 1),
+            Some(Hit::Replay(&resp("new!"), 10_000))
+        );
         assert_eq!((c.len(), c.bytes), (1, 4));
     }
 }

@@ -20,6 +20,7 @@ use super::gate::{
     AlarmStep, Clock, Committed, Finish, Gate, RecordKey, Release, Releaser, SlotStore,
 };
 use super::replay::StoredResponse;
+use crate::config::AnswerTtl;
 use std::fmt::Display;
 use std::future::Future;
 
@@ -134,7 +135,8 @@ pub struct Held<'a> {
     pub token: &'a str,
     pub started: i64,
     pub takeover: bool,
-    pub ttl_ms: i64,
+    /// How long the answer is kept: its route's TTL, shorter for a 4xx.
+    pub ttl: AnswerTtl,
     /// Commit through the system of record even without rows (test hooks).
     pub force_commit: bool,
 }
@@ -217,7 +219,8 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
             // caller and every retry alike.
             let response = self.bounded(response, &too_large);
             let completed = self.now();
-            let expires_at = completed + held.ttl_ms;
+            // The slot and the D1 record get this same expiry.
+            let expires_at = completed + held.ttl.for_status(response.status);
             if R::is_empty(&writes) && after.is_none() && !held.force_commit {
                 // Write-behind: an answer with no rows of its own is final once it
                 // is in the slot — durable, and the slot is the key's only writer.
@@ -541,6 +544,7 @@ mod tests {
     const T0: i64 = 1_000_000;
     const LEASE: i64 = 2_000;
     const TTL: i64 = 60_000;
+    const TTL_4XX: i64 = 5_000;
 
     struct World {
         slots: FakeSlots,
@@ -621,7 +625,10 @@ mod tests {
                 token,
                 started: T0,
                 takeover,
-                ttl_ms: TTL,
+                ttl: AnswerTtl {
+                    default_ms: TTL,
+                    client_error_ms: TTL_4XX,
+                },
                 force_commit: false,
             };
             let handler = || {
@@ -667,6 +674,62 @@ mod tests {
         assert_eq!(*w.d1.rows.borrow(), vec!["doc1".to_string()]);
         assert!(w.d1.records.borrow().contains_key("k1"));
         assert_eq!(w.slot_answer(), Some(answer(201, "doc1")));
+    }
+
+    #[test]
+    fn a_4xx_answer_expires_sooner_in_the_slot_and_in_its_record_alike() {
+        // With rows: the record is committed with the answer.
+        let w = World::new();
+        let (t, takeover) = w.admit("A");
+        let rejected = |_| {
+            Ok(Outcome::Commit {
+                response: answer(422, "bad data"),
+                writes: vec!["audit".to_string()],
+                after: None,
+            })
+        };
+        let got = w.run("A", &t, takeover, rejected);
+        assert!(matches!(got, Executed::Stored { expires_at, .. } if expires_at == T0 + TTL_4XX));
+        assert_eq!(w.d1.records.borrow()["k1"].expires_at, T0 + TTL_4XX);
+        assert_eq!(w.slots.answer_expiry().unwrap(), Some(T0 + TTL_4XX));
+        // Without rows: final in the slot, the record written behind with the same expiry.
+        let w = World::new();
+        let (t, takeover) = w.admit("A");
+        let got = w.run("A", &t, takeover, |_| {
+            Ok(Outcome::Commit {
+                response: answer(404, "no such order"),
+                writes: vec![],
+                after: None,
+            })
+        });
+        let Executed::Stored {
+            expires_at,
+            write_behind: true,
+            response,
+            ..
+        } = got
+        else {
+            panic!("{got:?}")
+        };
+        assert_eq!(expires_at, T0 + TTL_4XX);
+        assert_eq!(w.slots.answer_expiry().unwrap(), Some(T0 + TTL_4XX));
+        let record = Committed {
+            fingerprint: "A".into(),
+            response,
+            created_at: T0,
+            expires_at,
+        };
+        w.gate()
+            .write_behind(&w.d1, &key(), &record)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.d1.records.borrow()["k1"].expires_at, T0 + TTL_4XX);
+        // A 2xx keeps the route's TTL.
+        let w = World::new();
+        let (t, takeover) = w.admit("A");
+        let got = w.run("A", &t, takeover, |_| commit("ok", &["row"]));
+        assert!(matches!(got, Executed::Stored { expires_at, .. } if expires_at == T0 + TTL));
     }
 
     #[test]

@@ -501,6 +501,7 @@ fn replay_headers(created: bool) -> Value {
         "Idempotent-Replayed": header("`true` when this answer is a replay of the key's stored answer", json!({"type": "string", "enum": ["true"]})),
         "X-Idempotency-Replay": header("The same as Idempotent-Replayed (the legacy name)", json!({"type": "string", "enum": ["true"]})),
         "Idempotency-Key": header("The key this answer is stored under, on replays", key_schema()),
+        "Idempotency-Expires": header("When the stored answer expires and the key is new again (HTTP-date)", json!({"type": "string"})),
         "Preference-Applied": header("`wait=N` when the request's Prefer: wait was honoured", json!({"type": "string"})),
     });
     if created {
@@ -615,6 +616,9 @@ fn read_operation(r: &Read) -> Value {
         if content_type == "text/csv" {
             ok["content"][JSON] = json!({});
         }
+    }
+    if r.id == "getKeyState" {
+        ok["headers"] = json!({"Idempotency-Expires": header("A completed key's expiry (HTTP-date)", json!({"type": "string"}))});
     }
     responses.insert(status.to_string(), ok);
     for s in [401, 503].iter().chain(r.errors) {

@@ -66,7 +66,9 @@ class Server:
         self.proc = None
         self.port = None
 
-    def start(self, timeout=90):
+    def start(self, timeout=90, ready_status=200):
+        """Starts the dev server; ready once /healthz answers `ready_status`
+        (500 for a Worker that refuses its configuration)."""
         self.port = free_port()
         env = {**os.environ, **self.vars, "PORT": str(self.port), "IDEMGATE_STATE_DIR": self.state_dir,
                "IDEMGATE_SKIP_BUILD": "1", "CI": "1"}
@@ -81,7 +83,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dev server exited: {self.log_path.read_text()[-3000:]}")
             try:
-                if self.request("GET", "/healthz", timeout=2).status == 200:
+                if self.request("GET", "/healthz", timeout=2).status == ready_status:
                     return self
             except OSError:
                 pass

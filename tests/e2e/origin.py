@@ -111,6 +111,27 @@ class Origin:
                     self.reply(origin.rollback_status, {"rolled_back": origin.rollback_status < 300})
                 elif path == "/trainer":
                     self.reply(origin.trainer_status, {"accepted": origin.trainer_status < 300})
+                elif path == "/emissions":
+                    # GreenLang-style calculation: 200 with the result for valid
+                    # activity data, 422 for invalid data (a failed operation).
+                    data = json.loads(body or b"{}")
+                    liters = data.get("fuel_liters")
+                    if isinstance(liters, (int, float)) and not isinstance(liters, bool) and liters >= 0:
+                        self.reply(200, {"co2_kg": round(liters * 2.68, 3), "call": n,
+                                         "execution_id": uuid.uuid4().hex})
+                    else:
+                        self.reply(422, {"error": "fuel_liters must be a non-negative number", "call": n})
+                elif path == "/ledger":
+                    # AccuBooks-style ledger posting: 201 with a new entry for a balanced
+                    # transaction (debits == credits), 422 otherwise.
+                    lines = json.loads(body or b"{}").get("lines", [])
+                    debits = sum(l.get("debit", 0) for l in lines)
+                    credits = sum(l.get("credit", 0) for l in lines)
+                    if lines and debits == credits:
+                        self.reply(201, {"entry_id": f"je-{uuid.uuid4().hex[:12]}", "call": n,
+                                         "debits": debits, "credits": credits})
+                    else:
+                        self.reply(422, {"error": "unbalanced transaction", "call": n})
                 else:
                     self.reply(404, {"error": "no such function"})
 
