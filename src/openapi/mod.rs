@@ -197,6 +197,16 @@ const READS: &[Read] = &[
     },
     Read {
         method: "get",
+        path: "/metrics",
+        id: "getMetrics",
+        summary: "The tenant's idempotency counters, Prometheus text format 0.0.4 (admin role)",
+        tag: "idempotency",
+        ok: (200, "text/plain", None),
+        errors: &[403],
+        query: &[],
+    },
+    Read {
+        method: "get",
         path: "/v1/idempotency/keys/{key}",
         id: "getKeyState",
         summary: "A key's state: processing or completed",
@@ -212,7 +222,7 @@ const READS: &[Read] = &[
         summary: "Release a key so its next request runs again (its owner or an admin)",
         tag: "idempotency",
         ok: (204, "", None),
-        errors: &[400, 403, 409],
+        errors: &[400, 403, 404, 409],
         query: &[("route", "string", true), ("subject", "string", false)],
     },
 ];
@@ -281,7 +291,7 @@ fn keyed_doc(e: Endpoint) -> KeyedDoc {
                 "cancelJob",
                 "Cancel a job that has not finished",
                 "training",
-                "Reason",
+                "Cancel",
                 Some((200, "Job")),
             )
         },
@@ -327,7 +337,7 @@ fn keyed_doc(e: Endpoint) -> KeyedDoc {
             "rejectExport",
             "Reject an export with a reason (approver role)",
             "staging",
-            "RequiredReason",
+            "Reject",
             Some((200, "Export")),
         ),
         Endpoint::PostExport => KeyedDoc {
@@ -347,7 +357,7 @@ fn keyed_doc(e: Endpoint) -> KeyedDoc {
                 "rollbackExport",
                 "Roll back a posted export",
                 "staging",
-                "RequiredReason",
+                "Rollback",
                 Some((200, "Export")),
             )
         },
@@ -360,6 +370,82 @@ fn keyed_doc(e: Endpoint) -> KeyedDoc {
         ),
     }
 }
+
+/// Links from a created resource to the operations that take its id
+/// (operation, status, JSON pointer of the id in its answer, operations):
+/// clients (and schemathesis' stateful phase) follow them.
+const LINKS: [(&str, u16, &str, &[&str]); 5] = [
+    ("uploadDocument", 201, "/id", &["getDocument", "listChunks"]),
+    (
+        "createDataset",
+        201,
+        "/dataset_id",
+        &["getDataset", "getDatasetExamples"],
+    ),
+    (
+        "createJob",
+        201,
+        "/id",
+        &["getJob", "cancelJob", "reportJobEvent"],
+    ),
+    (
+        "stageExport",
+        201,
+        "/id",
+        &[
+            "getExport",
+            "getExportDiff",
+            "getExportAudit",
+            "getExportFile",
+            "getExportPreview",
+            "reviewExport",
+            "approveExport",
+            "rejectExport",
+            "postExport",
+            "rollbackExport",
+        ],
+    ),
+    ("stageBatch", 201, "/batch_id", &["getBatch"]),
+];
+
+fn add_links(paths: &mut Map<String, Value>) {
+    for (source, status, pointer, targets) in LINKS {
+        let links: Map<String, Value> = targets
+            .iter()
+            .map(|t| {
+                let link = json!({"operationId": t, "parameters": {"id": format!("$response.body#{pointer}")}});
+                (t.to_string(), link)
+            })
+            .collect();
+        for item in paths.values_mut() {
+            for op in item
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+            {
+                if op["operationId"] == source {
+                    op["responses"][status.to_string()]["links"] = Value::Object(links.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The request bodies: closed objects, as their parsers reject unknown fields.
+const REQUEST_SCHEMAS: [&str; 12] = [
+    "UploadDocument",
+    "CreateDataset",
+    "CreateJob",
+    "Hyperparameters",
+    "JobEvent",
+    "Cancel",
+    "StageExport",
+    "StageBatch",
+    "Review",
+    "Approve",
+    "Reject",
+    "Rollback",
+];
 
 /// One named schema and the schemas it refers to.
 fn add<T: ToSchema>(out: &mut Vec<(String, RefOr<Schema>)>) {
@@ -382,12 +468,13 @@ fn components() -> utoipa::openapi::Components {
     add::<JobList>(&mut s);
     add::<JobEvent>(&mut s);
     add::<JobEventApplied>(&mut s);
-    add::<Reason>(&mut s);
+    add::<Cancel>(&mut s);
     add::<StageExport>(&mut s);
     add::<StageBatch>(&mut s);
     add::<Review>(&mut s);
     add::<Approve>(&mut s);
-    add::<RequiredReason>(&mut s);
+    add::<Reject>(&mut s);
+    add::<Rollback>(&mut s);
     add::<Post>(&mut s);
     add::<Export>(&mut s);
     add::<ExportList>(&mut s);
@@ -603,7 +690,12 @@ fn keyed_operation(e: Endpoint) -> (String, String, Value) {
 fn read_operation(r: &Read) -> Value {
     let mut params = path_params(r.path);
     for (name, ty, required) in r.query {
-        params.push(param(name, "query", *required, json!({"type": ty}), ""));
+        let mut p = param(name, "query", *required, json!({"type": ty}), "");
+        if *name == "route" {
+            p["description"] = json!("The keyed write's path, ids filled in");
+            p["example"] = json!("/v1/documents");
+        }
+        params.push(p);
     }
     let mut responses = Map::new();
     let (status, content_type, schema) = r.ok;
@@ -692,7 +784,11 @@ pub fn document() -> Value {
     for r in READS {
         put(r.path, r.method, read_operation(r));
     }
+    add_links(&mut paths);
     doc["paths"] = Value::Object(paths);
+    for name in REQUEST_SCHEMAS.iter().chain(&["Post"]) {
+        doc["components"]["schemas"][name]["additionalProperties"] = Value::Bool(false);
+    }
     doc["tags"] = json!([
         "documents",
         "training",

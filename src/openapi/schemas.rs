@@ -14,7 +14,7 @@
 #![allow(dead_code)] // Fields are read by the schema derive only.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 /// `GET /healthz`: the body the Worker sends.
@@ -26,20 +26,40 @@ pub struct Health {
 
 // ---- documents ----
 
+// `pattern = r"\S"`: a non-blank text, at least one character that is not white space.
+
 /// `POST /v1/documents`: the text itself (`content`) or its bytes in base64.
 #[derive(ToSchema)]
+#[schema(example = json!({"filename": "note.md", "content_type": "text/markdown",
+                          "content": "# Invoices\n\nPaid on receipt. Thank you."}))]
 pub struct UploadDocument {
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     filename: String,
-    /// `text/plain`, `text/markdown`, `text/html`, `text/csv`, `application/json`.
-    content_type: String,
+    /// The media type (parameters such as `; charset=utf-8` allowed).
+    content_type: DocumentType,
     /// The text (give this or `content_base64`).
     content: Option<String>,
     /// The bytes, standard base64 (give this or `content`).
     content_base64: Option<String>,
     /// Characters per chunk (default `CHUNK_SIZE`).
+    #[schema(minimum = 1)]
     chunk_size: Option<u32>,
     /// Characters shared by neighbouring chunks (default `CHUNK_OVERLAP`).
     chunk_overlap: Option<u32>,
+}
+
+#[derive(ToSchema)]
+pub enum DocumentType {
+    #[schema(rename = "text/plain")]
+    Plain,
+    #[schema(rename = "text/markdown")]
+    Markdown,
+    #[schema(rename = "text/html")]
+    Html,
+    #[schema(rename = "text/csv")]
+    Csv,
+    #[schema(rename = "application/json")]
+    Json,
 }
 
 #[derive(ToSchema)]
@@ -98,11 +118,13 @@ pub struct ChunkPage {
 /// `POST /v1/training-data`.
 #[derive(ToSchema)]
 pub struct CreateDataset {
-    /// 1 to 100 document ids of the caller's tenant.
+    /// Document ids of the caller's tenant.
+    #[schema(min_items = 1, max_items = 50)]
     document_ids: Vec<String>,
     /// `chat`, `completion` or `instruction` (default `chat`).
     format: Option<String>,
     min_chars: Option<u32>,
+    #[schema(minimum = 1, maximum = 100_000)]
     max_examples: Option<u32>,
 }
 
@@ -120,11 +142,24 @@ pub struct Dataset {
 
 /// `POST /v1/training-jobs`.
 #[derive(ToSchema)]
+#[schema(example = json!({"dataset_id": "ds_example", "base_model": "llama-3-8b",
+                          "hyperparameters": {"epochs": 3, "learning_rate": 0.0002, "batch_size": 8}}))]
 pub struct CreateJob {
+    #[schema(min_length = 1, pattern = r"\S")]
     dataset_id: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     base_model: String,
-    #[schema(value_type = Option<Object>)]
-    hyperparameters: Option<Value>,
+    hyperparameters: Option<Hyperparameters>,
+}
+
+#[derive(ToSchema)]
+pub struct Hyperparameters {
+    #[schema(minimum = 1, maximum = 100)]
+    epochs: u32,
+    #[schema(exclusive_minimum = 0)]
+    learning_rate: f64,
+    #[schema(minimum = 1, maximum = 4096)]
+    batch_size: u32,
 }
 
 /// A training job.
@@ -153,15 +188,27 @@ pub struct JobList {
 /// `POST /v1/training-jobs/{id}/events`: `event_id` is the idempotency key.
 #[derive(ToSchema)]
 pub struct JobEvent {
+    #[schema(min_length = 1, max_length = 255, pattern = "^[A-Za-z0-9._:~+/=-]+$")]
     event_id: String,
-    /// `claimed`, `running`, `progress`, `succeeded`, `failed`.
+    /// `claimed`, `running`, `progress` (with step, metrics), `succeeded` (with
+    /// artifact), `failed` (with error).
     #[schema(rename = "type")]
-    kind: String,
+    kind: JobEventType,
     step: Option<u64>,
     #[schema(value_type = Option<Object>)]
     metrics: Option<Value>,
     artifact: Option<String>,
     error: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum JobEventType {
+    Claimed,
+    Running,
+    Progress,
+    Succeeded,
+    Failed,
 }
 
 /// An event applied to a job.
@@ -174,9 +221,10 @@ pub struct JobEventApplied {
     status: String,
 }
 
-/// A reason, optional or required by the route.
+/// `POST /v1/training-jobs/{id}/cancel`: an optional reason.
 #[derive(ToSchema)]
-pub struct Reason {
+pub struct Cancel {
+    #[schema(max_length = 1000)]
     reason: Option<String>,
 }
 
@@ -184,27 +232,51 @@ pub struct Reason {
 
 /// `POST /v1/staging/exports` (also an item of a batch).
 #[derive(ToSchema)]
+#[schema(example = json!({"invoice_id": "inv-1001", "export_format": "csv", "destination_system": "quickbooks",
+    "export_data": {"vendor_name": "Acme GmbH", "invoice_number": "INV-1001", "invoice_date": "2026-10-31",
+        "currency": "EUR", "total_amount": "119.00",
+        "line_items": [{"description": "Widgets", "quantity": "2", "unit_price": "59.50", "amount": "119.00"}]}}))]
 pub struct StageExport {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     invoice_id: String,
-    /// `csv` or `json`.
-    export_format: String,
+    export_format: ExportFormat,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     destination_system: String,
     /// The invoice: vendor_name, invoice_number, invoice_date, currency,
     /// total_amount (decimal string), line_items.
     #[schema(value_type = Object)]
     export_data: Value,
+    #[schema(minimum = 0, maximum = 10)]
     max_retries: Option<u32>,
+    /// The token's subject, if given (the preparer is always the caller).
+    prepared_by: Option<String>,
 }
 
 #[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(ToSchema)]
+#[schema(example = json!({"exports": [{"invoice_id": "inv-2001", "export_format": "json", "destination_system": "erp",
+    "export_data": {"vendor_name": "Acme GmbH", "invoice_number": "INV-2001", "invoice_date": "2026-11-02",
+        "currency": "EUR", "total_amount": "10.00",
+        "line_items": [{"description": "Bolt", "quantity": "1", "unit_price": "10.00", "amount": "10.00"}]}}]}))]
 pub struct StageBatch {
+    /// Up to `STAGING_MAX_BATCH_SIZE` exports.
+    #[schema(min_items = 1)]
     exports: Vec<StageExport>,
 }
 
 /// `PUT /v1/staging/exports/{id}/review`.
 #[derive(ToSchema)]
 pub struct Review {
+    #[schema(max_length = 2000)]
     comments: Option<String>,
+    /// The token's subject, if given.
+    reviewed_by: Option<String>,
 }
 
 /// `PUT /v1/staging/exports/{id}/approve`: optionally with corrected data.
@@ -214,19 +286,37 @@ pub struct Approve {
     approved_data: Option<Value>,
     change_reason: Option<String>,
     approval_comments: Option<String>,
+    /// The token's subject, if given.
+    approved_by: Option<String>,
 }
 
-/// `PUT …/reject`, `POST …/rollback`: the reason is required.
+/// `PUT …/reject`: the reason is required.
 #[derive(ToSchema)]
-pub struct RequiredReason {
+pub struct Reject {
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     reason: String,
+    /// The token's subject, if given.
+    rejected_by: Option<String>,
+}
+
+/// `POST …/rollback`: the reason is required.
+#[derive(ToSchema)]
+pub struct Rollback {
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
+    reason: String,
+    /// The token's subject, if given.
+    rolled_back_by: Option<String>,
 }
 
 /// `POST /v1/staging/exports/{id}/post`.
 #[derive(ToSchema)]
 pub struct Post {
+    #[schema(max_length = 255)]
     external_reference: Option<String>,
+    #[schema(max_length = 255)]
     export_filename: Option<String>,
+    /// The token's subject, if given.
+    posted_by: Option<String>,
 }
 
 /// A staged export, with its quality score and findings.

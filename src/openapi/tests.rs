@@ -263,3 +263,70 @@ fn the_served_text_is_the_document() {
     let served: Value = serde_json::from_str(&json_text()).unwrap();
     assert_eq!(served, doc());
 }
+
+fn properties(d: &Value, schema: &str) -> BTreeSet<String> {
+    d["components"]["schemas"][schema]["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{schema}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn request_schemas_name_exactly_the_fields_their_parsers_accept() {
+    use crate::staging::requests as staging;
+    use crate::training;
+    let d = doc();
+    let cases: [(&str, &[&str]); 10] = [
+        ("UploadDocument", &crate::documents::UPLOAD_FIELDS),
+        ("CreateDataset", &training::DATASET_FIELDS),
+        ("CreateJob", &training::JOB_FIELDS),
+        ("Hyperparameters", &training::HYPERPARAMETER_FIELDS),
+        ("JobEvent", &training::EVENT_FIELDS),
+        ("StageExport", &staging::STAGE_FIELDS),
+        ("StageBatch", &staging::BATCH_FIELDS),
+        ("Review", &staging::REVIEW_FIELDS),
+        ("Approve", &staging::APPROVE_FIELDS),
+        ("Post", &staging::POST_FIELDS),
+    ];
+    for (schema, fields) in cases {
+        let want: BTreeSet<String> = fields.iter().map(|f| f.to_string()).collect();
+        assert_eq!(properties(&d, schema), want, "{schema}");
+        assert_eq!(
+            d["components"]["schemas"][schema]["additionalProperties"], false,
+            "{schema}"
+        );
+    }
+}
+
+#[test]
+fn every_link_names_an_operation_of_the_document_with_an_id_parameter() {
+    let d = doc();
+    let ops: BTreeSet<String> = d["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap().to_string())
+        .collect();
+    let mut seen = 0;
+    for item in d["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            for response in op["responses"].as_object().unwrap().values() {
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    assert!(
+                        ops.contains(link["operationId"].as_str().unwrap()),
+                        "{link}"
+                    );
+                    seen += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(seen, LINKS.iter().map(|l| l.3.len()).sum::<usize>());
+}
