@@ -27,6 +27,11 @@ use worker::{
 
 type Outcome = std::result::Result<Response, ApiError>;
 
+/// The methods the router knows (others are 501, not taken for a GET).
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+];
+
 /// Test hook headers (only with `IDEMGATE_TEST_HOOKS=1`).
 const TEST_DELAY_HEADER: &str = "x-idemgate-test-delay-ms";
 const TEST_FAIL_HEADER: &str = "x-idemgate-test-fail";
@@ -152,6 +157,11 @@ async fn route(req: Request, env: &Env, ctx: &Context, started: f64) -> Outcome 
         .map_err(|_| ApiError::bad_request("invalid-url", "unparsable URL"))?;
     let path = url.path().to_string();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    // workers-rs reads a method it does not know as GET: refuse it first.
+    let raw_method = req.inner().method();
+    if !KNOWN_METHODS.contains(&raw_method.as_str()) {
+        return Err(ApiError::MethodNotImplemented(raw_method));
+    }
     let method = req.method();
     if segments == ["healthz"] {
         return match method {

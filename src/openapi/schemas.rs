@@ -14,7 +14,7 @@
 #![allow(dead_code)] // Fields are read by the schema derive only.
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 /// `GET /healthz`: the body the Worker sends.

@@ -93,3 +93,22 @@ def test_every_operation_conforms_to_the_document_under_schemathesis(fuzzed, tmp
     tested = set(re.findall(r'testcase name="([A-Z]+ /[^"]*)"', junit))
     documented = {f"{m.upper()} {p}" for p, item in doc["paths"].items() for m in item} - {"GET /openapi.json"}
     assert tested == documented, (documented - tested, tested - documented)
+
+
+def test_an_unknown_method_is_501_not_taken_for_a_get(fuzzed):
+    """Found by schemathesis' probing: workers-rs reads any method it does not know
+    (QUERY, PROPFIND, …) as GET, so `QUERY /console` answered the page and `QUERY`
+    on an export read it. RFC 9110 §15.6.2: a method the server does not recognise
+    is 501. (A token workerd itself does not know, such as FOO, never reaches the
+    Worker: workerd answers it.)"""
+    token = make_token(SECRET, "prober", "probe-tenant", ["admin"])
+    auth = {"authorization": f"Bearer {token}"}
+    for method, path in [("QUERY", "/console"), ("PROPFIND", "/healthz"), ("QUERY", "/openapi.json"),
+                         ("QUERY", "/v1/staging/exports"), ("PROPFIND", "/v1/idempotency/stats")]:
+        reply = fuzzed.request(method, path, None, auth)
+        assert reply.status == 501, (method, path, reply)
+        assert reply.header("content-type").startswith("application/problem+json")
+        assert reply.json()["type"] == "https://idemgate.dev/errors/method-not-implemented"
+    # The methods it knows keep their answers.
+    assert fuzzed.request("GET", "/healthz").status == 200
+    assert fuzzed.request("PATCH", "/healthz").status == 405
