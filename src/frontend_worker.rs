@@ -27,7 +27,7 @@ use worker::{
 
 type Outcome = std::result::Result<Response, ApiError>;
 
-/// The methods the router knows (others are 501, not taken for a GET).
+/// The methods the router knows (any other is refused with 405, never taken for a GET).
 const KNOWN_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
 ];
@@ -157,12 +157,12 @@ async fn route(req: Request, env: &Env, ctx: &Context, started: f64) -> Outcome 
         .map_err(|_| ApiError::bad_request("invalid-url", "unparsable URL"))?;
     let path = url.path().to_string();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    // workers-rs reads a method it does not know as GET: refuse it first.
-    let raw_method = req.inner().method();
-    if !KNOWN_METHODS.contains(&raw_method.as_str()) {
-        return Err(ApiError::MethodNotImplemented(raw_method));
-    }
-    let method = req.method();
+    // workers-rs reads a method it does not know (QUERY, PROPFIND) as GET. Such a
+    // method goes on as REPORT, which no route allows: each answers 405 with its Allow.
+    let method = match req.inner().method() {
+        m if KNOWN_METHODS.contains(&m.as_str()) => req.method(),
+        _ => Method::Report,
+    };
     if segments == ["healthz"] {
         return match method {
             Method::Get | Method::Head => Ok(http::json(200, &serde_json::json!({"status": "ok"}))),

@@ -28,8 +28,6 @@ pub enum ApiError {
     MethodNotAllowed {
         allow: &'static str,
     },
-    /// 501: a method the server does not recognise at all (RFC 9110 §15.6.2).
-    MethodNotImplemented(String),
     /// 409: a request with this key is still running.
     KeyInFlight {
         key: String,
@@ -139,12 +137,6 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
                 format!("allowed methods: {allow}"),
-            ),
-            MethodNotImplemented(m) => (
-                501,
-                "method-not-implemented",
-                "Method not implemented",
-                format!("the method {m:?} is not recognised"),
             ),
             AnswerTooLarge { limit } => (
                 502,
@@ -300,16 +292,5 @@ mod tests {
         assert_eq!(p.status, 503);
         assert!(p.retry_after.is_some());
         assert_eq!(ApiError::AuthNotConfigured.status(), 503);
-    }
-
-    #[test]
-    fn an_unrecognised_method_is_501_method_not_implemented() {
-        let p = ApiError::MethodNotImplemented("QUERY".into()).to_problem();
-        assert_eq!(p.status, 501);
-        assert_eq!(
-            p.body["type"],
-            "https://idemgate.dev/errors/method-not-implemented"
-        );
-        assert!(p.body["detail"].as_str().unwrap().contains("QUERY"));
     }
 }

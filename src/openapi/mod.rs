@@ -516,7 +516,6 @@ fn problem_types() -> Vec<String> {
         ApiError::Forbidden(key.clone()),
         ApiError::NotFound(key.clone()),
         ApiError::MethodNotAllowed { allow: "GET" },
-        ApiError::MethodNotImplemented(key.clone()),
         ApiError::KeyInFlight { key: key.clone() },
         ApiError::PayloadTooLarge { limit: 1 },
         ApiError::UnsupportedMediaType(key.clone()),

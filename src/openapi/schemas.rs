@@ -121,11 +121,19 @@ pub struct CreateDataset {
     /// Document ids of the caller's tenant.
     #[schema(min_items = 1, max_items = 50)]
     document_ids: Vec<String>,
-    /// `chat`, `completion` or `instruction` (default `chat`).
-    format: Option<String>,
+    format: DatasetFormat,
+    #[schema(minimum = 0)]
     min_chars: Option<u32>,
     #[schema(minimum = 1, maximum = 100_000)]
     max_examples: Option<u32>,
+}
+
+/// `chunks`: one line per chunk; `chat`: chat-formatted sections.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum DatasetFormat {
+    Chunks,
+    Chat,
 }
 
 /// A dataset (the creation's answer and `GET /v1/training-data/{id}`).
