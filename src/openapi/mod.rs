@@ -292,7 +292,7 @@ fn keyed_doc(e: Endpoint) -> KeyedDoc {
                 "Cancel a job that has not finished",
                 "training",
                 "Cancel",
-                Some((200, "Job")),
+                Some((200, "JobEventApplied")),
             )
         },
         Endpoint::CallFunction => KeyedDoc {

@@ -157,7 +157,7 @@ pub struct CreateJob {
     dataset_id: String,
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     base_model: String,
-    hyperparameters: Option<Hyperparameters>,
+    hyperparameters: Hyperparameters,
 }
 
 #[derive(ToSchema)]
@@ -180,9 +180,17 @@ pub struct Job {
     base_model: String,
     #[schema(value_type = Object)]
     hyperparameters: Value,
-    #[schema(value_type = Object)]
-    dispatch: Value,
+    dispatch: Dispatch,
     created_at: i64,
+}
+
+/// Where the job's dispatch to `TRAINER_URL` stands.
+#[derive(ToSchema)]
+pub struct Dispatch {
+    /// `none` (no trainer configured), `pending`, `dispatched`, `failed`.
+    status: String,
+    error: Option<String>,
+    attempts: u32,
 }
 
 #[derive(ToSchema)]
@@ -219,7 +227,7 @@ pub enum JobEventType {
     Failed,
 }
 
-/// An event applied to a job.
+/// An event applied to a job (a cancel is the event `cancelled`).
 #[derive(ToSchema)]
 pub struct JobEventApplied {
     job_id: String,

@@ -115,3 +115,86 @@ def test_an_unknown_method_is_405_not_taken_for_a_get(fuzzed):
     # The methods it knows keep their answers.
     assert fuzzed.request("GET", "/healthz").status == 200
     assert fuzzed.request("PATCH", "/healthz").status == 405
+
+
+def test_each_resource_s_answers_along_a_full_workflow_conform_to_the_document(fuzzed):
+    """The fuzzer mostly meets 400 and 404 (random ids, random bodies); this walks the
+    happy paths — and a replay, a reused key, a key's state and its release — and runs
+    the same four checks on every answer, so each documented 2xx schema is checked
+    against a real answer."""
+    import schemathesis
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
+                                                   status_code_conformance)
+
+    base = f"http://127.0.0.1:{fuzzed.port}"
+    schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    alice = make_token(SECRET, "alice", "flow-tenant", ["admin"])
+    bob = make_token(SECRET, "bob", "flow-tenant", ["approver"])
+    seen = {}
+
+    def call(op_id, want, token=alice, idem=None, body=None, query=None, **path):
+        extra = {"body": body, "media_type": "application/json"} if body is not None else {}
+        case = schema.find_operation_by_id(op_id).Case(
+            path_parameters=path or None, query=query,
+            headers={"Idempotency-Key": idem} if idem else None, **extra)
+        headers = {"Authorization": f"Bearer {token}"}
+        response = case.call(base_url=base, headers=headers, timeout=30)
+        assert response.status_code == want, (op_id, response.status_code, response.text[:500])
+        case.validate_response(response, checks=checks, headers=headers)
+        seen[op_id] = response.status_code
+        return response
+
+    suffix = str(time.time_ns())
+    doc_body = {"filename": "a.md", "content_type": "text/markdown", "content": "# Title\n\nSome words here. " * 20}
+    doc = call("uploadDocument", 201, idem=f"doc-{suffix}", body=doc_body).json()
+    replay = call("uploadDocument", 201, idem=f"doc-{suffix}", body=doc_body)
+    assert replay.headers["idempotent-replayed"] in ("true", ["true"])
+    call("uploadDocument", 422, idem=f"doc-{suffix}", body={**doc_body, "filename": "b.md"})
+    call("getDocument", 200, id=doc["id"])
+    call("listChunks", 200, id=doc["id"], query={"limit": 2})
+    dataset = call("createDataset", 201, idem=f"ds-{suffix}", body={"document_ids": [doc["id"]], "format": "chunks"}).json()
+    call("getDataset", 200, id=dataset["dataset_id"])
+    call("getDatasetExamples", 200, id=dataset["dataset_id"])
+    job = call("createJob", 201, idem=f"job-{suffix}",
+               body={"dataset_id": dataset["dataset_id"], "base_model": "m",
+                     "hyperparameters": {"epochs": 1, "learning_rate": 0.1, "batch_size": 4}}).json()
+    call("reportJobEvent", 200, body={"event_id": f"ev-{suffix}", "type": "claimed"}, id=job["id"])
+    call("getJob", 200, id=job["id"])
+    call("listJobs", 200, query={"status": "running"})
+    call("cancelJob", 200, idem=f"cancel-{suffix}", body={"reason": "enough"}, id=job["id"])
+
+    invoice = {"vendor_name": "Acme", "invoice_number": "INV-1", "invoice_date": "2026-10-31", "currency": "EUR",
+               "total_amount": "10.00",
+               "line_items": [{"description": "x", "quantity": "1", "unit_price": "10.00", "amount": "10.00"}]}
+    stage = {"invoice_id": f"inv-{suffix}", "export_format": "csv", "destination_system": "erp",
+             "export_data": invoice}
+    export = call("stageExport", 201, idem=f"stage-{suffix}", body=stage).json()
+    call("reviewExport", 200, idem=f"review-{suffix}", body={"comments": "ok"}, id=export["id"])
+    call("approveExport", 403, idem=f"approve-self-{suffix}", token=make_token(SECRET, "alice", "flow-tenant", ["approver"]),
+         body={}, id=export["id"])
+    call("approveExport", 200, token=bob, idem=f"approve-{suffix}",
+         body={"approved_data": {**invoice, "total_amount": "10.00"}, "change_reason": "checked"}, id=export["id"])
+    call("getExportDiff", 200, id=export["id"])
+    call("getExportPreview", 200, id=export["id"])
+    call("postExport", 200, idem=f"post-{suffix}", body={"external_reference": "QB-1"}, id=export["id"])
+    call("getExportFile", 200, id=export["id"])
+    call("rollbackExport", 200, idem=f"rollback-{suffix}", body={"reason": "undo"}, id=export["id"])
+    call("rejectExport", 409, token=bob, idem=f"reject-{suffix}", body={"reason": "late"}, id=export["id"])
+    call("getExport", 200, id=export["id"])
+    call("getExportAudit", 200, id=export["id"])
+    call("listExports", 200, query={"status": "rolled_back"})
+    batch = call("stageBatch", 201, idem=f"batch-{suffix}", body={"exports": [stage, {"invoice_id": ""}]}).json()
+    call("getBatch", 200, id=batch["batch_id"])
+
+    call("getKeyState", 200, query={"route": "/v1/documents"}, **{"key": f"doc-{suffix}"})
+    call("releaseKey", 204, query={"route": "/v1/documents"}, **{"key": f"doc-{suffix}"})
+    call("getKeyState", 404, query={"route": "/v1/documents"}, **{"key": f"doc-{suffix}"})
+    call("getIdempotencyStats", 200)
+    call("getMetrics", 200)
+    call("healthz", 200)
+    call("console", 200)
+    call("consoleScript", 200)
+    call("consoleStyle", 200)
+    assert len(seen) >= 30, sorted(seen)
