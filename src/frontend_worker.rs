@@ -165,7 +165,13 @@ async fn route(req: Request, env: &Env, ctx: &Context, started: f64) -> Outcome 
     };
     if segments == ["healthz"] {
         return match method {
-            Method::Get | Method::Head => Ok(http::json(200, &serde_json::json!({"status": "ok"}))),
+            Method::Get | Method::Head => {
+                let health = openapi::schemas::Health { status: "ok" };
+                Ok(http::json(
+                    200,
+                    &serde_json::to_value(health).unwrap_or_default(),
+                ))
+            }
             _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
         };
     }
