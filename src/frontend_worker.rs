@@ -12,6 +12,7 @@ use crate::envelope::Envelope;
 use crate::http::{self, Timings};
 use crate::idempotency::scope::Scope;
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
+use crate::openapi;
 use crate::problem::ApiError;
 use crate::request_log::{Stage, Start, Trace, REQUEST_ID_HEADER};
 use crate::routes::{documents, functions, staging, training};
@@ -23,6 +24,11 @@ use worker::{
 };
 
 type Outcome = std::result::Result<Response, ApiError>;
+
+/// The methods the router knows (any other is refused with 405, never taken for a GET).
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+];
 
 /// Test hook headers (only with `IDEMGATE_TEST_HOOKS=1`).
 const TEST_DELAY_HEADER: &str = "x-idemgate-test-delay-ms";
@@ -115,10 +121,27 @@ async fn route(req: Request, env: &Env, ctx: &Context, trace: &Trace) -> Outcome
         .map_err(|_| ApiError::bad_request("invalid-url", "unparsable URL"))?;
     let path = url.path().to_string();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let method = req.method();
+    // workers-rs reads a method it does not know (QUERY, PROPFIND) as GET. Such a
+    // method goes on as REPORT, which no route allows: each answers 405 with its Allow.
+    let method = match req.inner().method() {
+        m if KNOWN_METHODS.contains(&m.as_str()) => req.method(),
+        _ => Method::Report,
+    };
     if segments == ["healthz"] {
         return match method {
-            Method::Get | Method::Head => Ok(http::json(200, &serde_json::json!({"status": "ok"}))),
+            Method::Get | Method::Head => {
+                let health = openapi::schemas::Health { status: "ok" };
+                Ok(http::json(
+                    200,
+                    &serde_json::to_value(health).unwrap_or_default(),
+                ))
+            }
+            _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
+        };
+    }
+    if path == openapi::PATH {
+        return match method {
+            Method::Get | Method::Head => Ok(http::text(200, http::JSON, openapi::json_text())),
             _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
         };
     }

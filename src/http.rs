@@ -101,6 +101,16 @@ pub fn json(status: u16, body: &serde_json::Value) -> Response {
         .fixed(body.to_string().into_bytes())
 }
 
+/// A text body (already serialised) with its content type.
+pub fn text(status: u16, content_type: &str, body: String) -> Response {
+    let headers = Headers::new();
+    let _ = headers.set("content-type", content_type);
+    ResponseBuilder::new()
+        .with_status(status)
+        .with_headers(headers)
+        .fixed(body.into_bytes())
+}
+
 /// Sends a stored answer, with `extra` headers added (key echo, replay marks).
 pub fn stored(resp: &StoredResponse, extra: &[(&str, &str)]) -> Response {
     let headers = Headers::new();

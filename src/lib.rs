@@ -59,6 +59,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod keygate_do;
 pub mod metrics;
+pub mod openapi;
 pub mod panic_guard;
 pub mod problem;
 pub mod request_body;

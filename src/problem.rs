@@ -3,7 +3,8 @@
 //! Every error response goes through [`ApiError::to_problem`]; internal causes are
 //! logged by the caller and never put into `detail`.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 /// Base of the problem `type` URIs.
 pub const PROBLEM_BASE: &str = "https://idemgate.dev/errors/";
@@ -72,6 +73,28 @@ pub enum ApiError {
         vars: Vec<String>,
     },
     Internal,
+}
+
+/// The RFC 9457 problem document every error answer carries, as sent
+/// (`application/problem+json`); the OpenAPI document's `Problem` schema is
+/// derived from this type.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemDetails {
+    /// `https://idemgate.dev/errors/<slug>`: what kind of problem.
+    #[serde(rename = "type")]
+    #[schema(format = "uri")]
+    pub type_uri: String,
+    pub title: String,
+    /// The HTTP status, repeated.
+    pub status: u16,
+    pub detail: String,
+    /// The key, on idempotency-key-in-flight and idempotency-key-reused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The export's state, on invalid-transition and delivery-failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_state: Option<String>,
 }
 
 /// A problem document ready to send.
@@ -192,18 +215,22 @@ impl ApiError {
     /// Builds the problem document.
     pub fn to_problem(&self) -> Problem {
         let (status, slug, title, detail) = self.parts();
-        let mut body = json!({
-            "type": format!("{PROBLEM_BASE}{slug}"),
-            "title": title,
-            "status": status,
-            "detail": detail,
-        });
-        if let ApiError::KeyInFlight { key } | ApiError::KeyReused { key } = self {
-            body["idempotency_key"] = Value::String(key.clone());
-        }
-        if let ApiError::InvalidTransition { current_state, .. } = self {
-            body["current_state"] = Value::String(current_state.clone());
-        }
+        let details = ProblemDetails {
+            type_uri: format!("{PROBLEM_BASE}{slug}"),
+            title: title.into(),
+            status,
+            detail,
+            idempotency_key: match self {
+                ApiError::KeyInFlight { key } | ApiError::KeyReused { key } => Some(key.clone()),
+                _ => None,
+            },
+            current_state: match self {
+                ApiError::InvalidTransition { current_state, .. } => Some(current_state.clone()),
+                _ => None,
+            },
+        };
+        // A struct of strings and integers: serialising it cannot fail.
+        let body = serde_json::to_value(&details).unwrap_or(Value::Null);
         let retry_after = match self {
             ApiError::KeyInFlight { .. } => Some(1),
             ApiError::StorageUnavailable | ApiError::AuthNotConfigured => Some(5),

@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 pub use chunk::{chunk_text, Chunk};
 pub use extract::{extract_text, stats, ExtractError, TextStats};
 pub use upload::{
-    parse_upload, ContentType, Upload, UploadError, MAX_CHUNK_SIZE, MAX_FILENAME_CHARS,
-    MIN_CHUNK_SIZE,
+    parse_upload, ContentType, Upload, UploadError, KNOWN_FIELDS as UPLOAD_FIELDS, MAX_CHUNK_SIZE,
+    MAX_FILENAME_CHARS, MIN_CHUNK_SIZE,
 };
 
 /// The result of processing one upload.

@@ -35,7 +35,7 @@ pub const MAX_CHUNK_SIZE: usize = 20_000;
 
 /// Every field the body may contain; anything else is rejected so typos
 /// (`chunksize`) fail loudly instead of silently using defaults.
-const KNOWN_FIELDS: [&str; 6] = [
+pub const KNOWN_FIELDS: [&str; 6] = [
     "filename",
     "content_type",
     "content",

@@ -94,7 +94,7 @@ pub trait Records {
 
 /// A key's state, as `GET /v1/idempotency/keys/{key}` shows it (serialized with
 /// its `state`: `processing` or `completed`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum KeyState {
     Processing {

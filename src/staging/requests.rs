@@ -145,7 +145,7 @@ pub struct BatchRequest {
 }
 
 /// Every stage field; `prepared_by` only as the caller (see [`parse_stage_request`]).
-const STAGE_FIELDS: [&str; 6] = [
+pub const STAGE_FIELDS: [&str; 6] = [
     "invoice_id",
     "export_format",
     "destination_system",
@@ -153,15 +153,15 @@ const STAGE_FIELDS: [&str; 6] = [
     "max_retries",
     "prepared_by",
 ];
-const APPROVE_FIELDS: [&str; 4] = [
+pub const APPROVE_FIELDS: [&str; 4] = [
     "approved_data",
     "change_reason",
     "approval_comments",
     "approved_by",
 ];
-const REVIEW_FIELDS: [&str; 2] = ["comments", "reviewed_by"];
-const POST_FIELDS: [&str; 3] = ["external_reference", "export_filename", "posted_by"];
-const BATCH_FIELDS: [&str; 1] = ["exports"];
+pub const REVIEW_FIELDS: [&str; 2] = ["comments", "reviewed_by"];
+pub const POST_FIELDS: [&str; 3] = ["external_reference", "export_filename", "posted_by"];
+pub const BATCH_FIELDS: [&str; 1] = ["exports"];
 
 /// Checks an identity field of a body: absent (or `null`) or the caller's own
 /// subject passes; another string is [`RequestError::NotTheCaller`]; any other

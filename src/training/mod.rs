@@ -29,6 +29,7 @@ pub use jobs::{transition, IllegalTransition, JobEvent, JobState};
 pub use requests::{
     parse_cancel_request, parse_dataset_request, parse_event_request, parse_job_request,
     DatasetRequest, Hyperparameters, JobEventKind, JobEventRequest, JobRequest, BATCH_SIZE_RANGE,
-    EPOCHS_RANGE, MAX_ARTIFACT_CHARS, MAX_BASE_MODEL_CHARS, MAX_DATASET_DOCUMENTS,
-    MAX_DATASET_EXAMPLES, MAX_ERROR_CHARS, MAX_EVENT_ID_CHARS,
+    DATASET_FIELDS, EPOCHS_RANGE, EVENT_FIELDS, HYPERPARAMETER_FIELDS, JOB_FIELDS,
+    MAX_ARTIFACT_CHARS, MAX_BASE_MODEL_CHARS, MAX_DATASET_DOCUMENTS, MAX_DATASET_EXAMPLES,
+    MAX_ERROR_CHARS, MAX_EVENT_ID_CHARS,
 };

@@ -141,12 +141,12 @@ pub struct JobEventRequest {
     pub kind: JobEventKind,
 }
 
-const DATASET_FIELDS: [&str; 4] = ["document_ids", "format", "min_chars", "max_examples"];
-const JOB_FIELDS: [&str; 3] = ["dataset_id", "base_model", "hyperparameters"];
-const HYPERPARAMETER_FIELDS: [&str; 3] = ["epochs", "learning_rate", "batch_size"];
+pub const DATASET_FIELDS: [&str; 4] = ["document_ids", "format", "min_chars", "max_examples"];
+pub const JOB_FIELDS: [&str; 3] = ["dataset_id", "base_model", "hyperparameters"];
+pub const HYPERPARAMETER_FIELDS: [&str; 3] = ["epochs", "learning_rate", "batch_size"];
 /// Every field any event type may carry; which of the last four are allowed
 /// depends on `type` (see [`event_fields`]).
-const EVENT_FIELDS: [&str; 6] = ["event_id", "type", "step", "metrics", "artifact", "error"];
+pub const EVENT_FIELDS: [&str; 6] = ["event_id", "type", "step", "metrics", "artifact", "error"];
 
 /// Parses and validates a `POST /v1/training-data` body.
 ///

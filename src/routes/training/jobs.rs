@@ -58,7 +58,8 @@ pub async fn create_job(
         "dataset_id": req.dataset_id,
         "base_model": req.base_model,
         "hyperparameters": hyper,
-        "dispatch": dispatch,
+        // The same shape as the job's GET (found by the OpenAPI schema check).
+        "dispatch": {"status": dispatch, "error": null, "attempts": 0},
         "created_at": now,
     });
     Ok(HandlerOutcome::Commit {

@@ -1,0 +1,332 @@
+use super::*;
+use std::collections::BTreeSet;
+
+/// The router's source: the paths it matches are read from its patterns.
+const ROUTER: &str = include_str!("../frontend_worker.rs");
+
+fn doc() -> Value {
+    document()
+}
+
+/// A path with every parameter segment (`{id}`, `{id}.jsonl`, `_`, `id`) as `*`.
+fn shape(segments: &[String]) -> String {
+    segments
+        .iter()
+        .map(|s| if s.contains('{') { "*" } else { s.as_str() })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn documented_shapes(d: &Value) -> BTreeSet<String> {
+    d["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|p| shape(&p.split('/').map(String::from).collect::<Vec<_>>()))
+        .collect()
+}
+
+/// Every slice pattern in the router that starts with a literal segment, e.g.
+/// `["v1", "staging", "exports", id, "diff" | "audit"]`, expanded into paths
+/// (`/v1/staging/exports/*/diff`, `/v1/staging/exports/*/audit`).
+fn routed_shapes(src: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = src;
+    while let Some(i) = rest.find("[\"") {
+        rest = &rest[i + 1..];
+        let Some(end) = rest.find(']') else { break };
+        let body = &rest[..end];
+        if body.contains('\n') || body.contains('(') {
+            continue;
+        }
+        let mut paths: Vec<Vec<String>> = vec![vec![String::new()]];
+        for token in body.split(',').map(str::trim) {
+            let choices: Vec<String> = if token.starts_with('"') {
+                token
+                    .split('|')
+                    .map(|t| t.trim().trim_matches('"').to_string())
+                    .collect()
+            } else if token == ".." && paths[0].last().is_some_and(|s| s == "{p}") {
+                continue;
+            } else {
+                vec!["{p}".to_string()]
+            };
+            paths = paths
+                .iter()
+                .flat_map(|p| {
+                    choices.iter().map(move |c| {
+                        let mut q = p.clone();
+                        q.push(c.clone());
+                        q
+                    })
+                })
+                .collect();
+        }
+        for p in paths {
+            out.insert(shape(&p));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_document_is_openapi_3_1_with_info_paths_and_components() {
+    let d = doc();
+    assert!(
+        d["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        d["openapi"]
+    );
+    assert_eq!(d["info"]["title"], "idemgate");
+    assert!(d["paths"].as_object().unwrap().len() > 20);
+    assert!(d["components"]["schemas"]["Problem"].is_object());
+    assert_eq!(
+        d["components"]["securitySchemes"][BEARER]["scheme"],
+        "bearer"
+    );
+}
+
+#[test]
+fn every_keyed_endpoint_of_the_command_table_is_in_the_document_with_its_method() {
+    let d = doc();
+    for e in Endpoint::ALL {
+        let (method, path) = e.template().split_once(' ').unwrap();
+        let op = &d["paths"][path][method.to_ascii_lowercase()];
+        assert!(op.is_object(), "{} is missing", e.template());
+        let params: Vec<&str> = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        for header in ["Idempotency-Key", "X-Idempotency-Key", "Prefer"] {
+            assert!(params.contains(&header), "{} lacks {header}", e.template());
+        }
+        assert!(op["responses"]["422"].is_object() && op["responses"]["409"].is_object());
+    }
+}
+
+#[test]
+fn every_path_the_router_matches_is_in_the_document() {
+    let routed = routed_shapes(ROUTER);
+    // The parser sees the patterns it should (a guard against a silent no-op).
+    for expected in [
+        "/v1/staging/exports/*/preview",
+        "/v1/idempotency/keys/*",
+        "/healthz",
+    ] {
+        assert!(
+            routed.contains(expected),
+            "{expected} not read from the router: {routed:?}"
+        );
+    }
+    let documented = documented_shapes(&doc());
+    let missing: Vec<_> = routed.difference(&documented).collect();
+    assert!(missing.is_empty(), "routed but not documented: {missing:?}");
+    for asset in ["/console", "/console/app.js", "/console/app.css", PATH] {
+        assert!(documented.contains(asset), "{asset}");
+    }
+    let segments = |p: &str| p.split('/').skip(1).collect::<Vec<_>>().join(",");
+    for asset in ["/console", "/console/app.js", "/console/app.css"] {
+        let segs: Vec<&str> = asset.split('/').skip(1).collect();
+        assert!(
+            crate::console::asset(&segs).is_some(),
+            "{}",
+            segments(asset)
+        );
+    }
+}
+
+#[test]
+fn the_router_pattern_reader_expands_alternatives_and_rest_patterns() {
+    let src = r#"match x { ["v1", "a", id, "b" | "c"] => 1, ["v1", "k", _, ..] => 2, ["v1", "r", ..] => 3 }"#;
+    let got: Vec<_> = routed_shapes(src).into_iter().collect();
+    assert_eq!(got, ["/v1/a/*/b", "/v1/a/*/c", "/v1/k/*", "/v1/r/*"]);
+}
+
+fn refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_ref_in_the_document_resolves() {
+    let d = doc();
+    let mut all = Vec::new();
+    refs(&d, &mut all);
+    assert!(all.len() > 30);
+    for r in all {
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("external ref {r}"));
+        assert!(d.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+}
+
+#[test]
+fn every_operation_has_a_unique_id_declared_path_parameters_and_responses() {
+    let d = doc();
+    let mut ids = BTreeSet::new();
+    for (path, item) in d["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id.to_string()), "duplicate operationId {id}");
+            assert!(
+                !op["responses"].as_object().unwrap().is_empty(),
+                "{method} {path}"
+            );
+            let declared: BTreeSet<&str> = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["in"] == "path")
+                        .map(|p| p["name"].as_str().unwrap())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let templated: BTreeSet<&str> = path
+                .split('{')
+                .skip(1)
+                .map(|s| s.split('}').next().unwrap())
+                .collect();
+            assert_eq!(declared, templated, "{method} {path}");
+        }
+    }
+}
+
+#[test]
+fn authenticated_operations_name_the_bearer_scheme_and_open_ones_none() {
+    let d = doc();
+    for (path, item) in d["paths"].as_object().unwrap() {
+        for op in item.as_object().unwrap().values() {
+            let open = path == "/healthz" || path.starts_with("/console") || path == PATH;
+            let sec = op["security"].as_array().unwrap();
+            assert_eq!(sec.is_empty(), open, "{path}");
+            if !open {
+                assert!(op["responses"]["401"].is_object(), "{path}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_problem_schema_is_the_problem_the_worker_sends() {
+    let d = doc();
+    let schema = &d["components"]["schemas"]["Problem"];
+    let required: BTreeSet<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        required,
+        BTreeSet::from(["type", "title", "status", "detail"])
+    );
+    let sent = ApiError::KeyReused { key: "k".into() }.to_problem().body;
+    for (field, _) in sent.as_object().unwrap() {
+        assert!(schema["properties"][field].is_object(), "{field}");
+    }
+    let description = d["info"]["description"].as_str().unwrap();
+    assert!(description.contains("https://idemgate.dev/errors/idempotency-key-reused (422)"));
+}
+
+#[test]
+fn idempotency_answer_headers_are_documented_on_keyed_answers() {
+    let d = doc();
+    let ok = &d["paths"]["/v1/documents"]["post"]["responses"]["201"]["headers"];
+    for h in [
+        "Idempotent-Replayed",
+        "X-Idempotency-Replay",
+        "Preference-Applied",
+        "Idempotency-Key",
+        "Location",
+    ] {
+        assert!(ok[h].is_object(), "{h}");
+    }
+    let busy = &d["paths"]["/v1/documents"]["post"]["responses"]["409"]["headers"];
+    assert!(busy["Retry-After"].is_object());
+}
+
+#[test]
+fn the_served_text_is_the_document() {
+    let served: Value = serde_json::from_str(&json_text()).unwrap();
+    assert_eq!(served, doc());
+}
+
+fn properties(d: &Value, schema: &str) -> BTreeSet<String> {
+    d["components"]["schemas"][schema]["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{schema}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn request_schemas_name_exactly_the_fields_their_parsers_accept() {
+    use crate::staging::requests as staging;
+    use crate::training;
+    let d = doc();
+    let cases: [(&str, &[&str]); 10] = [
+        ("UploadDocument", &crate::documents::UPLOAD_FIELDS),
+        ("CreateDataset", &training::DATASET_FIELDS),
+        ("CreateJob", &training::JOB_FIELDS),
+        ("Hyperparameters", &training::HYPERPARAMETER_FIELDS),
+        ("JobEvent", &training::EVENT_FIELDS),
+        ("StageExport", &staging::STAGE_FIELDS),
+        ("StageBatch", &staging::BATCH_FIELDS),
+        ("Review", &staging::REVIEW_FIELDS),
+        ("Approve", &staging::APPROVE_FIELDS),
+        ("Post", &staging::POST_FIELDS),
+    ];
+    for (schema, fields) in cases {
+        let want: BTreeSet<String> = fields.iter().map(|f| f.to_string()).collect();
+        assert_eq!(properties(&d, schema), want, "{schema}");
+        assert_eq!(
+            d["components"]["schemas"][schema]["additionalProperties"], false,
+            "{schema}"
+        );
+    }
+}
+
+#[test]
+fn every_link_names_an_operation_of_the_document_with_an_id_parameter() {
+    let d = doc();
+    let ops: BTreeSet<String> = d["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap().to_string())
+        .collect();
+    let mut seen = 0;
+    for item in d["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            for response in op["responses"].as_object().unwrap().values() {
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    assert!(
+                        ops.contains(link["operationId"].as_str().unwrap()),
+                        "{link}"
+                    );
+                    seen += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(seen, LINKS.iter().map(|l| l.3.len()).sum::<usize>());
+}
