@@ -555,7 +555,12 @@ impl KeyGate {
                 Err(e) => {
                     console_error!("KeyGate: writing the D1 record failed (the alarm retries): {e}")
                 }
-                Ok(()) => set_alarm_logged(&storage, expires_at).await,
+                // The alarm moves to the answer's expiry — unless the key was
+                // released meanwhile and its object emptied (`vacate_if_empty`).
+                Ok(()) if gate.still_answer(expires_at).unwrap_or(false) => {
+                    set_alarm_logged(&storage, expires_at).await
+                }
+                Ok(()) => {}
             }
         });
     }
