@@ -57,6 +57,8 @@ pub mod idempotency;
 pub mod ids;
 pub mod keygate_do;
 pub mod metrics;
+pub mod mirror_do;
+pub mod mirror_sql;
 pub mod panic_guard;
 pub mod problem;
 pub mod request_body;
