@@ -302,10 +302,22 @@ impl<L: MirrorLog, C: Clock> Mirror<'_, L, C> {
     /// [`MAX_STATEMENTS_PER_ALARM`] statements; drops each record once written.
     pub async fn flush<S: MirrorSink>(&self, sink: &S) -> Flushed {
         let _serial = self.lock.lock().await;
-        // Records arriving from here on wait for the next flush.
+        let now = self.clock.now_ms();
+        let seen = self.arrivals.get();
+        // Flushed for a lull or an old record (or by a new instance, which knows
+        // no arrival times): everything waiting is due. Flushed for a full
+        // batch: full batches only, the few that came since wait their turn.
+        let all_due = match seen {
+            Arrivals {
+                first: Some(first),
+                last: Some(last),
+            } => last + QUIET_MS <= now || first + MAX_AGE_MS <= now,
+            _ => true,
+        };
+        // What is left waits from now on (it came moments ago).
         self.arrivals.set(Arrivals {
-            first: None,
-            last: self.arrivals.get().last,
+            first: (!all_due).then_some(now),
+            last: seen.last,
         });
         let mut done = Flushed {
             records: 0,
@@ -321,7 +333,8 @@ impl<L: MirrorLog, C: Clock> Mirror<'_, L, C> {
         // Everything waiting now is due; records that come during the flush
         // are written now only as full batches, else they wait their turn.
         let due = match self.log.count() {
-            Ok(n) => n,
+            Ok(n) if all_due => n,
+            Ok(n) => n / FLUSH_AT * FLUSH_AT,
             Err(e) => return fail(done, e.to_string()),
         };
         while done.statements < MAX_STATEMENTS_PER_ALARM {
@@ -332,6 +345,12 @@ impl<L: MirrorLog, C: Clock> Mirror<'_, L, C> {
             if waiting.is_empty() || (done.records >= due && waiting.len() < FLUSH_AT) {
                 break;
             }
+            // A full batch: the first MAX_ROWS; the rest of what is due: all of it.
+            let waiting = if done.records >= due {
+                waiting
+            } else {
+                waiting.into_iter().take(due - done.records).collect()
+            };
             for group in groups(&waiting) {
                 let (seqs, statements) = match group {
                     Group::Shared(ix) => {
@@ -571,11 +590,16 @@ mod tests {
         fn alarm(&self) -> Option<Due> {
             let due = self.mirror().due().unwrap();
             if due == Some(Due::Now) {
-                assert_eq!(self.flush().error, None);
+                assert_eq!(self.flush_now().error, None);
             }
             due
         }
+        /// A flush at the alarm after a lull: everything waiting is due.
         fn flush(&self) -> Flushed {
+            self.advance(QUIET_MS);
+            self.flush_now()
+        }
+        fn flush_now(&self) -> Flushed {
             self.mirror().flush(&self.d1).now_or_never().unwrap()
         }
         fn in_d1(&self, key: &str) -> Option<MirrorEntry> {
@@ -734,6 +758,25 @@ mod tests {
     }
 
     #[test]
+    fn a_flush_for_a_full_batch_leaves_the_few_that_came_since_to_wait_their_turn() {
+        let w = World::new();
+        for i in 0..FLUSH_AT + 3 {
+            w.mirror()
+                .accept(&entry(&format!("k{i}"), 10, T0), Some(T0))
+                .unwrap();
+        }
+        w.advance(10);
+        let done = w.flush_now();
+        assert_eq!((done.records, done.statements), (FLUSH_AT, 1));
+        assert_eq!(w.log.count().unwrap(), 3);
+        // They are due after a lull, not at once.
+        assert_eq!(done.next, Some(T0 + QUIET_MS));
+        w.advance(QUIET_MS);
+        assert_eq!(w.alarm(), Some(Due::Now));
+        assert_eq!(w.d1.records.borrow().len(), FLUSH_AT + 3);
+    }
+
+    #[test]
     fn a_failed_flush_keeps_every_record_and_comes_back() {
         let w = World::new();
         for i in 0..150 {
@@ -743,7 +786,7 @@ mod tests {
         }
         w.d1.broken.set(true);
         let done = w.flush();
-        assert_eq!(done.next, Some(T0 + RETRY_MS));
+        assert_eq!(done.next, Some(T0 + QUIET_MS + RETRY_MS));
         assert!(done.error.is_some());
         assert_eq!(w.log.count().unwrap(), 150);
         w.d1.broken.set(false);
