@@ -97,6 +97,8 @@ impl DurableObject for RecordMirror {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        // A panic resets the object: the caller's hand-over fails and is retried.
+        let _in_flight = crate::panic_guard::InFlight::enter(&self.state);
         let mirror = self.mirror();
         match (req.method(), req.path().as_str()) {
             (Method::Post, "/accept") => {
