@@ -11,7 +11,7 @@
 //!
 //! When to flush ([`Mirror::due`]): at once with [`FLUSH_AT`] records waiting;
 //! else once no record has come for [`QUIET_MS`] (a lull: sparse traffic
-//! reaches D1 within a few seconds), or the oldest has waited [`MAX_AGE_MS`]
+//! reaches D1 within about a second), or the oldest has waited [`MAX_AGE_MS`]
 //! (a steady stream too thin to fill a batch). So under a steady stream D1
 //! sees at most `mirrors / MAX_AGE_MS + records / MAX_ROWS` statements a
 //! second, and a thousand records cost about ten statements as soon as each
@@ -43,7 +43,7 @@ pub const MAX_BATCH_BYTES: usize = 1_000_000;
 /// its body in chunks), never in a shared statement.
 pub const MAX_SHARED_BYTES: usize = 256 * 1024;
 /// A lull this long flushes what waits.
-pub const QUIET_MS: i64 = 2_000;
+pub const QUIET_MS: i64 = 1_000;
 /// No record waits longer than this (plus the flush itself) under a steady stream.
 pub const MAX_AGE_MS: i64 = 10_000;
 /// With this many records waiting, flush at once.
