@@ -11,6 +11,12 @@ use std::fmt;
 /// Binding names: these must match `wrangler.toml`.
 pub const DB_BINDING: &str = "DB";
 pub const KEY_GATE_BINDING: &str = "KEY_GATE";
+pub const RECORD_MIRROR_BINDING: &str = "RECORD_MIRROR";
+/// How many record mirrors carry write-behind records to D1 (keys hashed over
+/// them). Changing it moves keys to other mirrors: a record waiting in its old
+/// mirror still reaches D1, but a release then misses it — change it only with
+/// the mirrors drained.
+pub const RECORD_MIRRORS: u32 = 2;
 
 /// What a keyed route does without a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

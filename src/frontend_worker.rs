@@ -145,6 +145,14 @@ async fn route(req: Request, env: &Env, ctx: &Context, trace: &Trace) -> Outcome
             _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
         };
     }
+    if cfg.test_hooks && segments == ["__test", "mirrors"] {
+        // Test hook: the record mirrors' waiting records and D1 statements.
+        let stats = crate::mirror_do::stats(env).await.map_err(storage)?;
+        return Ok(http::json(
+            200,
+            &serde_json::json!({"waiting": stats.waiting, "statements": stats.statements}),
+        ));
+    }
     if segments.first() == Some(&console::PREFIX) {
         let asset = console::asset(&segments)
             .ok_or_else(|| ApiError::NotFound(format!("no route for {path}")))?;

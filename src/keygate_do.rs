@@ -19,6 +19,7 @@ use crate::idempotency::gate::{
     Clock, Committed, Decision, Gate, LiveHolders, Releaser, StoreError,
 };
 use crate::idempotency::StoredResponse;
+use crate::mirror_do::MirroredRecords;
 use crate::problem::ApiError;
 use crate::routes::{self, AfterCommit};
 use crate::slot_sql::SqlSlots;
@@ -163,9 +164,9 @@ impl DurableObject for KeyGate {
 
     async fn alarm(&self) -> Result<Response> {
         let db = self.env.d1(crate::config::DB_BINDING)?;
-        let records = D1Records {
-            db: &db,
-            fail_commit: false,
+        let records = MirroredRecords {
+            d1: self.records(&db),
+            env: &self.env,
         };
         let done = self
             .gate()
@@ -483,9 +484,14 @@ impl KeyGate {
             own_scope: env.own_scope(),
         };
         let db = self.env.d1(crate::config::DB_BINDING)?;
+        // Through the key's mirror: the release also drops a record waiting there.
+        let records = MirroredRecords {
+            d1: self.records(&db),
+            env: &self.env,
+        };
         let released = self
             .gate()
-            .release_everywhere(&self.records(&db), &env.record_key(), &who)
+            .release_everywhere(&records, &env.record_key(), &who)
             .await
             .map_err(worker::Error::RustError)?;
         Ok(match released {
@@ -508,11 +514,12 @@ impl KeyGate {
         })
     }
 
-    /// Commits the D1 record of an answer just made final in the slot (write-behind,
-    /// after the answer). Called in the same turn as `finish`: the retry alarm is
-    /// set before anything is awaited, so it commits with the answer (one write,
-    /// one sync) and a crash before D1 has the record still leaves an alarm that
-    /// writes it. Once D1 has it, the alarm moves to the answer's expiry.
+    /// Hands the D1 record of an answer just made final in the slot to the key's
+    /// record mirror (write-behind, after the answer), which batches it into D1.
+    /// Called in the same turn as `finish`: the retry alarm is set before anything
+    /// is awaited, so it commits with the answer (one write, one sync) and a crash
+    /// before the mirror has the record still leaves an alarm that sends it again.
+    /// Once the mirror has it (durably), the alarm moves to the answer's expiry.
     fn sync_record_later(
         &self,
         env: &Envelope,
@@ -540,9 +547,13 @@ impl KeyGate {
             let gate = gate_over(&slots, lease_ms, usize::MAX);
             let written = match d1_env.d1(crate::config::DB_BINDING) {
                 Ok(db) => {
-                    let records = D1Records {
-                        db: &db,
-                        fail_commit: false,
+                    // To the key's mirror, which batches it into D1.
+                    let records = MirroredRecords {
+                        d1: D1Records {
+                            db: &db,
+                            fail_commit: false,
+                        },
+                        env: &d1_env,
                     };
                     // The slot stays unsynced: marking it would be one more storage
                     // write per execution, and a later alarm's upsert is harmless.
@@ -553,7 +564,9 @@ impl KeyGate {
             match written {
                 // Else the alarm set above comes back to retry.
                 Err(e) => {
-                    console_error!("KeyGate: writing the D1 record failed (the alarm retries): {e}")
+                    console_error!(
+                        "KeyGate: handing the record to its mirror failed (the alarm retries): {e}"
+                    )
                 }
                 // The alarm moves to the answer's expiry — unless the key was
                 // released meanwhile and its object emptied (`vacate_if_empty`).

@@ -13,6 +13,10 @@
 //!   [`idempotency::gate`] (admit, renew, finish, release, the alarm) and the run
 //!   of [`idempotency::execute`] over its SQLite ([`slot_sql`]) and D1
 //!   ([`store::D1Records`]), renews a live holder's lease, and answers waiters.
+//! - [`mirror_do`]: `RecordMirror`, a few long-lived objects that take the
+//!   records of answers without D1 rows of their own (origin functions, stored
+//!   4xx) from the key objects, durably, and write them to D1 in batches
+//!   ([`idempotency::mirror`] decides, [`mirror_sql`] stores).
 //! - [`routes`]: the functions behind idemgate — process-document, training data
 //!   and jobs, origin functions, export staging — as handlers that return their
 //!   answer and their D1 writes; [`commands`] is the table of keyed writes: the
@@ -59,6 +63,8 @@ pub mod idempotency;
 pub mod ids;
 pub mod keygate_do;
 pub mod metrics;
+pub mod mirror_do;
+pub mod mirror_sql;
 pub mod openapi;
 pub mod panic_guard;
 pub mod problem;

@@ -8,6 +8,7 @@
 
 use crate::idempotency::execute::{CommitError, NewRecord, Records};
 use crate::idempotency::gate::{Committed, RecordKey};
+use crate::idempotency::mirror::{MirrorEntry, MirrorSink};
 use crate::idempotency::StoredResponse;
 use crate::problem::ApiError;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -268,7 +269,8 @@ pub fn record_statements(
 
 /// The write-behind form, one batch: the key's object, holding the final
 /// answer, is the authority, so its record replaces whatever D1 has for the key
-/// (e.g. a record a release raced with).
+/// (e.g. a record a release raced with) — unless that one is newer (a late copy
+/// of an older answer, see `idempotency::mirror`).
 pub fn record_upsert(
     db: &D1Database,
     id: &RecordId<'_>,
@@ -286,7 +288,7 @@ pub fn record_upsert(
              response_status = excluded.response_status, response_headers = excluded.response_headers, \
              response_body = excluded.response_body, created_at = excluded.created_at, \
              completed_at = excluded.completed_at, expires_at = excluded.expires_at, \
-             body_chunks = excluded.body_chunks"
+             body_chunks = excluded.body_chunks WHERE excluded.created_at >= idempotency_records.created_at"
         ),
         &record_args(id, fingerprint, resp, &chunks[0], chunks.len(), times),
     )?];
@@ -408,6 +410,63 @@ pub async fn sweep_expired(db: &D1Database, now: i64, batch: u32, rounds: u32) -
     .run()
     .await?;
     Ok(total)
+}
+
+/// Many write-behind records in one statement: a single JSON parameter read with
+/// `json_each` (D1 allows 100 bound parameters, a value of 2 MB), each row
+/// upserted like [`record_upsert`] (newer wins). Records whose body needs more
+/// than one chunk never come here (see `idempotency::mirror::MAX_SHARED_BYTES`).
+const RECORDS_UPSERT_MANY: &str = "INSERT INTO idempotency_records (scope, route, key, fingerprint, status, \
+     response_status, response_headers, response_body, created_at, completed_at, expires_at, body_chunks) \
+     SELECT json_extract(value, '$.scope'), json_extract(value, '$.route'), json_extract(value, '$.key'), \
+     json_extract(value, '$.fingerprint'), 'completed', json_extract(value, '$.status'), \
+     json_extract(value, '$.headers'), json_extract(value, '$.body'), json_extract(value, '$.created_at'), \
+     json_extract(value, '$.created_at'), json_extract(value, '$.expires_at'), 1 FROM json_each(?1) WHERE 1 \
+     ON CONFLICT (scope, route, key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+     response_status = excluded.response_status, response_headers = excluded.response_headers, \
+     response_body = excluded.response_body, created_at = excluded.created_at, \
+     completed_at = excluded.completed_at, expires_at = excluded.expires_at, body_chunks = 1 \
+     WHERE excluded.created_at >= idempotency_records.created_at";
+
+/// D1 as the mirror's [`MirrorSink`].
+pub struct D1Mirror<'a> {
+    pub db: &'a D1Database,
+}
+
+impl MirrorSink for D1Mirror<'_> {
+    type Error = worker::Error;
+
+    async fn upsert_many(&self, entries: &[&MirrorEntry]) -> Result<()> {
+        let json = serde_json::to_string(entries).map_err(bad_data)?;
+        stmt(self.db, RECORDS_UPSERT_MANY, &[s(&json)])?
+            .run()
+            .await?;
+        Ok(())
+    }
+
+    async fn upsert_one(&self, e: &MirrorEntry) -> Result<u32> {
+        let response = decode_response(e.status as f64, &e.headers, &e.body)?;
+        let key = e.record_key();
+        let statements = record_upsert(
+            self.db,
+            &RecordId::from(&key),
+            &e.fingerprint,
+            &response,
+            e.created_at,
+            e.expires_at,
+        )?;
+        let n = statements.len() as u32;
+        self.db.batch(statements).await?;
+        Ok(n)
+    }
+
+    async fn delete(&self, key: &RecordKey, expires_at: Option<i64>) -> Result<bool> {
+        let id = RecordId::from(key);
+        match expires_at {
+            None => delete_record(self.db, &id).await,
+            Some(at) => take_back_record(self.db, &id, at).await.map(|()| false),
+        }
+    }
 }
 
 /// D1 as the system of record of [`crate::idempotency::execute`].

@@ -181,15 +181,17 @@ def test_accubooks_exactly_once_ledger_sequence(srv, origin):
     # Idempotency key collision: same key, another payload.
     assert_problem(post(clerk, "ledger", {**payment, "invoice_id": "other"}, key), 422, "idempotency-key-reused")
 
-    # The operations guide's panels, from /metrics (counters are written behind: poll).
-    want = {"executions": 2, "replays": 499, "failures": 1, "mismatches": 1}
+    # The operations guide's panels, from /metrics (counters and the records of
+    # origin answers are written behind: poll).
+    want = {"executions": 2, "replays": 499, "failures": 1, "mismatches": 1, "records": 2}
     deadline = time.time() + 15
     while True:
         s = scrape(admin)
         got = {"executions": metric(s, "idemgate_executions_total", route=route),
                "replays": metric(s, "idemgate_replays_total", route=route),
                "failures": metric(s, "idemgate_execution_failures_total", route=route),
-               "mismatches": metric(s, "idemgate_mismatches_total", route=route)}
+               "mismatches": metric(s, "idemgate_mismatches_total", route=route),
+               "records": metric(s, "idemgate_records", route=route, status="201")}
         if got == want or time.time() > deadline:
             break
         time.sleep(0.5)

@@ -24,10 +24,12 @@ def short_ttl(origin):
 
 
 def objects(server):
-    """Bytes on disk per key object (its .sqlite, -wal and -shm files)."""
+    """Bytes on disk per key object (its .sqlite, -wal and -shm files). Only
+    `KeyGate` objects (local workerd keeps each class under `<script>-<class>/`):
+    the record mirrors are a fixed few, long-lived by design."""
     out = {}
     for p in (Path(server.state_dir) / "v3" / "do").rglob("*.sqlite*"):
-        if p.name.startswith("metadata."):
+        if p.name.startswith("metadata.") or not p.parent.name.endswith("-KeyGate"):
             continue
         stem = p.name.split(".sqlite")[0]
         out[stem] = out.get(stem, 0) + p.stat().st_size

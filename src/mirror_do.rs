@@ -1,0 +1,298 @@
+//! `RecordMirror`: a few long-lived Durable Objects (`mirror-0` ..
+//! `mirror-{RECORD_MIRRORS - 1}`, a key hashed to one) that carry the records of
+//! answers without rows of their own — origin functions, stored 4xx — to D1 in
+//! batches. The decisions are plain code in [`crate::idempotency::mirror`] over
+//! the object's SQLite ([`SqlMirrorLog`]) and D1 ([`D1Mirror`]); this file runs
+//! them, and [`MirroredRecords`] is the key object's side: the `Records` whose
+//! write-behind goes through the key's mirror.
+//!
+//! Why objects and not Cloudflare Queues: a record must be durable before the
+//! key's object may stop re-sending it. A mirror acknowledges once the record
+//! is in its SQLite (the answer waits for the commit, as every object's does);
+//! a queue's `send` is durable on Cloudflare but not under `wrangler dev`
+//! (miniflare keeps local queue messages in memory: a kill loses them), and a
+//! consumer cannot tell the key's object its record landed. See README.
+
+use crate::config::{RECORD_MIRRORS, RECORD_MIRROR_BINDING};
+use crate::idempotency::execute::{CommitError, NewRecord, Records};
+use crate::idempotency::gate::{Clock, Committed, RecordKey};
+use crate::idempotency::mirror::{
+    mirror_of, mirrored, Arrivals, Due, Mirror, MirrorEntry, MirrorLog,
+};
+use crate::mirror_sql::SqlMirrorLog;
+use crate::store::{D1Mirror, D1Records};
+use futures_util::lock::Mutex;
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use wasm_bindgen::JsValue;
+use worker::{
+    console_error, durable_object, js_sys, wasm_bindgen, Date, DurableObject, Env, Method, Request,
+    RequestInit, Response, Result, State, Stub,
+};
+
+struct WallClock;
+
+impl Clock for WallClock {
+    fn now_ms(&self) -> i64 {
+        Date::now().as_millis() as i64
+    }
+}
+
+#[durable_object]
+pub struct RecordMirror {
+    state: State,
+    env: Env,
+    log: SqlMirrorLog,
+    /// Serializes this mirror's D1 writes (flushes and deletes).
+    lock: Mutex<()>,
+    /// The alarm this instance set, if any (a new instance knows none: its first
+    /// record sets one; one left by the previous instance fires anyway).
+    armed: Cell<Option<i64>>,
+    arrivals: Cell<Arrivals>,
+}
+
+/// `POST /forget`: a key's record to forget (only the one expiring at
+/// `expires_at`, if given).
+#[derive(Serialize, Deserialize)]
+struct Forget {
+    scope: String,
+    route: String,
+    key: String,
+    expires_at: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+pub struct MirrorStats {
+    /// Records waiting for D1.
+    pub waiting: u64,
+    /// D1 statements issued so far.
+    pub statements: u64,
+}
+
+fn at(ms: i64) -> worker::ScheduledTime {
+    worker::ScheduledTime::new(js_sys::Date::new(&JsValue::from_f64(ms as f64)))
+}
+
+fn rust_err(e: impl std::fmt::Display) -> worker::Error {
+    worker::Error::RustError(e.to_string())
+}
+
+impl DurableObject for RecordMirror {
+    fn new(state: State, env: Env) -> Self {
+        crate::panic_guard::install();
+        let log = SqlMirrorLog::new(state.storage().sql()).unwrap_or_else(|e| {
+            // The next call fails the same way and answers 500: the key's object
+            // keeps its record and retries.
+            console_error!("RecordMirror: creating its tables failed: {e}");
+            SqlMirrorLog::unchecked(state.storage().sql())
+        });
+        RecordMirror {
+            state,
+            env,
+            log,
+            lock: Mutex::new(()),
+            armed: Cell::new(None),
+            arrivals: Cell::new(Arrivals::default()),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        // A panic resets the object: the caller's hand-over fails and is retried.
+        let _in_flight = crate::panic_guard::InFlight::enter(&self.state);
+        let mirror = self.mirror();
+        match (req.method(), req.path().as_str()) {
+            (Method::Post, "/accept") => {
+                let entry: MirrorEntry = req.json().await?;
+                if let Some(due) = mirror.accept(&entry, self.armed.get()).map_err(rust_err)? {
+                    // No await between the write and this call: both commit together.
+                    self.state.storage().set_alarm(at(due)).await?;
+                    self.armed.set(Some(due));
+                }
+                Response::ok("accepted")
+            }
+            (Method::Post, "/forget") => {
+                let f: Forget = req.json().await?;
+                let key = RecordKey {
+                    scope: f.scope,
+                    route: f.route,
+                    key: f.key,
+                };
+                let db = self.env.d1(crate::config::DB_BINDING)?;
+                let existed = mirror
+                    .forget(&D1Mirror { db: &db }, &key, f.expires_at)
+                    .await
+                    .map_err(worker::Error::RustError)?;
+                Response::from_json(&serde_json::json!({ "existed": existed }))
+            }
+            (Method::Get, "/stats") => Response::from_json(&MirrorStats {
+                waiting: self.log.count().map_err(rust_err)? as u64,
+                statements: self.log.statements().map_err(rust_err)?,
+            }),
+            _ => Response::error("no such mirror route", 404),
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.armed.set(None);
+        let mirror = self.mirror();
+        let next = match mirror.due().map_err(rust_err)? {
+            None => None,
+            Some(Due::At(t)) => Some(t),
+            Some(Due::Now) => {
+                let db = self.env.d1(crate::config::DB_BINDING)?;
+                let done = mirror.flush(&D1Mirror { db: &db }).await;
+                if let Some(e) = &done.error {
+                    console_error!("RecordMirror: flush failed ({e}); retried");
+                }
+                done.next
+            }
+        };
+        if let Some(next) = next {
+            // A record that came during the flush may have armed it sooner.
+            if self.armed.get().is_none_or(|a| a > next) {
+                self.state.storage().set_alarm(at(next)).await?;
+                self.armed.set(Some(next));
+            }
+        }
+        Response::ok("ok")
+    }
+}
+
+impl RecordMirror {
+    fn mirror(&self) -> Mirror<'_, &SqlMirrorLog, WallClock> {
+        Mirror {
+            log: &self.log,
+            clock: WallClock,
+            lock: &self.lock,
+            arrivals: &self.arrivals,
+        }
+    }
+}
+
+fn stub(env: &Env, shard: u32) -> Result<Stub> {
+    env.durable_object(RECORD_MIRROR_BINDING)?
+        .id_from_name(&format!("mirror-{shard}"))?
+        .get_stub()
+}
+
+async fn call(
+    env: &Env,
+    shard: u32,
+    method: Method,
+    op: &str,
+    body: Option<String>,
+) -> Result<Response> {
+    let mut init = RequestInit::new();
+    init.with_method(method);
+    if let Some(b) = body {
+        init.with_body(Some(JsValue::from_str(&b)));
+    }
+    let req = Request::new_with_init(&format!("https://record-mirror/{op}"), &init)?;
+    let mut resp = stub(env, shard)?.fetch_with_request(req).await?;
+    if resp.status_code() != 200 {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(worker::Error::RustError(format!(
+            "record mirror {shard} /{op}: {} {text}",
+            resp.status_code()
+        )));
+    }
+    Ok(resp)
+}
+
+/// Hands a record to its key's mirror; `Ok` once it is durable there.
+pub async fn accept(env: &Env, key: &RecordKey, record: &Committed) -> Result<()> {
+    let entry = serde_json::to_string(&MirrorEntry::new(key, record)).map_err(rust_err)?;
+    call(
+        env,
+        mirror_of(key, RECORD_MIRRORS),
+        Method::Post,
+        "accept",
+        Some(entry),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Forgets a key's record in its mirror and in D1 (see `Mirror::forget`).
+pub async fn forget(env: &Env, key: &RecordKey, expires_at: Option<i64>) -> Result<bool> {
+    let body = serde_json::to_string(&Forget {
+        scope: key.scope.clone(),
+        route: key.route.clone(),
+        key: key.key.clone(),
+        expires_at,
+    })
+    .map_err(rust_err)?;
+    #[derive(Deserialize)]
+    struct Existed {
+        existed: bool,
+    }
+    let mut resp = call(
+        env,
+        mirror_of(key, RECORD_MIRRORS),
+        Method::Post,
+        "forget",
+        Some(body),
+    )
+    .await?;
+    Ok(resp.json::<Existed>().await?.existed)
+}
+
+/// Every mirror's figures, summed (the test hook's `GET /__test/mirrors`).
+pub async fn stats(env: &Env) -> Result<MirrorStats> {
+    let mut total = MirrorStats::default();
+    for shard in 0..RECORD_MIRRORS {
+        let s: MirrorStats = call(env, shard, Method::Get, "stats", None)
+            .await?
+            .json()
+            .await?;
+        total.waiting += s.waiting;
+        total.statements += s.statements;
+    }
+    Ok(total)
+}
+
+/// D1 as the key object's `Records`, its write-behind through the key's mirror:
+/// the upsert of a small record is a hand-over to the mirror (one object hop,
+/// no D1 statement); a big one (see [`mirrored`]) is written to D1 directly, as
+/// before. Deletes go through the mirror, so none can miss a waiting record.
+pub struct MirroredRecords<'a> {
+    pub d1: D1Records<'a>,
+    pub env: &'a Env,
+}
+
+impl Records for MirroredRecords<'_> {
+    type Writes = Vec<worker::D1PreparedStatement>;
+    type Error = worker::Error;
+
+    fn is_empty(writes: &Self::Writes) -> bool {
+        writes.is_empty()
+    }
+
+    async fn find(&self, key: &RecordKey, now: i64) -> Result<Option<Committed>> {
+        self.d1.find(key, now).await
+    }
+
+    async fn commit(
+        &self,
+        writes: Self::Writes,
+        record: Option<NewRecord<'_>>,
+    ) -> std::result::Result<(), CommitError<worker::Error>> {
+        self.d1.commit(writes, record).await
+    }
+
+    async fn upsert(&self, key: &RecordKey, record: &Committed) -> Result<()> {
+        if mirrored(record.response.body.len()) {
+            accept(self.env, key, record).await
+        } else {
+            self.d1.upsert(key, record).await
+        }
+    }
+
+    async fn take_back(&self, key: &RecordKey, expires_at: i64) -> Result<()> {
+        forget(self.env, key, Some(expires_at)).await.map(|_| ())
+    }
+
+    async fn delete(&self, key: &RecordKey) -> Result<bool> {
+        forget(self.env, key, None).await
+    }
+}
