@@ -108,7 +108,9 @@ fn every_keyed_endpoint_of_the_command_table_is_in_the_document_with_its_method(
 
 #[test]
 fn every_path_the_router_matches_is_in_the_document() {
-    let routed = routed_shapes(ROUTER);
+    let mut routed = routed_shapes(ROUTER);
+    // Test hooks answer only with IDEMGATE_TEST_HOOKS=1 (404 otherwise): not the API.
+    routed.retain(|p| !p.starts_with("/__test/"));
     // The parser sees the patterns it should (a guard against a silent no-op).
     for expected in [
         "/v1/staging/exports/*/preview",
