@@ -279,18 +279,14 @@ async fn route(req: Request, env: &Env, ctx: &Context, trace: &Trace) -> Outcome
             .await
             .map_err(read_error),
         (_, ["v1", "idempotency", "stats"]) if read => {
-            if !caller.has_role("admin") {
-                return Err(ApiError::Forbidden("the admin role is required".into()));
-            }
+            require_admin(&caller)?;
             trace.at(Stage::Admin);
             crate::stats::stats(&db()?, &caller.tenant)
                 .await
                 .map_err(read_error)
         }
         (_, ["metrics"]) if read => {
-            if !caller.has_role("admin") {
-                return Err(ApiError::Forbidden("the admin role is required".into()));
-            }
+            require_admin(&caller)?;
             trace.at(Stage::Admin);
             crate::stats::prometheus(&db()?, &caller.tenant)
                 .await
@@ -503,6 +499,14 @@ fn envelope(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
         test_fail: hook(TEST_FAIL_HEADER),
+    }
+}
+
+fn require_admin(caller: &Caller) -> std::result::Result<(), ApiError> {
+    if caller.has_role("admin") {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("the admin role is required".into()))
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod answers;
 
+use crate::clock::WallClock;
 use crate::commands::Endpoint;
 use crate::config::{Config, ConfigErrors};
 use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
@@ -31,18 +32,9 @@ use futures_util::FutureExt;
 use std::cell::RefCell;
 use std::time::Duration;
 use worker::{
-    console_error, durable_object, wasm_bindgen, Date, Delay, DurableObject, Env, Request,
-    Response, Result, ScheduledTime, State, Storage,
+    console_error, durable_object, wasm_bindgen, Delay, DurableObject, Env, Request, Response,
+    Result, ScheduledTime, State, Storage,
 };
-
-/// The runtime's clock.
-pub struct WallClock;
-
-impl Clock for WallClock {
-    fn now_ms(&self) -> i64 {
-        Date::now().as_millis() as i64
-    }
-}
 
 #[durable_object]
 pub struct KeyGate {

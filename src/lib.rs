@@ -51,6 +51,7 @@
 //!    expires (alarm, or the next request), and what it committed is adopted.
 
 pub mod auth;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod console;

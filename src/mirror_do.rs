@@ -13,9 +13,10 @@
 //! (miniflare keeps local queue messages in memory: a kill loses them), and a
 //! consumer cannot tell the key's object its record landed. See README.
 
+use crate::clock::WallClock;
 use crate::config::{RECORD_MIRRORS, RECORD_MIRROR_BINDING};
 use crate::idempotency::execute::{CommitError, NewRecord, Records};
-use crate::idempotency::gate::{Clock, Committed, RecordKey};
+use crate::idempotency::gate::{Committed, RecordKey};
 use crate::idempotency::mirror::{
     mirror_of, mirrored, Arrivals, Due, Mirror, MirrorEntry, MirrorLog,
 };
@@ -26,17 +27,9 @@ use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use wasm_bindgen::JsValue;
 use worker::{
-    console_error, durable_object, js_sys, wasm_bindgen, Date, DurableObject, Env, Method, Request,
+    console_error, durable_object, js_sys, wasm_bindgen, DurableObject, Env, Method, Request,
     RequestInit, Response, Result, State, Stub,
 };
-
-struct WallClock;
-
-impl Clock for WallClock {
-    fn now_ms(&self) -> i64 {
-        Date::now().as_millis() as i64
-    }
-}
 
 #[durable_object]
 pub struct RecordMirror {
