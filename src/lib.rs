@@ -12,7 +12,8 @@
 //!   (scope, route, key): a shell that runs the decisions of
 //!   [`idempotency::gate`] (admit, renew, finish, release, the alarm) and the run
 //!   of [`idempotency::execute`] over its SQLite ([`slot_sql`]) and D1
-//!   ([`store::D1Records`]), renews a live holder's lease, and answers waiters.
+//!   ([`store::D1Records`]), renews a live holder's lease, answers waiters
+//!   (`keygate_do/answers.rs`), and drops its database once the key holds nothing.
 //! - [`mirror_do`]: `RecordMirror`, a few long-lived objects that take the
 //!   records of answers without D1 rows of their own (origin functions, stored
 //!   4xx) from the key objects, durably, and write them to D1 in batches
@@ -36,6 +37,8 @@
 //!   script compiled in, with its security headers.
 //! - [`request_log`]: the one JSON line each request logs (outcome, status,
 //!   durations, a hash prefix of the key), built as plain data.
+//! - [`openapi`]: the OpenAPI 3.1 document (`GET /openapi.json`), its keyed
+//!   operations generated from the command table.
 //!
 //! ## Life of a keyed request
 //! 1. Worker: auth (401/503) → body limit (413) → key syntax (400) → parse into
