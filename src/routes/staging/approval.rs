@@ -1,8 +1,8 @@
 //! The review step: review (`PUT …/review`), approve (`PUT …/approve`) and reject
 //! (`PUT …/reject`). The approver role is checked by the Worker.
 
-use super::rows::{findings, load_export, ExportRow};
-use super::{commit_transition, conflict, not_found, HandlerResult};
+use super::rows::{findings, ExportRow};
+use super::{commit_transition, conflict, existing_export, HandlerResult};
 use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::problem::ApiError;
@@ -23,9 +23,7 @@ async fn simple_transition(
     now: i64,
     edit: impl FnOnce(&mut ExportRow),
 ) -> HandlerResult {
-    let before = load_export(db, &env.scope, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let before = existing_export(db, &env.scope, id).await?;
     let from = before.status;
     let to = transition(from, event, before.attempts()).map_err(|e| conflict(from, e))?;
     let mut after = before.clone();
@@ -97,9 +95,7 @@ pub async fn approve(
     req: &ApproveRequest,
     now: i64,
 ) -> HandlerResult {
-    let before = load_export(db, &env.scope, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let before = existing_export(db, &env.scope, id).await?;
     let from = before.status;
     let to =
         transition(from, ExportEvent::Approve, before.attempts()).map_err(|e| conflict(from, e))?;

@@ -3,9 +3,9 @@
 //! A failed delivery answers 502 without storing the answer, so a retry with
 //! the same key tries again.
 
-use super::rows::{load_export, ExportRow};
+use super::rows::ExportRow;
 use super::writes::{transition_writes, Audit};
-use super::{commit_transition, conflict, not_found, HandlerOutcome, HandlerResult};
+use super::{commit_transition, conflict, existing_export, HandlerOutcome, HandlerResult};
 use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::http;
@@ -43,9 +43,7 @@ pub async fn post(
     req: &PostRequest,
     now: i64,
 ) -> HandlerResult {
-    let before = load_export(db, &env.scope, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let before = existing_export(db, &env.scope, id).await?;
     let from = before.status;
     can_post(from, before.attempts()).map_err(|e| conflict(from, e))?;
     // Stored data that does not parse is an internal error, never an empty file.
@@ -201,9 +199,7 @@ pub async fn rollback(
     reason: &str,
     now: i64,
 ) -> HandlerResult {
-    let before = load_export(db, &env.scope, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let before = existing_export(db, &env.scope, id).await?;
     let from = before.status;
     let to = transition(from, ExportEvent::Rollback, before.attempts())
         .map_err(|e| conflict(from, e))?;

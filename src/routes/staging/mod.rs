@@ -60,6 +60,17 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("export {id} not found"))
 }
 
+/// The tenant's export `id` as a keyed handler needs it: 404 if there is none.
+async fn existing_export(
+    db: &D1Database,
+    tenant: &str,
+    id: &str,
+) -> std::result::Result<ExportRow, HandlerError> {
+    Ok(rows::load_export(db, tenant, id)
+        .await?
+        .ok_or_else(|| not_found(id))?)
+}
+
 /// 409: the export's state does not allow the transition.
 fn conflict(from: ExportState, e: impl std::fmt::Display) -> ApiError {
     ApiError::InvalidTransition {
