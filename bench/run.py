@@ -265,13 +265,16 @@ def run(tmp):
     origin_port = free_port()
     start(["node", str(ROOT / "bench" / "origin.mjs")], {"PORT": str(origin_port),
                                                          "ORIGIN_DELAY_MS": os.environ.get("ORIGIN_DELAY_MS", "0")})
-    wk_port, hono_port, floor_port = free_port(), free_port(), free_port()
+    wk_port, sh_port, hono_port, floor_port = free_port(), free_port(), free_port(), free_port()
     origin_url = f"http://127.0.0.1:{origin_port}"
     wait_ready(origin_port, "/count")
-    start([str(ROOT / "x"), "dev", "--log-level", "warn"], {
-        "PORT": str(wk_port), "IDEMGATE_STATE_DIR": str(tmp / "state"), "IDEMGATE_SKIP_BUILD": "1", "CI": "1",
-        "AUTH_JWT_SECRET": SECRET, "UPSTREAM_BASE_URL": origin_url, "UPSTREAM_FUNCTIONS": "echo",
-        "UPSTREAM_KEY_POLICY": "optional"}, log=open(tmp / "dev.log", "w"))
+    # idemgate twice, as configured: one gate object per key, and each tenant's
+    # keys hashed into SHARDS long-lived gate objects (KEYGATE_SHARDS).
+    for port, shards, name in ((wk_port, 0, "per-key"), (sh_port, SHARDS, "sharded")):
+        start([str(ROOT / "x"), "dev", "--log-level", "warn"], {
+            "PORT": str(port), "IDEMGATE_STATE_DIR": str(tmp / f"state-{name}"), "IDEMGATE_SKIP_BUILD": "1",
+            "CI": "1", "AUTH_JWT_SECRET": SECRET, "UPSTREAM_BASE_URL": origin_url, "UPSTREAM_FUNCTIONS": "echo",
+            "UPSTREAM_KEY_POLICY": "optional", "KEYGATE_SHARDS": str(shards)}, log=open(tmp / f"dev-{name}.log", "w"))
     start_wrangler(ROOT / "bench" / "hono" / "wrangler.toml", hono_port, tmp / "hono-state",
                    {"UPSTREAM_URL": f"{origin_url}/hono-echo"}, open(tmp / "hono.log", "w"))
     floor_cfg = ROOT / "bench" / "floor" / "wrangler.toml"
@@ -280,7 +283,7 @@ def run(tmp):
                    env={**os.environ, "CI": "1"}, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     start_wrangler(floor_cfg, floor_port, tmp / "floor-state", {"UPSTREAM_URL": f"{origin_url}/floor-echo"},
                    open(tmp / "floor.log", "w"))
-    for port in (wk_port, hono_port, floor_port):
+    for port in (wk_port, sh_port, hono_port, floor_port):
         wait_ready(port)
 
     tok = make_token(SECRET, "bench", "bench", ttl=3600)
@@ -292,11 +295,15 @@ def run(tmp):
     sharded = {**plain, "x-floor-shards": str(SHARDS)}
     rk = f"replay-{uuid.uuid4().hex[:8]}"
     ig, ho, fl = "idemgate", "hono-idempotency", "floor"
+    igs = f"idemgate, KEYGATE_SHARDS={SHARDS}"
     cells = interleaved([
         Cell(f"{ig}: GET /healthz", wk_port, "GET", "/healthz"),
         Cell(f"{ig}: passthrough (no key)", wk_port, "POST", "/functions/v1/echo", fn, auth),
         Cell(f"{ig}: new key", wk_port, "POST", "/functions/v1/echo", fn, auth, "new"),
         Cell(f"{ig}: replay", wk_port, "POST", "/functions/v1/echo", fn, auth, rk),
+        Cell(f"{igs}: passthrough (no key)", sh_port, "POST", "/functions/v1/echo", fn, auth),
+        Cell(f"{igs}: new key", sh_port, "POST", "/functions/v1/echo", fn, auth, "new"),
+        Cell(f"{igs}: replay", sh_port, "POST", "/functions/v1/echo", fn, auth, rk),
         Cell(f"{ho}: GET /healthz", hono_port, "GET", "/healthz"),
         Cell(f"{ho}: route without middleware", hono_port, "POST", "/plain/echo", fn, plain),
         Cell(f"{ho} DO store: new key", hono_port, "POST", "/do/echo", fn, plain, "new"),
@@ -316,6 +323,8 @@ def run(tmp):
     for name, url, script in (
         (f"{ig}: passthrough", f"{wk}/functions/v1/echo", lua(tmp / "pass.lua", auth, fn_body)),
         (f"{ig}: new key", f"{wk}/functions/v1/echo", lua(tmp / "new.lua", auth, fn_body, new_key=True)),
+        (f"{igs}: new key", f"http://127.0.0.1:{sh_port}/functions/v1/echo",
+         lua(tmp / "snew.lua", auth, fn_body, new_key=True)),
         (f"{ho}: route without middleware", f"{hono}/plain/echo", lua(tmp / "hpass.lua", plain, fn_body)),
         (f"{ho} DO store: new key", f"{hono}/do/echo", lua(tmp / "hdo.lua", plain, fn_body, new_key=True)),
         (f"{ho} D1 store: new key", f"{hono}/d1/echo", lua(tmp / "hd1.lua", plain, fn_body, new_key=True)),

@@ -3,6 +3,7 @@
 
 use crate::idempotency::gate::Clock;
 
+#[derive(Clone, Copy)]
 pub struct WallClock;
 
 impl Clock for WallClock {

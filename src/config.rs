@@ -11,6 +11,8 @@ use std::fmt;
 /// Binding names: these must match `wrangler.toml`.
 pub const DB_BINDING: &str = "DB";
 pub const KEY_GATE_BINDING: &str = "KEY_GATE";
+/// How many gate objects hold a tenant's keys (0: one per key).
+pub const SHARDS_VAR: &str = "KEYGATE_SHARDS";
 pub const RECORD_MIRROR_BINDING: &str = "RECORD_MIRROR";
 /// How many record mirrors carry write-behind records to D1 (keys hashed over
 /// them). Changing it moves keys to other mirrors: a record waiting in its old
@@ -93,6 +95,9 @@ pub struct Config {
     pub max_answer_bytes: usize,
     pub chunk_size: usize,
     pub chunk_overlap: usize,
+    /// `KEYGATE_SHARDS`: 0 = one gate object per key; N = each tenant's keys
+    /// hashed into N long-lived gate objects (`idempotency::shard`).
+    pub keygate_shards: u32,
     pub test_hooks: bool,
     /// Origin functions fronted at `/functions/v1/{name}`.
     pub upstream_base_url: Option<String>,
@@ -123,6 +128,7 @@ impl Default for Config {
             max_answer_bytes: 8 * 1024 * 1024,
             chunk_size: 1000,
             chunk_overlap: 100,
+            keygate_shards: 0,
             test_hooks: false,
             upstream_base_url: None,
             upstream_functions: Vec::new(),
@@ -241,6 +247,7 @@ impl Config {
         ) as usize;
         let chunk_size = r.int("CHUNK_SIZE", d.chunk_size as i64, 100, 20_000) as usize;
         let chunk_overlap = r.int("CHUNK_OVERLAP", d.chunk_overlap as i64, 0, 10_000) as usize;
+        let keygate_shards = r.int(SHARDS_VAR, d.keygate_shards.into(), 0, 1024) as u32;
         let upstream_timeout_ms = r.int(
             "UPSTREAM_TIMEOUT_MS",
             d.upstream_timeout_ms as i64,
@@ -315,6 +322,7 @@ impl Config {
             max_answer_bytes,
             chunk_size,
             chunk_overlap,
+            keygate_shards,
             test_hooks: (r.var)(TEST_HOOKS_VAR).as_deref() == Some("1"),
             upstream_base_url: r
                 .text("UPSTREAM_BASE_URL")

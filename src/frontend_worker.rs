@@ -17,7 +17,7 @@ use crate::problem::ApiError;
 use crate::request_log::{Stage, Start, Trace, REQUEST_ID_HEADER};
 use crate::routes::{documents, functions, staging, training};
 use crate::store::read_error;
-use gate_client::call_gate;
+use gate_client::{call_gate, GateOp};
 use worker::{
     console_error, console_log, Context, Date, Env, Headers, Method, Request, Response,
     ResponseBuilder,
@@ -332,13 +332,13 @@ async fn route(req: Request, env: &Env, ctx: &Context, trace: &Trace) -> Outcome
                 test_delay_ms: 0,
                 test_fail: None,
             };
-            let op_method = if m == Method::Delete {
-                Method::Delete
+            let op = if m == Method::Delete {
+                GateOp::Release
             } else {
-                Method::Get
+                GateOp::State
             };
             trace.at(Stage::Admin);
-            call_gate(env, ctx, &envelope, op_method, "state", None, trace).await
+            call_gate(env, ctx, &envelope, op, cfg.keygate_shards, trace).await
         }
         _ => Err(ApiError::MethodNotAllowed { allow }),
     }
@@ -457,9 +457,8 @@ async fn keyed_write(
         env,
         ctx,
         &envelope,
-        Method::Post,
-        "execute",
-        Some(command.encode()?),
+        GateOp::Execute(command.encode()?),
+        cfg.keygate_shards,
         trace,
     )
     .await

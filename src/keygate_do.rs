@@ -1,10 +1,13 @@
-//! `KeyGate`: the Durable Object that owns one idempotency key (one
-//! `(scope, route, key)`) and serializes every request for it.
+//! `KeyGate`: the Durable Object that serializes every request for a key (one
+//! `(scope, route, key)`). It owns one key, or — with `KEYGATE_SHARDS` = N — the
+//! tenant's keys that hash to it, each in its own slot with its own lease,
+//! waiters and alarm time ([`crate::idempotency::shard`]).
 //!
-//! Its decisions are plain code in [`crate::idempotency::gate`] over the
-//! object's SQLite ([`SqlSlots`]); this file runs them: it reads the body, runs
-//! the handler under the lease (renewing it while the handler lives), commits to
-//! D1, answers the requests waiting on the key, and handles the alarm. D1's
+//! Its decisions are plain code in [`crate::idempotency::gate`] (per key) and
+//! [`crate::idempotency::shard`] (the object's alarm) over the object's SQLite
+//! ([`SqlSlots`]); this file runs them: it reads the body, runs the handler under
+//! the lease (renewing it while the handler lives), commits to D1, answers the
+//! requests waiting on the key, and handles the alarm. D1's
 //! `idempotency_records` stays the system of record; the handler's rows and that
 //! record are committed in one D1 batch.
 
@@ -19,17 +22,20 @@ use crate::idempotency::execute::{Executed, Held, KeyState, Released};
 use crate::idempotency::gate::{
     Clock, Committed, Decision, Gate, LiveHolders, Releaser, StoreError,
 };
+use crate::idempotency::shard::{Shard, SlotTable};
 use crate::idempotency::StoredResponse;
 use crate::mirror_do::MirroredRecords;
 use crate::problem::ApiError;
 use crate::routes::{self, AfterCommit};
-use crate::slot_sql::SqlSlots;
+use crate::slot_sql::{SqlSlot, SqlSlots};
 use crate::store::D1Records;
 use answers::{Finished, ForWaiters};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use futures_util::FutureExt;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 use worker::{
     console_error, durable_object, wasm_bindgen, Delay, DurableObject, Env, Request, Response,
@@ -45,20 +51,26 @@ pub struct KeyGate {
     /// Settings that do not parse: the object refuses requests (the Worker
     /// already does); its alarm still settles what earlier requests left.
     config_error: Option<ConfigErrors>,
-    waiters: RefCell<Vec<oneshot::Sender<Finished>>>,
+    /// The requests waiting on each key's run, by key name.
+    waiters: RefCell<HashMap<String, Vec<oneshot::Sender<Finished>>>>,
     /// Lease tokens of the handlers running in this instance: their leases are
     /// never taken over (see `Gate::admit_with`).
     live: LiveHolders,
+    /// The object's alarm as this instance last set it (see [`KeyGate::sync_alarm`]).
+    alarm_at: AlarmAt,
 }
 
-/// The key's decisions over this object's SQLite and the runtime's clock.
-fn gate_over(
+/// `None` until this instance sets the alarm or sees it fire.
+type AlarmAt = Rc<Cell<Option<Option<i64>>>>;
+
+/// The keys' decisions over this object's SQLite and the runtime's clock.
+fn shard_over(
     slots: &SqlSlots,
     lease_ms: i64,
     max_answer_bytes: usize,
-) -> Gate<&SqlSlots, WallClock> {
-    Gate {
-        store: slots,
+) -> Shard<&SqlSlots, WallClock> {
+    Shard {
+        table: slots,
         clock: WallClock,
         lease_ms,
         max_answer_bytes,
@@ -93,8 +105,8 @@ impl DurableObject for KeyGate {
         // storage is a dead holder's: expire it, so the next request takes over
         // at once (adopting an answer that holder committed to D1) instead of
         // answering 409 until the lease runs out.
-        if let Err(e) = gate_over(&slots, 0, usize::MAX).expire_dead_holder() {
-            console_error!("KeyGate: expiring a dead holder's lease failed: {e}");
+        if let Err(e) = shard_over(&slots, 0, usize::MAX).expire_dead_holders() {
+            console_error!("KeyGate: expiring dead holders' leases failed: {e}");
         }
         crate::panic_guard::install();
         let (config, config_error) = match crate::config::cached(
@@ -113,8 +125,9 @@ impl DurableObject for KeyGate {
             slots,
             config,
             config_error,
-            waiters: RefCell::new(Vec::new()),
+            waiters: RefCell::new(HashMap::new()),
             live: LiveHolders::default(),
+            alarm_at: Rc::new(Cell::new(None)),
         }
     }
 
@@ -160,16 +173,21 @@ impl DurableObject for KeyGate {
             d1: self.records(&db),
             env: &self.env,
         };
+        // The alarm that fired is spent: whatever is due next is set anew.
+        self.alarm_at.set(Some(None));
         let done = self
-            .gate()
+            .shard()
             .on_alarm(&records, |t| self.live.contains(t), SYNC_RETRY_MS)
             .await;
         if let Some(e) = &done.error {
             console_error!("KeyGate alarm: {e} (retried)");
         }
         match done.next {
-            Some(t) => self.state.storage().set_alarm(at(t)).await?,
-            // The answer expired, or a dead holder left nothing: drop the database.
+            Some(t) => {
+                self.alarm_at.set(Some(Some(t)));
+                self.state.storage().set_alarm(at(t)).await?
+            }
+            // The answers expired, or dead holders left nothing: drop the database.
             None if done.error.is_none() => self.vacate_if_empty().await,
             None => {}
         }
@@ -178,18 +196,43 @@ impl DurableObject for KeyGate {
 }
 
 impl KeyGate {
-    fn gate(&self) -> Gate<&SqlSlots, WallClock> {
-        gate_over(
+    fn shard(&self) -> Shard<&SqlSlots, WallClock> {
+        shard_over(
             &self.slots,
             self.config.lease_ms,
             self.config.max_answer_bytes,
         )
     }
 
-    fn notify(&self, finished: &Finished) {
-        for tx in self.waiters.borrow_mut().drain(..) {
+    /// The decisions of the key named `name`.
+    fn gate(&self, name: &str) -> Gate<SqlSlot, WallClock> {
+        self.shard().gate(name)
+    }
+
+    fn notify(&self, name: &str, finished: &Finished) {
+        for tx in self.waiters.borrow_mut().remove(name).unwrap_or_default() {
             let _ = tx.send(finished.clone());
         }
+    }
+
+    /// Whether a request of this instance waits on any key.
+    fn waiting(&self) -> bool {
+        self.waiters
+            .borrow()
+            .values()
+            .flatten()
+            .any(|tx| !tx.is_canceled())
+    }
+
+    /// The key `name`'s slot is next due for the alarm at `when` (see [`arm`]).
+    fn arm(&self, name: &str, when: i64) -> impl std::future::Future<Output = ()> + 'static {
+        arm(
+            &self.slots,
+            &self.alarm_at,
+            self.state.storage(),
+            name,
+            when,
+        )
     }
 
     async fn execute(&self, mut req: Request, env: &Envelope) -> Result<Response> {
@@ -204,10 +247,11 @@ impl KeyGate {
         }
         let wait_deadline = now_ms() + env.wait_ms;
         let mut waited = false;
+        let name = env.record_key().name();
         loop {
             // Atomic: read, decide, write the lease — `admit_with` never awaits.
             let decision = self
-                .gate()
+                .gate(&name)
                 .admit_with(
                     &env.record_key(),
                     env.fingerprint_str(),
@@ -228,11 +272,11 @@ impl KeyGate {
                         let body = match req.bytes().await {
                             Ok(b) => b,
                             Err(e) => {
-                                self.gate().release(&token).map_err(store_err)?;
+                                self.gate(&name).release(&token).map_err(store_err)?;
                                 return Err(e);
                             }
                         };
-                        self.run(env, &body, &token, now, takeover).await
+                        self.run(env, &name, &body, &token, now, takeover).await
                     };
                     // Released (a 5xx, a throw): nothing stays behind.
                     self.vacate_if_empty().await;
@@ -262,7 +306,11 @@ impl KeyGate {
                     }
                     waited = true;
                     let (tx, rx) = oneshot::channel();
-                    self.waiters.borrow_mut().push(tx);
+                    self.waiters
+                        .borrow_mut()
+                        .entry(name.clone())
+                        .or_default()
+                        .push(tx);
                     // Wake at the first answer, at the end of the wait, or when the
                     // lease ends (renewed if its holder lives; else take over).
                     let wake = wait_deadline.min(lease_expires_at + 1) - now;
@@ -276,12 +324,14 @@ impl KeyGate {
     }
 
     /// The answer to the request that ran; its waiters get theirs.
-    fn answer_run<A>(&self, env: &Envelope, executed: Executed<A>) -> Response {
+    fn answer_run<A>(&self, env: &Envelope, name: &str, executed: Executed<A>) -> Response {
         let (response, waiters) = answers::of_run(env, executed);
         match waiters {
-            ForWaiters::Send(finished) => self.notify(&finished),
+            ForWaiters::Send(finished) => self.notify(name, &finished),
             // They sent the payload that lost: they re-decide and get 422 too.
-            ForWaiters::Redecide => self.waiters.borrow_mut().clear(),
+            ForWaiters::Redecide => {
+                self.waiters.borrow_mut().remove(name);
+            }
         }
         response
     }
@@ -292,6 +342,7 @@ impl KeyGate {
     async fn run(
         &self,
         env: &Envelope,
+        name: &str,
         body: &[u8],
         token: &str,
         started: i64,
@@ -299,7 +350,9 @@ impl KeyGate {
     ) -> Response {
         let db = match self.env.d1(crate::config::DB_BINDING) {
             Ok(db) => db,
-            Err(e) => return self.answer_run(env, Executed::<AfterCommit>::Failed(e.to_string())),
+            Err(e) => {
+                return self.answer_run(env, name, Executed::<AfterCommit>::Failed(e.to_string()))
+            }
         };
         let key = env.record_key();
         let held = Held {
@@ -332,9 +385,9 @@ impl KeyGate {
             out
         };
         let run_started = Timings::now();
-        let gate = self.gate();
+        let gate = self.gate(name);
         let run = Box::pin(gate.run_held(&held, &records, handler, too_large));
-        let keep = Box::pin(self.keep_lease(token, started + self.config.lease_ms));
+        let keep = Box::pin(self.keep_lease(name, token, started + self.config.lease_ms));
         let mut executed = match select(run, keep).await {
             Either::Left((executed, _)) => executed,
             Either::Right((_, run)) => run.await,
@@ -349,9 +402,9 @@ impl KeyGate {
                 expires_at,
                 write_behind: true,
                 ..
-            } => self.sync_record_later(env, response, started, *expires_at),
-            Executed::Stored { expires_at, .. } => self.arm_later(*expires_at),
-            Executed::Adopted(c) => self.arm_later(c.expires_at),
+            } => self.sync_record_later(env, name, response, started, *expires_at),
+            Executed::Stored { expires_at, .. } => self.arm_later(name, *expires_at),
+            Executed::Adopted(c) => self.arm_later(name, c.expires_at),
             _ => {}
         }
         if let Executed::Stored { after, .. } = &mut executed {
@@ -361,7 +414,7 @@ impl KeyGate {
                 routes::after_commit(&db, &self.config, after).await;
             }
         }
-        let mut answer = self.answer_run(env, executed);
+        let mut answer = self.answer_run(env, name, executed);
         timings.apply(&mut answer);
         if takeover {
             let _ = answer.headers_mut().set(TAKEOVER_HEADER, "1");
@@ -370,16 +423,16 @@ impl KeyGate {
     }
 
     /// Drops the object's whole database (`deleteAll`, which also clears the
-    /// alarm) once its slot is empty and no request of this instance runs or
+    /// alarm) once it holds no slot and no request of this instance runs or
     /// waits: Cloudflare keeps an object's SQLite database, ~12 KB at least, until
     /// then, so without this every key ever used would cost storage forever.
     /// The check and the `deleteAll` call happen in one turn (the future is
     /// polled at once): no request can write a lease in between.
     async fn vacate_if_empty(&self) {
-        if !self.waiters.borrow().is_empty() || !self.live.is_empty() {
+        if self.waiting() || !self.live.is_empty() {
             return;
         }
-        match self.gate().vacant() {
+        match self.shard().is_empty() {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -388,6 +441,7 @@ impl KeyGate {
             }
         }
         self.slots.forget();
+        self.alarm_at.set(Some(None));
         if let Err(e) = self.state.storage().delete_all().await {
             console_error!("KeyGate: deleteAll failed: {e}");
         }
@@ -400,26 +454,24 @@ impl KeyGate {
     /// the answer back (output gate), so nothing is written for handlers done
     /// within LEASE_ALARM_AFTER; one that dies sooner is recovered by the next
     /// request taking over its expired lease. Ends only if the lease is lost.
-    async fn keep_lease(&self, token: &str, first_expiry: i64) {
+    async fn keep_lease(&self, name: &str, token: &str, first_expiry: i64) {
         Delay::from(LEASE_ALARM_AFTER).await;
-        let storage = self.state.storage();
-        set_alarm_logged(&storage, first_expiry).await;
+        self.arm(name, first_expiry).await;
         let every = Duration::from_millis((self.config.lease_ms / 3).max(50) as u64);
         loop {
             Delay::from(every).await;
-            match self.gate().renew(token) {
-                Ok(Some(until)) => set_alarm_logged(&storage, until).await,
+            match self.gate(name).renew(token) {
+                Ok(Some(until)) => self.arm(name, until).await,
                 Ok(None) => return,
                 Err(e) => console_error!("KeyGate: renewing the lease failed: {e}"),
             }
         }
     }
 
-    /// Arms the alarm at `when`, after the answer has gone out (background).
-    fn arm_later(&self, when: i64) {
-        let storage = self.state.storage();
-        self.state
-            .wait_until(async move { set_alarm_logged(&storage, when).await });
+    /// Arms the key's alarm at `when`, after the answer has gone out (background).
+    fn arm_later(&self, name: &str, when: i64) {
+        let armed = self.arm(name, when);
+        self.state.wait_until(armed);
     }
 
     fn records<'a>(&self, db: &'a worker::D1Database) -> D1Records<'a> {
@@ -432,9 +484,10 @@ impl KeyGate {
     /// `GET /v1/idempotency/keys/{key}`: the key's state.
     async fn describe(&self, env: &Envelope) -> Result<Response> {
         let db = self.env.d1(crate::config::DB_BINDING)?;
+        let key = env.record_key();
         let state = self
-            .gate()
-            .describe(&self.records(&db), &env.record_key())
+            .gate(&key.name())
+            .describe(&self.records(&db), &key)
             .await
             .map_err(worker::Error::RustError)?;
         Ok(match state {
@@ -481,9 +534,10 @@ impl KeyGate {
             d1: self.records(&db),
             env: &self.env,
         };
+        let key = env.record_key();
         let released = self
-            .gate()
-            .release_everywhere(&records, &env.record_key(), &who)
+            .gate(&key.name())
+            .release_everywhere(&records, &key, &who)
             .await
             .map_err(worker::Error::RustError)?;
         Ok(match released {
@@ -515,19 +569,21 @@ impl KeyGate {
     fn sync_record_later(
         &self,
         env: &Envelope,
+        name: &str,
         response: &StoredResponse,
         created_at: i64,
         expires_at: i64,
     ) {
         let storage = self.state.storage();
-        let retry_at = now_ms() + SYNC_RETRY_MS;
-        let retry_storage = self.state.storage();
-        let mut retry = Box::pin(async move { set_alarm_logged(&retry_storage, retry_at).await });
-        // One poll makes the call into the runtime now; the result is awaited below.
-        let _ = retry.as_mut().now_or_never();
-        let (slots, d1_env, lease_ms) =
-            (self.slots.clone(), self.env.clone(), self.config.lease_ms);
-        let key = env.record_key();
+        // Made now, committed with the answer; awaited below.
+        let retry = self.arm(name, now_ms() + SYNC_RETRY_MS);
+        let (slots, alarm_at, d1_env, lease_ms) = (
+            self.slots.clone(),
+            self.alarm_at.clone(),
+            self.env.clone(),
+            self.config.lease_ms,
+        );
+        let (key, name) = (env.record_key(), name.to_string());
         let record = Committed {
             fingerprint: env.fingerprint_str().to_string(),
             response: response.clone(),
@@ -536,7 +592,7 @@ impl KeyGate {
         };
         self.state.wait_until(async move {
             retry.await;
-            let gate = gate_over(&slots, lease_ms, usize::MAX);
+            let gate = shard_over(&slots, lease_ms, usize::MAX).gate(&name);
             let written = match d1_env.d1(crate::config::DB_BINDING) {
                 Ok(db) => {
                     // To the key's mirror, which batches it into D1.
@@ -547,8 +603,9 @@ impl KeyGate {
                         },
                         env: &d1_env,
                     };
-                    // The slot stays unsynced: marking it would be one more storage
-                    // write per execution, and a later alarm's upsert is harmless.
+                    // The slot stays unsynced: the alarm's time moving to the
+                    // answer's expiry is the one write; an upsert at expiry's
+                    // alarm would be harmless anyway.
                     gate.write_behind(&records, &key, &record).await
                 }
                 Err(e) => Err(e.to_string()),
@@ -560,14 +617,53 @@ impl KeyGate {
                         "KeyGate: handing the record to its mirror failed (the alarm retries): {e}"
                     )
                 }
-                // The alarm moves to the answer's expiry — unless the key was
-                // released meanwhile and its object emptied (`vacate_if_empty`).
+                // The key's alarm moves to the answer's expiry — unless the key
+                // was released (or answered anew) meanwhile.
                 Ok(()) if gate.still_answer(expires_at).unwrap_or(false) => {
-                    set_alarm_logged(&storage, expires_at).await
+                    arm(&slots, &alarm_at, storage, &name, expires_at).await
                 }
                 Ok(()) => {}
             }
         });
+    }
+}
+
+/// Records that the key `name`'s slot is next due for the alarm at `when`, and
+/// moves the object's alarm to the earliest due slot unless `alarm_at` says it
+/// is set so already. The alarm call is made before this returns (so it commits
+/// with the turn's other writes); the future only reports its result.
+fn arm(
+    slots: &SqlSlots,
+    alarm_at: &AlarmAt,
+    storage: Storage,
+    name: &str,
+    when: i64,
+) -> impl std::future::Future<Output = ()> + 'static {
+    if let Err(e) = slots.set_due(name, when) {
+        console_error!("KeyGate: recording when the alarm is due failed: {e}");
+    }
+    let next = slots.next_due().unwrap_or_else(|e| {
+        console_error!("KeyGate: reading when the alarm is due failed: {e}");
+        Some(when)
+    });
+    let target = match next {
+        Some(t) if alarm_at.get() != Some(Some(t)) => {
+            alarm_at.set(Some(Some(t)));
+            Some(t)
+        }
+        _ => None,
+    };
+    let mut call = Box::pin(async move {
+        if let Some(t) = target {
+            set_alarm_logged(&storage, t).await
+        }
+    });
+    // One poll makes the call into the runtime now.
+    let done = call.as_mut().now_or_never().is_some();
+    async move {
+        if !done {
+            call.await
+        }
     }
 }
 

@@ -1,14 +1,16 @@
-//! The key object's SQLite as a [`SlotStore`]: one `slot` row, and the answer's
+//! The gate object's SQLite as a [`SlotTable`]: a `slots` row per key, by the
+//! key's name, with the time the alarm is next due for it, and each answer's
 //! body in base64 chunks under the 2 MB row limit (chunk 0 in the row, the rest
-//! in `slot_body`). Every call is a synchronous `exec`: the object's
+//! in `slots_body`). Every call is a synchronous `exec`: the object's
 //! check-and-set relies on that (see `idempotency::gate`).
 //!
 //! The tables are created by the first write, not when the object starts: an
-//! object that is only asked about its key (a status read, a release of a key
-//! never used) never gets a database. Once its slot is empty again the object
+//! object that is only asked about a key (a status read, a release of a key
+//! never used) never gets a database. Once it holds no slot again the object
 //! drops it whole (`deleteAll`, see `keygate_do`) and [`SqlSlots::forget`]s it.
 
 use crate::idempotency::gate::{RecordKey, SlotData, SlotStore, StoreError, StoreResult};
+use crate::idempotency::shard::SlotTable;
 use crate::idempotency::{Slot, SlotState, StoredResponse};
 use crate::store::{decode_chunks, encode_chunks, encode_headers};
 use serde::Deserialize;
@@ -16,8 +18,8 @@ use std::cell::Cell;
 use std::rc::Rc;
 use worker::{SqlStorage, SqlStorageValue};
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS slot (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS slots (
+  name TEXT PRIMARY KEY,
   fingerprint TEXT NOT NULL,
   state TEXT NOT NULL,
   token TEXT,
@@ -27,21 +29,31 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS slot (
   response_body TEXT,
   created_at REAL NOT NULL,
   expires_at REAL,
-  scope TEXT,
-  route TEXT,
-  key TEXT,
+  scope TEXT NOT NULL,
+  route TEXT NOT NULL,
+  key TEXT NOT NULL,
   -- 0: the answer's D1 record is written behind it, so while the slot lives an
   -- alarm (re-)writes it; the write is an upsert, so that is safe.
   d1_synced INTEGER NOT NULL DEFAULT 1,
   owner TEXT,
-  body_chunks INTEGER NOT NULL DEFAULT 1
+  body_chunks INTEGER NOT NULL DEFAULT 1,
+  -- When the object's alarm must next look at this slot.
+  due_at REAL
 )";
 
-const BODY_SCHEMA: &str =
-    "CREATE TABLE IF NOT EXISTS slot_body (idx INTEGER PRIMARY KEY, data TEXT NOT NULL)";
+const DUE_INDEX: &str = "CREATE INDEX IF NOT EXISTS slots_due ON slots (due_at)";
 
-/// Columns added after the first release, for objects created before them.
-const UPGRADES: &[(&str, &str)] = &[
+const BODY_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS slots_body (
+  name TEXT NOT NULL,
+  idx INTEGER NOT NULL,
+  data TEXT NOT NULL,
+  PRIMARY KEY (name, idx)
+)";
+
+/// The layout before objects held many keys: one `slot` row (`id = 1`) and its
+/// `slot_body`. An object found in it is moved to the new tables on first use;
+/// these are the columns added to it over time, for the oldest such objects.
+const LEGACY_UPGRADES: &[(&str, &str)] = &[
     ("scope", "ALTER TABLE slot ADD COLUMN scope TEXT"),
     ("route", "ALTER TABLE slot ADD COLUMN route TEXT"),
     ("key", "ALTER TABLE slot ADD COLUMN key TEXT"),
@@ -55,6 +67,10 @@ const UPGRADES: &[(&str, &str)] = &[
         "ALTER TABLE slot ADD COLUMN body_chunks INTEGER NOT NULL DEFAULT 1",
     ),
 ];
+
+const COLUMNS: &str = "fingerprint, state, token, lease_expires_at, response_status, \
+    response_headers, response_body, created_at, expires_at, scope, route, key, d1_synced, owner, \
+    body_chunks";
 
 /// Clones share what they know of the tables (one object, one database).
 #[derive(Clone)]
@@ -112,13 +128,7 @@ impl SqlSlots {
         self.schema.set(Schema::Absent);
     }
 
-    /// Whether the tables exist (brought up to date if they do).
-    fn readable(&self) -> StoreResult<bool> {
-        match self.schema.get() {
-            Schema::Ready => return Ok(true),
-            Schema::Absent => return Ok(false),
-            Schema::Unknown => {}
-        }
+    fn columns(&self, table: &str) -> StoreResult<Vec<String>> {
         #[derive(Deserialize)]
         struct Col {
             name: String,
@@ -126,32 +136,124 @@ impl SqlSlots {
         // Empty when the table does not exist.
         let cols: Vec<Col> = self
             .sql
-            .exec("SELECT name FROM pragma_table_info('slot')", None)
+            .exec("SELECT name FROM pragma_table_info(?)", vec![table.into()])
             .and_then(|c| c.to_array())
             .map_err(err)?;
-        if cols.is_empty() {
+        Ok(cols.into_iter().map(|c| c.name).collect())
+    }
+
+    /// Whether the tables exist (moved from the legacy layout if need be).
+    fn readable(&self) -> StoreResult<bool> {
+        match self.schema.get() {
+            Schema::Ready => return Ok(true),
+            Schema::Absent => return Ok(false),
+            Schema::Unknown => {}
+        }
+        if !self.columns("slots")?.is_empty() {
+            self.schema.set(Schema::Ready);
+            return Ok(true);
+        }
+        let legacy = self.columns("slot")?;
+        if legacy.is_empty() {
             self.schema.set(Schema::Absent);
             return Ok(false);
         }
-        for (col, ddl) in UPGRADES {
-            if !cols.iter().any(|c| c.name == *col) {
-                self.sql.exec(ddl, None).map_err(err)?;
-            }
-        }
-        self.schema.set(Schema::Ready);
+        self.migrate_legacy(&legacy)?;
         Ok(true)
     }
 
     /// Creates the tables if they do not exist.
     fn writable(&self) -> StoreResult<()> {
         if !self.readable()? {
-            self.sql.exec(SCHEMA, None).map_err(err)?;
-            self.sql.exec(BODY_SCHEMA, None).map_err(err)?;
-            self.schema.set(Schema::Ready);
+            self.create()?;
         }
         Ok(())
     }
 
+    fn create(&self) -> StoreResult<()> {
+        for ddl in [SCHEMA, DUE_INDEX, BODY_SCHEMA] {
+            self.sql.exec(ddl, None).map_err(err)?;
+        }
+        self.schema.set(Schema::Ready);
+        Ok(())
+    }
+
+    /// Moves a legacy object's one slot (see [`LEGACY_UPGRADES`]) to the new
+    /// tables under its key's name, due at once: the object's alarm, set by the
+    /// legacy code for that slot, finds it and re-arms for its state.
+    fn migrate_legacy(&self, legacy: &[String]) -> StoreResult<()> {
+        for (col, ddl) in LEGACY_UPGRADES {
+            if !legacy.iter().any(|c| c == col) {
+                self.sql.exec(ddl, None).map_err(err)?;
+            }
+        }
+        self.create()?;
+        #[derive(Deserialize)]
+        struct Id {
+            scope: Option<String>,
+            route: Option<String>,
+            key: Option<String>,
+        }
+        let ids: Vec<Id> = self
+            .sql
+            .exec("SELECT scope, route, key FROM slot WHERE id = 1", None)
+            .and_then(|c| c.to_array())
+            .map_err(err)?;
+        if let Some(id) = ids.into_iter().next() {
+            let name = RecordKey {
+                scope: id.scope.unwrap_or_default(),
+                route: id.route.unwrap_or_default(),
+                key: id.key.unwrap_or_default(),
+            }
+            .name();
+            self.sql
+                .exec(
+                    &format!(
+                        "INSERT INTO slots (name, {COLUMNS}, due_at) SELECT ?, fingerprint, state, \
+                         token, lease_expires_at, response_status, response_headers, response_body, \
+                         created_at, expires_at, COALESCE(scope, ''), COALESCE(route, ''), \
+                         COALESCE(key, ''), d1_synced, owner, body_chunks, 0 FROM slot WHERE id = 1"
+                    ),
+                    vec![name.as_str().into()],
+                )
+                .map_err(err)?;
+            self.sql
+                .exec(
+                    "INSERT INTO slots_body (name, idx, data) SELECT ?, idx, data FROM slot_body",
+                    vec![name.as_str().into()],
+                )
+                .map_err(err)?;
+        }
+        for ddl in ["DROP TABLE slot", "DROP TABLE IF EXISTS slot_body"] {
+            self.sql.exec(ddl, None).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn names(&self, query: &str, args: Vec<SqlStorageValue>) -> StoreResult<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Name {
+            name: String,
+        }
+        if !self.readable()? {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<Name> = self
+            .sql
+            .exec(query, args)
+            .and_then(|c| c.to_array())
+            .map_err(err)?;
+        Ok(rows.into_iter().map(|r| r.name).collect())
+    }
+}
+
+/// One key's slot in the object's tables.
+pub struct SqlSlot {
+    slots: SqlSlots,
+    name: String,
+}
+
+impl SqlSlot {
     fn body(&self, first: &str, chunks: usize) -> StoreResult<Vec<u8>> {
         if chunks <= 1 {
             return decode_chunks([first]).map_err(err);
@@ -161,8 +263,12 @@ impl SqlSlots {
             data: String,
         }
         let rest: Vec<Chunk> = self
+            .slots
             .sql
-            .exec("SELECT data FROM slot_body ORDER BY idx", None)
+            .exec(
+                "SELECT data FROM slots_body WHERE name = ? ORDER BY idx",
+                vec![self.name.as_str().into()],
+            )
             .and_then(|c| c.to_array())
             .map_err(err)?;
         if rest.len() != chunks - 1 {
@@ -174,20 +280,25 @@ impl SqlSlots {
         decode_chunks(std::iter::once(first).chain(rest.iter().map(|c| c.data.as_str())))
             .map_err(err)
     }
+
+    fn exec(&self, query: &str, mut args: Vec<SqlStorageValue>) -> StoreResult<()> {
+        args.push(self.name.as_str().into());
+        self.slots.sql.exec(query, args).map_err(err)?;
+        Ok(())
+    }
 }
 
-impl SlotStore for SqlSlots {
+impl SlotStore for SqlSlot {
     fn load(&self) -> StoreResult<Option<SlotData>> {
-        if !self.readable()? {
+        if !self.slots.readable()? {
             return Ok(None);
         }
         let rows: Vec<Row> = self
+            .slots
             .sql
             .exec(
-                "SELECT fingerprint, state, token, lease_expires_at, response_status, response_headers, \
-                 response_body, created_at, expires_at, scope, route, key, d1_synced, owner, body_chunks \
-                 FROM slot WHERE id = 1",
-                None,
+                &format!("SELECT {COLUMNS} FROM slots WHERE name = ?"),
+                vec![self.name.as_str().into()],
             )
             .and_then(|c| c.to_array())
             .map_err(err)?;
@@ -228,7 +339,7 @@ impl SlotStore for SqlSlots {
     }
 
     fn save(&self, d: &SlotData) -> StoreResult<()> {
-        self.writable()?;
+        self.slots.writable()?;
         let (state, token, lease, status, headers, chunks, expires) = match &d.slot.state {
             SlotState::Processing {
                 token,
@@ -259,37 +370,50 @@ impl SlotStore for SqlSlots {
             SlotState::Processing { .. } => SqlStorageValue::Null,
             SlotState::Completed { .. } => SqlStorageValue::from(chunks[0].as_str()),
         };
-        self.sql
-            .exec(
-                "INSERT OR REPLACE INTO slot (id, fingerprint, state, token, lease_expires_at, response_status, \
-                 response_headers, response_body, created_at, expires_at, scope, route, key, d1_synced, owner, \
-                 body_chunks) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                vec![
-                    d.slot.fingerprint.as_str().into(),
-                    state.into(),
-                    token,
-                    lease,
-                    status,
-                    headers,
-                    body,
-                    num(d.created_at),
-                    expires,
-                    d.record.scope.as_str().into(),
-                    d.record.route.as_str().into(),
-                    d.record.key.as_str().into(),
-                    SqlStorageValue::Integer(d.synced as i64),
-                    d.owner.as_str().into(),
-                    SqlStorageValue::Integer(chunks.len() as i64),
-                ],
-            )
-            .map_err(err)?;
+        // An upsert, not a replace: the slot keeps its due time.
+        self.exec(
+            &format!(
+                "INSERT INTO slots ({COLUMNS}, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint, \
+                 state = excluded.state, token = excluded.token, \
+                 lease_expires_at = excluded.lease_expires_at, \
+                 response_status = excluded.response_status, \
+                 response_headers = excluded.response_headers, \
+                 response_body = excluded.response_body, created_at = excluded.created_at, \
+                 expires_at = excluded.expires_at, scope = excluded.scope, route = excluded.route, \
+                 key = excluded.key, d1_synced = excluded.d1_synced, owner = excluded.owner, \
+                 body_chunks = excluded.body_chunks"
+            ),
+            vec![
+                d.slot.fingerprint.as_str().into(),
+                state.into(),
+                token,
+                lease,
+                status,
+                headers,
+                body,
+                num(d.created_at),
+                expires,
+                d.record.scope.as_str().into(),
+                d.record.route.as_str().into(),
+                d.record.key.as_str().into(),
+                SqlStorageValue::Integer(d.synced as i64),
+                d.owner.as_str().into(),
+                SqlStorageValue::Integer(chunks.len() as i64),
+            ],
+        )?;
         if chunks.len() > 1 {
-            self.sql.exec("DELETE FROM slot_body", None).map_err(err)?;
+            self.exec("DELETE FROM slots_body WHERE name = ?", vec![])?;
             for (idx, data) in chunks.iter().enumerate().skip(1) {
-                self.sql
+                self.slots
+                    .sql
                     .exec(
-                        "INSERT INTO slot_body (idx, data) VALUES (?, ?)",
-                        vec![SqlStorageValue::Integer(idx as i64), data.as_str().into()],
+                        "INSERT INTO slots_body (name, idx, data) VALUES (?, ?, ?)",
+                        vec![
+                            self.name.as_str().into(),
+                            SqlStorageValue::Integer(idx as i64),
+                            data.as_str().into(),
+                        ],
                     )
                     .map_err(err)?;
             }
@@ -302,14 +426,15 @@ impl SlotStore for SqlSlots {
         struct Expiry {
             expires_at: Option<f64>,
         }
-        if !self.readable()? {
+        if !self.slots.readable()? {
             return Ok(None);
         }
         let rows: Vec<Expiry> = self
+            .slots
             .sql
             .exec(
-                "SELECT expires_at FROM slot WHERE id = 1 AND state = 'completed'",
-                None,
+                "SELECT expires_at FROM slots WHERE name = ? AND state = 'completed'",
+                vec![self.name.as_str().into()],
             )
             .and_then(|c| c.to_array())
             .map_err(err)?;
@@ -321,10 +446,73 @@ impl SlotStore for SqlSlots {
     }
 
     fn clear(&self) -> StoreResult<()> {
-        if self.readable()? {
-            self.sql.exec("DELETE FROM slot", None).map_err(err)?;
-            self.sql.exec("DELETE FROM slot_body", None).map_err(err)?;
+        if self.slots.readable()? {
+            self.exec("DELETE FROM slots WHERE name = ?", vec![])?;
+            self.exec("DELETE FROM slots_body WHERE name = ?", vec![])?;
         }
         Ok(())
+    }
+}
+
+impl SlotTable for SqlSlots {
+    type Slot = SqlSlot;
+
+    fn slot(&self, name: &str) -> SqlSlot {
+        SqlSlot {
+            slots: self.clone(),
+            name: name.into(),
+        }
+    }
+
+    fn set_due(&self, name: &str, at: i64) -> StoreResult<()> {
+        if self.readable()? {
+            self.sql
+                .exec(
+                    "UPDATE slots SET due_at = ? WHERE name = ?",
+                    vec![num(at), name.into()],
+                )
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn due(&self, now: i64, limit: usize) -> StoreResult<Vec<String>> {
+        self.names(
+            "SELECT name FROM slots WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+            vec![num(now), SqlStorageValue::Integer(limit as i64)],
+        )
+    }
+
+    fn next_due(&self) -> StoreResult<Option<i64>> {
+        #[derive(Deserialize)]
+        struct Due {
+            due: Option<f64>,
+        }
+        if !self.readable()? {
+            return Ok(None);
+        }
+        let rows: Vec<Due> = self
+            .sql
+            .exec("SELECT MIN(due_at) AS due FROM slots", None)
+            .and_then(|c| c.to_array())
+            .map_err(err)?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.due)
+            .map(|d| d as i64))
+    }
+
+    fn leased(&self) -> StoreResult<Vec<String>> {
+        self.names(
+            "SELECT name FROM slots WHERE state = 'processing'",
+            Vec::new(),
+        )
+    }
+
+    fn is_empty(&self) -> StoreResult<bool> {
+        Ok(self
+            .names("SELECT name FROM slots LIMIT 1", Vec::new())?
+            .is_empty())
     }
 }

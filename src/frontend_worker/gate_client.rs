@@ -86,27 +86,42 @@ pub(super) fn count(ctx: &Context, env: &Env, envelope: &Envelope, outcome: &str
     }
 }
 
-/// The Durable Object's name for a key: one object per (scope, route, key).
-fn object_name(e: &Envelope) -> String {
-    scope::object_name(&e.record_scope, &e.route, e.key.as_str())
+/// The name of the gate object that holds the envelope's key: its own, or
+/// one of its tenant's `shards`.
+fn object_name(e: &Envelope, shards: u32) -> String {
+    scope::gate_object_name(&e.scope, &e.record_key().name(), shards)
+}
+
+/// What the Worker asks of a key's object.
+pub(super) enum GateOp {
+    /// Run (or replay) the command encoded in the body.
+    Execute(Vec<u8>),
+    /// The key's state.
+    State,
+    /// Release the key.
+    Release,
 }
 
 pub(super) async fn call_gate(
     env: &Env,
     ctx: &Context,
     envelope: &Envelope,
-    method: Method,
-    op: &str,
-    body: Option<Vec<u8>>,
+    op: GateOp,
+    shards: u32,
     trace: &Trace,
 ) -> Outcome {
+    let (method, path, body) = match op {
+        GateOp::Execute(body) => (Method::Post, "execute", Some(body)),
+        GateOp::State => (Method::Get, "state", None),
+        GateOp::Release => (Method::Delete, "state", None),
+    };
     let release = method == Method::Delete;
     trace.keyed(
         &envelope.record_scope,
         &envelope.route,
         envelope.key.as_str(),
     );
-    if op == "execute" {
+    if path == "execute" {
         if let Some(hit) = cached_answer(ctx, env, envelope, trace) {
             return Ok(hit);
         }
@@ -123,11 +138,11 @@ pub(super) async fn call_gate(
     if let Some(b) = body {
         init.with_body(Some(js_sys::Uint8Array::from(b.as_slice()).into()));
     }
-    let gate_req = Request::new_with_init(&format!("https://key-gate/{op}"), &init)
+    let gate_req = Request::new_with_init(&format!("https://key-gate/{path}"), &init)
         .map_err(|_| ApiError::Internal)?;
     let stub = env
         .durable_object(KEY_GATE_BINDING)
-        .and_then(|ns| ns.id_from_name(&object_name(envelope))?.get_stub())
+        .and_then(|ns| ns.id_from_name(&object_name(envelope, shards))?.get_stub())
         .map_err(storage)?;
     let started = Timings::now();
     let mut resp = stub

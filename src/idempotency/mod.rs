@@ -20,6 +20,7 @@ pub mod mirror;
 pub mod prefer;
 pub mod replay;
 pub mod scope;
+pub mod shard;
 
 pub use admission::{decide, Admission, Slot, SlotState};
 pub use fingerprint::{canonical_json, Fingerprint};

@@ -73,6 +73,23 @@ pub fn object_name(scope: &str, route: &str, key: &str) -> String {
     digest("idemgate object v1", &[scope, route, key])
 }
 
+/// The gate object a key lives in: its own (`shards` = 0, named by the key's
+/// name, [`object_name`]), or one of the tenant's `shards` objects, picked by
+/// that name. The count is part of the name, so a key is never looked for in an
+/// object that hashed keys by another count.
+pub fn gate_object_name(tenant: &str, key_name: &str, shards: u32) -> String {
+    if shards == 0 {
+        return key_name.to_string();
+    }
+    // The key's name is hex SHA-256: its first 64 bits are uniform.
+    let bits = key_name
+        .get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0);
+    let index = (bits % u64::from(shards)).to_string();
+    digest("idemgate shard v1", &[tenant, &shards.to_string(), &index])
+}
+
 /// The `Idempotency-Key` sent to an origin function: hex SHA-256 of the whole
 /// scope (tenant, subject), the route and the client's key. Never the raw key,
 /// so an origin that dedupes on it cannot mix two tenants' or users' requests,
@@ -84,6 +101,32 @@ pub fn forwarded_key(scope: &str, route: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_spread_over_their_tenants_shards_and_stay_in_one() {
+        let names: Vec<String> = (0..4000)
+            .map(|i| object_name("t1\u{1f}alice", "POST /functions/v1/echo", &format!("k{i}")))
+            .collect();
+        // Without shards a key's object is its own name.
+        assert_eq!(gate_object_name("t1", &names[0], 0), names[0]);
+        let mut per_object = std::collections::HashMap::new();
+        for n in &names {
+            let object = gate_object_name("t1", n, 8);
+            assert_eq!(object, gate_object_name("t1", n, 8), "stable");
+            *per_object.entry(object).or_insert(0) += 1;
+        }
+        assert_eq!(per_object.len(), 8);
+        // 500 expected per shard; a fair hash stays well within ±20 %.
+        assert!(
+            per_object.values().all(|c| (400..=600).contains(c)),
+            "{per_object:?}"
+        );
+        // Another tenant, or another shard count, never shares those objects.
+        for n in names.iter().take(50) {
+            assert!(!per_object.contains_key(&gate_object_name("t2", n, 8)));
+            assert!(!per_object.contains_key(&gate_object_name("t1", n, 16)));
+        }
+    }
 
     #[test]
     fn client_scopes_differ_per_subject_and_never_collide_with_escaping_tricks() {
