@@ -20,8 +20,10 @@
 //!   ([`idempotency::mirror`] decides, [`mirror_sql`] stores).
 //! - [`routes`]: the functions behind idemgate — process-document, training data
 //!   and jobs, origin functions, export staging — as handlers that return their
-//!   answer and their D1 writes; [`commands`] is the table of keyed writes: the
-//!   Worker parses a request once into a `Command`, the object applies it;
+//!   answer and their D1 writes; [`commands`] is the table of keyed writes, one
+//!   type per route (template, role, key policy, `parse`, `apply`, its OpenAPI
+//!   description): the Worker parses a request once into a `Command`, the
+//!   object applies it;
 //!   [`upstream`] the one outbound call.
 //! - [`store`]: D1 (binding `DB`): idempotency records (answers in chunks),
 //!   counters, reads. [`panic_guard`]: a Rust panic answers 500 instead of hanging.

@@ -2,10 +2,10 @@
 //!
 //! Built from the code, so it cannot drift from it:
 //!
-//! - the keyed writes' paths, methods and roles come from the command table
-//!   ([`Endpoint::ALL`], [`Endpoint::template`], [`Endpoint::role`],
-//!   [`Endpoint::key_policy`]): a new keyed route is in the document, or the
-//!   match in [`keyed_doc`] does not compile;
+//! - the keyed writes' paths, methods, roles and descriptions come from the
+//!   command table ([`Endpoint::ALL`], [`Endpoint::template`], [`Endpoint::role`],
+//!   [`Endpoint::key_policy`], [`Endpoint::doc`]): every keyed route is in the
+//!   document, since a command does not compile without its `DOC`;
 //! - the reads are listed in [`READS`]; a test reads the Worker's router
 //!   (`frontend_worker.rs`) and fails on a routed path the document lacks;
 //! - the schemas are `utoipa::ToSchema` types: the problem document
@@ -15,7 +15,6 @@
 //!
 //! Pure: no `worker::` import; `cargo test` checks the document.
 
-mod keyed;
 mod reads;
 pub mod schemas;
 
@@ -24,7 +23,6 @@ use crate::config::{Config, KeyPolicy};
 use crate::idempotency::execute::KeyState;
 use crate::idempotency::key::MAX_KEY_LEN;
 use crate::problem::{ApiError, ProblemDetails, PROBLEM_BASE};
-use keyed::{keyed_doc, KEYED_ERRORS};
 use reads::{Read, JSON, PROBLEM_JSON, READS};
 use schemas::*;
 use serde_json::{json, Map, Value};
@@ -286,16 +284,18 @@ fn security() -> Value {
     json!([{BEARER: []}])
 }
 
+/// Problems every keyed write may answer: a bad body or key (400), no or a bad
+/// token (401), a missing export, job, document or function (404), the key in
+/// flight or a state that forbids the transition (409), a body too large (413),
+/// an unsupported media type (415), the key reused with another body or an
+/// unusable request (422), storage or auth configuration down (503).
+const KEYED_ERRORS: [u16; 8] = [400, 401, 404, 409, 413, 415, 422, 503];
+
 fn keyed_operation(e: Endpoint) -> (String, String, Value) {
-    let d = keyed_doc(e);
+    let d = e.doc();
     let (method, path) = e.template().split_once(' ').unwrap_or_default();
     let key_required = e.key_policy(&Config::default()) == KeyPolicy::Required;
-    let key_help = match e {
-        Endpoint::UploadDocument => "The request's idempotency key; without one the server derives it from the tenant and the upload",
-        Endpoint::ReportJobEvent => "Optional: the key is the body's event_id; a header naming another key is 400",
-        Endpoint::CallFunction => "The request's idempotency key; without one, UPSTREAM_KEY_POLICY says: 400, or passed straight through",
-        _ => "The request's idempotency key (required)",
-    };
+    let key_help = d.key_help;
     let mut params = path_params(path);
     params.push(param(
         "Idempotency-Key",
@@ -331,7 +331,7 @@ fn keyed_operation(e: Endpoint) -> (String, String, Value) {
     }
     let mut errors: Vec<u16> = KEYED_ERRORS.to_vec();
     errors.extend_from_slice(d.errors);
-    if e.role().is_some() || e == Endpoint::ApproveExport {
+    if e.role().is_some() {
         errors.push(403);
     }
     for status in errors {

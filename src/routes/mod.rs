@@ -27,6 +27,14 @@ pub fn request_error(e: crate::request_body::RequestError) -> ApiError {
     ApiError::bad_request(slug, e.to_string())
 }
 
+/// A request body that does not parse, where a 400 is the answer (the
+/// Worker's parsing): `?` converts it.
+impl From<crate::request_body::RequestError> for ApiError {
+    fn from(e: crate::request_body::RequestError) -> Self {
+        request_error(e)
+    }
+}
+
 /// A handler's failure, converted with `?`: a client error is a final 4xx answer
 /// (stored and replayed like any other); an internal one is a throw (500, the
 /// key released so a retry runs again).

@@ -12,93 +12,110 @@
 //!   request body: trusted data the Worker wrote, so no client error can arise
 //!   there) and the object runs [`Command::apply`] under the lease.
 //!
-//! Adding a keyed route: an [`Endpoint`] variant with its template (and its role
-//! or key policy if not the defaults), a [`Command`] variant for its parsed
-//! request, one arm in [`Endpoint::parse`] and one in [`Command::apply`].
+//! Each keyed route is one type implementing [`KeyedCommand`]: its parsed
+//! request, with its template, role, key policy, `parse`, `apply` and OpenAPI
+//! description, in the file of its domain (`documents.rs`, `training.rs`,
+//! `functions.rs`, `staging.rs` here); its handler's D1 work is in `routes/`.
+//! The table below (`keyed_commands!`) lists the types, one a line, and
+//! generates [`Endpoint`], [`Command`], [`Endpoint::ALL`] and the matches that
+//! hand each variant to its type.
+//!
+//! Adding a keyed route: a type implementing [`KeyedCommand`], and its line in
+//! the table. The Worker's routing, the object's dispatch, the stats, the route
+//! TTL check and the OpenAPI document all read the table.
+
+mod doc;
+pub mod documents;
+pub mod functions;
+mod paths;
+pub mod staging;
+pub mod training;
+
+pub use doc::KeyedDoc;
+pub use paths::{keyed_route, match_path, Keyed};
+pub use staging::APPROVER_ROLE;
 
 use crate::config::{Config, KeyPolicy};
-use crate::documents::Upload;
 use crate::envelope::Envelope;
 use crate::idempotency::scope::Scope;
 use crate::idempotency::IdempotencyKey;
 use crate::problem::ApiError;
-use crate::routes::staging::BatchItem;
-use crate::routes::{
-    documents, functions, request_error, settle, staging, training, HandlerOutcome,
-};
-use crate::staging::data::validate_export_data;
-use crate::staging::requests::{
-    parse_approve_request, parse_post_request, parse_reject_request, parse_review_request,
-    parse_rollback_request, parse_stage_request, ApproveRequest, PostRequest, StageRequest,
-};
-use crate::training::{DatasetRequest, JobEventRequest, JobRequest};
+use crate::routes::{settle, HandlerOutcome, HandlerResult};
 use serde::{Deserialize, Serialize};
 use worker::D1Database;
-
-/// The role that may approve or reject staged exports.
-pub const APPROVER_ROLE: &str = "approver";
 
 /// Prefix of the keys the server derives (document uploads without a key).
 pub const DERIVED_PREFIX: &str = "derived:";
 
-/// A keyed route: what the Worker knows from the method and path alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    UploadDocument,
-    CreateDataset,
-    CreateJob,
-    ReportJobEvent,
-    CancelJob,
-    CallFunction,
-    StageExport,
-    ReviewExport,
-    ApproveExport,
-    RejectExport,
-    PostExport,
-    RollbackExport,
-    StageBatch,
+/// One keyed route: the request it parses into, and everything the table
+/// needs to know about it. `parse` runs in the Worker, `apply` in the key's
+/// object; the value crosses between them inside [`Command`] (so it is serde).
+// Only called through the table's matches (static dispatch), and a Worker is
+// single-threaded: the futures need no `Send` bound, which is what the lint
+// asks callers to be able to name.
+#[allow(async_fn_in_trait)]
+pub trait KeyedCommand: Sized {
+    /// `METHOD /path`, `{id}` or `{name}` one parameter segment: the path
+    /// matched, the fingerprint's route, the stats' grouping.
+    const TEMPLATE: &'static str;
+
+    /// The role the caller needs, checked before the body is read.
+    const ROLE: Option<&'static str> = None;
+
+    /// What the OpenAPI document says about the route. No default: a keyed
+    /// route cannot compile undocumented.
+    const DOC: KeyedDoc;
+
+    /// What happens without a key header.
+    fn key_policy(_cfg: &Config) -> KeyPolicy {
+        KeyPolicy::Required
+    }
+
+    /// Whether `key` is the whole tenant's rather than the caller's own
+    /// (see [`key_scope`]).
+    fn tenant_key(_key: &IdempotencyKey) -> bool {
+        false
+    }
+
+    /// Parses and validates the body and settles the key it runs under, before
+    /// any idempotency work (the role is already checked).
+    fn parse(input: Input<'_>) -> Result<Parsed<Self>, ApiError>;
+
+    /// Runs the handler in the key's object, under the lease. A client error
+    /// is a stored 4xx answer; an internal one is a throw (500, the key released).
+    async fn apply(&self, db: &D1Database, cfg: &Config, env: &Envelope, now: i64)
+        -> HandlerResult;
 }
 
-/// A keyed request parsed and validated by the Worker, applied by the key's
-/// object. Each variant holds what its handler needs and nothing it would
-/// have to parse again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Command {
-    UploadDocument(Upload),
-    CreateDataset(DatasetRequest),
-    CreateJob(JobRequest),
-    ReportJobEvent(JobEventRequest),
-    CancelJob {
-        reason: Option<String>,
-    },
-    /// The origin's URL (resolved from the function name) and the bytes to send.
-    CallFunction {
-        url: String,
-        #[serde(with = "base64_bytes")]
-        body: Vec<u8>,
-    },
-    StageExport(StageRequest),
-    ReviewExport {
-        comments: Option<String>,
-    },
-    ApproveExport(ApproveRequest),
-    RejectExport {
-        reason: String,
-    },
-    PostExport(PostRequest),
-    RollbackExport {
-        reason: String,
-    },
-    StageBatch(Vec<BatchItem>),
+/// A keyed request as [`KeyedCommand::parse`] sees it.
+pub struct Input<'a> {
+    /// The body as sent.
+    pub body: &'a [u8],
+    /// The parsed key header, if one was sent.
+    pub header: Option<IdempotencyKey>,
+    /// The path parameter (`{id}`, `{name}`); empty if the template has none.
+    pub param: &'a str,
+    pub ctx: &'a ParseContext<'a>,
+}
+
+/// What parsing needs to know about the caller and the request.
+pub struct ParseContext<'a> {
+    pub cfg: &'a Config,
+    pub tenant: &'a str,
+    /// The token's subject: every identity field of a body must name it.
+    pub subject: &'a str,
+    pub roles: &'a [String],
+    /// The request declared a JSON `Content-Type`.
+    pub json_content: bool,
 }
 
 /// What a valid keyed request is idempotent under.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Parsed {
+pub enum Parsed<C = Command> {
     /// Run `command` under `key` (whose scope [`key_scope`] tells); `json` if
     /// the body is fingerprinted as canonical JSON.
     Keyed {
-        command: Command,
+        command: C,
         key: IdempotencyKey,
         json: bool,
     },
@@ -106,80 +123,141 @@ pub enum Parsed {
     Passthrough { url: String },
 }
 
-/// A keyed route matched on a path: the endpoint, the concrete route (ids
-/// filled in: part of the key's identity) and the path parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Keyed {
-    pub endpoint: Endpoint,
-    pub route: String,
-    pub param: Option<String>,
+impl<C> Parsed<C> {
+    /// Most routes: `command` runs under the client's key header (400 without
+    /// one), its body fingerprinted as canonical JSON.
+    pub fn under_header(command: C, header: Option<IdempotencyKey>) -> Result<Self, ApiError> {
+        Ok(Parsed::Keyed {
+            command,
+            key: header.ok_or(ApiError::KeyRequired)?,
+            json: true,
+        })
+    }
+
+    fn map<D>(self, f: impl FnOnce(C) -> D) -> Parsed<D> {
+        match self {
+            Parsed::Keyed { command, key, json } => Parsed::Keyed {
+                command: f(command),
+                key,
+                json,
+            },
+            Parsed::Passthrough { url } => Parsed::Passthrough { url },
+        }
+    }
+}
+
+/// The path parameter the Worker matched (export or job id), as the object's
+/// handlers get it.
+fn path_param(env: &Envelope) -> &str {
+    env.param.as_deref().unwrap_or_default()
+}
+
+/// Declares the keyed routes, one `Variant(Type)` a line (`Type:
+/// KeyedCommand`), and generates from them:
+/// - [`Endpoint`], a data-less variant per route: what a path matched;
+/// - [`Command`], the same variants, each holding its parsed `Type`: what
+///   crosses to the object;
+/// - [`Endpoint::ALL`], in table order (the order paths are matched in);
+/// - one match per [`KeyedCommand`] item, handing each variant to its type.
+macro_rules! keyed_commands {
+    ($($variant:ident($ty:ty),)+) => {
+        /// A keyed route: what the Worker knows from the method and path alone.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Endpoint {
+            $($variant,)+
+        }
+
+        /// A keyed request parsed and validated by the Worker, applied by the
+        /// key's object. Each variant holds what its handler needs and nothing
+        /// it would have to parse again.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub enum Command {
+            $($variant($ty),)+
+        }
+
+        impl Endpoint {
+            /// Every keyed route, in table order.
+            pub const ALL: [Endpoint; [$(stringify!($variant)),+].len()] =
+                [$(Endpoint::$variant),+];
+
+            /// The route template: the fingerprint's route, the stats'
+            /// grouping, and the path pattern.
+            pub fn template(self) -> &'static str {
+                match self {
+                    $(Endpoint::$variant => <$ty as KeyedCommand>::TEMPLATE,)+
+                }
+            }
+
+            /// The role the caller needs, if any.
+            pub fn role(self) -> Option<&'static str> {
+                match self {
+                    $(Endpoint::$variant => <$ty as KeyedCommand>::ROLE,)+
+                }
+            }
+
+            /// What happens without a key header.
+            pub fn key_policy(self, cfg: &Config) -> KeyPolicy {
+                match self {
+                    $(Endpoint::$variant => <$ty as KeyedCommand>::key_policy(cfg),)+
+                }
+            }
+
+            /// What the OpenAPI document says about the route.
+            pub fn doc(self) -> KeyedDoc {
+                match self {
+                    $(Endpoint::$variant => <$ty as KeyedCommand>::DOC,)+
+                }
+            }
+
+            fn tenant_key(self, key: &IdempotencyKey) -> bool {
+                match self {
+                    $(Endpoint::$variant => <$ty as KeyedCommand>::tenant_key(key),)+
+                }
+            }
+
+            fn parse_body(self, input: Input<'_>) -> Result<Parsed, ApiError> {
+                match self {
+                    $(Endpoint::$variant => {
+                        Ok(<$ty as KeyedCommand>::parse(input)?.map(Command::$variant))
+                    })+
+                }
+            }
+        }
+
+        impl Command {
+            async fn handle(
+                &self,
+                db: &D1Database,
+                cfg: &Config,
+                env: &Envelope,
+                now: i64,
+            ) -> HandlerResult {
+                match self {
+                    $(Command::$variant(command) => command.apply(db, cfg, env, now).await,)+
+                }
+            }
+        }
+    };
+}
+
+// The table. A path matches the first route whose pattern fits; no two overlap.
+keyed_commands! {
+    UploadDocument(documents::UploadDocument),
+    CreateDataset(training::CreateDataset),
+    CreateJob(training::CreateJob),
+    ReportJobEvent(training::ReportJobEvent),
+    CancelJob(training::CancelJob),
+    CallFunction(functions::CallFunction),
+    StageExport(staging::StageExport),
+    ReviewExport(staging::ReviewExport),
+    ApproveExport(staging::ApproveExport),
+    RejectExport(staging::RejectExport),
+    PostExport(staging::PostExport),
+    RollbackExport(staging::RollbackExport),
+    StageBatch(staging::StageBatch),
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 13] = [
-        Endpoint::UploadDocument,
-        Endpoint::CreateDataset,
-        Endpoint::CreateJob,
-        Endpoint::ReportJobEvent,
-        Endpoint::CancelJob,
-        Endpoint::CallFunction,
-        Endpoint::StageExport,
-        Endpoint::ReviewExport,
-        Endpoint::ApproveExport,
-        Endpoint::RejectExport,
-        Endpoint::PostExport,
-        Endpoint::RollbackExport,
-        Endpoint::StageBatch,
-    ];
-
-    /// The route template: the fingerprint's route, the stats' grouping, and
-    /// the path pattern (`{id}`, `{name}`: one parameter segment).
-    pub fn template(self) -> &'static str {
-        match self {
-            Endpoint::UploadDocument => "POST /v1/documents",
-            Endpoint::CreateDataset => "POST /v1/training-data",
-            Endpoint::CreateJob => "POST /v1/training-jobs",
-            Endpoint::ReportJobEvent => "POST /v1/training-jobs/{id}/events",
-            Endpoint::CancelJob => "POST /v1/training-jobs/{id}/cancel",
-            Endpoint::CallFunction => "POST /functions/v1/{name}",
-            Endpoint::StageExport => "POST /v1/staging/exports",
-            Endpoint::ReviewExport => "PUT /v1/staging/exports/{id}/review",
-            Endpoint::ApproveExport => "PUT /v1/staging/exports/{id}/approve",
-            Endpoint::RejectExport => "PUT /v1/staging/exports/{id}/reject",
-            Endpoint::PostExport => "POST /v1/staging/exports/{id}/post",
-            Endpoint::RollbackExport => "POST /v1/staging/exports/{id}/rollback",
-            Endpoint::StageBatch => "POST /v1/staging/batches",
-        }
-    }
-
-    /// The HTTP method (`POST` or `PUT`).
-    pub fn method(self) -> &'static str {
-        self.template().split_once(' ').map_or("POST", |(m, _)| m)
-    }
-
-    fn path_pattern(self) -> &'static str {
-        self.template().split_once(' ').map_or("", |(_, p)| p)
-    }
-
-    /// The role the caller needs, if any.
-    pub fn role(self) -> Option<&'static str> {
-        match self {
-            Endpoint::ApproveExport | Endpoint::RejectExport => Some(APPROVER_ROLE),
-            _ => None,
-        }
-    }
-
-    /// What happens without a key header.
-    pub fn key_policy(self, cfg: &Config) -> KeyPolicy {
-        match self {
-            Endpoint::UploadDocument => KeyPolicy::Derive,
-            Endpoint::CallFunction => cfg.upstream_key_policy,
-            // The body's event_id is the key.
-            Endpoint::ReportJobEvent => KeyPolicy::Derive,
-            _ => KeyPolicy::Required,
-        }
-    }
-
     /// Checks the role, parses and validates the body into its [`Command`], and
     /// settles the key it runs under (`header`: the parsed key header), before
     /// any idempotency work. `ctx.tenant` derives document keys;
@@ -197,107 +275,12 @@ impl Endpoint {
                 return Err(ApiError::Forbidden(format!("the {role} role is required")));
             }
         }
-        let cfg = ctx.cfg;
-        // Most commands run under the client's own key header.
-        let keyed_by_header = |command: Command| -> Result<Parsed, ApiError> {
-            Ok(Parsed::Keyed {
-                command,
-                key: header.clone().ok_or(ApiError::KeyRequired)?,
-                json: true,
-            })
-        };
-        let data_ok = |data| validate_export_data(data).map_err(staging::data_error);
-        match self {
-            Endpoint::UploadDocument => {
-                let upload = documents::validate(body, cfg)?;
-                let key = match header {
-                    Some(k) if k.as_str().starts_with(DERIVED_PREFIX) => {
-                        return Err(ApiError::InvalidKey {
-                            detail: format!(
-                                "keys starting with {DERIVED_PREFIX:?} are reserved for derived keys"
-                            ),
-                        })
-                    }
-                    Some(key) => key,
-                    None => documents::derived_key(ctx.tenant, body, &upload),
-                };
-                Ok(Parsed::Keyed {
-                    command: Command::UploadDocument(upload),
-                    key,
-                    json: true,
-                })
-            }
-            Endpoint::CreateDataset => keyed_by_header(Command::CreateDataset(
-                crate::training::parse_dataset_request(body).map_err(request_error)?,
-            )),
-            Endpoint::CreateJob => keyed_by_header(Command::CreateJob(
-                crate::training::parse_job_request(body).map_err(request_error)?,
-            )),
-            Endpoint::CancelJob => keyed_by_header(Command::CancelJob {
-                reason: crate::training::parse_cancel_request(body).map_err(request_error)?,
-            }),
-            Endpoint::ReportJobEvent => {
-                // The event id is the key; a header key, if sent, must name the same.
-                let ev = crate::training::parse_event_request(body).map_err(request_error)?;
-                let key =
-                    IdempotencyKey::parse(&ev.event_id).map_err(|e| ApiError::InvalidKey {
-                        detail: e.to_string(),
-                    })?;
-                if header.is_some_and(|h| h != key) {
-                    return Err(ApiError::InvalidKey {
-                        detail: "the Idempotency-Key header differs from the event_id".into(),
-                    });
-                }
-                Ok(Parsed::Keyed {
-                    command: Command::ReportJobEvent(ev),
-                    key,
-                    json: true,
-                })
-            }
-            Endpoint::StageExport => {
-                let req = parse_stage_request(body, ctx.subject).map_err(request_error)?;
-                data_ok(&req.export_data)?;
-                keyed_by_header(Command::StageExport(req))
-            }
-            Endpoint::ReviewExport => keyed_by_header(Command::ReviewExport {
-                comments: parse_review_request(body, ctx.subject).map_err(request_error)?,
-            }),
-            Endpoint::ApproveExport => {
-                let req = parse_approve_request(body, ctx.subject).map_err(request_error)?;
-                if let Some(data) = &req.approved_data {
-                    data_ok(data)?;
-                }
-                keyed_by_header(Command::ApproveExport(req))
-            }
-            Endpoint::RejectExport => keyed_by_header(Command::RejectExport {
-                reason: parse_reject_request(body, ctx.subject).map_err(request_error)?,
-            }),
-            Endpoint::RollbackExport => keyed_by_header(Command::RollbackExport {
-                reason: parse_rollback_request(body, ctx.subject).map_err(request_error)?,
-            }),
-            Endpoint::PostExport => keyed_by_header(Command::PostExport(
-                parse_post_request(body, ctx.subject).map_err(request_error)?,
-            )),
-            Endpoint::StageBatch => keyed_by_header(Command::StageBatch(
-                staging::parse_batch(body, cfg.staging_max_batch_size, ctx.subject)
-                    .map_err(request_error)?,
-            )),
-            Endpoint::CallFunction => {
-                let url = functions::upstream_url(cfg, keyed.param.as_deref().unwrap_or_default())?;
-                match (header, cfg.upstream_key_policy) {
-                    (Some(key), _) => Ok(Parsed::Keyed {
-                        command: Command::CallFunction {
-                            url,
-                            body: body.to_vec(),
-                        },
-                        key,
-                        json: ctx.json_content,
-                    }),
-                    (None, KeyPolicy::Optional) => Ok(Parsed::Passthrough { url }),
-                    (None, _) => Err(ApiError::KeyRequired),
-                }
-            }
-        }
+        self.parse_body(Input {
+            body,
+            header,
+            param: keyed.param.as_deref().unwrap_or_default(),
+            ctx,
+        })
     }
 }
 
@@ -311,38 +294,7 @@ impl Command {
         env: &Envelope,
         now: i64,
     ) -> worker::Result<HandlerOutcome> {
-        let param = env.param.as_deref().unwrap_or_default();
-        match self {
-            Command::UploadDocument(upload) => settle(documents::execute(db, env, upload, now)),
-            Command::CreateDataset(req) => {
-                settle(training::create_dataset(db, env, req, now).await)
-            }
-            Command::CreateJob(req) => settle(training::create_job(db, cfg, env, req, now).await),
-            Command::ReportJobEvent(ev) => {
-                settle(training::job_event(db, env, param, ev, now).await)
-            }
-            Command::CancelJob { reason } => {
-                settle(training::cancel_job(db, env, param, reason.as_deref(), now).await)
-            }
-            Command::StageExport(req) => settle(staging::stage(db, env, req, now)),
-            Command::ReviewExport { comments } => {
-                settle(staging::review(db, env, param, comments.as_deref(), now).await)
-            }
-            Command::ApproveExport(req) => {
-                settle(staging::approve(db, cfg, env, param, req, now).await)
-            }
-            Command::RejectExport { reason } => {
-                settle(staging::reject(db, env, param, reason, now).await)
-            }
-            Command::PostExport(req) => settle(staging::post(db, cfg, env, param, req, now).await),
-            Command::RollbackExport { reason } => {
-                settle(staging::rollback(db, cfg, env, param, reason, now).await)
-            }
-            Command::StageBatch(items) => settle(staging::stage_batch(db, env, items, now)),
-            Command::CallFunction { url, body } => {
-                Ok(functions::execute(cfg, url, body, &env.forward, &env.forwarded_key()).await)
-            }
-        }
+        settle(self.handle(db, cfg, env, now).await)
     }
 
     /// The object's request body for this command.
@@ -359,91 +311,11 @@ impl Command {
     }
 }
 
-/// Serde for opaque bytes in the command's JSON form: standard base64.
-mod base64_bytes {
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine as _;
-    use serde::{de, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&STANDARD.encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        STANDARD.decode(text).map_err(de::Error::custom)
-    }
-}
-
-/// What parsing needs to know about the caller and the request.
-pub struct ParseContext<'a> {
-    pub cfg: &'a Config,
-    pub tenant: &'a str,
-    /// The token's subject: every identity field of a body must name it.
-    pub subject: &'a str,
-    pub roles: &'a [String],
-    /// The request declared a JSON `Content-Type`.
-    pub json_content: bool,
-}
-
-/// Path parameters (ids, function names) are limited to `A-Za-z0-9_-`.
-fn is_param(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Matches a request path (without query) against the table; each path
-/// belongs to at most one endpoint.
-pub fn match_path(path: &str) -> Option<Keyed> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    Endpoint::ALL.into_iter().find_map(|endpoint| {
-        let pattern: Vec<&str> = endpoint.path_pattern().split('/').skip(1).collect();
-        if pattern.len() != segments.len() {
-            return None;
-        }
-        let mut param = None;
-        for (p, s) in pattern.iter().zip(&segments) {
-            if p.starts_with('{') {
-                if !is_param(s) {
-                    return None;
-                }
-                param = Some(s.to_string());
-            } else if p != s {
-                return None;
-            }
-        }
-        let route = match &param {
-            Some(v) => endpoint.template().replace("{id}", v).replace("{name}", v),
-            None => endpoint.template().to_string(),
-        };
-        Some(Keyed {
-            endpoint,
-            route,
-            param,
-        })
-    })
-}
-
-/// Resolves `?route=` of the key admin endpoints: a route (`PUT /v1/staging/…`)
-/// or just its path (`/v1/training-jobs/job_1/cancel`).
-pub fn keyed_route(query: &str) -> Option<Keyed> {
-    let q = query.trim();
-    let path = q.split_once(' ').map_or(q, |(_, p)| p);
-    match_path(path.trim())
-}
-
 /// The scope of `endpoint`'s `key` for a caller of `tenant` acting as `subject`:
 /// the tenant's for a derived document key or a trainer's `event_id` (a fact
 /// about the job, whoever reports it), else the subject's own.
 pub fn key_scope(endpoint: Endpoint, key: &IdempotencyKey, tenant: &str, subject: &str) -> Scope {
-    let tenants = match endpoint {
-        Endpoint::ReportJobEvent => true,
-        Endpoint::UploadDocument => key.as_str().starts_with(DERIVED_PREFIX),
-        _ => false,
-    };
-    if tenants {
+    if endpoint.tenant_key(key) {
         Scope::tenant(tenant)
     } else {
         Scope::client(tenant, subject)
@@ -708,10 +580,12 @@ mod tests {
             Command::decode(&command.encode().unwrap()).unwrap(),
             command
         );
-        assert!(matches!(command, Command::CallFunction { ref body, .. } if *body == raw));
+        assert!(
+            matches!(command, Command::CallFunction(functions::CallFunction { ref body, .. }) if *body == raw)
+        );
         // A batch keeps its invalid items with their errors.
         match parsed("/v1/staging/batches", cases[12].1.as_bytes(), &[]) {
-            Command::StageBatch(items) => {
+            Command::StageBatch(staging::StageBatch(items)) => {
                 assert!(items[0].is_ok());
                 let error = items[1].as_ref().unwrap_err();
                 assert!(error.contains("exports[1]"), "{error}");

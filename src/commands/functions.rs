@@ -1,0 +1,81 @@
+//! Fronting an origin function, `POST /functions/v1/{name}` (handler:
+//! `routes::functions`).
+
+use super::{Input, KeyedCommand, KeyedDoc, Parsed};
+use crate::config::{Config, KeyPolicy};
+use crate::envelope::Envelope;
+use crate::problem::ApiError;
+use crate::routes::{functions, HandlerResult};
+use serde::{Deserialize, Serialize};
+use worker::D1Database;
+
+/// The origin's URL (resolved from the function name) and the bytes to send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallFunction {
+    pub url: String,
+    #[serde(with = "base64_bytes")]
+    pub body: Vec<u8>,
+}
+
+impl KeyedCommand for CallFunction {
+    const TEMPLATE: &'static str = "POST /functions/v1/{name}";
+    const DOC: KeyedDoc = KeyedDoc::new(
+        "callFunction",
+        "Front an origin function: it runs once per key; the answer is the origin's",
+        "functions",
+        "FunctionBody",
+        None,
+    )
+    .body_optional()
+    .errors(&[502, 504])
+    .key_help("The request's idempotency key; without one, UPSTREAM_KEY_POLICY says: 400, or passed straight through");
+
+    fn key_policy(cfg: &Config) -> KeyPolicy {
+        cfg.upstream_key_policy
+    }
+
+    /// Any body: fingerprinted as canonical JSON only if it declared JSON.
+    fn parse(input: Input<'_>) -> Result<Parsed<Self>, ApiError> {
+        let cfg = input.ctx.cfg;
+        let url = functions::upstream_url(cfg, input.param)?;
+        match (input.header, cfg.upstream_key_policy) {
+            (Some(key), _) => Ok(Parsed::Keyed {
+                command: CallFunction {
+                    url,
+                    body: input.body.to_vec(),
+                },
+                key,
+                json: input.ctx.json_content,
+            }),
+            (None, KeyPolicy::Optional) => Ok(Parsed::Passthrough { url }),
+            (None, _) => Err(ApiError::KeyRequired),
+        }
+    }
+
+    async fn apply(&self, _: &D1Database, cfg: &Config, env: &Envelope, _: i64) -> HandlerResult {
+        Ok(functions::execute(
+            cfg,
+            &self.url,
+            &self.body,
+            &env.forward,
+            &env.forwarded_key(),
+        )
+        .await)
+    }
+}
+
+/// Serde for opaque bytes in the command's JSON form: standard base64.
+mod base64_bytes {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD.decode(text).map_err(de::Error::custom)
+    }
+}
