@@ -402,6 +402,18 @@ impl KeyGate {
                 expires_at,
                 write_behind: true,
                 ..
+            } if self.config.keygate_shards > 0 => {
+                // A long-lived gate object hands its records over in batches,
+                // from its alarm: the slot (durable, unsynced) is the record
+                // until then, and its due time commits with the answer.
+                self.state
+                    .wait_until(self.arm(name, now_ms() + HAND_OVER_AFTER_MS));
+            }
+            Executed::Stored {
+                response,
+                expires_at,
+                write_behind: true,
+                ..
             } => self.sync_record_later(env, name, response, started, *expires_at),
             Executed::Stored { expires_at, .. } => self.arm_later(name, *expires_at),
             Executed::Adopted(c) => self.arm_later(name, c.expires_at),
@@ -677,5 +689,8 @@ async fn set_alarm_logged(storage: &Storage, when: i64) {
 
 /// A handler running longer than this gets its lease alarm armed.
 const LEASE_ALARM_AFTER: Duration = Duration::from_millis(50);
+/// How long a sharded gate object collects the records of its answers before
+/// its alarm hands them to the record mirrors together.
+const HAND_OVER_AFTER_MS: i64 = 1_000;
 /// How soon the alarm retries a D1 record write that failed.
 const SYNC_RETRY_MS: i64 = 30_000;

@@ -54,6 +54,15 @@ struct Forget {
     expires_at: Option<i64>,
 }
 
+/// The body of `POST /accept`: a list, or (from a key object of the build
+/// before, during a deploy) one record.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Entries {
+    Many(Vec<MirrorEntry>),
+    One(MirrorEntry),
+}
+
 #[derive(Serialize, Deserialize, Default)]
 pub struct MirrorStats {
     /// Records waiting for D1.
@@ -95,9 +104,20 @@ impl DurableObject for RecordMirror {
         let mirror = self.mirror();
         match (req.method(), req.path().as_str()) {
             (Method::Post, "/accept") => {
-                let entry: MirrorEntry = req.json().await?;
-                if let Some(due) = mirror.accept(&entry, self.armed.get()).map_err(rust_err)? {
-                    // No await between the write and this call: both commit together.
+                // Records of one or more keys (a gate object's batch).
+                let entries = match req.json::<Entries>().await? {
+                    Entries::Many(list) => list,
+                    Entries::One(entry) => vec![entry],
+                };
+                let mut due = None;
+                for entry in &entries {
+                    let armed = due.or(self.armed.get());
+                    if let Some(d) = mirror.accept(entry, armed).map_err(rust_err)? {
+                        due = Some(d);
+                    }
+                }
+                if let Some(due) = due {
+                    // No await between the writes and this call: all commit together.
                     self.state.storage().set_alarm(at(due)).await?;
                     self.armed.set(Some(due));
                 }
@@ -192,17 +212,20 @@ async fn call(
     Ok(resp)
 }
 
-/// Hands a record to its key's mirror; `Ok` once it is durable there.
-pub async fn accept(env: &Env, key: &RecordKey, record: &Committed) -> Result<()> {
-    let entry = serde_json::to_string(&MirrorEntry::new(key, record)).map_err(rust_err)?;
-    call(
-        env,
-        mirror_of(key, RECORD_MIRRORS),
-        Method::Post,
-        "accept",
-        Some(entry),
-    )
-    .await?;
+/// Hands records to their keys' mirrors, one call per mirror; `Ok` once all
+/// are durable there.
+pub async fn accept(env: &Env, records: &[(RecordKey, Committed)]) -> Result<()> {
+    let mut by_mirror: Vec<Vec<MirrorEntry>> = (0..RECORD_MIRRORS).map(|_| Vec::new()).collect();
+    for (key, record) in records {
+        by_mirror[mirror_of(key, RECORD_MIRRORS) as usize].push(MirrorEntry::new(key, record));
+    }
+    for (shard, entries) in by_mirror.iter().enumerate() {
+        if entries.is_empty() {
+            continue;
+        }
+        let body = serde_json::to_string(entries).map_err(rust_err)?;
+        call(env, shard as u32, Method::Post, "accept", Some(body)).await?;
+    }
     Ok(())
 }
 
@@ -274,11 +297,18 @@ impl Records for MirroredRecords<'_> {
     }
 
     async fn upsert(&self, key: &RecordKey, record: &Committed) -> Result<()> {
-        if mirrored(record.response.body.len()) {
-            accept(self.env, key, record).await
-        } else {
-            self.d1.upsert(key, record).await
+        self.upsert_many(&[(key.clone(), record.clone())]).await
+    }
+
+    async fn upsert_many(&self, records: &[(RecordKey, Committed)]) -> Result<()> {
+        let (small, big): (Vec<_>, Vec<_>) = records
+            .iter()
+            .cloned()
+            .partition(|(_, r)| mirrored(r.response.body.len()));
+        for (key, record) in &big {
+            self.d1.upsert(key, record).await?;
         }
+        accept(self.env, &small).await
     }
 
     async fn take_back(&self, key: &RecordKey, expires_at: i64) -> Result<()> {

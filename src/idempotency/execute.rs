@@ -86,6 +86,13 @@ pub trait Records {
     /// Writes (or replaces) a key's record: the write-behind of an answer that is
     /// already final in the key's object, the authority for its key.
     async fn upsert(&self, key: &RecordKey, record: &Committed) -> Result<(), Self::Error>;
+    /// [`Records::upsert`] of many keys' records at once (a store may batch them).
+    async fn upsert_many(&self, records: &[(RecordKey, Committed)]) -> Result<(), Self::Error> {
+        for (key, record) in records {
+            self.upsert(key, record).await?;
+        }
+        Ok(())
+    }
     /// Deletes the key's record if it is the one that expires at `expires_at`.
     async fn take_back(&self, key: &RecordKey, expires_at: i64) -> Result<(), Self::Error>;
     /// Deletes the key's record; whether there was one.
@@ -339,11 +346,23 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
         live: impl Fn(&str) -> bool,
         retry_ms: i64,
     ) -> AlarmDone {
+        match self.alarm_with(live) {
+            Ok(step) => self.settle_step(step, records, retry_ms).await,
+            Err(e) => AlarmDone {
+                next: Some(self.now() + retry_ms),
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// Does what an [`AlarmStep`] asks (see [`Gate::on_alarm`]).
+    pub async fn settle_step<R: Records>(
+        &self,
+        step: AlarmStep,
+        records: &R,
+        retry_ms: i64,
+    ) -> AlarmDone {
         let done = |next, error| AlarmDone { next, error };
-        let step = match self.alarm_with(live) {
-            Ok(step) => step,
-            Err(e) => return done(Some(self.now() + retry_ms), Some(e.to_string())),
-        };
         match step {
             AlarmStep::Idle | AlarmStep::Cleared => done(None, None),
             AlarmStep::Rearm(t) => done(Some(t), None),

@@ -9,7 +9,7 @@
 //! takes its own alarm step ([`Gate::on_alarm`]) and gets its next due time.
 
 use super::execute::{AlarmDone, Records};
-use super::gate::{Clock, Gate, RecordKey, SlotStore, StoreResult};
+use super::gate::{AlarmStep, Clock, Committed, Gate, RecordKey, SlotStore, StoreResult};
 use super::SlotState;
 
 /// The object's storage: a slot per key name, each with the time its alarm is
@@ -119,9 +119,27 @@ impl<T: SlotTable, C: Clock + Copy> Shard<T, C> {
                 }
             }
         };
+        // Records whose D1 write is due, handed over together below.
+        let mut batch: Vec<(String, RecordKey, Committed)> = Vec::new();
         for name in &due {
             let gate = self.gate(name);
-            let done = gate.on_alarm(records, &live, retry_ms).await;
+            let done = match gate.alarm_with(&live) {
+                Ok(AlarmStep::Sync(data)) => {
+                    if let Some(record) = committed(&data.slot.state, &data) {
+                        batch.push((name.clone(), data.record, record));
+                        continue;
+                    }
+                    AlarmDone {
+                        next: None,
+                        error: None,
+                    }
+                }
+                Ok(step) => gate.settle_step(step, records, retry_ms).await,
+                Err(e) => AlarmDone {
+                    next: Some(now + retry_ms),
+                    error: Some(e.to_string()),
+                },
+            };
             if error.is_none() {
                 error = done.error;
             }
@@ -144,6 +162,9 @@ impl<T: SlotTable, C: Clock + Copy> Shard<T, C> {
                 }
             }
         }
+        if let Err(e) = self.write_behind(records, batch, retry_ms).await {
+            error.get_or_insert(e);
+        }
         let next = match self.table.next_due() {
             // One run settles at most ALARM_BATCH slots: the rest come next, at once.
             Ok(Some(t)) => Some(t.max(now)),
@@ -156,9 +177,70 @@ impl<T: SlotTable, C: Clock + Copy> Shard<T, C> {
         AlarmDone { next, error }
     }
 
+    /// The write-behind of many keys' answers at once ([`Records::upsert_many`]):
+    /// each is then due at its expiry — or, if its key was released or answered
+    /// anew while the write was on its way, its record is taken back (see
+    /// [`Gate::write_behind`]). On a failure all are due again after `retry_ms`.
+    async fn write_behind<R: Records>(
+        &self,
+        records: &R,
+        batch: Vec<(String, RecordKey, Committed)>,
+        retry_ms: i64,
+    ) -> Result<(), String> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let pairs: Vec<(RecordKey, Committed)> = batch
+            .iter()
+            .map(|(_, k, c)| (k.clone(), c.clone()))
+            .collect();
+        let mut error = None;
+        if let Err(e) = records.upsert_many(&pairs).await {
+            let retry = self.clock.now_ms() + retry_ms;
+            for (name, ..) in &batch {
+                let _ = self.table.set_due(name, retry);
+            }
+            return Err(e.to_string());
+        }
+        for (name, key, record) in &batch {
+            let kept = self.gate(name).still_answer(record.expires_at);
+            let result = match kept {
+                Ok(true) => self
+                    .table
+                    .set_due(name, record.expires_at)
+                    .map_err(|e| e.to_string()),
+                Ok(false) => records
+                    .take_back(key, record.expires_at)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = result {
+                error.get_or_insert(e);
+            }
+        }
+        error.map_or(Ok(()), Err)
+    }
+
     /// Nothing stored for any key.
     pub fn is_empty(&self) -> StoreResult<bool> {
         self.table.is_empty()
+    }
+}
+
+/// The record of a completed answer in a slot.
+fn committed(state: &SlotState, data: &super::gate::SlotData) -> Option<Committed> {
+    match state {
+        SlotState::Completed {
+            response,
+            expires_at,
+        } => Some(Committed {
+            fingerprint: data.slot.fingerprint.clone(),
+            response: response.clone(),
+            created_at: data.created_at,
+            expires_at: *expires_at,
+        }),
+        SlotState::Processing { .. } => None,
     }
 }
 
@@ -283,6 +365,11 @@ mod tests {
     struct Records1 {
         records: RefCell<HashMap<String, Committed>>,
         upserts: Cell<u32>,
+        /// Calls of `upsert_many` (hand-overs), and keys taken back.
+        batches: Cell<u32>,
+        taken_back: RefCell<Vec<String>>,
+        /// Run while a batch is "on its way" (between the call and its landing).
+        in_flight: RefCell<Option<Box<dyn Fn()>>>,
     }
 
     impl Records for Records1 {
@@ -304,7 +391,19 @@ mod tests {
             self.records.borrow_mut().insert(key.name(), r.clone());
             Ok(())
         }
-        async fn take_back(&self, _: &RecordKey, _: i64) -> Result<(), String> {
+        async fn upsert_many(&self, records: &[(RecordKey, Committed)]) -> Result<(), String> {
+            self.batches.set(self.batches.get() + 1);
+            if let Some(f) = self.in_flight.borrow_mut().take() {
+                f();
+            }
+            for (k, r) in records {
+                self.upsert(k, r).await?;
+            }
+            Ok(())
+        }
+        async fn take_back(&self, key: &RecordKey, _: i64) -> Result<(), String> {
+            self.taken_back.borrow_mut().push(key.key.clone());
+            self.records.borrow_mut().remove(&key.name());
             Ok(())
         }
         async fn delete(&self, key: &RecordKey) -> Result<bool, String> {
@@ -502,6 +601,31 @@ mod tests {
         assert_eq!(done.next, Some(w.clock.0.get()));
         let done = w.alarm();
         assert_eq!(w.records.upserts.get() as usize, ALARM_BATCH + 5);
+        assert_eq!(done.next, Some(T0 + 60_000));
+    }
+
+    #[test]
+    fn due_records_are_handed_over_in_one_batch_and_a_key_released_meanwhile_is_taken_back() {
+        let w = World::new();
+        for k in ["a", "b", "c"] {
+            w.answer(k, 60_000);
+        }
+        w.advance(RETRY);
+        // While the batch is on its way, "b" is released (its slot cleared).
+        let table = w.table.clone();
+        *w.records.in_flight.borrow_mut() = Some(Box::new(move || {
+            table.slots.borrow_mut().remove(&rk("b").name());
+        }));
+        let done = w.alarm();
+        assert_eq!(done.error, None);
+        assert_eq!((w.records.batches.get(), w.records.upserts.get()), (1, 3));
+        assert_eq!(*w.records.taken_back.borrow(), vec!["b".to_string()]);
+        let in_d1: Vec<bool> = ["a", "b", "c"]
+            .iter()
+            .map(|k| w.records.records.borrow().contains_key(&rk(k).name()))
+            .collect();
+        assert_eq!(in_d1, [true, false, true]);
+        // The others are next due at their expiry, not re-sent before.
         assert_eq!(done.next, Some(T0 + 60_000));
     }
 
