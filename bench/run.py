@@ -268,13 +268,16 @@ def run(tmp):
     wk_port, sh_port, hono_port, floor_port = free_port(), free_port(), free_port(), free_port()
     origin_url = f"http://127.0.0.1:{origin_port}"
     wait_ready(origin_port, "/count")
-    # idemgate twice, as configured: one gate object per key, and each tenant's
-    # keys hashed into SHARDS long-lived gate objects (KEYGATE_SHARDS).
-    for port, shards, name in ((wk_port, 0, "per-key"), (sh_port, SHARDS, "sharded")):
-        start([str(ROOT / "x"), "dev", "--log-level", "warn"], {
-            "PORT": str(port), "IDEMGATE_STATE_DIR": str(tmp / f"state-{name}"), "IDEMGATE_SKIP_BUILD": "1",
-            "CI": "1", "AUTH_JWT_SECRET": SECRET, "UPSTREAM_BASE_URL": origin_url, "UPSTREAM_FUNCTIONS": "echo",
-            "UPSTREAM_KEY_POLICY": "optional", "KEYGATE_SHARDS": str(shards)}, log=open(tmp / f"dev-{name}.log", "w"))
+    # idemgate twice: as shipped (each tenant's keys hashed into KEYGATE_SHARDS
+    # long-lived gate objects, wrangler.toml's value) and with one gate object
+    # per key (KEYGATE_SHARDS=0), the other design.
+    for port, shards, name in ((wk_port, None, "default"), (sh_port, "0", "per-key")):
+        env = {"PORT": str(port), "IDEMGATE_STATE_DIR": str(tmp / f"state-{name}"), "IDEMGATE_SKIP_BUILD": "1",
+               "CI": "1", "AUTH_JWT_SECRET": SECRET, "UPSTREAM_BASE_URL": origin_url, "UPSTREAM_FUNCTIONS": "echo",
+               "UPSTREAM_KEY_POLICY": "optional"}
+        if shards is not None:
+            env["KEYGATE_SHARDS"] = shards
+        start([str(ROOT / "x"), "dev", "--log-level", "warn"], env, log=open(tmp / f"dev-{name}.log", "w"))
     start_wrangler(ROOT / "bench" / "hono" / "wrangler.toml", hono_port, tmp / "hono-state",
                    {"UPSTREAM_URL": f"{origin_url}/hono-echo"}, open(tmp / "hono.log", "w"))
     floor_cfg = ROOT / "bench" / "floor" / "wrangler.toml"
@@ -295,7 +298,7 @@ def run(tmp):
     sharded = {**plain, "x-floor-shards": str(SHARDS)}
     rk = f"replay-{uuid.uuid4().hex[:8]}"
     ig, ho, fl = "idemgate", "hono-idempotency", "floor"
-    igs = f"idemgate, KEYGATE_SHARDS={SHARDS}"
+    igs = "idemgate, KEYGATE_SHARDS=0 (one object per key)"
     cells = interleaved([
         Cell(f"{ig}: GET /healthz", wk_port, "GET", "/healthz"),
         Cell(f"{ig}: passthrough (no key)", wk_port, "POST", "/functions/v1/echo", fn, auth),

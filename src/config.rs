@@ -128,7 +128,7 @@ impl Default for Config {
             max_answer_bytes: 8 * 1024 * 1024,
             chunk_size: 1000,
             chunk_overlap: 100,
-            keygate_shards: 0,
+            keygate_shards: 8,
             test_hooks: false,
             upstream_base_url: None,
             upstream_functions: Vec::new(),

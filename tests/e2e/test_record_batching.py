@@ -1,18 +1,24 @@
 """Records of answers without rows of their own (origin functions) reach D1 in
 batches through the record mirrors: few D1 statements per first execution, and
-none lost when the server is killed between the answers and D1."""
+none lost when the server is killed between the answers and D1. Both gate
+layouts: sharded objects hand their records over in batches from their alarm,
+an object per key hands over its one record right after the answer."""
 
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from conftest import Client, Server, scope_of, unique
 
 ROUTE = "POST /functions/v1/echo"
 
 
-def fronting(origin, state_dir=None):
-    return Server(state_dir=state_dir, UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo")
+@pytest.fixture(params=["8", "0"], ids=["sharded", "per-key"])
+def fronting(request, origin):
+    """A server fronting the origin, with its gate objects sharded or one per key."""
+    return lambda: Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo", KEYGATE_SHARDS=request.param)
 
 
 def call(c, key):
@@ -37,8 +43,8 @@ def wait_for_records(server, c, n, seconds):
     return got
 
 
-def test_a_thousand_origin_first_executions_cost_at_most_twenty_d1_statements(origin):
-    s = fronting(origin).start()
+def test_a_thousand_origin_first_executions_cost_at_most_twenty_d1_statements(fronting):
+    s = fronting().start()
     try:
         c = Client(s, unique("batch"))
         before = mirrors(s)["statements"]
@@ -61,8 +67,8 @@ def test_a_thousand_origin_first_executions_cost_at_most_twenty_d1_statements(or
         s.cleanup()
 
 
-def test_every_answered_record_reaches_d1_after_a_kill_between_answers_and_mirrors(origin):
-    s = fronting(origin).start()
+def test_every_answered_record_reaches_d1_after_a_kill_between_answers_and_mirrors(fronting):
+    s = fronting().start()
     try:
         c = Client(s, unique("kill"))
         answered, stop = [], threading.Event()
@@ -104,8 +110,8 @@ def test_every_answered_record_reaches_d1_after_a_kill_between_answers_and_mirro
         s.cleanup()
 
 
-def test_a_key_released_while_its_record_waits_in_the_mirror_stays_released(origin):
-    s = fronting(origin).start()
+def test_a_key_released_while_its_record_waits_in_the_mirror_stays_released(fronting):
+    s = fronting().start()
     try:
         c = Client(s, unique("rel"))
         # Released at once after the answer: the record is at most in its mirror.

@@ -1,6 +1,7 @@
-"""Nothing is left behind per key: a key's Durable Object drops its SQLite database
-(`deleteAll`) once the key holds nothing — its answer expired, it was released, its
-execution failed, or it was only asked about. Cloudflare keeps an object's database
+"""Nothing is left behind per key: a gate Durable Object drops its SQLite database
+(`deleteAll`) once its keys hold nothing — an answer expired, it was released, its
+execution failed, or it was only asked about. With one object per key that is the
+key's own object; with sharded objects, the tenant's object once its last key goes. Cloudflare keeps an object's database
 until then, so without this every key ever seen would cost storage for good.
 
 Local workerd keeps one SQLite file (plus -wal and -shm) per object under the state
@@ -16,9 +17,12 @@ from conftest import Client, Server, unique
 EMPTY = 4096  # bytes of an emptied object's files in local workerd
 
 
-@pytest.fixture(scope="module")
-def short_ttl(origin):
-    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,flaky", IDEMPOTENCY_TTL_SECONDS=2).start()
+@pytest.fixture(scope="module", params=["0", "8"], ids=["per-key", "sharded"])
+def short_ttl(request, origin):
+    """Gate objects one per key, or sharded (each test's tenant is new, so its
+    first key creates the tenant's object there too)."""
+    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,flaky", IDEMPOTENCY_TTL_SECONDS=2,
+               KEYGATE_SHARDS=request.param).start()
     yield s
     s.cleanup()
 
