@@ -174,6 +174,9 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "12"))
 PER_ROUND = int(os.environ.get("BENCH_PER_ROUND", "20"))
 # The sharded design measured on the JS floor: keys hashed into this many objects.
 SHARDS = 8
+IG = "idemgate (REQUEST_LOG=off)"
+IG_PER_KEY = "idemgate, KEYGATE_SHARDS=0 (one object per key)"
+IG_SHIPPED = "idemgate as shipped (REQUEST_LOG=json)"
 
 
 def fmt(x, digits=2):
@@ -265,18 +268,19 @@ def run(tmp):
     origin_port = free_port()
     start(["node", str(ROOT / "bench" / "origin.mjs")], {"PORT": str(origin_port),
                                                          "ORIGIN_DELAY_MS": os.environ.get("ORIGIN_DELAY_MS", "0")})
-    wk_port, sh_port, hono_port, floor_port = free_port(), free_port(), free_port(), free_port()
+    wk_port, sh_port, lg_port, hono_port, floor_port = (free_port() for _ in range(5))
     origin_url = f"http://127.0.0.1:{origin_port}"
     wait_ready(origin_port, "/count")
-    # idemgate twice: as shipped (each tenant's keys hashed into KEYGATE_SHARDS
-    # long-lived gate objects, wrangler.toml's value) and with one gate object
-    # per key (KEYGATE_SHARDS=0), the other design.
-    for port, shards, name in ((wk_port, None, "default"), (sh_port, "0", "per-key")):
+    # idemgate three times: with its request log off (REQUEST_LOG=off: the peer
+    # and the floor log nothing, and under wrangler dev each line costs ~0.7 ms),
+    # which the targets use; as shipped (wrangler.toml's values, the log on); and
+    # with one gate object per key (KEYGATE_SHARDS=0, log off), the other layout.
+    for port, extra, name in ((wk_port, {"REQUEST_LOG": "off"}, "log-off"),
+                              (sh_port, {"REQUEST_LOG": "off", "KEYGATE_SHARDS": "0"}, "per-key"),
+                              (lg_port, {}, "shipped")):
         env = {"PORT": str(port), "IDEMGATE_STATE_DIR": str(tmp / f"state-{name}"), "IDEMGATE_SKIP_BUILD": "1",
                "CI": "1", "AUTH_JWT_SECRET": SECRET, "UPSTREAM_BASE_URL": origin_url, "UPSTREAM_FUNCTIONS": "echo",
-               "UPSTREAM_KEY_POLICY": "optional"}
-        if shards is not None:
-            env["KEYGATE_SHARDS"] = shards
+               "UPSTREAM_KEY_POLICY": "optional", **extra}
         start([str(ROOT / "x"), "dev", "--log-level", "warn"], env, log=open(tmp / f"dev-{name}.log", "w"))
     start_wrangler(ROOT / "bench" / "hono" / "wrangler.toml", hono_port, tmp / "hono-state",
                    {"UPSTREAM_URL": f"{origin_url}/hono-echo"}, open(tmp / "hono.log", "w"))
@@ -286,7 +290,7 @@ def run(tmp):
                    env={**os.environ, "CI": "1"}, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     start_wrangler(floor_cfg, floor_port, tmp / "floor-state", {"UPSTREAM_URL": f"{origin_url}/floor-echo"},
                    open(tmp / "floor.log", "w"))
-    for port in (wk_port, sh_port, hono_port, floor_port):
+    for port in (wk_port, sh_port, lg_port, hono_port, floor_port):
         wait_ready(port)
 
     tok = make_token(SECRET, "bench", "bench", ttl=3600)
@@ -297,13 +301,17 @@ def run(tmp):
     plain = {"Content-Type": "application/json"}
     sharded = {**plain, "x-floor-shards": str(SHARDS)}
     rk = f"replay-{uuid.uuid4().hex[:8]}"
-    ig, ho, fl = "idemgate", "hono-idempotency", "floor"
-    igs = "idemgate, KEYGATE_SHARDS=0 (one object per key)"
+    ig, ho, fl = IG, "hono-idempotency", "floor"
+    igs, igl = IG_PER_KEY, IG_SHIPPED
     cells = interleaved([
         Cell(f"{ig}: GET /healthz", wk_port, "GET", "/healthz"),
         Cell(f"{ig}: passthrough (no key)", wk_port, "POST", "/functions/v1/echo", fn, auth),
         Cell(f"{ig}: new key", wk_port, "POST", "/functions/v1/echo", fn, auth, "new"),
         Cell(f"{ig}: replay", wk_port, "POST", "/functions/v1/echo", fn, auth, rk),
+        Cell(f"{igl}: GET /healthz", lg_port, "GET", "/healthz"),
+        Cell(f"{igl}: passthrough (no key)", lg_port, "POST", "/functions/v1/echo", fn, auth),
+        Cell(f"{igl}: new key", lg_port, "POST", "/functions/v1/echo", fn, auth, "new"),
+        Cell(f"{igl}: replay", lg_port, "POST", "/functions/v1/echo", fn, auth, rk),
         Cell(f"{igs}: passthrough (no key)", sh_port, "POST", "/functions/v1/echo", fn, auth),
         Cell(f"{igs}: new key", sh_port, "POST", "/functions/v1/echo", fn, auth, "new"),
         Cell(f"{igs}: replay", sh_port, "POST", "/functions/v1/echo", fn, auth, rk),
@@ -328,6 +336,8 @@ def run(tmp):
         (f"{ig}: new key", f"{wk}/functions/v1/echo", lua(tmp / "new.lua", auth, fn_body, new_key=True)),
         (f"{igs}: new key", f"http://127.0.0.1:{sh_port}/functions/v1/echo",
          lua(tmp / "snew.lua", auth, fn_body, new_key=True)),
+        (f"{igl}: new key", f"http://127.0.0.1:{lg_port}/functions/v1/echo",
+         lua(tmp / "lnew.lua", auth, fn_body, new_key=True)),
         (f"{ho}: route without middleware", f"{hono}/plain/echo", lua(tmp / "hpass.lua", plain, fn_body)),
         (f"{ho} DO store: new key", f"{hono}/do/echo", lua(tmp / "hdo.lua", plain, fn_body, new_key=True)),
         (f"{ho} D1 store: new key", f"{hono}/d1/echo", lua(tmp / "hd1.lua", plain, fn_body, new_key=True)),
@@ -357,7 +367,7 @@ def run(tmp):
 
 
 def print_tables(cells, throughput, st, sizes, disk):
-    ig, ho, fl = "idemgate", "hono-idempotency", "floor"
+    ig, ho, fl = IG, "hono-idempotency", "floor"
     print()
     print(f"State on {disk}; latency: {ROUNDS} interleaved rounds × {PER_ROUND} sequential requests per cell "
           f"({ROUNDS * PER_ROUND} each), one connection; throughput: wrk, {DURATION} s, 16 connections.")
@@ -398,6 +408,12 @@ def print_tables(cells, throughput, st, sizes, disk):
     print("|---|---:|---:|:---:|")
     for name, got, target, ok in rows:
         print(f"| {name} | {got} | {target} | {'yes' if ok else 'NO'} |")
+    lg = {k: p[f"{IG_SHIPPED}: {k}"] for k in ("GET /healthz", "passthrough (no key)", "new key", "replay")}
+    print()
+    print(f"The targets use idemgate with REQUEST_LOG=off (the peer and the floor print no line per request). "
+          f"As shipped, with its line: first-execution overhead {lg['new key'] - lg['passthrough (no key)']:.2f} ms, "
+          f"replay {lg['replay']:.2f} ms, passthrough {lg['passthrough (no key)'] / fpas:.2f}× the floor's, "
+          f"/healthz {lg['GET /healthz']:.2f} ms (log off: {p[f'{ig}: GET /healthz']:.2f} ms).")
     shard = p[f"{fl}: new key (JS, keys sharded into {SHARDS} objects)"]
     tfl = throughput[f"{fl}: new key (JS per-key object)"]["rps"]
     tsh = throughput[f"{fl}: new key (JS, keys sharded into {SHARDS} objects)"]["rps"]

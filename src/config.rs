@@ -98,6 +98,9 @@ pub struct Config {
     /// `KEYGATE_SHARDS`: 0 = one gate object per key; N = each tenant's keys
     /// hashed into N long-lived gate objects (`idempotency::shard`).
     pub keygate_shards: u32,
+    /// `REQUEST_LOG`: `json` (the default) prints each request's line
+    /// (`request_log`); `off` prints none (errors are still logged).
+    pub request_log: bool,
     pub test_hooks: bool,
     /// Origin functions fronted at `/functions/v1/{name}`.
     pub upstream_base_url: Option<String>,
@@ -129,6 +132,7 @@ impl Default for Config {
             chunk_size: 1000,
             chunk_overlap: 100,
             keygate_shards: 8,
+            request_log: true,
             test_hooks: false,
             upstream_base_url: None,
             upstream_functions: Vec::new(),
@@ -248,6 +252,15 @@ impl Config {
         let chunk_size = r.int("CHUNK_SIZE", d.chunk_size as i64, 100, 20_000) as usize;
         let chunk_overlap = r.int("CHUNK_OVERLAP", d.chunk_overlap as i64, 0, 10_000) as usize;
         let keygate_shards = r.int(SHARDS_VAR, d.keygate_shards.into(), 0, 1024) as u32;
+        let request_log = match r.text("REQUEST_LOG").as_deref() {
+            None | Some("json") => true,
+            Some("off") => false,
+            Some(v) => {
+                let detail = format!("{v:?} is not 'json' or 'off'");
+                r.fail("REQUEST_LOG", detail);
+                true
+            }
+        };
         let upstream_timeout_ms = r.int(
             "UPSTREAM_TIMEOUT_MS",
             d.upstream_timeout_ms as i64,
@@ -323,6 +336,7 @@ impl Config {
             chunk_size,
             chunk_overlap,
             keygate_shards,
+            request_log,
             test_hooks: (r.var)(TEST_HOOKS_VAR).as_deref() == Some("1"),
             upstream_base_url: r
                 .text("UPSTREAM_BASE_URL")
@@ -378,6 +392,23 @@ mod tests {
         );
         assert_eq!((c.max_wait_ms, c.max_body_bytes), (10_000, 1_048_576));
         assert!(c.ttl.routes.is_empty());
+    }
+
+    #[test]
+    fn the_request_log_is_json_unless_turned_off_and_nothing_else_is_accepted() {
+        assert!(read(&[]).unwrap().request_log);
+        assert!(read(&[("REQUEST_LOG", "json")]).unwrap().request_log);
+        assert!(!read(&[("REQUEST_LOG", " off ")]).unwrap().request_log);
+        assert_eq!(error_of(&[("REQUEST_LOG", "OFF")]).vars(), ["REQUEST_LOG"]);
+        assert_eq!(
+            error_of(&[("KEYGATE_SHARDS", "-1")]).vars(),
+            ["KEYGATE_SHARDS"]
+        );
+        assert_eq!(
+            error_of(&[("KEYGATE_SHARDS", "1025")]).vars(),
+            ["KEYGATE_SHARDS"]
+        );
+        assert_eq!(read(&[("KEYGATE_SHARDS", "0")]).unwrap().keygate_shards, 0);
     }
 
     #[test]

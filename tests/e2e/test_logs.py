@@ -10,6 +10,7 @@ import re
 import threading
 import time
 import uuid
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -200,3 +201,29 @@ def test_every_request_logs_one_line_with_its_outcome_and_no_secret(logged, orig
         assert value not in text, f"the {name} appears in the dev server's output"
     admin_lines = by_id[state.header("x-request-id")]
     assert admin_key not in json.dumps(admin_lines)
+
+
+def test_with_request_log_off_no_request_line_is_printed_and_answers_keep_their_id(origin):
+    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo", REQUEST_LOG="off").start()
+    try:
+        c = Client(s, unique("quiet"))
+        replies = [c.server.request("POST", "/functions/v1/echo", {"n": 1}, c.headers("k-quiet")) for _ in range(2)]
+        replies.append(s.request("GET", "/healthz"))
+        assert [r.status for r in replies] == [200, 200, 200]
+        assert replies[1].header("idempotent-replayed") == "true"
+        ids = [r.header("x-request-id") for r in replies]
+        assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids), ids
+        time.sleep(2)  # wrangler prints the Worker's output a little later
+        assert request_lines(Path(s.log_path).read_text(errors="replace")) == []
+    finally:
+        s.cleanup()
+
+
+def test_a_request_log_setting_that_does_not_parse_refuses_requests_and_names_it(origin):
+    s = Server(REQUEST_LOG="verbose").start(ready_status=500)
+    try:
+        p = assert_problem(s.request("GET", "/v1/idempotency/stats", None, Client(s, unique("x")).headers()), 500,
+                           "misconfigured")
+        assert "REQUEST_LOG" in p["detail"], p
+    finally:
+        s.cleanup()
