@@ -477,13 +477,18 @@ pub struct D1Records<'a> {
     pub fail_commit: bool,
 }
 
-/// A batch that failed on a constraint: another request changed the same rows.
+/// A batch that lost a race: another request inserted the same key first (a
+/// record's or an audit row's primary key, or a UNIQUE column).
 ///
 /// D1 reports a failed statement only as text (`D1_ERROR: UNIQUE constraint
-/// failed: …`, SQLite's own wording, in the error's `cause`); there is no code to
-/// match, so SQLite's fixed phrase is what is looked for.
+/// failed: …`, SQLite's own wording): workers-rs's `D1Error` wraps a plain JS
+/// `Error` whose only content is that message, and workerd's D1 binding builds
+/// it from the database's error string, with no code. So SQLite's fixed phrases
+/// for the two constraints a race can break are what is looked for; a CHECK,
+/// NOT NULL or FOREIGN KEY failure is a bug, not a race, and is not retried.
 fn is_conflict(e: &worker::Error) -> bool {
-    e.to_string().contains("constraint failed")
+    let m = e.to_string();
+    m.contains("UNIQUE constraint failed") || m.contains("PRIMARY KEY constraint failed")
 }
 
 impl Records for D1Records<'_> {
@@ -578,6 +583,10 @@ mod tests {
             assert!(is_conflict(&worker::Error::JsError(m.into())), "{m}");
         }
         let outages = [
+            // Bugs, not races: retrying the handler cannot help.
+            "D1_ERROR: CHECK constraint failed: export_format IN ('csv', 'json'): SQLITE_CONSTRAINT",
+            "D1_ERROR: NOT NULL constraint failed: documents.text: SQLITE_CONSTRAINT",
+            "D1_ERROR: FOREIGN KEY constraint failed: SQLITE_CONSTRAINT",
             "D1_ERROR: database is locked",
             "D1_ERROR: Network connection lost.",
             "D1_ERROR: no such table: no_such_table_simulated_failure: SQLITE_ERROR",
