@@ -8,12 +8,15 @@
 //!   the fingerprint and the key's scope
 //!   (tenant and subject, or tenant for a derived key), and sends keyed writes to
 //!   the key's Durable Object with an [`envelope`]. Reads go to D1 directly.
-//! - [`keygate_do`]: `KeyGate`, one SQLite-backed Durable Object per
-//!   (scope, route, key): a shell that runs the decisions of
-//!   [`idempotency::gate`] (admit, renew, finish, release, the alarm) and the run
-//!   of [`idempotency::execute`] over its SQLite ([`slot_sql`]) and D1
-//!   ([`store::D1Records`]), renews a live holder's lease, answers waiters
-//!   (`keygate_do/answers.rs`), and drops its database once the key holds nothing.
+//! - [`keygate_do`]: `KeyGate`, the SQLite-backed Durable Object that holds a
+//!   key — one of the tenant's `KEYGATE_SHARDS` long-lived objects, or (with 0)
+//!   one per (scope, route, key): a shell that runs the decisions of
+//!   [`idempotency::gate`] (admit, renew, finish, release) per key and of
+//!   [`idempotency::shard`] (the object's one alarm over its keys' due times),
+//!   and the run of [`idempotency::execute`], over its SQLite ([`slot_sql`], a
+//!   slot per key) and D1 ([`store::D1Records`]); renews a live holder's lease,
+//!   answers waiters (`keygate_do/answers.rs`), and drops its database once no
+//!   key holds anything.
 //! - [`mirror_do`]: `RecordMirror`, a few long-lived objects that take the
 //!   records of answers without D1 rows of their own (origin functions, stored
 //!   4xx) from the key objects, durably, and write them to D1 in batches
@@ -44,9 +47,10 @@
 //!
 //! ## Life of a keyed request
 //! 1. Worker: auth (401/503) → body limit (413) → key syntax (400) → parse into
-//!    a `Command` (400/403/413/415) → fingerprint → `KeyGate` named by scope,
-//!    route and key, with the command as its body.
-//! 2. `KeyGate`: read slot, decide, write lease — no `await` in between. Then
+//!    a `Command` (400/403/413/415) → fingerprint → the `KeyGate` named by the
+//!    tenant and the key's hash (or by scope, route and key), with the command
+//!    as its body.
+//! 2. `KeyGate`: read the key's slot, decide, write lease — no `await` in between. Then
 //!    execute, replay, 409 (or wait with `Prefer: wait=N`), or 422.
 //! 3. On execute: the lease is renewed while the handler runs; the handler's rows
 //!    and the idempotency record go to D1 in one batch (an answer without rows is
