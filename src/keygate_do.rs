@@ -55,7 +55,7 @@ pub struct KeyGate {
     /// Lease tokens of the handlers running in this instance: their leases are
     /// never taken over (see `Gate::admit_with`).
     live: LiveHolders,
-    /// The object's alarm as this instance last set it (see [`KeyGate::sync_alarm`]).
+    /// The object's alarm as this instance last set it (see `alarms::arm`).
     alarm_at: AlarmAt,
 }
 

@@ -543,11 +543,6 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
         Ok(())
     }
 
-    /// Nothing is stored for the key: its object may drop its database.
-    pub fn vacant(&self) -> StoreResult<bool> {
-        Ok(self.store.load()?.is_none())
-    }
-
     /// Whether the slot still holds the completed answer that expires at `expires_at`
     /// (false once the key was released or answered anew).
     pub fn still_answer(&self, expires_at: i64) -> StoreResult<bool> {
@@ -792,24 +787,6 @@ mod tests {
                 ..
             }
         ));
-    }
-
-    #[test]
-    fn a_key_is_vacant_only_while_nothing_is_held_or_answered() {
-        let w = World::new();
-        assert_eq!(w.gate().vacant(), Ok(true));
-        let t = token_of(&w.admit("A"));
-        assert_eq!(w.gate().vacant(), Ok(false));
-        assert_eq!(w.gate().release(&t), Ok(true));
-        assert_eq!(w.gate().vacant(), Ok(true));
-        let t = token_of(&w.admit("A"));
-        w.gate()
-            .finish(&t, answer(201, b"ok"), T0 + 1_000, true, too_large)
-            .expect("finish");
-        assert_eq!(w.gate().vacant(), Ok(false));
-        w.advance(1_001);
-        assert_eq!(w.gate().alarm(), Ok(AlarmStep::Cleared));
-        assert_eq!(w.gate().vacant(), Ok(true));
     }
 
     #[test]

@@ -630,6 +630,34 @@ mod tests {
     }
 
     #[test]
+    fn an_object_is_empty_only_while_none_of_its_keys_holds_or_answers_anything() {
+        let w = World::new();
+        assert_eq!(w.shard().is_empty(), Ok(true));
+        let Decision::Execute { token, .. } = w.admit("a", "fp") else {
+            panic!("a should execute")
+        };
+        assert_eq!(w.shard().is_empty(), Ok(false));
+        assert_eq!(w.shard().gate(&rk("a").name()).release(&token), Ok(true));
+        assert_eq!(w.shard().is_empty(), Ok(true));
+        w.answer("a", 1_000);
+        assert!(matches!(w.admit("b", "fp"), Decision::Execute { .. }));
+        // "a" expires and its slot goes; "b" still holds its lease.
+        w.advance(RETRY);
+        w.alarm();
+        assert!(w.table.slots.borrow().get(&rk("a").name()).is_none());
+        assert_eq!(w.shard().is_empty(), Ok(false));
+        let b = rk("b").name();
+        let Some((data, _)) = w.table.slots.borrow().get(&b).cloned() else {
+            panic!("b holds its lease")
+        };
+        let SlotState::Processing { token, .. } = data.slot.state else {
+            panic!("b is processing")
+        };
+        assert_eq!(w.shard().gate(&b).release(&token), Ok(true));
+        assert_eq!(w.shard().is_empty(), Ok(true));
+    }
+
+    #[test]
     fn natural_due_times() {
         let lease = |at| SlotState::Processing {
             token: "t".into(),
