@@ -165,6 +165,17 @@ pub fn cached(
     CACHED.with(|c| c.get_or_init(|| Config::from_lookup(var, routes)).clone())
 }
 
+/// Whether request lines are printed (`REQUEST_LOG`), from the isolate's parsed
+/// configuration without copying it; `true` until it is parsed, and when it does
+/// not parse (that request's 500 is logged too).
+pub fn request_log_enabled() -> bool {
+    CACHED.with(|c| {
+        c.get()
+            .and_then(|r| r.as_ref().ok())
+            .is_none_or(|c| c.request_log)
+    })
+}
+
 /// Reads settings through a lookup, collecting every error.
 struct Reader<F> {
     var: F,

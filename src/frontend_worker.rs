@@ -69,20 +69,10 @@ pub async fn handle(req: Request, env: Env, ctx: Context, start: Start) -> Respo
         Timings::now(),
         server_timing.as_deref(),
     );
-    if request_log_on(&env) {
+    if config::request_log_enabled() {
         console_log!("{}", log.line());
     }
     resp
-}
-
-/// Whether request lines are printed (`REQUEST_LOG`); a configuration that
-/// does not parse is answered 500 and still logged.
-fn request_log_on(env: &Env) -> bool {
-    config::cached(
-        |n| env.var(n).ok().map(|v| v.to_string()),
-        &Endpoint::ALL.map(Endpoint::template),
-    )
-    .map_or(true, |c| c.request_log)
 }
 
 /// The isolate's configuration (see [`config::cached`]). Settings that do not

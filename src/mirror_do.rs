@@ -214,7 +214,10 @@ async fn call(
 
 /// Hands records to their keys' mirrors, one call per mirror; `Ok` once all
 /// are durable there.
-pub async fn accept(env: &Env, records: &[(RecordKey, Committed)]) -> Result<()> {
+pub async fn accept<'a>(
+    env: &Env,
+    records: impl IntoIterator<Item = (&'a RecordKey, &'a Committed)>,
+) -> Result<()> {
     let mut by_mirror: Vec<Vec<MirrorEntry>> = (0..RECORD_MIRRORS).map(|_| Vec::new()).collect();
     for (key, record) in records {
         by_mirror[mirror_of(key, RECORD_MIRRORS) as usize].push(MirrorEntry::new(key, record));
@@ -297,18 +300,21 @@ impl Records for MirroredRecords<'_> {
     }
 
     async fn upsert(&self, key: &RecordKey, record: &Committed) -> Result<()> {
-        self.upsert_many(&[(key.clone(), record.clone())]).await
+        if mirrored(record.response.body.len()) {
+            accept(self.env, [(key, record)]).await
+        } else {
+            self.d1.upsert(key, record).await
+        }
     }
 
     async fn upsert_many(&self, records: &[(RecordKey, Committed)]) -> Result<()> {
         let (small, big): (Vec<_>, Vec<_>) = records
             .iter()
-            .cloned()
             .partition(|(_, r)| mirrored(r.response.body.len()));
-        for (key, record) in &big {
+        for (key, record) in big {
             self.d1.upsert(key, record).await?;
         }
-        accept(self.env, &small).await
+        accept(self.env, small.into_iter().map(|(k, r)| (k, r))).await
     }
 
     async fn take_back(&self, key: &RecordKey, expires_at: i64) -> Result<()> {

@@ -120,13 +120,14 @@ impl<T: SlotTable, C: Clock + Copy> Shard<T, C> {
             }
         };
         // Records whose D1 write is due, handed over together below.
-        let mut batch: Vec<(String, RecordKey, Committed)> = Vec::new();
+        let (mut names, mut batch) = (Vec::new(), Vec::new());
         for name in &due {
             let gate = self.gate(name);
             let done = match gate.alarm_with(&live) {
                 Ok(AlarmStep::Sync(data)) => {
-                    if let Some(record) = committed(&data.slot.state, &data) {
-                        batch.push((name.clone(), data.record, record));
+                    if let Some(record) = committed(&data) {
+                        names.push(name.clone());
+                        batch.push((data.record, record));
                         continue;
                     }
                     AlarmDone {
@@ -162,7 +163,7 @@ impl<T: SlotTable, C: Clock + Copy> Shard<T, C> {
                 }
             }
         }
-        if let Err(e) = self.write_behind(records, batch, retry_ms).await {
+        if let Err(e) = self.write_behind(records, &names, &batch, retry_ms).await {
             error.get_or_insert(e);
         }
         let next = match self.table.next_due() {
@@ -184,25 +185,22 @@ impl<T: SlotTable, C: Clock + Copy> Shard<T, C> {
     async fn write_behind<R: Records>(
         &self,
         records: &R,
-        batch: Vec<(String, RecordKey, Committed)>,
+        names: &[String],
+        batch: &[(RecordKey, Committed)],
         retry_ms: i64,
     ) -> Result<(), String> {
         if batch.is_empty() {
             return Ok(());
         }
-        let pairs: Vec<(RecordKey, Committed)> = batch
-            .iter()
-            .map(|(_, k, c)| (k.clone(), c.clone()))
-            .collect();
         let mut error = None;
-        if let Err(e) = records.upsert_many(&pairs).await {
+        if let Err(e) = records.upsert_many(batch).await {
             let retry = self.clock.now_ms() + retry_ms;
-            for (name, ..) in &batch {
+            for name in names {
                 let _ = self.table.set_due(name, retry);
             }
             return Err(e.to_string());
         }
-        for (name, key, record) in &batch {
+        for (name, (key, record)) in names.iter().zip(batch) {
             let kept = self.gate(name).still_answer(record.expires_at);
             let result = match kept {
                 Ok(true) => self
@@ -229,8 +227,8 @@ impl<T: SlotTable, C: Clock + Copy> Shard<T, C> {
 }
 
 /// The record of a completed answer in a slot.
-fn committed(state: &SlotState, data: &super::gate::SlotData) -> Option<Committed> {
-    match state {
+fn committed(data: &super::gate::SlotData) -> Option<Committed> {
+    match &data.slot.state {
         SlotState::Completed {
             response,
             expires_at,
