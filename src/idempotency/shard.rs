@@ -62,6 +62,11 @@ impl RecordKey {
 
 /// How many due slots one alarm run settles; the rest get the next run, at once.
 pub const ALARM_BATCH: usize = 100;
+/// The answer bytes one alarm run holds for a hand-over: answers may be up to
+/// `MAX_STORED_ANSWER_BYTES` each, and a hundred of them at once would not fit
+/// an isolate's memory. The run stops collecting past this; the rest are still
+/// due, so the next run comes at once.
+pub const ALARM_BATCH_BYTES: usize = 16 << 20;
 
 /// The object's keys, their decisions and their shared alarm.
 pub struct Shard<T, C> {
@@ -120,12 +125,16 @@ impl<T: SlotTable, C: Clock + Copy> Shard<T, C> {
             }
         };
         // Records whose D1 write is due, handed over together below.
-        let (mut names, mut batch) = (Vec::new(), Vec::new());
+        let (mut names, mut batch, mut bytes) = (Vec::new(), Vec::new(), 0);
         for name in &due {
+            if bytes >= ALARM_BATCH_BYTES {
+                break;
+            }
             let gate = self.gate(name);
             let done = match gate.alarm_with(&live) {
                 Ok(AlarmStep::Sync(data)) => {
                     if let Some(record) = committed(&data) {
+                        bytes += record.response.body.len();
                         names.push(name.clone());
                         batch.push((data.record, record));
                         continue;
@@ -451,7 +460,7 @@ mod tests {
                 table: &self.table,
                 clock: &self.clock,
                 lease_ms: LEASE,
-                max_answer_bytes: 1 << 20,
+                max_answer_bytes: usize::MAX,
             }
         }
         fn advance(&self, ms: i64) {
@@ -653,6 +662,30 @@ mod tests {
         };
         assert_eq!(w.shard().gate(&b).release(&token), Ok(true));
         assert_eq!(w.shard().is_empty(), Ok(true));
+    }
+
+    #[test]
+    fn one_alarm_run_holds_a_bounded_number_of_answer_bytes_and_comes_back_for_the_rest() {
+        let w = World::new();
+        let big = "x".repeat(ALARM_BATCH_BYTES / 2 + 1);
+        for k in ["a", "b", "c"] {
+            let name = rk(k).name();
+            let Decision::Execute { token, .. } = w.admit(k, "fp") else {
+                panic!("{k} should execute")
+            };
+            w.shard()
+                .gate(&name)
+                .finish(&token, ok(&big), T0 + 60_000, false, |_| ok("too large"))
+                .unwrap();
+            w.table.set_due(&name, T0 + RETRY).unwrap();
+        }
+        w.advance(RETRY);
+        let done = w.alarm();
+        assert_eq!((w.records.batches.get(), w.records.upserts.get()), (1, 2));
+        assert_eq!(done.next, Some(w.clock.0.get()));
+        let done = w.alarm();
+        assert_eq!((w.records.batches.get(), w.records.upserts.get()), (2, 3));
+        assert_eq!(done.next, Some(T0 + 60_000));
     }
 
     #[test]
