@@ -3,6 +3,7 @@
 //! request ends with its log line (`request_log`).
 
 mod gate_client;
+mod incoming;
 
 use crate::auth::{self, Caller};
 use crate::commands::{self, key_scope, Endpoint, Keyed, ParseContext, Parsed};
@@ -18,9 +19,9 @@ use crate::request_log::{Stage, Start, Trace, REQUEST_ID_HEADER};
 use crate::routes::{documents, functions, staging, training};
 use crate::store::read_error;
 use gate_client::{call_gate, GateOp};
+use incoming::Incoming;
 use worker::{
-    console_error, console_log, Context, Date, Env, Headers, Method, Request, Response,
-    ResponseBuilder,
+    console_error, console_log, Context, Date, Env, Headers, Method, Response, ResponseBuilder,
 };
 
 type Outcome = std::result::Result<Response, ApiError>;
@@ -36,12 +37,13 @@ const TEST_FAIL_HEADER: &str = "x-idemgate-test-fail";
 
 /// The Worker's `fetch`, guarded against a panic (`panic_guard`), which then
 /// still answers with the request's id and logs its line.
-pub fn serve(req: Request, env: Env, ctx: Context) -> worker::worker_sys::web_sys::Response {
+pub fn serve(req: worker::worker_sys::web_sys::Request, env: Env, ctx: Context) -> js_sys::Promise {
+    let req = Incoming::new(req);
     let start = Start::new(
         crate::ids::random_hex(16),
         Timings::now(),
-        req.method().as_ref(),
-        &req.path(),
+        req.method_name(),
+        req.path(),
     );
     let (id, line) = (start.request_id.clone(), start.panicked().line());
     let on_panic = crate::panic_guard::OnPanic {
@@ -52,7 +54,7 @@ pub fn serve(req: Request, env: Env, ctx: Context) -> worker::worker_sys::web_sy
     crate::panic_guard::guarded(handle(req, env, ctx, start), &on_panic)
 }
 
-pub async fn handle(req: Request, env: Env, ctx: Context, start: Start) -> Response {
+async fn handle(req: Incoming, env: Env, ctx: Context, start: Start) -> Response {
     let trace = Trace::new(start.at_ms);
     let mut resp = match route(req, &env, &ctx, &trace).await {
         Ok(resp) => resp,
@@ -95,12 +97,25 @@ fn storage(e: worker::Error) -> ApiError {
     ApiError::StorageUnavailable
 }
 
-fn authenticate(req: &Request, env: &Env, cfg: &Config) -> std::result::Result<Caller, ApiError> {
-    let secret = env
-        .secret(AUTH_SECRET_VAR)
-        .map(|s| s.to_string())
-        .or_else(|_| env.var(AUTH_SECRET_VAR).map(|v| v.to_string()))
-        .unwrap_or_default();
+thread_local! {
+    /// `AUTH_JWT_SECRET`, read once: like the configuration, fixed for the
+    /// isolate's life (a new secret is a new deployment, so new isolates).
+    static SECRET: std::cell::OnceCell<String> = const { std::cell::OnceCell::new() };
+    /// Tokens this isolate has verified (see [`auth::VerifiedTokens`]).
+    static TOKENS: std::cell::RefCell<auth::VerifiedTokens> =
+        std::cell::RefCell::new(auth::VerifiedTokens::default());
+}
+
+fn authenticate(req: &Incoming, env: &Env, cfg: &Config) -> std::result::Result<Caller, ApiError> {
+    let secret = SECRET.with(|s| {
+        s.get_or_init(|| {
+            env.secret(AUTH_SECRET_VAR)
+                .map(|s| s.to_string())
+                .or_else(|_| env.var(AUTH_SECRET_VAR).map(|v| v.to_string()))
+                .unwrap_or_default()
+        })
+        .clone()
+    });
     if secret.is_empty() {
         return Err(ApiError::AuthNotConfigured);
     }
@@ -108,25 +123,28 @@ fn authenticate(req: &Request, env: &Env, cfg: &Config) -> std::result::Result<C
         issuer: cfg.auth_jwt_issuer.clone(),
         audience: cfg.auth_jwt_audience.clone(),
     };
-    let header = req.headers().get("authorization").ok().flatten();
+    let header = req.header("authorization");
     let now = Date::now().as_millis() as f64 / 1000.0;
-    auth::authenticate_with(header.as_deref(), secret.as_bytes(), now, &checks)
+    TOKENS
+        .with(|t| {
+            t.borrow_mut()
+                .authenticate(header.as_deref(), secret.as_bytes(), now, &checks)
+        })
         .map_err(|e| ApiError::Unauthorized(e.to_string()))
 }
 
-async fn route(req: Request, env: &Env, ctx: &Context, trace: &Trace) -> Outcome {
+async fn route(req: Incoming, env: &Env, ctx: &Context, trace: &Trace) -> Outcome {
     // Before anything, /healthz included: a Worker whose settings do not parse
     // does not serve (a health check sees it at once).
     let cfg = config(env)?;
-    let url = req
-        .url()
-        .map_err(|_| ApiError::bad_request("invalid-url", "unparsable URL"))?;
-    let path = url.path().to_string();
+    // The path as workers-rs cut it from the serialized URL; the URL is parsed
+    // only for a route that reads its query.
+    let path = req.path().to_string();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     // workers-rs reads a method it does not know (QUERY, PROPFIND) as GET. Such a
     // method goes on as REPORT, which no route allows: each answers 405 with its Allow.
-    let method = match req.inner().method() {
-        m if KNOWN_METHODS.contains(&m.as_str()) => req.method(),
+    let method = match req.method_name() {
+        m if KNOWN_METHODS.contains(&m) => req.method(),
         _ => Method::Report,
     };
     if segments == ["healthz"] {
@@ -204,7 +222,8 @@ async fn route(req: Request, env: &Env, ctx: &Context, trace: &Trace) -> Outcome
         env.d1(DB_BINDING).map_err(storage)
     };
     let query = |name: &str| {
-        url.query_pairs()
+        req.url()?
+            .query_pairs()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.to_string())
     };
@@ -374,7 +393,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// Reads the body, refusing more than `limit` bytes before doing any work.
-async fn read_body(req: &mut Request, limit: usize) -> std::result::Result<Vec<u8>, ApiError> {
+async fn read_body(req: &Incoming, limit: usize) -> std::result::Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
         .get("content-length")
@@ -394,7 +413,7 @@ async fn read_body(req: &mut Request, limit: usize) -> std::result::Result<Vec<u
 }
 
 /// The key from either header (400 if malformed or the two disagree).
-fn request_key(req: &Request) -> std::result::Result<Option<IdempotencyKey>, ApiError> {
+fn request_key(req: &Incoming) -> std::result::Result<Option<IdempotencyKey>, ApiError> {
     let h = req.headers();
     key_from_headers(
         h.get("idempotency-key").ok().flatten().as_deref(),
@@ -407,7 +426,7 @@ fn request_key(req: &Request) -> std::result::Result<Option<IdempotencyKey>, Api
 
 /// A keyed write: body limit → key → validation (the command's) → fingerprint → object.
 async fn keyed_write(
-    mut req: Request,
+    req: Incoming,
     env: &Env,
     ctx: &Context,
     caller: &Caller,
@@ -415,7 +434,7 @@ async fn keyed_write(
     keyed: Keyed,
     trace: &Trace,
 ) -> Outcome {
-    let body = read_body(&mut req, cfg.max_body_bytes).await?;
+    let body = read_body(&req, cfg.max_body_bytes).await?;
     let header_key = request_key(&req)?;
     let json_content = req
         .headers()
@@ -467,7 +486,7 @@ async fn keyed_write(
 }
 
 fn envelope(
-    req: &Request,
+    req: &Incoming,
     cfg: &Config,
     caller: &Caller,
     keyed: &Keyed,

@@ -78,6 +78,7 @@ pub mod mirror_sql;
 pub mod openapi;
 pub mod panic_guard;
 pub mod problem;
+pub mod raw_fetch;
 pub mod request_body;
 pub mod request_log;
 pub mod routes;
@@ -89,22 +90,24 @@ pub mod training;
 pub mod upstream;
 
 use worker::{
-    console_error, console_log, event, Context, Date, Env, Request, Result, ScheduleContext,
-    ScheduledEvent,
+    console_error, console_log, event, Context, Date, Env, ScheduleContext, ScheduledEvent,
 };
 
 /// Rows deleted per sweep statement, and statements per run: bounded work per cron tick.
 const SWEEP_BATCH: u32 = 500;
 const SWEEP_ROUNDS: u32 = 20;
 
-#[event(fetch)]
-async fn fetch(
-    req: Request,
+/// The Worker's `fetch` export, as `#[event(fetch)]` would generate it but
+/// without a future of its own: the answer is [`panic_guard`]'s promise (a
+/// panic anywhere in this isolate answers 500 problem+json instead of hanging),
+/// which the runtime awaits directly.
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn fetch(
+    req: worker::worker_sys::web_sys::Request,
     env: Env,
-    ctx: Context,
-) -> Result<worker::worker_sys::web_sys::Response> {
-    // A panic anywhere in this isolate answers 500 problem+json instead of hanging.
-    Ok(frontend_worker::serve(req, env, ctx))
+    ctx: worker::worker_sys::Context,
+) -> js_sys::Promise {
+    frontend_worker::serve(req, env, Context::new(ctx))
 }
 
 #[event(scheduled)]

@@ -20,7 +20,6 @@
 
 use std::sync::Once;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 use worker::worker_sys::web_sys;
 
 #[wasm_bindgen(inline_js = r#"
@@ -130,10 +129,9 @@ pub struct OnPanic<'a> {
 
 /// Runs `answer` as this request's response, or answers 500 problem+json if the
 /// wasm instance dies (a panic) before it settles — and then prints the
-/// request's log line from JavaScript. The value is a `Promise`
-/// passed off as a `Response`: the export resolves its own promise with it, and
-/// resolving with a promise adopts it.
-pub fn guarded<F>(answer: F, on_panic: &OnPanic<'_>) -> web_sys::Response
+/// request's log line from JavaScript. The value is the promise the Worker's
+/// `fetch` export returns.
+pub fn guarded<F>(answer: F, on_panic: &OnPanic<'_>) -> js_sys::Promise
 where
     F: std::future::Future<Output = worker::Response> + 'static,
 {
@@ -142,16 +140,21 @@ where
         wasm_bindgen_futures::future_to_promise(std::panic::AssertUnwindSafe(async move {
             Ok(web_sys::Response::from(answer.await).into())
         }));
-    let problem = crate::problem::ApiError::Internal
+    PROBLEM.with(|problem| {
+        guard(
+            &answer,
+            problem,
+            on_panic.request_id,
+            on_panic.log_line,
+            on_panic.started_ms,
+        )
+    })
+}
+
+thread_local! {
+    /// The 500's body, the same for every request: serialised once.
+    static PROBLEM: String = crate::problem::ApiError::Internal
         .to_problem()
         .body
         .to_string();
-    guard(
-        &answer,
-        &problem,
-        on_panic.request_id,
-        on_panic.log_line,
-        on_panic.started_ms,
-    )
-    .unchecked_into()
 }

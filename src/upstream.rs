@@ -5,7 +5,7 @@
 use crate::config::Config;
 use futures_util::future::{select, Either};
 use std::time::Duration;
-use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
+use worker::{AbortController, Delay, Headers, Method, Request, RequestInit};
 
 /// Hop-by-hop headers never copied from the origin's answer.
 const HOP_BY_HOP: &[&str] = &[
@@ -52,17 +52,14 @@ pub async fn call(
     };
     let controller = AbortController::default();
     let signal = controller.signal();
-    let fetch = Fetch::Request(req);
     let sending = Box::pin(async move {
-        let mut resp = fetch.send_with_signal(&signal).await?;
-        let status = resp.status_code();
-        let headers: Vec<(String, String)> = resp
-            .headers()
+        let answer = crate::raw_fetch::send(req.inner(), &signal).await?;
+        let headers: Vec<(String, String)> = answer
+            .headers
             .entries()
             .filter(|(n, _)| !HOP_BY_HOP.contains(&n.as_str()))
             .collect();
-        let body = resp.bytes().await?;
-        Ok::<_, worker::Error>((status, headers, body))
+        Ok::<_, worker::Error>((answer.status, headers, answer.body))
     });
     let timer = Delay::from(Duration::from_millis(cfg.upstream_timeout_ms));
     match select(sending, timer).await {

@@ -145,8 +145,7 @@ pub(super) async fn call_gate(
         .and_then(|ns| ns.id_from_name(&object_name(envelope, shards))?.get_stub())
         .map_err(storage)?;
     let started = Timings::now();
-    let mut resp = stub
-        .fetch_with_request(gate_req)
+    let resp = crate::raw_fetch::send_to_object(stub, gate_req.inner())
         .await
         .map_err(|e| match e.to_string() {
             // The object's wasm instance panicked and the object was reset.
@@ -160,7 +159,7 @@ pub(super) async fn call_gate(
     let out_headers = Headers::new();
     let (mut outcome, mut expires_at, mut takeover) = (None, None, false);
     let mut kept: Vec<(String, String)> = Vec::new();
-    for (name, value) in resp.headers().entries() {
+    for (name, value) in resp.headers.entries() {
         match name.as_str() {
             OUTCOME_HEADER => outcome = GateOutcome::parse(&value),
             EXPIRES_HEADER => expires_at = value.parse::<i64>().ok(),
@@ -171,8 +170,7 @@ pub(super) async fn call_gate(
             }
         }
     }
-    let status = resp.status_code();
-    let bytes = resp.bytes().await.map_err(storage)?;
+    let (status, bytes) = (resp.status, resp.body);
     let mut timings = Timings::default();
     timings.since("gate", started);
     if let (Some(true), Some(expires_at)) = (outcome.map(GateOutcome::is_final), expires_at) {

@@ -146,13 +146,23 @@ class Server:
             conn.close()
 
     def d1(self, sql):
-        """Runs SQL on the local D1 (read-only checks of what was committed)."""
-        out = subprocess.run(
-            [str(ROOT / "node_modules/.bin/wrangler"), "d1", "execute", "idemgate", "--local",
-             "--persist-to", self.state_dir, "--json", "--command", sql],
-            cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "CI": "1"})
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)[0]["results"]
+        """Runs SQL on the local D1 (read-only checks of what was committed).
+
+        This reader is a second process on the server's SQLite file: while the
+        server commits (a multi-megabyte record, a batch) the file is locked and
+        the read is refused with SQLITE_BUSY. It then reads again, for at most
+        20 s; any other failure fails the test at once."""
+        deadline = time.time() + 20
+        while True:
+            out = subprocess.run(
+                [str(ROOT / "node_modules/.bin/wrangler"), "d1", "execute", "idemgate", "--local",
+                 "--persist-to", self.state_dir, "--json", "--command", sql],
+                cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "CI": "1"})
+            if out.returncode != 0 and "SQLITE_BUSY" in out.stderr and time.time() < deadline:
+                time.sleep(0.2)
+                continue
+            assert out.returncode == 0, out.stderr
+            return json.loads(out.stdout)[0]["results"]
 
     def d1_value(self, sql):
         rows = self.d1(sql)

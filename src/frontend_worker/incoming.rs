@@ -1,0 +1,145 @@
+//! The request as the runtime hands it to the Worker, read only where the
+//! Worker looks.
+//!
+//! workers-rs's `Request::from` also reads the request's `cf` object on every
+//! request — in production about thirty properties about the client's network,
+//! none of which idemgate uses — and a V8 profile of `wrangler dev` put that
+//! read at 4 % of a replay's CPU (issue 11). Here the method, the path and the
+//! headers are read once each, and nothing else.
+
+use worker::worker_sys::web_sys;
+use worker::{Headers, Method, Url};
+
+pub struct Incoming {
+    raw: web_sys::Request,
+    method: String,
+    path: String,
+    headers: Headers,
+}
+
+impl Incoming {
+    pub fn new(raw: web_sys::Request) -> Self {
+        Incoming {
+            method: raw.method(),
+            path: path_of(&raw.url()).to_string(),
+            headers: Headers(raw.headers()),
+            raw,
+        }
+    }
+
+    /// The method as sent (`QUERY`, `PROPFIND` and the like included).
+    pub fn method_name(&self) -> &str {
+        &self.method
+    }
+
+    /// The method as workers-rs names it (one it does not know reads as GET).
+    pub fn method(&self) -> Method {
+        Method::from(self.method.clone())
+    }
+
+    /// The URL's path, percent-encoded as sent.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// One header's value.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).ok().flatten()
+    }
+
+    /// The whole URL, parsed (for a route that reads the query).
+    pub fn url(&self) -> Option<Url> {
+        Url::parse(&self.raw.url()).ok()
+    }
+
+    /// The body, read by one `arrayBuffer()`.
+    pub async fn bytes(&self) -> worker::Result<Vec<u8>> {
+        let body = js_sys::futures::JsFuture::from(self.raw.array_buffer()?).await?;
+        Ok(js_sys::Uint8Array::new(&body).to_vec())
+    }
+}
+
+/// The path of a URL as the runtime serializes it (`scheme://authority/path?query`):
+/// from the first `/` after the authority up to the query or fragment; `/` when
+/// there is none.
+fn path_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let Some(start) = rest.find(['/', '?', '#']) else {
+        return "/";
+    };
+    let path = &rest[start..];
+    let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
+    if path.is_empty() {
+        "/"
+    } else {
+        path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_of;
+
+    #[test]
+    fn the_path_is_what_lies_between_the_authority_and_the_query() {
+        for (url, path) in [
+            (
+                "https://idemgate.example/functions/v1/echo",
+                "/functions/v1/echo",
+            ),
+            (
+                "https://idemgate.example/v1/training-jobs?status=queued&limit=5",
+                "/v1/training-jobs",
+            ),
+            ("http://127.0.0.1:8787/healthz#top", "/healthz"),
+            ("https://idemgate.example", "/"),
+            ("https://idemgate.example/", "/"),
+            ("https://idemgate.example?x=/y", "/"),
+            (
+                "https://user:pw@idemgate.example:443/v1/idempotency/keys/a%2Fb",
+                "/v1/idempotency/keys/a%2Fb",
+            ),
+            (
+                "https://idemgate.example//double//slashes/",
+                "//double//slashes/",
+            ),
+            ("https://idemgate.example/a?b#c?d", "/a"),
+        ] {
+            assert_eq!(path_of(url), path, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_path_matches_the_url_crates_reading_of_every_url_the_runtime_could_send() {
+        use worker::Url;
+        let hosts = [
+            "https://h.example",
+            "http://127.0.0.1:8787",
+            "https://u@h.example:1",
+        ];
+        let paths = [
+            "",
+            "/",
+            "/a",
+            "/a/b/",
+            "/%20x",
+            "/a;b",
+            "/a,b",
+            "/:@!$&'()*+",
+        ];
+        let tails = ["", "?", "?q=1", "?q=/a?b", "#", "#f", "?q#f"];
+        for h in hosts {
+            for p in paths {
+                for t in tails {
+                    let url = Url::parse(&format!("{h}{p}{t}")).unwrap();
+                    assert_eq!(path_of(url.as_str()), url.path(), "{url}");
+                }
+            }
+        }
+    }
+}
