@@ -6,8 +6,9 @@ origin function (bench/origin.mjs), `./x dev` (wrangler dev fronting the origin
 with UPSTREAM_KEY_POLICY=optional), the same-platform peer (bench/hono:
 hono-idempotency's Durable Object and D1 stores on the same wrangler/workerd) and
 the JS floor (bench/floor). Latency cells run interleaved — a few sequential
-requests of each cell in turn, round after round — so the machine's noise falls
-on all of them alike; throughput cells run wrk. Then a 500-request storm; prints
+requests of each cell in turn, round after round, the cells in a new random
+order each round — so the machine's noise, and the work one cell leaves behind
+(an alarm, a write-behind), falls on all of them alike; throughput cells run wrk. Then a 500-request storm; prints
 the tables with the targets met or not, and stops every process it started (by
 process group id)."""
 
@@ -15,6 +16,7 @@ import gzip
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -229,8 +231,12 @@ def interleaved(cells):
         c.one()
         c.samples.clear()
         c.statuses.clear()
+    # A fixed order would put each cell always after the same neighbour, whose
+    # background work (an object's alarm 200 ms after its answers, a D1 write
+    # behind) then lands on it every round: shuffled, it lands on all alike.
+    order = random.Random(int(os.environ.get("BENCH_SEED", "11")))
     for _ in range(ROUNDS):
-        for c in cells:
+        for c in order.sample(cells, len(cells)):
             for _ in range(PER_ROUND):
                 c.one()
     for c in cells:

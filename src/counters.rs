@@ -13,7 +13,7 @@ use crate::store::{int, s, stmt};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use worker::{console_error, Context, D1Database, Delay};
+use worker::{console_error, Context, D1Database, Delay, Env};
 
 /// How long counts gather before they are written.
 pub const FLUSH_DELAY: Duration = Duration::from_millis(200);
@@ -26,14 +26,14 @@ thread_local! {
 }
 
 /// Counts one `outcome` for `scope` (the tenant) and `template` (the route template).
-pub fn record(ctx: &Context, db: D1Database, scope: &str, template: &str, outcome: &str) {
-    add(ctx, db, scope, template, [(outcome.to_string(), 1)]);
+pub fn record(ctx: &Context, env: &Env, scope: &str, template: &str, outcome: &str) {
+    add(ctx, env, scope, template, [(outcome.to_string(), 1)]);
 }
 
 /// Counts one `outcome` and observes how long its request took.
 pub fn record_timed(
     ctx: &Context,
-    db: D1Database,
+    env: &Env,
     scope: &str,
     template: &str,
     outcome: &str,
@@ -42,7 +42,7 @@ pub fn record_timed(
     let [bucket, sum] = crate::metrics::observation(outcome, seconds);
     add(
         ctx,
-        db,
+        env,
         scope,
         template,
         [(outcome.to_string(), 1), bucket, sum],
@@ -51,7 +51,7 @@ pub fn record_timed(
 
 fn add<const N: usize>(
     ctx: &Context,
-    db: D1Database,
+    env: &Env,
     scope: &str,
     template: &str,
     rows: [(String, i64); N],
@@ -63,9 +63,18 @@ fn add<const N: usize>(
                 .or_default() += n;
         }
     });
-    if FLUSH_SCHEDULED.with(|f| f.replace(true)) {
+    if FLUSH_SCHEDULED.with(|f| f.get()) {
         return;
     }
+    // The binding is looked up once per flush, not per count.
+    let db = match env.d1(crate::config::DB_BINDING) {
+        Ok(db) => db,
+        Err(e) => {
+            console_error!("counters: no D1 binding: {e}");
+            return;
+        }
+    };
+    FLUSH_SCHEDULED.with(|f| f.set(true));
     ctx.wait_until(async move {
         Delay::from(FLUSH_DELAY).await;
         FLUSH_SCHEDULED.with(|f| f.set(false));

@@ -64,14 +64,14 @@ async fn handle(req: Incoming, env: Env, ctx: Context, start: Start) -> Response
     timings.since("worker", start.at_ms);
     timings.apply(&mut resp);
     let _ = resp.headers_mut().set(REQUEST_ID_HEADER, &start.request_id);
-    let server_timing = resp.headers().get("server-timing").ok().flatten();
-    let log = start.record(
-        &trace,
-        resp.status_code(),
-        Timings::now(),
-        server_timing.as_deref(),
-    );
     if config::request_log_enabled() {
+        let server_timing = resp.headers().get("server-timing").ok().flatten();
+        let log = start.record(
+            &trace,
+            resp.status_code(),
+            Timings::now(),
+            server_timing.as_deref(),
+        );
         console_log!("{}", log.line());
     }
     resp

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use futures_util::future::{select, Either};
 use std::time::Duration;
-use worker::{AbortController, Delay, Headers, Method, Request, RequestInit};
+use worker::{AbortController, Delay, Headers};
 
 /// Hop-by-hop headers never copied from the origin's answer.
 const HOP_BY_HOP: &[&str] = &[
@@ -42,18 +42,14 @@ pub async fn call(
     if let Some(k) = key {
         let _ = headers.set("idempotency-key", k);
     }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(js_sys::Uint8Array::from(body).into()));
-    let req = match Request::new_with_init(url, &init) {
+    let req = match crate::raw_fetch::request(url, "POST", &headers, Some(body)) {
         Ok(r) => r,
         Err(e) => return UpstreamResult::Unreachable(e.to_string()),
     };
     let controller = AbortController::default();
     let signal = controller.signal();
     let sending = Box::pin(async move {
-        let answer = crate::raw_fetch::send(req.inner(), &signal).await?;
+        let answer = crate::raw_fetch::send(&req, &signal).await?;
         let headers: Vec<(String, String)> = answer
             .headers
             .entries()

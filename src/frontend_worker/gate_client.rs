@@ -3,7 +3,7 @@
 //! the counters of what the object did.
 
 use super::{storage, Outcome};
-use crate::config::{DB_BINDING, KEY_GATE_BINDING};
+use crate::config::KEY_GATE_BINDING;
 use crate::counters;
 use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
 use crate::http::{
@@ -16,10 +16,7 @@ use crate::idempotency::{storable_headers, StoredResponse};
 use crate::problem::ApiError;
 use crate::request_log::{Stage, Trace};
 use std::cell::RefCell;
-use worker::{
-    console_error, Context, Date, Env, Headers, Method, Request, RequestInit, Response,
-    ResponseBuilder,
-};
+use worker::{console_error, Context, Date, Env, Headers, Method, Response, ResponseBuilder};
 
 thread_local! {
     /// Final answers seen by this isolate (see [`ReplayCache`]).
@@ -75,14 +72,11 @@ fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope, trace: &Trace) -
 /// Counts `outcome` for the envelope's tenant and route template (executions
 /// and replays with their duration since `started`), written behind the answer.
 pub(super) fn count(ctx: &Context, env: &Env, envelope: &Envelope, outcome: &str, started: f64) {
-    let Ok(db) = env.d1(DB_BINDING) else {
-        return;
-    };
     let (scope, template) = (&envelope.scope, &envelope.template);
     if crate::metrics::TIMED.contains(&outcome) {
-        counters::record_timed(ctx, db, scope, template, outcome, seconds_since(started));
+        counters::record_timed(ctx, env, scope, template, outcome, seconds_since(started));
     } else {
-        counters::record(ctx, db, scope, template, outcome);
+        counters::record(ctx, env, scope, template, outcome);
     }
 }
 
@@ -133,19 +127,19 @@ pub(super) async fn call_gate(
     headers
         .set(ENVELOPE_HEADER, &encoded)
         .map_err(|_| ApiError::Internal)?;
-    let mut init = RequestInit::new();
-    init.with_method(method).with_headers(headers);
-    if let Some(b) = body {
-        init.with_body(Some(js_sys::Uint8Array::from(b.as_slice()).into()));
-    }
-    let gate_req = Request::new_with_init(&format!("https://key-gate/{path}"), &init)
-        .map_err(|_| ApiError::Internal)?;
+    let gate_req = crate::raw_fetch::request(
+        &format!("https://key-gate/{path}"),
+        method.as_ref(),
+        &headers,
+        body.as_deref(),
+    )
+    .map_err(|_| ApiError::Internal)?;
     let stub = env
         .durable_object(KEY_GATE_BINDING)
         .and_then(|ns| ns.id_from_name(&object_name(envelope, shards))?.get_stub())
         .map_err(storage)?;
     let started = Timings::now();
-    let resp = crate::raw_fetch::send_to_object(stub, gate_req.inner())
+    let resp = crate::raw_fetch::send_to_object(stub, &gate_req)
         .await
         .map_err(|e| match e.to_string() {
             // The object's wasm instance panicked and the object was reset.

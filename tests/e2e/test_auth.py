@@ -70,3 +70,26 @@ def test_issuer_and_audience_are_enforced_when_set(checked):
 def test_padded_signature_is_rejected_with_claim_checks_too(checked):
     token = sign(claims(iss=ISSUER, aud=AUDIENCE), SECRET)
     assert_problem(upload(checked, token + "="), 401, "unauthorized")
+
+
+def test_a_token_used_again_and_again_is_still_refused_once_it_expires_or_before_nbf(server):
+    """The Worker remembers tokens it has verified (auth::VerifiedTokens): a
+    remembered token must still expire on time, and one not valid yet must not
+    pass on its second use either."""
+    soon = int(time.time()) + 3
+    token = sign(claims(exp=soon), SECRET)
+    for _ in range(3):
+        r = upload(server, token)
+        assert r.status == 201, r
+    time.sleep(max(0.0, soon - time.time()) + 1.2)
+    for _ in range(2):
+        assert_problem(upload(server, token), 401, "unauthorized")
+    later = sign(claims(nbf=int(time.time()) + 600), SECRET)
+    for _ in range(2):
+        assert_problem(upload(server, later), 401, "unauthorized")
+
+
+def test_a_token_signed_with_another_secret_is_refused_after_a_valid_one_of_the_same_caller(server):
+    good = claims()
+    assert upload(server, sign(good, SECRET)).status == 201
+    assert_problem(upload(server, sign(good, "not-the-secret")), 401, "unauthorized")

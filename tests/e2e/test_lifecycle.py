@@ -57,7 +57,7 @@ def test_scheduled_sweep_deletes_expired_records(short):
         assert c.post_document(text_doc(), f"k-sweep-{i}").status == 201
     assert short.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{scope_of(c.tenant, c.sub)}'") == 3
     time.sleep(3.5)
-    r = short.request("GET", "/__scheduled?cron=*/15+*+*+*+*")
+    r = short.request("GET", "/cdn-cgi/handler/scheduled?cron=*/15+*+*+*+*")
     assert r.status == 200, r
     deadline = time.time() + 10
     while short.d1_value(f"SELECT count(*) FROM idempotency_records WHERE scope = '{scope_of(c.tenant, c.sub)}'") and time.time() < deadline:

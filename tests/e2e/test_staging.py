@@ -599,7 +599,7 @@ def test_zz_sweep_expires_exports_waiting_for_approval(team, srv):
     deadline = time.time() + 90
     while team["clerk"].get(f"/v1/staging/exports/{reviewed}").json()["status"] != "rejected":
         assert time.time() < deadline
-        assert srv.request("GET", "/__scheduled?cron=*/15+*+*+*+*", timeout=120).status == 200
+        assert srv.request("GET", "/cdn-cgi/handler/scheduled?cron=*/15+*+*+*+*", timeout=120).status == 200
     for eid in (waiting, reviewed):
         e = team["clerk"].get(f"/v1/staging/exports/{eid}").json()
         assert e["status"] == "rejected" and e["rejection_reason"] == "approval_timeout"

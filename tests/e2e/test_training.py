@@ -192,7 +192,7 @@ def test_a_failed_dispatch_leaves_the_job_queued_and_the_sweep_retries_it(srv, o
     assert got["dispatch"]["status"] == "failed" and "503" in got["dispatch"]["error"]
     queued = c.get("/v1/training-jobs?status=queued").json()["jobs"]
     assert created["id"] in [j["id"] for j in queued]
-    assert srv.request("GET", "/__scheduled?cron=*/15+*+*+*+*").status == 200
+    assert srv.request("GET", "/cdn-cgi/handler/scheduled?cron=*/15+*+*+*+*").status == 200
     deadline = time.time() + 10
     while c.get(f"/v1/training-jobs/{created['id']}").json()["dispatch"]["status"] != "dispatched":
         assert time.time() < deadline
