@@ -260,8 +260,12 @@ impl KeyGate {
                         };
                         self.run(env, &name, &body, &token, now, takeover).await
                     };
-                    // Released (a 5xx, a throw): nothing stays behind.
-                    self.vacate_if_empty().await;
+                    let (answer, kept) = answer;
+                    // Released (a 5xx, a throw): nothing stays behind. A stored
+                    // or adopted answer is a slot, so there is nothing to look at.
+                    if !kept {
+                        self.vacate_if_empty().await;
+                    }
                     return Ok(answer);
                 }
                 Decision::Replay {
@@ -320,7 +324,8 @@ impl KeyGate {
 
     /// Runs the handler under the lease `token` (renewed while it runs), commits
     /// or releases (`idempotency::execute`), and answers this request and the
-    /// ones waiting on the key. Never leaves the lease held on a failure.
+    /// ones waiting on the key — with whether the key's slot holds an answer
+    /// now. Never leaves the lease held on a failure.
     async fn run(
         &self,
         env: &Envelope,
@@ -329,11 +334,12 @@ impl KeyGate {
         token: &str,
         started: i64,
         takeover: bool,
-    ) -> Response {
+    ) -> (Response, bool) {
         let db = match self.env.d1(crate::config::DB_BINDING) {
             Ok(db) => db,
             Err(e) => {
-                return self.answer_run(env, name, Executed::<AfterCommit>::Failed(e.to_string()))
+                let failed = Executed::<AfterCommit>::Failed(e.to_string());
+                return (self.answer_run(env, name, failed), false);
             }
         };
         let key = env.record_key();
@@ -408,12 +414,13 @@ impl KeyGate {
                 routes::after_commit(&db, &self.config, after).await;
             }
         }
+        let kept = matches!(executed, Executed::Stored { .. } | Executed::Adopted(_));
         let mut answer = self.answer_run(env, name, executed);
         timings.apply(&mut answer);
         if takeover {
             let _ = answer.headers_mut().set(TAKEOVER_HEADER, "1");
         }
-        answer
+        (answer, kept)
     }
 
     /// Drops the object's whole database (`deleteAll`, which also clears the
