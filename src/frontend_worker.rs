@@ -45,10 +45,15 @@ pub fn serve(req: worker::worker_sys::web_sys::Request, env: Env, ctx: Context) 
         req.method_name(),
         req.path(),
     );
-    let (id, line) = (start.request_id.clone(), start.panicked().line());
+    let (id, method, route) = (
+        start.request_id.clone(),
+        start.method.clone(),
+        start.route.clone(),
+    );
     let on_panic = crate::panic_guard::OnPanic {
         request_id: &id,
-        log_line: &line,
+        method: &method,
+        route: &route,
         started_ms: start.at_ms,
     };
     crate::panic_guard::guarded(handle(req, env, ctx, start), &on_panic)

@@ -24,19 +24,31 @@ use worker::worker_sys::web_sys;
 
 #[wasm_bindgen(inline_js = r#"
 const pending = new Set();
-export function guard(answer, problem, requestId, logLine, startedMs) {
+let problem = "";
+export function set_problem(body) {
+  problem = body;
+}
+export function guard(answer, requestId, method, route, startedMs) {
   let settle;
   const died = new Promise((resolve) => { settle = resolve; });
   pending.add(settle);
   const done = () => { pending.delete(settle); };
   answer.then(done, done);
   return Promise.race([answer, died.then(() => {
-    // The request's log line, which the dead instance cannot print: prepared
-    // by Rust on arrival (a 500 `error`), with its duration filled in here.
+    // The request's log line, which the dead instance cannot print: the
+    // fields and order of request_log's line for a request that ended in a
+    // 500 `error` before it was authenticated.
     try {
-      const line = JSON.parse(logLine);
-      line.total_ms = Math.max(0, Date.now() - startedMs);
-      console.log(JSON.stringify(line));
+      console.log(JSON.stringify({
+        event: "request",
+        time: new Date(startedMs).toISOString(),
+        request_id: requestId,
+        method,
+        route,
+        outcome: "error",
+        status: 500,
+        total_ms: Math.max(0, Date.now() - startedMs),
+      }));
     } catch (e) {}
     return new Response(problem, {
       status: 500,
@@ -72,11 +84,12 @@ export function instance_died(reason) {
 extern "C" {
     fn guard(
         answer: &js_sys::Promise,
-        problem: &str,
         request_id: &str,
-        log_line: &str,
+        method: &str,
+        route: &str,
         started_ms: f64,
     ) -> js_sys::Promise;
+    fn set_problem(body: &str);
     fn instance_died(reason: &str);
     fn object_enter(state: &JsValue) -> u32;
     fn object_leave(id: u32);
@@ -110,6 +123,13 @@ impl Drop for InFlight {
 pub fn install() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        // The 500's body, the same for every request: handed to JavaScript once.
+        set_problem(
+            &crate::problem::ApiError::Internal
+                .to_problem()
+                .body
+                .to_string(),
+        );
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
@@ -119,11 +139,12 @@ pub fn install() {
 }
 
 /// What a request that dies with the wasm instance still leaves: its id (the
-/// 500's `X-Request-Id`) and its log line (`request_log`), whose `total_ms` the
-/// guard sets from `started_ms`.
+/// 500's `X-Request-Id`) and what its log line (`request_log`) needs — method,
+/// route template and arrival, from which the guard also sets `total_ms`.
 pub struct OnPanic<'a> {
     pub request_id: &'a str,
-    pub log_line: &'a str,
+    pub method: &'a str,
+    pub route: &'a str,
     pub started_ms: f64,
 }
 
@@ -140,21 +161,11 @@ where
         wasm_bindgen_futures::future_to_promise(std::panic::AssertUnwindSafe(async move {
             Ok(web_sys::Response::from(answer.await).into())
         }));
-    PROBLEM.with(|problem| {
-        guard(
-            &answer,
-            problem,
-            on_panic.request_id,
-            on_panic.log_line,
-            on_panic.started_ms,
-        )
-    })
-}
-
-thread_local! {
-    /// The 500's body, the same for every request: serialised once.
-    static PROBLEM: String = crate::problem::ApiError::Internal
-        .to_problem()
-        .body
-        .to_string();
+    guard(
+        &answer,
+        on_panic.request_id,
+        on_panic.method,
+        on_panic.route,
+        on_panic.started_ms,
+    )
 }

@@ -10,6 +10,7 @@ Own servers: a panic kills every request in flight in the isolate, and the lease
 here (20 s) is far longer than each test."""
 
 import os
+import re
 import subprocess
 import time
 
@@ -122,3 +123,12 @@ def test_a_panicking_request_still_logs_its_line(srv):
     mine = [l for l in logged_requests(srv, {rid}) if l.get("request_id") == rid]
     assert len(mine) == 1, mine
     assert (mine[0]["outcome"], mine[0]["status"], mine[0]["route"]) == ("error", 500, "POST /v1/documents"), mine
+    # With the object in the Worker's isolate the dead instance cannot print it:
+    # JavaScript builds it, with the fields, order and formats of every other
+    # line (request_log); split, the Worker lives and prints its own.
+    line = mine[0]
+    base = ["event", "time", "request_id", "method", "route", "outcome", "status", "total_ms"]
+    assert [k for k in line if k in base] == base, line
+    assert (line["event"], line["method"]) == ("request", "POST"), line
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", line["time"]), line
+    assert isinstance(line["total_ms"], (int, float)) and 0 <= line["total_ms"] < 15_000, line
