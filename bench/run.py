@@ -306,6 +306,7 @@ def run(tmp):
     fn_body.write_bytes(fn)
     plain = {"Content-Type": "application/json"}
     sharded = {**plain, "x-floor-shards": str(SHARDS)}
+    sharded_rpc = {**sharded, "x-floor-rpc": "1"}
     rk = f"replay-{uuid.uuid4().hex[:8]}"
     ig, ho, fl = IG, "hono-idempotency", "floor"
     igs, igl = IG_PER_KEY, IG_SHIPPED
@@ -331,6 +332,8 @@ def run(tmp):
         Cell(f"{fl}: new key (JS per-key object)", floor_port, "POST", "/functions/v1/echo", fn, plain, "new"),
         Cell(f"{fl}: new key (JS, keys sharded into {SHARDS} objects)", floor_port, "POST", "/functions/v1/echo", fn,
              sharded, "new"),
+        Cell(f"{fl}: new key (JS, sharded, object reached by RPC)", floor_port, "POST", "/functions/v1/echo", fn,
+             sharded_rpc, "new"),
     ])
     print(f"  measured: {len(cells)} latency cells, {ROUNDS} rounds × {PER_ROUND} requests each", file=sys.stderr)
 
@@ -427,6 +430,11 @@ def print_tables(cells, throughput, st, sizes, disk):
     print(f"The design option (issue 11 item 5), measured on the JS floor: a new key in one of {SHARDS} long-lived "
           f"sharded objects {shard:.2f} ms p50 and {tsh:.0f} req/s at 16 connections, against a new object per key "
           f"{p[f'{fl}: new key (JS per-key object)']:.2f} ms and {tfl:.0f} req/s.")
+    rpc = p[f"{fl}: new key (JS, sharded, object reached by RPC)"]
+    print()
+    print(f"The kind of hop, measured on the JS floor (keys sharded into {SHARDS} objects, the same storage steps): "
+          f"the object reached by fetch {shard:.2f} ms p50, by RPC {rpc:.2f} ms (hono-idempotency's DO store is "
+          f"reached by RPC; workers-rs 0.8.7 cannot serve RPC from a Rust object).")
     print()
     print(f"storm: 500 concurrent requests, one key, Prefer: wait=10 — wall time {st['wall_ms']:.0f} ms; "
           f"release wasm: {sizes[0] / 1024:.0f} KiB raw, {sizes[1] / 1024:.0f} KiB gzip")

@@ -4,7 +4,10 @@
 // first execution is the platform's (a new SQLite-backed object per key, the lease
 // write, the answer write, the D1 record) and how much is idemgate's own.
 // With `x-floor-shards: N` it shows the other design issue 11 asks about: keys
-// hashed into N long-lived objects (no new SQLite database per key).
+// hashed into N long-lived objects (no new SQLite database per key). With
+// `x-floor-rpc: 1` the Worker reaches the object by RPC (a method call, as
+// hono-idempotency's Durable Object store is reached) instead of `fetch`, with
+// the same storage steps: what the kind of hop costs.
 // Benchmark only: never part of the Worker.
 import { DurableObject } from "cloudflare:workers";
 
@@ -18,24 +21,30 @@ export class FloorGate extends DurableObject {
       await request.arrayBuffer();
       return new Response("ok");
     }
+    const key = request.headers.get("idempotency-key");
+    const answer = await this.run(key, await request.arrayBuffer(), request.headers.get("content-type"));
+    return new Response(answer.body, { status: answer.status, headers: answer.headers });
+  }
+
+  // The storage steps, reached by `fetch` above or by RPC from the Worker.
+  async run(key, body, contentType) {
     const sql = this.ctx.storage.sql;
     if (!this.ready) {
       // One row per key: a per-key object holds one, a shard many.
       sql.exec("CREATE TABLE IF NOT EXISTS slot (key TEXT PRIMARY KEY, state TEXT NOT NULL, body TEXT)");
       this.ready = true;
     }
-    const key = request.headers.get("idempotency-key");
     const slot = sql.exec("SELECT state, body FROM slot WHERE key = ?", key).toArray()[0];
-    if (slot?.state === "completed") return new Response(slot.body, { headers: { "idempotent-replayed": "true" } });
-    if (slot) return new Response("in flight", { status: 409 });
+    if (slot?.state === "completed") return { status: 200, body: slot.body, headers: { "idempotent-replayed": "true" } };
+    if (slot) return { status: 409, body: "in flight", headers: {} };
     // The lease: durable before the origin sees the request (output gate).
     sql.exec("INSERT INTO slot (key, state) VALUES (?, 'processing')", key);
-    const body = await request.arrayBuffer();
-    const origin = await fetch(this.env.UPSTREAM_URL, { method: "POST", body, headers: request.headers });
+    const headers = contentType ? { "content-type": contentType } : {};
+    const origin = await fetch(this.env.UPSTREAM_URL, { method: "POST", body, headers });
     const answer = await origin.text();
     if (origin.status >= 500) {
       sql.exec("DELETE FROM slot WHERE key = ?", key);
-      return new Response(answer, { status: origin.status });
+      return { status: origin.status, body: answer, headers: {} };
     }
     // The answer, durable before the reply; the alarm that would retry the D1
     // record commits with it.
@@ -46,7 +55,7 @@ export class FloorGate extends DurableObject {
         .bind(key, origin.status, answer, Date.now())
         .run(),
     );
-    return new Response(answer, { status: origin.status, headers: { "content-type": "application/json" } });
+    return { status: origin.status, body: answer, headers: { "content-type": "application/json" } };
   }
 
   async alarm() {}
@@ -74,6 +83,11 @@ export default {
     // objects, each still serializing per key — instead of one object per key.
     const shards = Number(request.headers.get("x-floor-shards") || 0);
     const name = shards > 0 ? `shard-${fnv1a(key) % shards}` : key;
-    return env.FLOOR_GATE.get(env.FLOOR_GATE.idFromName(name)).fetch(request);
+    const stub = env.FLOOR_GATE.get(env.FLOOR_GATE.idFromName(name));
+    if (request.headers.get("x-floor-rpc")) {
+      const answer = await stub.run(key, await request.arrayBuffer(), request.headers.get("content-type"));
+      return new Response(answer.body, { status: answer.status, headers: answer.headers });
+    }
+    return stub.fetch(request);
   },
 };
