@@ -267,6 +267,7 @@ fn verify(
 
 /// How many verified tokens an isolate remembers; when full it forgets them all
 /// (a bound on memory, not a policy: the next use of each verifies it again).
+/// With tokens of at most [`MAX_TOKEN_BYTES`], at most 8 MiB.
 pub const REMEMBERED_TOKENS: usize = 1024;
 
 /// Tokens this isolate has verified, so that a caller's next request skips the

@@ -151,7 +151,7 @@ impl Default for Config {
 
 thread_local! {
     /// Vars are fixed for an isolate's life: parsed once.
-    static CACHED: std::cell::OnceCell<Result<Config, ConfigErrors>> =
+    static CACHED: std::cell::OnceCell<Result<std::rc::Rc<Config>, ConfigErrors>> =
         const { std::cell::OnceCell::new() };
 }
 
@@ -161,8 +161,11 @@ thread_local! {
 pub fn cached(
     var: impl Fn(&str) -> Option<String>,
     routes: &[&str],
-) -> Result<Config, ConfigErrors> {
-    CACHED.with(|c| c.get_or_init(|| Config::from_lookup(var, routes)).clone())
+) -> Result<std::rc::Rc<Config>, ConfigErrors> {
+    CACHED.with(|c| {
+        c.get_or_init(|| Config::from_lookup(var, routes).map(std::rc::Rc::new))
+            .clone()
+    })
 }
 
 /// Whether request lines are printed (`REQUEST_LOG`), from the isolate's parsed

@@ -84,7 +84,7 @@ async fn handle(req: Incoming, env: Env, ctx: Context, start: Start) -> Response
 
 /// The isolate's configuration (see [`config::cached`]). Settings that do not
 /// parse refuse every request: 500 naming the variables, the reasons logged.
-fn config(env: &Env) -> std::result::Result<Config, ApiError> {
+fn config(env: &Env) -> std::result::Result<std::rc::Rc<Config>, ApiError> {
     config::cached(
         |n| env.var(n).ok().map(|v| v.to_string()),
         &Endpoint::ALL.map(Endpoint::template),
@@ -112,30 +112,29 @@ thread_local! {
 }
 
 fn authenticate(req: &Incoming, env: &Env, cfg: &Config) -> std::result::Result<Caller, ApiError> {
-    let secret = SECRET.with(|s| {
-        s.get_or_init(|| {
-            env.secret(AUTH_SECRET_VAR)
-                .map(|s| s.to_string())
-                .or_else(|_| env.var(AUTH_SECRET_VAR).map(|v| v.to_string()))
-                .unwrap_or_default()
-        })
-        .clone()
-    });
-    if secret.is_empty() {
-        return Err(ApiError::AuthNotConfigured);
-    }
     let checks = auth::ClaimChecks {
         issuer: cfg.auth_jwt_issuer.clone(),
         audience: cfg.auth_jwt_audience.clone(),
     };
     let header = req.header("authorization");
     let now = Date::now().as_millis() as f64 / 1000.0;
-    TOKENS
-        .with(|t| {
-            t.borrow_mut()
-                .authenticate(header.as_deref(), secret.as_bytes(), now, &checks)
-        })
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))
+    SECRET.with(|secret| {
+        let secret = secret.get_or_init(|| {
+            env.secret(AUTH_SECRET_VAR)
+                .map(|s| s.to_string())
+                .or_else(|_| env.var(AUTH_SECRET_VAR).map(|v| v.to_string()))
+                .unwrap_or_default()
+        });
+        if secret.is_empty() {
+            return Err(ApiError::AuthNotConfigured);
+        }
+        TOKENS
+            .with(|t| {
+                t.borrow_mut()
+                    .authenticate(header.as_deref(), secret.as_bytes(), now, &checks)
+            })
+            .map_err(|e| ApiError::Unauthorized(e.to_string()))
+    })
 }
 
 async fn route(req: Incoming, env: &Env, ctx: &Context, trace: &Trace) -> Outcome {

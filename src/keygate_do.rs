@@ -106,7 +106,7 @@ impl DurableObject for KeyGate {
             |n| env.var(n).ok().map(|v| v.to_string()),
             &Endpoint::ALL.map(Endpoint::template),
         ) {
-            Ok(c) => (c, None),
+            Ok(c) => (Config::clone(&c), None),
             Err(e) => {
                 console_error!("KeyGate: configuration refused: {e}");
                 (Config::default(), Some(e))

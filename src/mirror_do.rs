@@ -28,7 +28,7 @@ use std::cell::Cell;
 use wasm_bindgen::JsValue;
 use worker::{
     console_error, durable_object, js_sys, wasm_bindgen, DurableObject, Env, Method, Request,
-    RequestInit, Response, Result, State, Stub,
+    Response, Result, State, Stub,
 };
 
 #[durable_object]
@@ -188,28 +188,31 @@ fn stub(env: &Env, shard: u32) -> Result<Stub> {
         .get_stub()
 }
 
+/// One call to a mirror (through [`crate::raw_fetch`], as the Worker's calls to
+/// the key objects): its answer's body, or an error naming the mirror if it
+/// did not answer 200.
 async fn call(
     env: &Env,
     shard: u32,
     method: Method,
     op: &str,
     body: Option<String>,
-) -> Result<Response> {
-    let mut init = RequestInit::new();
-    init.with_method(method);
-    if let Some(b) = body {
-        init.with_body(Some(JsValue::from_str(&b)));
-    }
-    let req = Request::new_with_init(&format!("https://record-mirror/{op}"), &init)?;
-    let mut resp = stub(env, shard)?.fetch_with_request(req).await?;
-    if resp.status_code() != 200 {
-        let text = resp.text().await.unwrap_or_default();
+) -> Result<Vec<u8>> {
+    let req = crate::raw_fetch::request(
+        &format!("https://record-mirror/{op}"),
+        method.as_ref(),
+        &worker::Headers::new(),
+        body.as_deref().map(str::as_bytes),
+    )?;
+    let answer = crate::raw_fetch::send_to_object(stub(env, shard)?, &req).await?;
+    if answer.status != 200 {
         return Err(worker::Error::RustError(format!(
-            "record mirror {shard} /{op}: {} {text}",
-            resp.status_code()
+            "record mirror {shard} /{op}: {} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
         )));
     }
-    Ok(resp)
+    Ok(answer.body)
 }
 
 /// Hands records to their keys' mirrors, one call per mirror; `Ok` once all
@@ -245,7 +248,7 @@ pub async fn forget(env: &Env, key: &RecordKey, expires_at: Option<i64>) -> Resu
     struct Existed {
         existed: bool,
     }
-    let mut resp = call(
+    let answer = call(
         env,
         mirror_of(key, RECORD_MIRRORS),
         Method::Post,
@@ -253,17 +256,18 @@ pub async fn forget(env: &Env, key: &RecordKey, expires_at: Option<i64>) -> Resu
         Some(body),
     )
     .await?;
-    Ok(resp.json::<Existed>().await?.existed)
+    Ok(serde_json::from_slice::<Existed>(&answer)
+        .map_err(rust_err)?
+        .existed)
 }
 
 /// Every mirror's figures, summed (the test hook's `GET /__test/mirrors`).
 pub async fn stats(env: &Env) -> Result<MirrorStats> {
     let mut total = MirrorStats::default();
     for shard in 0..RECORD_MIRRORS {
-        let s: MirrorStats = call(env, shard, Method::Get, "stats", None)
-            .await?
-            .json()
-            .await?;
+        let s: MirrorStats =
+            serde_json::from_slice(&call(env, shard, Method::Get, "stats", None).await?)
+                .map_err(rust_err)?;
         total.waiting += s.waiting;
         total.statements += s.statements;
     }
