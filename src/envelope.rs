@@ -117,9 +117,70 @@ impl GateOutcome {
     }
 }
 
+/// What the Worker asks of a key's object. By RPC (the object's `serve`
+/// method, through `src/entry.js`) it is the call's first argument, by name;
+/// by `fetch` (the form an older Worker version sends during a gradual
+/// deployment) it is a method and path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateCall {
+    /// Run (or replay) the command in the body.
+    Execute,
+    /// The key's state.
+    State,
+    /// Release the key.
+    Release,
+}
+
+impl GateCall {
+    pub const ALL: [GateCall; 3] = [GateCall::Execute, GateCall::State, GateCall::Release];
+
+    /// The name the RPC call carries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateCall::Execute => "execute",
+            GateCall::State => "state",
+            GateCall::Release => "release",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        GateCall::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The `fetch` form: method and path on the object.
+    pub fn http(self) -> (&'static str, &'static str) {
+        match self {
+            GateCall::Execute => ("POST", "/execute"),
+            GateCall::State => ("GET", "/state"),
+            GateCall::Release => ("DELETE", "/state"),
+        }
+    }
+
+    pub fn from_http(method: &str, path: &str) -> Option<Self> {
+        GateCall::ALL
+            .into_iter()
+            .find(|c| c.http() == (method, path))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gate_call_reads_back_from_its_name_and_from_its_http_form() {
+        for c in GateCall::ALL {
+            assert_eq!(GateCall::parse(c.as_str()), Some(c));
+            let (method, path) = c.http();
+            assert_eq!(GateCall::from_http(method, path), Some(c));
+        }
+        assert_eq!(GateCall::parse("EXECUTE"), None);
+        assert_eq!(GateCall::parse(""), None);
+        assert_eq!(GateCall::from_http("GET", "/execute"), None);
+        assert_eq!(GateCall::from_http("POST", "/state"), None);
+        assert_eq!(GateCall::from_http("PUT", "/state"), None);
+        assert_eq!(GateCall::from_http("POST", "/execute/"), None);
+    }
 
     fn sample() -> Envelope {
         Envelope {

@@ -18,7 +18,7 @@ use crate::problem::ApiError;
 use crate::request_log::{Stage, Start, Trace, REQUEST_ID_HEADER};
 use crate::routes::{documents, functions, staging, training};
 use crate::store::read_error;
-use gate_client::{call_gate, GateOp};
+use gate_client::{call_gate, GateOp, Hop};
 use incoming::Incoming;
 use worker::{
     console_error, console_log, Context, Date, Env, Headers, Method, Response, ResponseBuilder,
@@ -34,6 +34,8 @@ const KNOWN_METHODS: [&str; 9] = [
 /// Test hook headers (only with `IDEMGATE_TEST_HOOKS=1`).
 const TEST_DELAY_HEADER: &str = "x-idemgate-test-delay-ms";
 const TEST_FAIL_HEADER: &str = "x-idemgate-test-fail";
+/// `fetch`: reach the key's object as an older Worker version does (`Hop::Fetch`).
+const TEST_HOP_HEADER: &str = "x-idemgate-test-hop";
 
 /// The Worker's `fetch`, guarded against a panic (`panic_guard`), which then
 /// still answers with the request's id and logs its line.
@@ -363,7 +365,8 @@ async fn route(req: Incoming, env: &Env, ctx: &Context, trace: &Trace) -> Outcom
                 GateOp::State
             };
             trace.at(Stage::Admin);
-            call_gate(env, ctx, &envelope, op, cfg.keygate_shards, trace).await
+            let hop = hop(&req, &cfg);
+            call_gate(env, ctx, &envelope, op, cfg.keygate_shards, hop, trace).await
         }
         _ => Err(ApiError::MethodNotAllowed { allow }),
     }
@@ -484,6 +487,7 @@ async fn keyed_write(
         &envelope,
         GateOp::Execute(command.encode()?),
         cfg.keygate_shards,
+        hop(&req, cfg),
         trace,
     )
     .await
@@ -523,6 +527,18 @@ fn envelope(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
         test_fail: hook(TEST_FAIL_HEADER),
+    }
+}
+
+/// How this request reaches its key's object: by RPC, unless the test hook
+/// asks for the `fetch` form.
+fn hop(req: &Incoming, cfg: &Config) -> Hop {
+    let by_fetch = cfg.test_hooks
+        && req.headers().get(TEST_HOP_HEADER).ok().flatten().as_deref() == Some("fetch");
+    if by_fetch {
+        Hop::Fetch
+    } else {
+        Hop::Rpc
     }
 }
 

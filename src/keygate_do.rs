@@ -17,7 +17,7 @@ mod answers;
 use crate::clock::WallClock;
 use crate::commands::Endpoint;
 use crate::config::{Config, ConfigErrors};
-use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
+use crate::envelope::{Envelope, GateCall, GateOutcome, ENVELOPE_HEADER};
 use crate::http::{self, Timings, EXPIRES_HEADER, TAKEOVER_HEADER};
 use crate::idempotency::execute::{Executed, Held, KeyState, Released};
 use crate::idempotency::gate::{Clock, Decision, Gate, LiveHolders, Releaser, StoreError};
@@ -36,6 +36,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
+use wasm_bindgen::prelude::*;
 use worker::{
     console_error, durable_object, wasm_bindgen, Delay, DurableObject, Env, Request, Response,
     Result, State,
@@ -124,40 +125,18 @@ impl DurableObject for KeyGate {
         }
     }
 
-    async fn fetch(&self, req: Request) -> Result<Response> {
+    /// The `fetch` form of the Worker's call (an older Worker version's, during
+    /// a gradual deployment): the call by method and path, the envelope in a
+    /// header. Today's Worker calls [`KeyGate::serve_rpc`].
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
         let _in_flight = crate::panic_guard::InFlight::enter(&self.state);
-        let envelope: Envelope = match req.headers().get(ENVELOPE_HEADER)? {
-            Some(raw) => {
-                serde_json::from_str(&raw).map_err(|e| worker::Error::RustError(e.to_string()))?
-            }
-            None => {
-                return Ok(http::problem(&ApiError::bad_request(
-                    "internal-protocol",
-                    "missing envelope",
-                )))
-            }
+        let call = GateCall::from_http(req.method().as_ref(), &req.path());
+        let envelope = req.headers().get(ENVELOPE_HEADER)?;
+        let body = match call {
+            Some(GateCall::Execute) => req.bytes().await?,
+            _ => Vec::new(),
         };
-        if let Some(e) = &self.config_error {
-            return Ok(http::problem(&ApiError::Misconfigured {
-                vars: e.vars().into_iter().map(String::from).collect(),
-            }));
-        }
-        let path = req.path();
-        let result = match (req.method(), path.as_str()) {
-            (worker::Method::Post, "/execute") => self.execute(req, &envelope).await,
-            (worker::Method::Get, "/state") => self.describe(&envelope).await,
-            (worker::Method::Delete, "/state") => self.release_key(&envelope).await,
-            _ => Ok(http::problem(&ApiError::NotFound(
-                "no such object route".into(),
-            ))),
-        };
-        result.or_else(|e| {
-            console_error!("KeyGate {}: {e}", envelope.route);
-            Ok(answers::with_outcome(
-                http::problem(&ApiError::StorageUnavailable),
-                GateOutcome::Failed,
-            ))
-        })
+        self.serve(call, envelope.as_deref(), &body).await
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -188,7 +167,73 @@ impl DurableObject for KeyGate {
     }
 }
 
+/// The Worker's call by RPC, through the `KeyGate` class of `src/entry.js`
+/// (`object_rpc`): `call` by name, the encoded envelope, and the command as
+/// `body` for an execute.
+#[wasm_bindgen]
 impl KeyGate {
+    #[wasm_bindgen(js_name = serve)]
+    pub async fn serve_rpc(
+        &self,
+        call: String,
+        envelope: String,
+        body: Option<Vec<u8>>,
+    ) -> std::result::Result<JsValue, JsValue> {
+        std::panic::AssertUnwindSafe(async move {
+            let _in_flight = crate::panic_guard::InFlight::enter(&self.state);
+            let body = body.unwrap_or_default();
+            let answer = self
+                .serve(GateCall::parse(&call), Some(&envelope), &body)
+                .await?;
+            crate::object_rpc::to_wire(answer).await
+        })
+        .await
+        .map_err(JsValue::from)
+    }
+}
+
+impl KeyGate {
+    /// One call from the Worker, however it came: the envelope decoded, then
+    /// execute, state or release.
+    async fn serve(
+        &self,
+        call: Option<GateCall>,
+        envelope: Option<&str>,
+        body: &[u8],
+    ) -> Result<Response> {
+        let envelope: Envelope = match envelope {
+            Some(raw) => {
+                serde_json::from_str(raw).map_err(|e| worker::Error::RustError(e.to_string()))?
+            }
+            None => {
+                return Ok(http::problem(&ApiError::bad_request(
+                    "internal-protocol",
+                    "missing envelope",
+                )))
+            }
+        };
+        if let Some(e) = &self.config_error {
+            return Ok(http::problem(&ApiError::Misconfigured {
+                vars: e.vars().into_iter().map(String::from).collect(),
+            }));
+        }
+        let result = match call {
+            Some(GateCall::Execute) => self.execute(body, &envelope).await,
+            Some(GateCall::State) => self.describe(&envelope).await,
+            Some(GateCall::Release) => self.release_key(&envelope).await,
+            None => Ok(http::problem(&ApiError::NotFound(
+                "no such object route".into(),
+            ))),
+        };
+        result.or_else(|e| {
+            console_error!("KeyGate {}: {e}", envelope.route);
+            Ok(answers::with_outcome(
+                http::problem(&ApiError::StorageUnavailable),
+                GateOutcome::Failed,
+            ))
+        })
+    }
+
     fn shard(&self) -> Shard<&SqlSlots, WallClock> {
         shard_over(
             &self.slots,
@@ -217,10 +262,7 @@ impl KeyGate {
             .any(|tx| !tx.is_canceled())
     }
 
-    async fn execute(&self, mut req: Request, env: &Envelope) -> Result<Response> {
-        // The body is read only by the request that executes, after its lease is
-        // written: the decision needs only the fingerprint, and a new object's
-        // schema and the lease then commit together (one write, one sync).
+    async fn execute(&self, body: &[u8], env: &Envelope) -> Result<Response> {
         if env.fingerprint.is_none() {
             return Ok(http::problem(&ApiError::bad_request(
                 "internal-protocol",
@@ -251,14 +293,7 @@ impl KeyGate {
                     let answer = {
                         // Known live until it has answered, however it ends.
                         let _live = self.live.enter(&token);
-                        let body = match req.bytes().await {
-                            Ok(b) => b,
-                            Err(e) => {
-                                self.gate(&name).release(&token).map_err(store_err)?;
-                                return Err(e);
-                            }
-                        };
-                        self.run(env, &name, &body, &token, now, takeover).await
+                        self.run(env, &name, body, &token, now, takeover).await
                     };
                     let (answer, kept) = answer;
                     // Released (a 5xx, a throw): nothing stays behind. A stored

@@ -75,6 +75,7 @@ pub mod keygate_do;
 pub mod metrics;
 pub mod mirror_do;
 pub mod mirror_sql;
+pub mod object_rpc;
 pub mod openapi;
 pub mod panic_guard;
 pub mod problem;

@@ -5,7 +5,7 @@
 use super::{storage, Outcome};
 use crate::config::KEY_GATE_BINDING;
 use crate::counters;
-use crate::envelope::{Envelope, GateOutcome, ENVELOPE_HEADER};
+use crate::envelope::{Envelope, GateCall, GateOutcome, ENVELOPE_HEADER};
 use crate::http::{
     self, Timings, EXPIRES_HEADER, IDEMPOTENCY_EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS,
     TAKEOVER_HEADER,
@@ -16,7 +16,7 @@ use crate::idempotency::{storable_headers, StoredResponse};
 use crate::problem::ApiError;
 use crate::request_log::{Stage, Trace};
 use std::cell::RefCell;
-use worker::{console_error, Context, Date, Env, Headers, Method, Response, ResponseBuilder};
+use worker::{console_error, Context, Date, Env, Headers, Response, ResponseBuilder};
 
 thread_local! {
     /// Final answers seen by this isolate (see [`ReplayCache`]).
@@ -30,6 +30,22 @@ fn seconds_since(started: f64) -> f64 {
 
 fn now_ms() -> i64 {
     Date::now().as_millis() as i64
+}
+
+/// The call as an older Worker version sends it: by method and path, the
+/// envelope in a header.
+async fn send_by_fetch(
+    stub: worker::Stub,
+    call: GateCall,
+    envelope: &str,
+    body: Option<&[u8]>,
+) -> worker::Result<crate::raw_fetch::Answer> {
+    let headers = Headers::new();
+    headers.set(ENVELOPE_HEADER, envelope)?;
+    let (method, path) = call.http();
+    let request =
+        crate::raw_fetch::request(&format!("https://key-gate{path}"), method, &headers, body)?;
+    crate::raw_fetch::send_to_object(stub, &request).await
 }
 
 fn cache_key(e: &Envelope) -> CacheKey {
@@ -96,59 +112,62 @@ pub(super) enum GateOp {
     Release,
 }
 
+/// How the Worker reaches the object.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hop {
+    /// A method call (`object_rpc`): what the Worker does.
+    Rpc,
+    /// `fetch`, the envelope in a header: what an older Worker version does
+    /// during a gradual deployment (chosen by a test hook, to test the object's
+    /// side of it).
+    Fetch,
+}
+
 pub(super) async fn call_gate(
     env: &Env,
     ctx: &Context,
     envelope: &Envelope,
     op: GateOp,
     shards: u32,
+    hop: Hop,
     trace: &Trace,
 ) -> Outcome {
-    let (method, path, body) = match op {
-        GateOp::Execute(body) => (Method::Post, "execute", Some(body)),
-        GateOp::State => (Method::Get, "state", None),
-        GateOp::Release => (Method::Delete, "state", None),
+    let (call, body) = match op {
+        GateOp::Execute(body) => (GateCall::Execute, Some(body)),
+        GateOp::State => (GateCall::State, None),
+        GateOp::Release => (GateCall::Release, None),
     };
-    let release = method == Method::Delete;
+    let release = call == GateCall::Release;
     trace.keyed(
         &envelope.record_scope,
         &envelope.route,
         envelope.key.as_str(),
     );
-    if path == "execute" {
+    if call == GateCall::Execute {
         if let Some(hit) = cached_answer(ctx, env, envelope, trace) {
             return Ok(hit);
         }
-    } else if method == Method::Delete {
+    } else if release {
         REPLAYS.with(|c| c.borrow_mut().remove(&cache_key(envelope)));
     }
-    let headers = Headers::new();
     let encoded = serde_json::to_string(envelope).map_err(|_| ApiError::Internal)?;
-    headers
-        .set(ENVELOPE_HEADER, &encoded)
-        .map_err(|_| ApiError::Internal)?;
-    let gate_req = crate::raw_fetch::request(
-        &format!("https://key-gate/{path}"),
-        method.as_ref(),
-        &headers,
-        body.as_deref(),
-    )
-    .map_err(|_| ApiError::Internal)?;
     let stub = env
         .durable_object(KEY_GATE_BINDING)
         .and_then(|ns| ns.id_from_name(&object_name(envelope, shards))?.get_stub())
         .map_err(storage)?;
     let started = Timings::now();
-    let resp = crate::raw_fetch::send_to_object(stub, &gate_req)
-        .await
-        .map_err(|e| match e.to_string() {
-            // The object's wasm instance panicked and the object was reset.
-            m if m.contains(crate::panic_guard::PANIC_ABORT_REASON) => {
-                console_error!("KeyGate {}: {m}", envelope.route);
-                ApiError::Internal
-            }
-            _ => storage(e),
-        })?;
+    let sent = match hop {
+        Hop::Rpc => crate::object_rpc::call(stub, call, &encoded, body.as_deref()).await,
+        Hop::Fetch => send_by_fetch(stub, call, &encoded, body.as_deref()).await,
+    };
+    let resp = sent.map_err(|e| match e.to_string() {
+        // The object's wasm instance panicked and the object was reset.
+        m if m.contains(crate::panic_guard::PANIC_ABORT_REASON) => {
+            console_error!("KeyGate {}: {m}", envelope.route);
+            ApiError::Internal
+        }
+        _ => storage(e),
+    })?;
     // Copy the answer without the internal headers.
     let out_headers = Headers::new();
     let (mut outcome, mut expires_at, mut takeover) = (None, None, false);

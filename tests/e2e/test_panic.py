@@ -26,7 +26,7 @@ VARS = {"AUTH_JWT_SECRET": SECRET, "IDEMGATE_TEST_HOOKS": "1", "IDEMPOTENCY_LEAS
 def split_config(name, objects):
     vars_toml = "\n".join(f'{k} = "{v}"' for k, v in VARS.items())
     return f'''name = "{name}"
-main = "{ROOT}/build/index.js"
+main = "{ROOT}/src/entry.js"
 compatibility_date = "2026-04-01"
 {objects}
 [[d1_databases]]
