@@ -433,8 +433,9 @@ def print_tables(cells, throughput, st, sizes, disk):
     rpc = p[f"{fl}: new key (JS, sharded, object reached by RPC)"]
     print()
     print(f"The kind of hop, measured on the JS floor (keys sharded into {SHARDS} objects, the same storage steps): "
-          f"the object reached by fetch {shard:.2f} ms p50, by RPC {rpc:.2f} ms (hono-idempotency's DO store is "
-          f"reached by RPC; workers-rs 0.8.7 cannot serve RPC from a Rust object).")
+          f"the object reached by fetch {shard:.2f} ms p50, by RPC {rpc:.2f} ms. idemgate and hono-idempotency's "
+          f"DO store reach their objects by RPC (idemgate through src/entry.js: workers-rs 0.8.7's Rust object "
+          f"classes serve fetch only).")
     print()
     print(f"storm: 500 concurrent requests, one key, Prefer: wait=10 — wall time {st['wall_ms']:.0f} ms; "
           f"release wasm: {sizes[0] / 1024:.0f} KiB raw, {sizes[1] / 1024:.0f} KiB gzip")

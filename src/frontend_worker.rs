@@ -6,6 +6,7 @@ mod gate_client;
 mod incoming;
 
 use crate::auth::{self, Caller};
+use crate::commands::functions::CallFunction;
 use crate::commands::{self, key_scope, Endpoint, Keyed, ParseContext, Parsed};
 use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING};
 use crate::console;
@@ -18,6 +19,7 @@ use crate::problem::ApiError;
 use crate::request_log::{Stage, Start, Trace, REQUEST_ID_HEADER};
 use crate::routes::{documents, functions, staging, training};
 use crate::store::read_error;
+use crate::upstream::Outgoing;
 use gate_client::{call_gate, GateOp, Hop};
 use incoming::Incoming;
 use worker::{
@@ -399,14 +401,18 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Reads the body, refusing more than `limit` bytes before doing any work.
-async fn read_body(req: &Incoming, limit: usize) -> std::result::Result<Vec<u8>, ApiError> {
-    let declared = req
-        .headers()
+/// The body's length as its `Content-Length` declares it.
+fn declared_length(req: &Incoming) -> Option<usize> {
+    req.headers()
         .get("content-length")
         .ok()
         .flatten()
-        .and_then(|v| v.parse::<usize>().ok());
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// Reads the body, refusing more than `limit` bytes before doing any work.
+async fn read_body(req: &Incoming, limit: usize) -> std::result::Result<Vec<u8>, ApiError> {
+    let declared = declared_length(req);
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
@@ -441,6 +447,28 @@ async fn keyed_write(
     keyed: Keyed,
     trace: &Trace,
 ) -> Outcome {
+    let endpoint = keyed.endpoint;
+    let mut forward = Vec::new();
+    if endpoint == Endpoint::CallFunction {
+        for name in functions::FORWARDED_HEADERS {
+            if let Some(v) = req.headers().get(name).ok().flatten() {
+                forward.push((name.to_string(), v));
+            }
+        }
+        // A passthrough whose length is declared within the limit: its body
+        // streams on to the origin unread (one with no declared length is
+        // read below, so that the limit holds).
+        let within_limit = declared_length(&req).is_some_and(|n| n <= cfg.max_body_bytes);
+        if within_limit
+            && CallFunction::passes_through(cfg)
+            && matches!(request_key(&req), Ok(None))
+        {
+            let url = functions::upstream_url(cfg, keyed.param.as_deref().unwrap_or_default())?;
+            trace.at(Stage::Passthrough);
+            let body = Outgoing::Stream(req.body_stream());
+            return Ok(functions::passthrough(cfg, &url, body, &forward).await);
+        }
+    }
     let body = read_body(&req, cfg.max_body_bytes).await?;
     let header_key = request_key(&req)?;
     let json_content = req
@@ -449,7 +477,6 @@ async fn keyed_write(
         .ok()
         .flatten()
         .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
-    let endpoint = keyed.endpoint;
     let check = ParseContext {
         cfg,
         tenant: &caller.tenant,
@@ -457,14 +484,6 @@ async fn keyed_write(
         roles: &caller.roles,
         json_content,
     };
-    let mut forward = Vec::new();
-    if endpoint == Endpoint::CallFunction {
-        for name in functions::FORWARDED_HEADERS {
-            if let Some(v) = req.headers().get(name).ok().flatten() {
-                forward.push((name.to_string(), v));
-            }
-        }
-    }
     // The fingerprint covers the bytes as sent; the object gets the parsed command.
     let fingerprint = |json: bool| {
         let (method, path) = endpoint.template().split_once(' ').unwrap_or_default();
@@ -474,7 +493,7 @@ async fn keyed_write(
         Parsed::Keyed { command, key, json } => (command, key, fingerprint(json)),
         Parsed::Passthrough { url } => {
             trace.at(Stage::Passthrough);
-            return Ok(functions::passthrough(cfg, &url, &body, &forward).await);
+            return Ok(functions::passthrough(cfg, &url, Outgoing::Bytes(&body), &forward).await);
         }
     };
     let scope = key_scope(endpoint, &key, &caller.tenant, &caller.sub);

@@ -17,6 +17,15 @@ pub struct CallFunction {
     pub body: Vec<u8>,
 }
 
+impl CallFunction {
+    /// Whether a call without a key goes straight through to the origin
+    /// (`UPSTREAM_KEY_POLICY=optional`). The body plays no part in it, so the
+    /// Worker may decide before reading it and stream the body on.
+    pub fn passes_through(cfg: &Config) -> bool {
+        cfg.upstream_key_policy == KeyPolicy::Optional
+    }
+}
+
 impl KeyedCommand for CallFunction {
     const TEMPLATE: &'static str = "POST /functions/v1/{name}";
     const DOC: KeyedDoc = KeyedDoc::new(
@@ -38,8 +47,8 @@ impl KeyedCommand for CallFunction {
     fn parse(input: Input<'_>) -> Result<Parsed<Self>, ApiError> {
         let cfg = input.ctx.cfg;
         let url = functions::upstream_url(cfg, input.param)?;
-        match (input.header, cfg.upstream_key_policy) {
-            (Some(key), _) => Ok(Parsed::Keyed {
+        match input.header {
+            Some(key) => Ok(Parsed::Keyed {
                 command: CallFunction {
                     url,
                     body: input.body.to_vec(),
@@ -47,8 +56,8 @@ impl KeyedCommand for CallFunction {
                 key,
                 json: input.ctx.json_content,
             }),
-            (None, KeyPolicy::Optional) => Ok(Parsed::Passthrough { url }),
-            (None, _) => Err(ApiError::KeyRequired),
+            None if Self::passes_through(cfg) => Ok(Parsed::Passthrough { url }),
+            None => Err(ApiError::KeyRequired),
         }
     }
 

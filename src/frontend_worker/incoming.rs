@@ -56,6 +56,11 @@ impl Incoming {
         Url::parse(&self.raw.url()).ok()
     }
 
+    /// The body as a stream, unread (none for an empty body).
+    pub fn body_stream(&self) -> Option<web_sys::ReadableStream> {
+        self.raw.body()
+    }
+
     /// The body, read by one `arrayBuffer()`.
     pub async fn bytes(&self) -> worker::Result<Vec<u8>> {
         let body = js_sys::futures::JsFuture::from(self.raw.array_buffer()?).await?;

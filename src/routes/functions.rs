@@ -7,8 +7,8 @@ use crate::config::Config;
 use crate::http;
 use crate::idempotency::{storable_headers, StoredResponse};
 use crate::problem::ApiError;
-use crate::upstream::{call, UpstreamResult};
-use worker::{Headers, Response, ResponseBuilder};
+use crate::upstream::{call, pass, Outgoing, Passed, UpstreamResult};
+use worker::Response;
 
 /// Request headers passed on to the origin.
 pub const FORWARDED_HEADERS: &[&str] = &["content-type", "authorization"];
@@ -66,34 +66,22 @@ pub async fn execute(
     }
 }
 
-/// `UPSTREAM_KEY_POLICY=optional` without a key: straight through, no object, no D1.
+/// `UPSTREAM_KEY_POLICY=optional` without a key: straight through, no object,
+/// no D1, the answer streamed ([`crate::upstream::pass`]).
 pub async fn passthrough(
     cfg: &Config,
     url: &str,
-    body: &[u8],
+    body: Outgoing<'_>,
     forward: &[(String, String)],
 ) -> Response {
     let started = crate::http::Timings::now();
-    let result = call(cfg, url, body, forward, None).await;
+    let result = pass(cfg, url, body, forward).await;
     let mut timings = crate::http::Timings::default();
     timings.since("upstream", started);
     let mut resp = match result {
-        UpstreamResult::Answered {
-            status,
-            headers,
-            body,
-        } => {
-            let out = Headers::new();
-            for (n, v) in &headers {
-                let _ = out.append(n, v);
-            }
-            ResponseBuilder::new()
-                .with_status(status)
-                .with_headers(out)
-                .fixed(body)
-        }
-        UpstreamResult::TimedOut => http::problem(&ApiError::UpstreamTimeout),
-        UpstreamResult::Unreachable(e) => {
+        Passed::Answered(answer) => Response::from(answer),
+        Passed::TimedOut => http::problem(&ApiError::UpstreamTimeout),
+        Passed::Unreachable(e) => {
             worker::console_error!("upstream {url} unreachable: {e}");
             http::problem(&ApiError::UpstreamUnreachable)
         }

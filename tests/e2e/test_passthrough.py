@@ -1,0 +1,137 @@
+"""A call without a key under `UPSTREAM_KEY_POLICY=optional` goes straight through
+to the origin: nothing stored, so nothing held. A body whose length is declared
+within MAX_BODY_BYTES streams on to the origin unread; one with no declared length
+is read first, so that the limit holds. The origin's answer streams back to the
+client whatever its size. UPSTREAM_TIMEOUT_MS bounds the exchange: 504 before the
+answer's headers."""
+
+import http.client
+import json
+import time
+
+import pytest
+
+from conftest import Client, Server, assert_problem, free_port, unique
+
+LIMIT = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def srv(origin):
+    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,big,slow", UPSTREAM_KEY_POLICY="optional",
+               MAX_BODY_BYTES=LIMIT, UPSTREAM_TIMEOUT_MS=1000).start()
+    yield s
+    s.cleanup()
+
+
+def raw_post(srv, path, headers, chunks=None, body=None, timeout=30):
+    """A POST sent as given: `chunks` chunked (no Content-Length), else `body`."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
+    try:
+        if chunks is not None:
+            conn.request("POST", path, body=iter(chunks), headers=headers, encode_chunked=True)
+        else:
+            conn.request("POST", path, body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def last_request(origin, path):
+    return origin.requests[path][-1]
+
+
+@pytest.mark.parametrize("size", [0, 1, 64 * 1024, LIMIT - 200])
+def test_a_declared_body_streams_to_the_origin_intact(srv, origin, size):
+    c = Client(srv, unique("pass"))
+    runs = origin.count("/echo")
+    payload = json.dumps({"blob": "y" * size})[: max(size, 2)].encode() if size else b""
+    headers = {**c.headers(), "content-type": "application/json"}
+    status, h, body = raw_post(srv, "/functions/v1/echo", headers, body=payload)
+    assert status == 200, body
+    assert origin.count("/echo") == runs + 1
+    sent_headers, received = last_request(origin, "/echo")
+    assert received == payload
+    # Sent with its length, as it came (an origin need not speak chunked).
+    assert sent_headers.get("content-length", "0") == str(len(payload))
+    assert sent_headers.get("authorization") == headers["authorization"]
+    assert sent_headers.get("content-type") == "application/json"
+    answer = json.loads(body)
+    assert answer["body"] == payload.decode()
+    # The origin's own headers come back; nothing of the idempotency layer's.
+    assert h.get("x-origin-call") and h.get("idempotent-replayed") is None and h.get("idempotency-key") is None
+
+
+def test_a_body_without_a_declared_length_is_read_then_limited(srv, origin):
+    c = Client(srv, unique("pass-chunked"))
+    runs = origin.count("/echo")
+    headers = {**c.headers(), "content-type": "application/json"}
+    small = [b'{"part": ', b'"one"', b"}"]
+    status, _, body = raw_post(srv, "/functions/v1/echo", headers, chunks=small)
+    assert status == 200, body
+    assert last_request(origin, "/echo")[1] == b"".join(small)
+    # Over the limit in chunks: refused before the origin sees anything.
+    big = [b"z" * 65536] * (LIMIT // 65536 + 1)
+    status, h, body = raw_post(srv, "/functions/v1/echo", headers, chunks=big)
+    assert status == 413, body
+    assert h["content-type"] == "application/problem+json"
+    # Declared over the limit: the same.
+    status, _, body = raw_post(srv, "/functions/v1/echo", headers, body=b"z" * (LIMIT + 1))
+    assert status == 413, body
+    assert origin.count("/echo") == runs + 1
+
+
+@pytest.mark.parametrize("size", [3 * 1024 * 1024, 24 * 1024 * 1024])
+def test_an_answer_of_any_size_streams_back_whole(srv, origin, size):
+    c = Client(srv, unique("pass-big"))
+    status, h, body = raw_post(srv, "/functions/v1/big", {**c.headers(), "content-type": "application/json"},
+                               body=json.dumps({"bytes": size}).encode(), timeout=120)
+    assert status == 200, body[:300]
+    assert len(body) == size
+    assert json.loads(body)["pad"] == "x" * len(json.loads(body)["pad"])
+    assert h.get("content-type", "").startswith("application/json")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+def test_a_slow_origin_is_cut_off_with_504(srv, origin, chunked):
+    c = Client(srv, unique("pass-slow"))
+    headers = {**c.headers(), "content-type": "application/json"}
+    t0 = time.time()
+    if chunked:
+        status, h, body = raw_post(srv, "/functions/v1/slow", headers, chunks=[b"{}"])
+    else:
+        status, h, body = raw_post(srv, "/functions/v1/slow", headers, body=b"{}")
+    elapsed = time.time() - t0
+    assert status == 504, body
+    assert h["content-type"] == "application/problem+json" and b"upstream-timeout" in body
+    assert elapsed < 2.9, elapsed  # the origin takes 3 s; the timeout is 1 s
+
+
+def test_an_unknown_function_is_404_and_an_unreachable_origin_502(origin):
+    c_port = free_port()  # nothing listens there
+    s = Server(UPSTREAM_BASE_URL=f"http://127.0.0.1:{c_port}", UPSTREAM_FUNCTIONS="gone",
+               UPSTREAM_KEY_POLICY="optional").start()
+    try:
+        c = Client(s, unique("pass-gone"))
+        headers = {**c.headers(), "content-type": "application/json"}
+        status, h, body = raw_post(s, "/functions/v1/gone", headers, body=b'{"a": 1}')
+        assert status == 502, body
+        assert h["content-type"] == "application/problem+json"
+        status, _, body = raw_post(s, "/functions/v1/other", headers, body=b'{"a": 1}')
+        assert status == 404, body
+    finally:
+        s.cleanup()
+
+
+def test_a_keyed_call_on_the_same_route_is_still_idempotent(srv, origin):
+    c = Client(srv, unique("pass-keyed"))
+    runs = origin.count("/echo")
+    r1 = srv.request("POST", "/functions/v1/echo", {"k": 1}, c.headers("k-1"))
+    r2 = srv.request("POST", "/functions/v1/echo", {"k": 1}, c.headers("k-1"))
+    assert r1.status == r2.status == 200
+    assert r2.header("idempotent-replayed") == "true" and r2.body == r1.body
+    assert origin.count("/echo") == runs + 1
+    # A malformed key is refused, never passed through.
+    assert_problem(srv.request("POST", "/functions/v1/echo", {"k": 1}, c.headers("bad key with spaces")), 400)
+    assert origin.count("/echo") == runs + 1
