@@ -16,6 +16,11 @@
 //! still calls it so during a gradual deployment (and an e2e test, through a test
 //! hook, does too).
 //!
+//! The runtime refuses an RPC whose serialised arguments or result exceed
+//! 32 MiB. A body up to [`INLINE_MAX`] goes inline; a larger answer goes as a
+//! stream (which RPC carries whatever its size), and a larger command by the
+//! `fetch` form (which streams its body).
+//!
 //! Only the wire form lives here; both ends' logic stays in `frontend_worker`
 //! and `keygate_do`.
 
@@ -43,6 +48,10 @@ extern "C" {
     ) -> Result<JsValue, JsValue>;
 }
 
+/// The largest body a call or its answer carries inline (half the runtime's
+/// 32 MiB, leaving room for the rest of the value and for base64).
+pub const INLINE_MAX: usize = 16 * 1024 * 1024;
+
 const STATUS: &str = "status";
 const HEADERS: &str = "headers";
 const BODY: &str = "body";
@@ -62,7 +71,7 @@ pub async fn call(
         .into_rpc::<GateStub>()
         .serve(call.as_str(), envelope, body)?;
     let wire = JsFuture::from(Promise::resolve(&pending)).await?;
-    from_wire(&wire)
+    from_wire(&wire).await
 }
 
 fn field(wire: &JsValue, name: &str) -> worker::Result<JsValue> {
@@ -76,17 +85,25 @@ fn field(wire: &JsValue, name: &str) -> worker::Result<JsValue> {
 }
 
 /// The Worker's reading of the object's answer.
-fn from_wire(wire: &JsValue) -> worker::Result<Answer> {
+async fn from_wire(wire: &JsValue) -> worker::Result<Answer> {
     let status = field(wire, STATUS)?
         .as_f64()
         .filter(|s| (100.0..=599.0).contains(s) && s.fract() == 0.0)
         .ok_or_else(|| worker::Error::RustError("KeyGate answered a bad status".into()))?;
     let headers = web_sys::Headers::new_with_str_sequence_sequence(&field(wire, HEADERS)?)?;
-    let body: Uint8Array = field(wire, BODY)?.dyn_into()?;
+    let body = match field(wire, BODY)?.dyn_into::<Uint8Array>() {
+        Ok(inline) => inline.to_vec(),
+        // Larger than INLINE_MAX: a stream.
+        Err(other) => {
+            let stream: web_sys::ReadableStream = other.dyn_into()?;
+            let whole = web_sys::Response::new_with_opt_readable_stream(Some(&stream))?;
+            Uint8Array::new(&JsFuture::from(whole.array_buffer()?).await?).to_vec()
+        }
+    };
     Ok(Answer {
         status: status as u16,
         headers: Headers(headers),
-        body: body.to_vec(),
+        body,
     })
 }
 
@@ -95,13 +112,20 @@ pub async fn to_wire(answer: worker::Response) -> worker::Result<JsValue> {
     let status = answer.status_code();
     // `Array.from` over the headers: `[name, value]` pairs, names lower-cased.
     let headers = Array::from(&answer.headers().0);
-    let body = match answer.into_parts().1 {
-        ResponseBody::Empty => Uint8Array::new_with_length(0),
-        ResponseBody::Body(bytes) => Uint8Array::from(bytes.as_slice()),
+    let mut bytes = match answer.into_parts().1 {
+        ResponseBody::Empty => Vec::new(),
+        ResponseBody::Body(bytes) => bytes,
         ResponseBody::Stream(stream) => {
             let whole = web_sys::Response::new_with_opt_readable_stream(Some(&stream))?;
-            Uint8Array::new(&JsFuture::from(whole.array_buffer()?).await?)
+            Uint8Array::new(&JsFuture::from(whole.array_buffer()?).await?).to_vec()
         }
+    };
+    let body: JsValue = if bytes.len() <= INLINE_MAX {
+        Uint8Array::from(bytes.as_slice()).into()
+    } else {
+        // A byte stream over the bytes (copied into JavaScript first).
+        let whole = web_sys::Response::new_with_opt_u8_array(Some(&mut bytes))?;
+        whole.body().map_or(JsValue::UNDEFINED, JsValue::from)
     };
     let wire = Object::new();
     Reflect::set(&wire, &STATUS.into(), &status.into())?;

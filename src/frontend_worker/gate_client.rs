@@ -118,8 +118,9 @@ pub(super) enum Hop {
     /// A method call (`object_rpc`): what the Worker does.
     Rpc,
     /// `fetch`, the envelope in a header: what an older Worker version does
-    /// during a gradual deployment (chosen by a test hook, to test the object's
-    /// side of it).
+    /// during a gradual deployment, and what a command larger than an RPC
+    /// carries inline takes (`object_rpc::INLINE_MAX`); a test hook chooses it
+    /// too.
     Fetch,
 }
 
@@ -155,6 +156,11 @@ pub(super) async fn call_gate(
         .durable_object(KEY_GATE_BINDING)
         .and_then(|ns| ns.id_from_name(&object_name(envelope, shards))?.get_stub())
         .map_err(storage)?;
+    // A command too large to go inline goes by the `fetch` form, which streams.
+    let too_large = body
+        .as_ref()
+        .is_some_and(|b| b.len() > crate::object_rpc::INLINE_MAX);
+    let hop = if too_large { Hop::Fetch } else { hop };
     let started = Timings::now();
     let sent = match hop {
         Hop::Rpc => crate::object_rpc::call(stub, call, &encoded, body.as_deref()).await,

@@ -83,10 +83,12 @@ class Origin:
                     time.sleep(float(json.loads(body or b"{}").get("seconds", 1)))
                     self.reply(200, {"call": n, "key": key, "body": body.decode(errors="replace")})
                 elif path == "/big":
-                    # An answer of exactly the body's "bytes" bytes (x's and the call number).
-                    size = int(json.loads(body or b"{}").get("bytes", 1000))
+                    # An answer of exactly the body's "bytes" bytes (x's and the call
+                    # number), with the body's "status" (200 unless it says).
+                    asked = json.loads(body or b"{}")
+                    size = int(asked.get("bytes", 1000))
                     pad = "x" * max(0, size - len(json.dumps({"call": n, "pad": ""})))
-                    self.reply(200, {"call": n, "pad": pad})
+                    self.reply(int(asked.get("status", 200)), {"call": n, "pad": pad})
                 elif path == "/slowish":
                     # A function that takes a while and whose every run answers
                     # differently (call number and a nonce): a second run for the
