@@ -12,7 +12,7 @@
 //! the trap, synchronously) fires every pending signal: those requests answer
 //! 500 problem+json from JavaScript, without the dead instance. When the object
 //! runs in another isolate than the Worker (production may do that), its requests
-//! are settled by resetting the object (`state.abort`): the Worker's `fetch` to it
+//! are settled by resetting the object (`state.abort`): the Worker's call to it
 //! then fails with [`PANIC_ABORT_REASON`], which it answers with the same 500.
 //!
 //! The key of a request that died this way is released by the next `KeyGate`
@@ -95,8 +95,8 @@ extern "C" {
     fn object_leave(id: u32);
 }
 
-/// The reason a Durable Object is reset after a panic; its callers' `fetch`
-/// rejects with an error carrying it.
+/// The reason a Durable Object is reset after a panic; its callers' calls (RPC
+/// or `fetch`) reject with an error carrying it.
 pub const PANIC_ABORT_REASON: &str = "idemgate: a Rust panic killed the wasm instance";
 
 /// Marks a Durable Object as serving a request, until dropped. If the wasm
