@@ -410,9 +410,13 @@ fn declared_length(req: &Incoming) -> Option<usize> {
         .and_then(|v| v.parse::<usize>().ok())
 }
 
-/// Reads the body, refusing more than `limit` bytes before doing any work.
-async fn read_body(req: &Incoming, limit: usize) -> std::result::Result<Vec<u8>, ApiError> {
-    let declared = declared_length(req);
+/// Reads the body, refusing more than `limit` bytes before doing any work
+/// (`declared`: its `Content-Length`).
+async fn read_body(
+    req: &Incoming,
+    declared: Option<usize>,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, ApiError> {
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
@@ -448,35 +452,36 @@ async fn keyed_write(
     trace: &Trace,
 ) -> Outcome {
     let endpoint = keyed.endpoint;
+    // Each header read once (a read is a call into JavaScript); the key's
+    // error waits until the body limit has had its say (413 before 400).
+    let declared = declared_length(&req);
+    let header_key = request_key(&req);
+    let content_type = req.header("content-type");
     let mut forward = Vec::new();
     if endpoint == Endpoint::CallFunction {
         for name in functions::FORWARDED_HEADERS {
-            if let Some(v) = req.headers().get(name).ok().flatten() {
+            let value = match *name {
+                "content-type" => content_type.clone(),
+                _ => req.header(name),
+            };
+            if let Some(v) = value {
                 forward.push((name.to_string(), v));
             }
         }
         // A passthrough whose length is declared within the limit: its body
         // streams on to the origin unread (one with no declared length is
         // read below, so that the limit holds).
-        let within_limit = declared_length(&req).is_some_and(|n| n <= cfg.max_body_bytes);
-        if within_limit
-            && CallFunction::passes_through(cfg)
-            && matches!(request_key(&req), Ok(None))
-        {
+        let within_limit = declared.is_some_and(|n| n <= cfg.max_body_bytes);
+        if within_limit && CallFunction::passes_through(cfg) && matches!(header_key, Ok(None)) {
             let url = functions::upstream_url(cfg, keyed.param.as_deref().unwrap_or_default())?;
             trace.at(Stage::Passthrough);
             let body = Outgoing::Stream(req.body_stream());
             return Ok(functions::passthrough(cfg, &url, body, &forward).await);
         }
     }
-    let body = read_body(&req, cfg.max_body_bytes).await?;
-    let header_key = request_key(&req)?;
-    let json_content = req
-        .headers()
-        .get("content-type")
-        .ok()
-        .flatten()
-        .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+    let body = read_body(&req, declared, cfg.max_body_bytes).await?;
+    let header_key = header_key?;
+    let json_content = content_type.is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
     let check = ParseContext {
         cfg,
         tenant: &caller.tenant,
@@ -504,7 +509,7 @@ async fn keyed_write(
         env,
         ctx,
         &envelope,
-        GateOp::Execute(command.encode()?),
+        GateOp::Execute(command),
         cfg.keygate_shards,
         hop(&req, cfg),
         trace,

@@ -3,6 +3,7 @@
 //! the counters of what the object did.
 
 use super::{storage, Outcome};
+use crate::commands::Command;
 use crate::config::KEY_GATE_BINDING;
 use crate::counters;
 use crate::envelope::{Envelope, GateCall, GateOutcome, ENVELOPE_HEADER};
@@ -104,8 +105,9 @@ fn object_name(e: &Envelope, shards: u32) -> String {
 
 /// What the Worker asks of a key's object.
 pub(super) enum GateOp {
-    /// Run (or replay) the command encoded in the body.
-    Execute(Vec<u8>),
+    /// Run (or replay) the command: encoded only if the isolate's replay
+    /// cache does not answer first.
+    Execute(Command),
     /// The key's state.
     State,
     /// Release the key.
@@ -133,24 +135,25 @@ pub(super) async fn call_gate(
     hop: Hop,
     trace: &Trace,
 ) -> Outcome {
-    let (call, body) = match op {
-        GateOp::Execute(body) => (GateCall::Execute, Some(body)),
-        GateOp::State => (GateCall::State, None),
-        GateOp::Release => (GateCall::Release, None),
-    };
-    let release = call == GateCall::Release;
     trace.keyed(
         &envelope.record_scope,
         &envelope.route,
         envelope.key.as_str(),
     );
-    if call == GateCall::Execute {
-        if let Some(hit) = cached_answer(ctx, env, envelope, trace) {
-            return Ok(hit);
+    let (call, body) = match op {
+        GateOp::Execute(command) => {
+            if let Some(hit) = cached_answer(ctx, env, envelope, trace) {
+                return Ok(hit);
+            }
+            (GateCall::Execute, Some(command.encode()?))
         }
-    } else if release {
-        REPLAYS.with(|c| c.borrow_mut().remove(&cache_key(envelope)));
-    }
+        GateOp::State => (GateCall::State, None),
+        GateOp::Release => {
+            REPLAYS.with(|c| c.borrow_mut().remove(&cache_key(envelope)));
+            (GateCall::Release, None)
+        }
+    };
+    let release = call == GateCall::Release;
     let encoded = serde_json::to_string(envelope).map_err(|_| ApiError::Internal)?;
     let stub = env
         .durable_object(KEY_GATE_BINDING)

@@ -6,6 +6,7 @@ client whatever its size. UPSTREAM_TIMEOUT_MS bounds the exchange: 504 before th
 answer's headers."""
 
 import http.client
+import socket
 import json
 import time
 
@@ -135,3 +136,23 @@ def test_a_keyed_call_on_the_same_route_is_still_idempotent(srv, origin):
     # A malformed key is refused, never passed through.
     assert_problem(srv.request("POST", "/functions/v1/echo", {"k": 1}, c.headers("bad key with spaces")), 400)
     assert origin.count("/echo") == runs + 1
+
+
+def test_a_short_declared_length_beside_a_long_chunked_body_is_still_limited(srv, origin):
+    """A request smuggling both headers: the chunked body is what arrives, so the
+    declared length must not let it stream past MAX_BODY_BYTES."""
+    c = Client(srv, unique("pass-smuggle"))
+    runs = origin.count("/echo")
+    body = b"z" * (LIMIT + 4096)
+    chunked = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    head = (f"POST /functions/v1/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {c.headers()['authorization']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n"
+            "Connection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        sock.sendall(head + chunked)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status_line = data.split(b"\r\n", 1)[0]
+    assert status_line.split()[1] in (b"400", b"413"), data[:300]
+    assert origin.count("/echo") == runs
