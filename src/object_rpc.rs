@@ -25,7 +25,7 @@
 //! and `keygate_do`.
 
 use crate::envelope::GateCall;
-use crate::raw_fetch::Answer;
+use crate::raw_fetch::{stream_bytes, Answer};
 use js_sys::futures::JsFuture;
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -94,11 +94,7 @@ async fn from_wire(wire: &JsValue) -> worker::Result<Answer> {
     let body = match field(wire, BODY)?.dyn_into::<Uint8Array>() {
         Ok(inline) => inline.to_vec(),
         // Larger than INLINE_MAX: a stream.
-        Err(other) => {
-            let stream: web_sys::ReadableStream = other.dyn_into()?;
-            let whole = web_sys::Response::new_with_opt_readable_stream(Some(&stream))?;
-            Uint8Array::new(&JsFuture::from(whole.array_buffer()?).await?).to_vec()
-        }
+        Err(other) => stream_bytes(&other.dyn_into()?).await?,
     };
     Ok(Answer {
         status: status as u16,
@@ -115,10 +111,7 @@ pub async fn to_wire(answer: worker::Response) -> worker::Result<JsValue> {
     let mut bytes = match answer.into_parts().1 {
         ResponseBody::Empty => Vec::new(),
         ResponseBody::Body(bytes) => bytes,
-        ResponseBody::Stream(stream) => {
-            let whole = web_sys::Response::new_with_opt_readable_stream(Some(&stream))?;
-            Uint8Array::new(&JsFuture::from(whole.array_buffer()?).await?).to_vec()
-        }
+        ResponseBody::Stream(stream) => stream_bytes(&stream).await?,
     };
     let body: JsValue = if bytes.len() <= INLINE_MAX {
         Uint8Array::from(bytes.as_slice()).into()

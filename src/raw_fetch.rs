@@ -1,5 +1,5 @@
-//! Outbound `fetch` — to an origin or to a Durable Object — with the answer's
-//! body read by one `arrayBuffer()`.
+//! Outbound `fetch` to a Durable Object, and the reading of an answer's body
+//! (an origin's too, from `upstream`) by one `arrayBuffer()`.
 //!
 //! workers-rs turns every answer into a `worker::Response` (reading its `cf` and
 //! `webSocket`) and reads its body by polling a `ReadableStream` chunk by chunk,
@@ -49,17 +49,6 @@ pub fn request(
     Ok(web_sys::Request::new_with_str_and_init(url, &init)?)
 }
 
-/// Sends `request` to the network (an origin), aborted by `signal`.
-pub async fn send(
-    request: &web_sys::Request,
-    signal: &web_sys::AbortSignal,
-) -> worker::Result<Answer> {
-    let init = web_sys::RequestInit::new();
-    init.set_signal(Some(signal));
-    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    read(global.fetch_with_request_and_init(request, &init)).await
-}
-
 /// Sends `request` to the object behind `stub`.
 pub async fn send_to_object(stub: Stub, request: &web_sys::Request) -> worker::Result<Answer> {
     read(stub.into_rpc::<ObjectStub>().fetch(request)?).await
@@ -67,10 +56,23 @@ pub async fn send_to_object(stub: Stub, request: &web_sys::Request) -> worker::R
 
 async fn read(pending: js_sys::Promise) -> worker::Result<Answer> {
     let response: web_sys::Response = JsFuture::from(pending).await?.dyn_into()?;
-    let body = JsFuture::from(response.array_buffer()?).await?;
     Ok(Answer {
         status: response.status(),
+        body: body_of(&response).await?,
         headers: Headers(response.headers()),
-        body: js_sys::Uint8Array::new(&body).to_vec(),
     })
+}
+
+/// An answer's whole body, by one `arrayBuffer()`.
+pub async fn body_of(response: &web_sys::Response) -> Result<Vec<u8>, JsValue> {
+    let body = JsFuture::from(response.array_buffer()?).await?;
+    Ok(js_sys::Uint8Array::new(&body).to_vec())
+}
+
+/// A stream's whole content.
+pub async fn stream_bytes(stream: &web_sys::ReadableStream) -> Result<Vec<u8>, JsValue> {
+    body_of(&web_sys::Response::new_with_opt_readable_stream(Some(
+        stream,
+    ))?)
+    .await
 }

@@ -3,11 +3,9 @@
 //! `UPSTREAM_TIMEOUT_MS` (the fetch is aborted when it runs out).
 
 use crate::config::Config;
-use futures_util::future::{select, Either};
-use std::time::Duration;
-use wasm_bindgen::JsCast;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::web_sys;
-use worker::{AbortController, Delay, Headers};
+use worker::Headers;
 
 /// Hop-by-hop headers never copied from the origin's answer.
 const HOP_BY_HOP: &[&str] = &[
@@ -29,7 +27,8 @@ pub enum UpstreamResult {
     Unreachable(String),
 }
 
-/// POSTs `body` once, giving up after `UPSTREAM_TIMEOUT_MS` (the fetch is aborted).
+/// POSTs `body` once and reads the whole answer; `UPSTREAM_TIMEOUT_MS` bounds
+/// both (see [`send`]).
 pub async fn call(
     cfg: &Config,
     url: &str,
@@ -37,40 +36,23 @@ pub async fn call(
     forward: &[(String, String)],
     key: Option<&str>,
 ) -> UpstreamResult {
-    let headers = Headers::new();
-    for (n, v) in forward {
-        let _ = headers.set(n, v);
-    }
-    if let Some(k) = key {
-        let _ = headers.set("idempotency-key", k);
-    }
-    let req = match crate::raw_fetch::request(url, "POST", &headers, Some(body)) {
-        Ok(r) => r,
-        Err(e) => return UpstreamResult::Unreachable(e.to_string()),
-    };
-    let controller = AbortController::default();
-    let signal = controller.signal();
-    let sending = Box::pin(async move {
-        let answer = crate::raw_fetch::send(&req, &signal).await?;
-        let headers: Vec<(String, String)> = answer
-            .headers
+    let answered = async {
+        let answer = send(cfg, url, Outgoing::Bytes(body), forward, key).await?;
+        let body = crate::raw_fetch::body_of(&answer).await?;
+        let headers: Vec<(String, String)> = Headers(answer.headers())
             .entries()
             .filter(|(n, _)| !HOP_BY_HOP.contains(&n.as_str()))
             .collect();
-        Ok::<_, worker::Error>((answer.status, headers, answer.body))
-    });
-    let timer = Delay::from(Duration::from_millis(cfg.upstream_timeout_ms));
-    match select(sending, timer).await {
-        Either::Left((Ok((status, headers, body)), _)) => UpstreamResult::Answered {
+        Ok::<_, JsValue>((answer.status(), headers, body))
+    };
+    match answered.await {
+        Ok((status, headers, body)) => UpstreamResult::Answered {
             status,
             headers,
             body,
         },
-        Either::Left((Err(e), _)) => UpstreamResult::Unreachable(e.to_string()),
-        Either::Right(_) => {
-            controller.abort();
-            UpstreamResult::TimedOut
-        }
+        Err(e) if is_timeout(&e) => UpstreamResult::TimedOut,
+        Err(e) => UpstreamResult::Unreachable(message(e)),
     }
 }
 
@@ -92,35 +74,52 @@ pub enum Passed {
 
 /// POSTs a passthrough once (`UPSTREAM_KEY_POLICY=optional`, no key): nothing
 /// is stored, so the answer's body streams to the client as the origin sends
-/// it, never held whole in the isolate. `UPSTREAM_TIMEOUT_MS` bounds the whole
-/// exchange (`AbortSignal.timeout`): before the answer's headers it is a 504;
-/// after them the body is cut off where it stands (the status is already sent).
+/// it, never held whole in the isolate. `UPSTREAM_TIMEOUT_MS` bounds the wait
+/// for the answer's headers (504). The body then streams for as long as the
+/// origin sends it: the runtime pumps it natively once the Worker has answered,
+/// out of the signal's reach — a large download is never cut at the timeout,
+/// and an origin that stalls mid-body holds only its client's connection.
 pub async fn pass(
     cfg: &Config,
     url: &str,
     body: Outgoing<'_>,
     forward: &[(String, String)],
 ) -> Passed {
-    match send_pass(cfg, url, body, forward).await {
+    let passed = async {
+        let answer = send(cfg, url, body, forward, None).await?;
+        let out = web_sys::Headers::new_with_headers(&answer.headers())?;
+        for name in HOP_BY_HOP {
+            out.delete(name)?;
+        }
+        let init = web_sys::ResponseInit::new();
+        init.set_status(answer.status());
+        init.set_headers(&out);
+        web_sys::Response::new_with_opt_readable_stream_and_init(answer.body().as_ref(), &init)
+    };
+    match passed.await {
         Ok(answer) => Passed::Answered(answer),
         Err(e) if is_timeout(&e) => Passed::TimedOut,
-        Err(e) => Passed::Unreachable(
-            e.as_string()
-                .or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| e.to_string().into()))
-                .unwrap_or_else(|| format!("{e:?}")),
-        ),
+        Err(e) => Passed::Unreachable(message(e)),
     }
 }
 
-async fn send_pass(
+/// The one outbound POST: the forwarded headers (and the key, if any) with
+/// `body`, under `AbortSignal.timeout(UPSTREAM_TIMEOUT_MS)`, which aborts the
+/// call and, while the Worker runs, the reading of its answer's body. Resolves
+/// at the answer's headers.
+async fn send(
     cfg: &Config,
     url: &str,
     body: Outgoing<'_>,
     forward: &[(String, String)],
-) -> Result<web_sys::Response, wasm_bindgen::JsValue> {
+    key: Option<&str>,
+) -> Result<web_sys::Response, JsValue> {
     let headers = web_sys::Headers::new()?;
     for (n, v) in forward {
         headers.set(n, v)?;
+    }
+    if let Some(k) = key {
+        headers.set("idempotency-key", k)?;
     }
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
@@ -130,25 +129,21 @@ async fn send_pass(
         Outgoing::Stream(Some(stream)) => init.set_body(&stream),
         Outgoing::Stream(None) => {}
     }
-    let timeout = cfg.upstream_timeout_ms.min(u32::MAX as u64) as u32;
-    init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(timeout)));
+    let timeout = web_sys::AbortSignal::timeout_with_f64(cfg.upstream_timeout_ms as f64);
+    init.set_signal(Some(&timeout));
     let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let answer: web_sys::Response =
-        js_sys::futures::JsFuture::from(global.fetch_with_str_and_init(url, &init))
-            .await?
-            .dyn_into()?;
-    let out = web_sys::Headers::new_with_headers(&answer.headers())?;
-    for name in HOP_BY_HOP {
-        out.delete(name)?;
-    }
-    let init = web_sys::ResponseInit::new();
-    init.set_status(answer.status());
-    init.set_headers(&out);
-    web_sys::Response::new_with_opt_readable_stream_and_init(answer.body().as_ref(), &init)
+    js_sys::futures::JsFuture::from(global.fetch_with_str_and_init(url, &init))
+        .await?
+        .dyn_into()
+}
+
+/// Why a call that did not time out failed (the origin not reached, or gone).
+fn message(e: JsValue) -> String {
+    worker::Error::from(e).to_string()
 }
 
 /// Whether a rejected fetch ran out of its `AbortSignal.timeout`.
-fn is_timeout(e: &wasm_bindgen::JsValue) -> bool {
+fn is_timeout(e: &JsValue) -> bool {
     js_sys::Reflect::get(e, &"name".into())
         .ok()
         .and_then(|n| n.as_string())

@@ -78,6 +78,16 @@ class Origin:
                 elif path == "/slow":
                     time.sleep(3)
                     self.reply(200, {"slow": True, "call": n})
+                elif path == "/stall":
+                    # Headers and the start of a body, then nothing for 5 s.
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", "100000")
+                    self.end_headers()
+                    self.wfile.write(b'{"start": "')
+                    self.wfile.flush()
+                    time.sleep(5)
+                    self.wfile.write(b"x" * (100000 - 11))
                 elif path == "/sleep":
                     # Sleeps the body's "seconds", then answers like /echo.
                     time.sleep(float(json.loads(body or b"{}").get("seconds", 1)))

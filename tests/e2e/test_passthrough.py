@@ -2,8 +2,8 @@
 to the origin: nothing stored, so nothing held. A body whose length is declared
 within MAX_BODY_BYTES streams on to the origin unread; one with no declared length
 is read first, so that the limit holds. The origin's answer streams back to the
-client whatever its size. UPSTREAM_TIMEOUT_MS bounds the exchange: 504 before the
-answer's headers."""
+client whatever its size. UPSTREAM_TIMEOUT_MS bounds the wait for the answer's
+headers (504); a keyed call's answer, read whole, is bounded whole."""
 
 import http.client
 import socket
@@ -19,7 +19,7 @@ LIMIT = 256 * 1024
 
 @pytest.fixture(scope="module")
 def srv(origin):
-    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,big,slow", UPSTREAM_KEY_POLICY="optional",
+    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,big,slow,stall", UPSTREAM_KEY_POLICY="optional",
                MAX_BODY_BYTES=LIMIT, UPSTREAM_TIMEOUT_MS=1000).start()
     yield s
     s.cleanup()
@@ -156,3 +156,23 @@ def test_a_short_declared_length_beside_a_long_chunked_body_is_still_limited(srv
     status_line = data.split(b"\r\n", 1)[0]
     assert status_line.split()[1] in (b"400", b"413"), data[:300]
     assert origin.count("/echo") == runs
+
+
+def test_an_origin_that_stalls_mid_body_is_504_when_keyed_and_streamed_when_passed(srv, origin):
+    c = Client(srv, unique("pass-stall"))
+    headers = {**c.headers(), "content-type": "application/json"}
+    # Keyed: the answer is read whole in the key's object, so the timeout is a
+    # 504 and the key is released (the retry runs again).
+    runs = origin.count("/stall")
+    t0 = time.time()
+    status, h, body = raw_post(srv, "/functions/v1/stall", {**headers, "idempotency-key": "k-stall"}, body=b"{}")
+    assert status == 504 and b"upstream-timeout" in body, body
+    assert time.time() - t0 < 4.5
+    status, _, _ = raw_post(srv, "/functions/v1/stall", {**headers, "idempotency-key": "k-stall"}, body=b"{}")
+    assert status == 504
+    assert origin.count("/stall") == runs + 2
+    # Passed through: the headers came in time, so it is the origin's 200; the
+    # body then streams as the origin sends it, whole once it resumes (the
+    # timeout bounds the wait for the headers, not a download's length).
+    status, _, body = raw_post(srv, "/functions/v1/stall", headers, body=b"{}")
+    assert status == 200 and len(body) == 100000, (status, len(body))
