@@ -16,7 +16,7 @@ use crate::idempotency::scope::Scope;
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
 use crate::openapi;
 use crate::problem::ApiError;
-use crate::request_log::{Stage, Start, Trace, REQUEST_ID_HEADER};
+use crate::request_log::{route_template_of, Stage, Start, Trace};
 use crate::routes::{documents, functions, staging, training};
 use crate::store::read_error;
 use crate::upstream::Outgoing;
@@ -43,11 +43,13 @@ const TEST_HOP_HEADER: &str = "x-idemgate-test-hop";
 /// still answers with the request's id and logs its line.
 pub fn serve(req: worker::worker_sys::web_sys::Request, env: Env, ctx: Context) -> js_sys::Promise {
     let req = Incoming::new(req);
+    // The path's keyed route, found once: for the log line's route and the router.
+    let keyed = commands::match_path(req.path());
     let start = Start::new(
         crate::ids::random_hex(16),
         Timings::now(),
         req.method_name(),
-        req.path(),
+        route_template_of(req.method_name(), req.path(), keyed.as_ref()),
     );
     let (id, method, route) = (
         start.request_id.clone(),
@@ -60,30 +62,39 @@ pub fn serve(req: worker::worker_sys::web_sys::Request, env: Env, ctx: Context) 
         route: &route,
         started_ms: start.at_ms,
     };
-    crate::panic_guard::guarded(handle(req, env, ctx, start), &on_panic)
+    crate::panic_guard::guarded(handle(req, keyed, env, ctx, start), &on_panic)
 }
 
-async fn handle(req: Incoming, env: Env, ctx: Context, start: Start) -> Response {
+async fn handle(
+    req: Incoming,
+    keyed: Option<commands::Keyed>,
+    env: Env,
+    ctx: Context,
+    start: Start,
+) -> worker::worker_sys::web_sys::Response {
     let trace = Trace::new(start.at_ms);
-    let mut resp = match route(req, &env, &ctx, &trace).await {
+    let resp = match route(req, keyed, &env, &ctx, &trace).await {
         Ok(resp) => resp,
         Err(e) => http::problem(&e),
     };
     let mut timings = Timings::default();
     timings.since("worker", start.at_ms);
-    timings.apply(&mut resp);
-    let _ = resp.headers_mut().set(REQUEST_ID_HEADER, &start.request_id);
+    let timing = timings.header();
     if config::request_log_enabled() {
-        let server_timing = resp.headers().get("server-timing").ok().flatten();
+        // The answer's `Server-Timing` as it leaves: any it has, then ours.
+        let server_timing = match resp.headers().get("server-timing").ok().flatten() {
+            Some(theirs) => format!("{theirs}, {timing}"),
+            None => timing.clone(),
+        };
         let log = start.record(
             &trace,
             resp.status_code(),
             Timings::now(),
-            server_timing.as_deref(),
+            Some(&server_timing),
         );
         console_log!("{}", log.line());
     }
-    resp
+    http::answer(resp, &timing, &start.request_id)
 }
 
 /// The isolate's configuration (see [`config::cached`]). Settings that do not
@@ -141,7 +152,14 @@ fn authenticate(req: &Incoming, env: &Env, cfg: &Config) -> std::result::Result<
     })
 }
 
-async fn route(req: Incoming, env: &Env, ctx: &Context, trace: &Trace) -> Outcome {
+/// `keyed`: the path's keyed route ([`commands::match_path`]).
+async fn route(
+    req: Incoming,
+    keyed: Option<commands::Keyed>,
+    env: &Env,
+    ctx: &Context,
+    trace: &Trace,
+) -> Outcome {
     // Before anything, /healthz included: a Worker whose settings do not parse
     // does not serve (a health check sees it at once).
     let cfg = config(env)?;
@@ -193,7 +211,6 @@ async fn route(req: Incoming, env: &Env, ctx: &Context, trace: &Trace) -> Outcom
             _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
         };
     }
-    let keyed = commands::match_path(&path);
     let allow = match (segments.as_slice(), &keyed) {
         (["v1", "training-jobs"] | ["v1", "staging", "exports"], Some(_)) => {
             "GET, HEAD, POST, OPTIONS"

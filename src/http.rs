@@ -3,7 +3,104 @@
 use crate::console::Asset;
 use crate::idempotency::StoredResponse;
 use crate::problem::ApiError;
-use worker::{Headers, Response, ResponseBuilder};
+use wasm_bindgen::prelude::wasm_bindgen;
+use worker::worker_sys::web_sys;
+use worker::{Response, ResponseBody, ResponseBuilder};
+
+#[wasm_bindgen(inline_js = r#"
+function each(lines, add) {
+  let at = 0;
+  while (at < lines.length) {
+    const colon = lines.indexOf(":", at);
+    let end = lines.indexOf("\n", colon);
+    if (end < 0) end = lines.length;
+    try {
+      add(lines.slice(at, colon), lines.slice(colon + 1, end));
+    } catch (e) {}
+    at = end + 1;
+  }
+}
+export function header_fill(headers, appended, replaced) {
+  each(appended, (name, value) => headers.append(name, value));
+  each(replaced, (name, value) => headers.set(name, value));
+}
+// Every answer's `X-Request-Id` (the log line's `request_id`).
+function finished(headers, timing, requestId) {
+  if (timing) headers.append("server-timing", timing);
+  headers.set("x-request-id", requestId);
+}
+function answer(status, headers, body, timing, requestId) {
+  try {
+    finished(headers, timing, requestId);
+  } catch (e) {
+    // An immutable set (a fetched answer's): a copy takes the two.
+    headers = new Headers(headers);
+    finished(headers, timing, requestId);
+  }
+  return new Response(body, { status, headers });
+}
+export function answer_bytes(status, headers, body, timing, requestId) {
+  // `body` views the wasm memory: the answer keeps a copy.
+  return answer(status, headers, body.slice(), timing, requestId);
+}
+export function answer_stream(status, headers, body, timing, requestId) {
+  return answer(status, headers, body ?? null, timing, requestId);
+}
+"#)]
+extern "C" {
+    /// Fills `headers` from [`header_lines`]: `appended` appended in order, then
+    /// `replaced` set (replacing any of the same name). A name or value the
+    /// runtime refuses is left out, as a refused `append` or `set` would be.
+    fn header_fill(headers: &web_sys::Headers, appended: &str, replaced: &str);
+    fn answer_bytes(
+        status: u16,
+        headers: &web_sys::Headers,
+        body: &[u8],
+        timing: &str,
+        request_id: &str,
+    ) -> web_sys::Response;
+    fn answer_stream(
+        status: u16,
+        headers: &web_sys::Headers,
+        body: Option<&web_sys::ReadableStream>,
+        timing: &str,
+        request_id: &str,
+    ) -> web_sys::Response;
+}
+
+/// The runtime's `Response` for `resp`, with the Worker's own `Server-Timing`
+/// entries (`timing`, if any) and its `X-Request-Id` added: one call into the
+/// runtime, where workers-rs's conversion makes six.
+pub fn answer(resp: Response, timing: &str, request_id: &str) -> web_sys::Response {
+    let (status, headers) = (resp.status_code(), &resp.headers().0);
+    match resp.body() {
+        ResponseBody::Body(bytes) => answer_bytes(status, headers, bytes, timing, request_id),
+        ResponseBody::Stream(body) => {
+            answer_stream(status, headers, Some(body), timing, request_id)
+        }
+        ResponseBody::Empty => answer_stream(status, headers, None, timing, request_id),
+    }
+}
+
+/// Headers as `name:value` lines, for [`header_set`]: one call into the runtime
+/// for a whole set instead of one per header. A pair that cannot be a header
+/// (a line break anywhere, a colon or nothing in the name) is left out: the
+/// runtime would refuse it.
+fn header_lines<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut lines = String::new();
+    for (n, v) in pairs {
+        if n.is_empty() || n.contains([':', '\n']) || v.contains('\n') {
+            continue;
+        }
+        if !lines.is_empty() {
+            lines.push('\n');
+        }
+        lines.push_str(n);
+        lines.push(':');
+        lines.push_str(v);
+    }
+    lines
+}
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 pub const JSON: &str = "application/json";
@@ -35,18 +132,15 @@ pub fn http_date(ms: i64) -> String {
 
 pub fn problem(err: &ApiError) -> Response {
     let p = err.to_problem();
-    let headers = Headers::new();
-    let _ = headers.set("content-type", PROBLEM_JSON);
+    let out = text(p.status, PROBLEM_JSON, p.body.to_string());
+    let headers = out.headers();
     if let Some(s) = p.retry_after {
         let _ = headers.set("retry-after", &s.to_string());
     }
     if let Some(allow) = p.allow {
         let _ = headers.set("allow", allow);
     }
-    ResponseBuilder::new()
-        .with_status(p.status)
-        .with_headers(headers)
-        .fixed(p.body.to_string().into_bytes())
+    out
 }
 
 /// A problem as a storable answer (for handler 4xx results that are cached).
@@ -76,54 +170,44 @@ pub fn json_stored(
 
 /// A static file with its headers; `head` sends the headers alone.
 pub fn asset(asset: &Asset, extra: &[(&str, &str)], head: bool) -> Response {
-    let headers = Headers::new();
-    let _ = headers.set("content-type", asset.content_type);
-    for (n, v) in extra {
-        let _ = headers.set(n, v);
-    }
     let body = if head {
         Vec::new()
     } else {
         asset.body.as_bytes().to_vec()
     };
-    ResponseBuilder::new()
-        .with_status(200)
-        .with_headers(headers)
-        .fixed(body)
+    let out = ResponseBuilder::new().with_status(200).fixed(body);
+    let headers = out.headers();
+    let _ = headers.set("content-type", asset.content_type);
+    for (n, v) in extra {
+        let _ = headers.set(n, v);
+    }
+    out
 }
 
 pub fn json(status: u16, body: &serde_json::Value) -> Response {
-    let headers = Headers::new();
-    let _ = headers.set("content-type", JSON);
-    ResponseBuilder::new()
-        .with_status(status)
-        .with_headers(headers)
-        .fixed(body.to_string().into_bytes())
+    text(status, JSON, body.to_string())
 }
 
 /// A text body (already serialised) with its content type.
 pub fn text(status: u16, content_type: &str, body: String) -> Response {
-    let headers = Headers::new();
-    let _ = headers.set("content-type", content_type);
-    ResponseBuilder::new()
+    let out = ResponseBuilder::new()
         .with_status(status)
-        .with_headers(headers)
-        .fixed(body.into_bytes())
+        .fixed(body.into_bytes());
+    let _ = out.headers().set("content-type", content_type);
+    out
 }
 
 /// Sends a stored answer, with `extra` headers added (key echo, replay marks).
 pub fn stored(resp: &StoredResponse, extra: &[(&str, &str)]) -> Response {
-    let headers = Headers::new();
-    for (n, v) in &resp.headers {
-        let _ = headers.append(n, v);
-    }
-    for (n, v) in extra {
-        let _ = headers.set(n, v);
-    }
-    ResponseBuilder::new()
+    let out = ResponseBuilder::new()
         .with_status(resp.status)
-        .with_headers(headers)
-        .fixed(resp.body.clone())
+        .fixed(resp.body.clone());
+    header_fill(
+        &out.headers().0,
+        &header_lines(resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+        &header_lines(extra.iter().copied()),
+    );
+    out
 }
 
 /// Headers that mark a replayed answer (both the IETF and the legacy name).
@@ -153,12 +237,26 @@ impl Timings {
         self.0.push((name, ms));
     }
 
+    /// `name;dur=1.5, …`, each duration to a tenth of a millisecond.
     pub fn header(&self) -> String {
-        self.0
-            .iter()
-            .map(|(n, d)| format!("{n};dur={d:.1}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        use std::fmt::Write;
+        let mut out = String::with_capacity(24 * self.0.len());
+        for (i, (n, d)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            // In tenths, as an integer: float formatting costs more than the
+            // rest of the header together.
+            let tenths = (d * 10.0).round();
+            if tenths.is_finite() && tenths.abs() < 1e15 {
+                let t = tenths as i64;
+                let sign = if t < 0 { "-" } else { "" };
+                let _ = write!(out, "{n};dur={sign}{}.{}", t.abs() / 10, t.abs() % 10);
+            } else {
+                let _ = write!(out, "{n};dur={d:.1}");
+            }
+        }
+        out
     }
 
     /// Appends to a response's `Server-Timing` header.
@@ -172,6 +270,53 @@ impl Timings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_lines_carry_every_header_a_runtime_would_take() {
+        let pairs = [
+            ("content-type", "application/json"),
+            ("x-odd", "a:b: c"),
+            ("", "no name"),
+            ("bad:name", "v"),
+            ("x-split", "one\ntwo"),
+            ("x-empty", ""),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+        ];
+        assert_eq!(
+            header_lines(pairs.into_iter()),
+            "content-type:application/json\nx-odd:a:b: c\nx-empty:\nset-cookie:a=1\nset-cookie:b=2"
+        );
+        assert_eq!(header_lines(std::iter::empty()), "");
+    }
+
+    #[test]
+    fn server_timing_durations_print_to_a_tenth() {
+        let mut t = Timings::default();
+        assert_eq!(t.header(), "");
+        for d in [
+            0.0, 0.04, 0.05, 1.0, 2.25, 12.345, 99.96, 1234567.0, -0.04, -3.26,
+        ] {
+            t.record("p", d);
+        }
+        let want: Vec<String> = t.0.iter().map(|(n, d)| format!("{n};dur={d:.1}")).collect();
+        // Rounding at exact halves may differ from `{:.1}`'s (half to even on the
+        // binary value); every other value prints the same.
+        let got = t.header();
+        let got: Vec<&str> = got.split(", ").collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            let (g, w): (f64, f64) = (g[6..].parse().unwrap(), w[6..].parse().unwrap());
+            assert!((g - w).abs() < 0.1 + 1e-9, "{g} vs {w}");
+        }
+        assert_eq!(got[3], "p;dur=1.0");
+        assert_eq!(got[5], "p;dur=12.3");
+        assert_eq!(got[6], "p;dur=100.0");
+        assert_eq!(got[7], "p;dur=1234567.0");
+        assert_eq!(got[9], "p;dur=-3.3");
+        t.record("q", f64::NAN);
+        assert!(t.header().ends_with(", q;dur=NaN"));
+    }
 
     #[test]
     fn expiry_times_are_http_dates_rounded_up_to_the_second() {

@@ -7,10 +7,11 @@
 //! request in flight in this isolate — the one that panicked and any other whose
 //! future lived in that instance — would never settle: its client would hang.
 //!
-//! So the Worker's `fetch` hands the runtime a JavaScript promise that races the
-//! Rust answer against a per-request signal, and the panic hook (which runs before
-//! the trap, synchronously) fires every pending signal: those requests answer
-//! 500 problem+json from JavaScript, without the dead instance. When the object
+//! So the Worker's `fetch` hands the runtime a JavaScript promise of its own,
+//! which the Rust answer settles when it is ready; the panic hook (which runs
+//! before the trap, synchronously) settles every one still pending instead:
+//! those requests answer 500 problem+json from JavaScript, without the dead
+//! instance. When the object
 //! runs in another isolate than the Worker (production may do that), its requests
 //! are settled by resetting the object (`state.abort`): the Worker's call to it
 //! then fails with [`PANIC_ABORT_REASON`], which it answers with the same 500.
@@ -23,38 +24,51 @@ use wasm_bindgen::prelude::*;
 use worker::worker_sys::web_sys;
 
 #[wasm_bindgen(inline_js = r#"
-const pending = new Set();
+// The requests in flight: each one's promise (what the Worker's `fetch`
+// returned) → how to settle it and what its log line needs.
+const pending = new Map();
 let problem = "";
 export function set_problem(body) {
   problem = body;
 }
-export function guard(answer, requestId, method, route, startedMs) {
+export function guard_open(requestId, method, route, startedMs) {
   let settle;
-  const died = new Promise((resolve) => { settle = resolve; });
-  pending.add(settle);
-  const done = () => { pending.delete(settle); };
-  answer.then(done, done);
-  return Promise.race([answer, died.then(() => {
-    // The request's log line, which the dead instance cannot print: the
-    // fields and order of request_log's line for a request that ended in a
-    // 500 `error` before it was authenticated.
-    try {
-      console.log(JSON.stringify({
-        event: "request",
-        time: new Date(startedMs).toISOString(),
-        request_id: requestId,
-        method,
-        route,
-        outcome: "error",
-        status: 500,
-        total_ms: Math.max(0, Date.now() - startedMs),
-      }));
-    } catch (e) {}
-    return new Response(problem, {
+  const settled = new Promise((resolve) => { settle = resolve; });
+  const request = { settle, requestId, method, route, startedMs };
+  // The 500 is built here, in the request's own continuation: the runtime
+  // refuses an I/O object (a Response) made on behalf of another request,
+  // and the hook runs in whichever request panicked.
+  const answer = settled.then((response) => response ?? died(request));
+  pending.set(answer, request);
+  return answer;
+}
+export function guard_close(answer, response) {
+  const request = pending.get(answer);
+  if (request !== undefined) {
+    pending.delete(answer);
+    request.settle(response);
+  }
+}
+function died({ requestId, method, route, startedMs }) {
+  // The request's log line, which the dead instance cannot print: the
+  // fields and order of request_log's line for a request that ended in a
+  // 500 `error` before it was authenticated.
+  try {
+    console.log(JSON.stringify({
+      event: "request",
+      time: new Date(startedMs).toISOString(),
+      request_id: requestId,
+      method,
+      route,
+      outcome: "error",
       status: 500,
-      headers: { "content-type": "application/problem+json", "x-request-id": requestId },
-    });
-  })]);
+      total_ms: Math.max(0, Date.now() - startedMs),
+    }));
+  } catch (e) {}
+  return new Response(problem, {
+    status: 500,
+    headers: { "content-type": "application/problem+json", "x-request-id": requestId },
+  });
 }
 const objects = new Map();
 let nextObject = 0;
@@ -66,8 +80,9 @@ export function object_leave(id) {
   objects.delete(id);
 }
 export function instance_died(reason) {
-  for (const settle of pending) settle();
+  const requests = [...pending.values()];
   pending.clear();
+  for (const request of requests) request.settle(undefined);
   const states = new Set(objects.values());
   objects.clear();
   // After the trap, and after the answers above have gone out: abort() cannot
@@ -82,13 +97,8 @@ export function instance_died(reason) {
 }
 "#)]
 extern "C" {
-    fn guard(
-        answer: &js_sys::Promise,
-        request_id: &str,
-        method: &str,
-        route: &str,
-        started_ms: f64,
-    ) -> js_sys::Promise;
+    fn guard_open(request_id: &str, method: &str, route: &str, started_ms: f64) -> js_sys::Promise;
+    fn guard_close(answer: &js_sys::Promise, response: &web_sys::Response);
     fn set_problem(body: &str);
     fn instance_died(reason: &str);
     fn object_enter(state: &JsValue) -> u32;
@@ -154,18 +164,20 @@ pub struct OnPanic<'a> {
 /// `fetch` export returns.
 pub fn guarded<F>(answer: F, on_panic: &OnPanic<'_>) -> js_sys::Promise
 where
-    F: std::future::Future<Output = worker::Response> + 'static,
+    F: std::future::Future<Output = web_sys::Response> + 'static,
 {
     install();
-    let answer =
-        wasm_bindgen_futures::future_to_promise(std::panic::AssertUnwindSafe(async move {
-            Ok(web_sys::Response::from(answer.await).into())
-        }));
-    guard(
-        &answer,
+    // One JavaScript promise per request, settled by the Rust answer or, if the
+    // instance dies first, by the hook: no wasm closure, no race of promises.
+    let promise = guard_open(
         on_panic.request_id,
         on_panic.method,
         on_panic.route,
         on_panic.started_ms,
-    )
+    );
+    let settles = promise.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        guard_close(&settles, &answer.await);
+    });
+    promise
 }

@@ -13,14 +13,11 @@
 //! token, a body, a header value, or a concrete path (ids and keys in paths may
 //! be user data: the route is always a template).
 
-use crate::commands::{match_path, Endpoint};
+use crate::commands::{match_path, Endpoint, Keyed};
 use crate::envelope::GateOutcome;
 use crate::idempotency::scope::forwarded_key;
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
-
-/// The response header carrying the request id (also the log line's `request_id`).
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Hex digits of the key's scoped SHA-256 kept in `key_sha256` (48 bits: enough to
 /// tell a tenant's keys apart in a log search, far from enough to identify a key).
@@ -219,12 +216,13 @@ pub struct Start {
 }
 
 impl Start {
-    pub fn new(request_id: String, at_ms: f64, method: &str, path: &str) -> Self {
+    /// `route`: the request's [`route_template`].
+    pub fn new(request_id: String, at_ms: f64, method: &str, route: String) -> Self {
         Start {
             request_id,
             at_ms,
             method: method.to_string(),
-            route: route_template(method, path),
+            route,
         }
     }
 
@@ -299,39 +297,40 @@ const OTHER_ROUTES: &[&str] = &[
     "/v1/idempotency/keys/{key}",
 ];
 
-fn matches(pattern: &str, segments: &[&str]) -> bool {
-    let pattern: Vec<&str> = pattern.split('/').skip(1).collect();
-    if pattern.last() == Some(&"{key}") {
-        let fixed = pattern.len() - 1;
-        return segments.len() > fixed && matches_all(&pattern[..fixed], &segments[..fixed]);
-    }
-    pattern.len() == segments.len() && matches_all(&pattern, segments)
-}
-
-fn matches_all(pattern: &[&str], segments: &[&str]) -> bool {
-    pattern.iter().zip(segments).all(|(p, s)| {
-        if p.starts_with('{') {
-            !s.is_empty()
-        } else {
-            p == s
+/// Whether `path`'s segments fit `pattern`: a `{…}` segment any non-empty one,
+/// a final `{key}` one or more (a key may hold slashes).
+fn matches(pattern: &str, path: &str) -> bool {
+    let mut segments = path.split('/').skip(1);
+    for p in pattern.split('/').skip(1) {
+        match segments.next() {
+            Some(s) if p == "{key}" => return !s.is_empty() || segments.next().is_some(),
+            Some(s) if p.starts_with('{') && !s.is_empty() => {}
+            Some(s) if p == s => {}
+            _ => return false,
         }
-    })
+    }
+    segments.next().is_none()
 }
 
 /// The route template of a request: the command table's for a keyed write, a
 /// fixed one for the other routes, [`UNMATCHED`] otherwise — never a concrete
 /// path (its ids and keys may be user data).
 pub fn route_template(method: &str, path: &str) -> String {
-    let keyed = match_path(path).map(|k| k.endpoint.template());
+    route_template_of(method, path, match_path(path).as_ref())
+}
+
+/// [`route_template`], given the path's keyed route as [`match_path`] found it
+/// (the Worker matches a path once, for its router and for this).
+pub fn route_template_of(method: &str, path: &str, keyed: Option<&Keyed>) -> String {
+    let keyed = keyed.map(|k| k.endpoint.template());
     if let Some(t) = keyed.filter(|t| t.split(' ').next() == Some(method)) {
         return t.to_string();
     }
     let path = path.trim_end_matches('/');
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
     let pattern = OTHER_ROUTES
         .iter()
         .copied()
-        .find(|p| matches(p, &segments))
+        .find(|p| matches(p, path))
         // A keyed write's path with another method (answered 405, or a read
         // such as `GET /v1/training-jobs`, found above).
         .or_else(|| keyed.and_then(|t| t.split_once(' ')).map(|(_, p)| p));
@@ -398,7 +397,7 @@ mod tests {
             "0123456789abcdef0123456789abcdef".into(),
             1_795_777_472_123.0,
             method,
-            path,
+            route_template(method, path),
         )
     }
 

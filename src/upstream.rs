@@ -67,7 +67,7 @@ pub enum Outgoing<'a> {
 pub enum Passed {
     /// Its answer, hop-by-hop headers removed, the body still streaming from
     /// the origin.
-    Answered(web_sys::Response),
+    Answered(worker::Response),
     TimedOut,
     Unreachable(String),
 }
@@ -91,10 +91,14 @@ pub async fn pass(
         for name in HOP_BY_HOP {
             out.delete(name)?;
         }
-        let init = web_sys::ResponseInit::new();
-        init.set_status(answer.status());
-        init.set_headers(&out);
-        web_sys::Response::new_with_opt_readable_stream_and_init(answer.body().as_ref(), &init)
+        // The runtime's `Response` is built once, when the Worker answers.
+        let builder = worker::ResponseBuilder::new()
+            .with_status(answer.status())
+            .with_headers(worker::Headers(out));
+        Ok::<_, JsValue>(match answer.body() {
+            Some(body) => builder.stream(body),
+            None => builder.empty(),
+        })
     };
     match passed.await {
         Ok(answer) => Passed::Answered(answer),

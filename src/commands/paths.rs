@@ -34,31 +34,28 @@ fn is_param(s: &str) -> bool {
 /// Matches a request path (without query) against the table; each path
 /// belongs to at most one endpoint.
 pub fn match_path(path: &str) -> Option<Keyed> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let path = path.trim_end_matches('/');
     Endpoint::ALL.into_iter().find_map(|endpoint| {
-        let pattern: Vec<&str> = endpoint.path_pattern().split('/').skip(1).collect();
-        if pattern.len() != segments.len() {
-            return None;
-        }
+        // Segment by segment, as many in the pattern as in the path.
+        let mut pattern = endpoint.path_pattern().split('/').skip(1);
+        let mut segments = path.split('/').skip(1);
         let mut param = None;
-        for (p, s) in pattern.iter().zip(&segments) {
-            if p.starts_with('{') {
-                if !is_param(s) {
-                    return None;
-                }
-                param = Some(s.to_string());
-            } else if p != s {
-                return None;
+        loop {
+            match (pattern.next(), segments.next()) {
+                (None, None) => break,
+                (Some(p), Some(s)) if p.starts_with('{') && is_param(s) => param = Some(s),
+                (Some(p), Some(s)) if p == s => {}
+                _ => return None,
             }
         }
-        let route = match &param {
+        let route = match param {
             Some(v) => endpoint.template().replace("{id}", v).replace("{name}", v),
             None => endpoint.template().to_string(),
         };
         Some(Keyed {
             endpoint,
             route,
-            param,
+            param: param.map(str::to_string),
         })
     })
 }

@@ -79,7 +79,7 @@ pub async fn passthrough(
     let mut timings = crate::http::Timings::default();
     timings.since("upstream", started);
     let mut resp = match result {
-        Passed::Answered(answer) => Response::from(answer),
+        Passed::Answered(answer) => answer,
         Passed::TimedOut => http::problem(&ApiError::UpstreamTimeout),
         Passed::Unreachable(e) => {
             worker::console_error!("upstream {url} unreachable: {e}");

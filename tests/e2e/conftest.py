@@ -170,12 +170,22 @@ class Server:
 
     def d1_write(self, sql):
         """Changes the local D1 behind the Worker's back: only for tests of what the
-        Worker does with stored data it cannot read (a bad migration, a hand edit)."""
-        out = subprocess.run(
-            [str(ROOT / "node_modules/.bin/wrangler"), "d1", "execute", "idemgate", "--local",
-             "--persist-to", self.state_dir, "--command", sql],
-            cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "CI": "1"})
-        assert out.returncode == 0, out.stderr
+        Worker does with stored data it cannot read (a bad migration, a hand edit).
+
+        A second process on the server's SQLite file, like `d1`: refused with
+        SQLITE_BUSY while the server commits (its counters' flush, a record
+        batch), it writes again for at most 20 s (the write is all or nothing)."""
+        deadline = time.time() + 20
+        while True:
+            out = subprocess.run(
+                [str(ROOT / "node_modules/.bin/wrangler"), "d1", "execute", "idemgate", "--local",
+                 "--persist-to", self.state_dir, "--command", sql],
+                cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "CI": "1"})
+            if out.returncode != 0 and "SQLITE_BUSY" in out.stderr and time.time() < deadline:
+                time.sleep(0.2)
+                continue
+            assert out.returncode == 0, out.stderr
+            return
 
 
 class Client:
