@@ -3,70 +3,10 @@
 use crate::console::Asset;
 use crate::idempotency::StoredResponse;
 use crate::problem::ApiError;
-use wasm_bindgen::prelude::wasm_bindgen;
 use worker::worker_sys::web_sys;
 use worker::{Response, ResponseBody, ResponseBuilder};
 
-#[wasm_bindgen(inline_js = r#"
-function each(lines, add) {
-  let at = 0;
-  while (at < lines.length) {
-    const colon = lines.indexOf(":", at);
-    let end = lines.indexOf("\n", colon);
-    if (end < 0) end = lines.length;
-    try {
-      add(lines.slice(at, colon), lines.slice(colon + 1, end));
-    } catch (e) {}
-    at = end + 1;
-  }
-}
-export function header_fill(headers, appended, replaced) {
-  each(appended, (name, value) => headers.append(name, value));
-  each(replaced, (name, value) => headers.set(name, value));
-}
-// Every answer's `X-Request-Id` (the log line's `request_id`).
-function finished(headers, timing, requestId) {
-  if (timing) headers.append("server-timing", timing);
-  headers.set("x-request-id", requestId);
-}
-function answer(status, headers, body, timing, requestId) {
-  try {
-    finished(headers, timing, requestId);
-  } catch (e) {
-    // An immutable set (a fetched answer's): a copy takes the two.
-    headers = new Headers(headers);
-    finished(headers, timing, requestId);
-  }
-  return new Response(body, { status, headers });
-}
-export function answer_bytes(status, headers, body, timing, requestId) {
-  // `body` views the wasm memory: the answer keeps a copy.
-  return answer(status, headers, body.slice(), timing, requestId);
-}
-export function answer_stream(status, headers, body, timing, requestId) {
-  return answer(status, headers, body ?? null, timing, requestId);
-}
-"#)]
-extern "C" {
-    /// Fills `headers` from [`header_lines`]: `appended` appended in order, then
-    /// `replaced` set (replacing any of the same name). A name or value the
-    /// runtime refuses is left out, as a refused `append` or `set` would be.
-    fn header_fill(headers: &web_sys::Headers, appended: &str, replaced: &str);
-    fn answer_bytes(
-        status: u16,
-        headers: &web_sys::Headers,
-        body: &[u8],
-        timing: &str,
-        request_id: &str,
-    ) -> web_sys::Response;
-    fn answer_stream(
-        status: u16,
-        headers: &web_sys::Headers,
-        body: Option<&web_sys::ReadableStream>,
-        timing: &str,
-        request_id: &str,
-    ) -> web_sys::Response;
-}
+use crate::js::{answer_bytes, answer_stream, header_fill};
 
 /// The runtime's `Response` for `resp`, with the Worker's own `Server-Timing`
 /// entries (`timing`, if any) and its `X-Request-Id` added: one call into the

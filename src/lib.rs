@@ -71,6 +71,7 @@ pub mod frontend_worker;
 pub mod http;
 pub mod idempotency;
 pub mod ids;
+pub mod js;
 pub mod keygate_do;
 pub mod metrics;
 pub mod mirror_do;

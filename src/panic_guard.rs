@@ -20,90 +20,10 @@
 //! instance (see `KeyGate::new`).
 
 use std::sync::Once;
-use wasm_bindgen::prelude::*;
+
 use worker::worker_sys::web_sys;
 
-#[wasm_bindgen(inline_js = r#"
-// The requests in flight: each one's promise (what the Worker's `fetch`
-// returned) → how to settle it and what its log line needs.
-const pending = new Map();
-let problem = "";
-export function set_problem(body) {
-  problem = body;
-}
-export function guard_open(requestId, method, route, startedMs) {
-  let settle;
-  const settled = new Promise((resolve) => { settle = resolve; });
-  const request = { settle, requestId, method, route, startedMs };
-  // The 500 is built here, in the request's own continuation: the runtime
-  // refuses an I/O object (a Response) made on behalf of another request,
-  // and the hook runs in whichever request panicked.
-  const answer = settled.then((response) => response ?? died(request));
-  pending.set(answer, request);
-  return answer;
-}
-export function guard_close(answer, response) {
-  const request = pending.get(answer);
-  if (request !== undefined) {
-    pending.delete(answer);
-    request.settle(response);
-  }
-}
-function died({ requestId, method, route, startedMs }) {
-  // The request's log line, which the dead instance cannot print: the
-  // fields and order of request_log's line for a request that ended in a
-  // 500 `error` before it was authenticated.
-  try {
-    console.log(JSON.stringify({
-      event: "request",
-      time: new Date(startedMs).toISOString(),
-      request_id: requestId,
-      method,
-      route,
-      outcome: "error",
-      status: 500,
-      total_ms: Math.max(0, Date.now() - startedMs),
-    }));
-  } catch (e) {}
-  return new Response(problem, {
-    status: 500,
-    headers: { "content-type": "application/problem+json", "x-request-id": requestId },
-  });
-}
-const objects = new Map();
-let nextObject = 0;
-export function object_enter(state) {
-  objects.set(++nextObject, state);
-  return nextObject;
-}
-export function object_leave(id) {
-  objects.delete(id);
-}
-export function instance_died(reason) {
-  const requests = [...pending.values()];
-  pending.clear();
-  for (const request of requests) request.settle(undefined);
-  const states = new Set(objects.values());
-  objects.clear();
-  // After the trap, and after the answers above have gone out: abort() cannot
-  // be caught, so it must not run inside the hook.
-  if (states.size > 0) {
-    setTimeout(() => {
-      for (const state of states) {
-        try { state.abort(reason); } catch (e) {}
-      }
-    }, 0);
-  }
-}
-"#)]
-extern "C" {
-    fn guard_open(request_id: &str, method: &str, route: &str, started_ms: f64) -> js_sys::Promise;
-    fn guard_close(answer: &js_sys::Promise, response: &web_sys::Response);
-    fn set_problem(body: &str);
-    fn instance_died(reason: &str);
-    fn object_enter(state: &JsValue) -> u32;
-    fn object_leave(id: u32);
-}
+use crate::js::{guard_close, guard_open, instance_died, object_enter, object_leave, set_problem};
 
 /// The reason a Durable Object is reset after a panic; its callers' calls (RPC
 /// or `fetch`) reject with an error carrying it.
@@ -177,7 +97,8 @@ where
     );
     let settles = promise.clone();
     wasm_bindgen_futures::spawn_local(async move {
-        guard_close(&settles, &answer.await);
+        // `false`: the instance died first and its hook answered.
+        let _ = guard_close(&settles, &answer.await);
     });
     promise
 }

@@ -1,0 +1,52 @@
+//! The JavaScript the wasm calls (`src/js/glue.js`).
+//!
+//! wasm-bindgen 0.2.130 lists a module in its import object once for each
+//! function the wasm imports from it directly (one whose arguments and result
+//! need no conversion), under the same key, which esbuild then warns about on
+//! every build: so at most one function here is imported directly
+//! (`object_enter`), and `guard_close` is wrapped (`catch`).
+
+use wasm_bindgen::prelude::*;
+use worker::worker_sys::web_sys;
+
+#[wasm_bindgen(module = "/src/js/glue.js")]
+extern "C" {
+    // The panic guard (src/panic_guard.rs).
+    pub fn guard_open(
+        request_id: &str,
+        method: &str,
+        route: &str,
+        started_ms: f64,
+    ) -> js_sys::Promise;
+    /// Settles the request's promise with `response`: `false` if it was no
+    /// longer pending (the instance died first).
+    #[wasm_bindgen(catch)]
+    pub fn guard_close(
+        answer: &js_sys::Promise,
+        response: &web_sys::Response,
+    ) -> Result<bool, JsValue>;
+    pub fn set_problem(body: &str);
+    pub fn instance_died(reason: &str);
+    pub fn object_enter(state: &JsValue) -> u32;
+    pub fn object_leave(id: u32);
+
+    // Answers built in one call each (src/http.rs).
+    /// Fills `headers` from `http::header_lines`: `appended` appended in order, then
+    /// `replaced` set (replacing any of the same name). A name or value the
+    /// runtime refuses is left out, as a refused `append` or `set` would be.
+    pub fn header_fill(headers: &web_sys::Headers, appended: &str, replaced: &str);
+    pub fn answer_bytes(
+        status: u16,
+        headers: &web_sys::Headers,
+        body: &[u8],
+        timing: &str,
+        request_id: &str,
+    ) -> web_sys::Response;
+    pub fn answer_stream(
+        status: u16,
+        headers: &web_sys::Headers,
+        body: Option<&web_sys::ReadableStream>,
+        timing: &str,
+        request_id: &str,
+    ) -> web_sys::Response;
+}
