@@ -99,6 +99,13 @@ class Origin:
                     size = int(asked.get("bytes", 1000))
                     pad = "x" * max(0, size - len(json.dumps({"call": n, "pad": ""})))
                     self.reply(int(asked.get("status", 200)), {"call": n, "pad": pad})
+                elif path == "/bodiless":
+                    # The body's "status" (204 unless it says) with no body at all:
+                    # a status that may not carry one (204, 205, 304).
+                    asked = json.loads(body or b"{}")
+                    self.send_response(int(asked.get("status", 204)))
+                    self.send_header("x-origin-call", str(n))
+                    self.end_headers()
                 elif path == "/slowish":
                     # A function that takes a while and whose every run answers
                     # differently (call number and a nonce): a second run for the

@@ -9,7 +9,7 @@ from conftest import Client, Server, assert_problem, concurrently, forwarded_key
 
 @pytest.fixture(scope="module")
 def fronted(origin):
-    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,reject,flaky,slow",
+    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,reject,flaky,slow,bodiless",
                UPSTREAM_TIMEOUT_MS=1000, TRAINER_URL=f"{origin.url}/trainer").start()
     yield s
     s.cleanup()
@@ -148,3 +148,24 @@ def test_an_origin_answer_reaches_d1_after_the_reply_and_a_release_forgets_it(fr
     assert again.status == 200 and again.header("idempotent-replayed") is None
     assert again.header("x-origin-call") != first.header("x-origin-call")
     assert origin.count("/echo") == before + 2
+
+
+@pytest.mark.parametrize("status", [204, 205])
+def test_an_answer_with_a_status_that_has_no_body_is_kept_and_replayed(fronted, origin, status):
+    # 204 and 205 may carry no body: the runtime refuses to build one with even
+    # an empty body, so the answer, its replay and the key's state must not.
+    c = Client(fronted, unique("fn"))
+    before = origin.count("/bodiless")
+    replies = [call(c, "bodiless", {"status": status}, f"k-bodiless-{status}") for _ in range(3)]
+    assert [r.status for r in replies] == [status] * 3, replies
+    assert all(r.body == b"" for r in replies), replies
+    assert origin.count("/bodiless") == before + 1
+    assert [r.header("idempotent-replayed") for r in replies] == [None, "true", "true"]
+    assert len({r.header("x-origin-call") for r in replies}) == 1
+    assert all(r.header("x-request-id") for r in replies)
+    # The key's state still reads (it holds the stored answer's status).
+    state = c.get(f"/v1/idempotency/keys/k-bodiless-{status}?route=/functions/v1/bodiless")
+    assert state.status == 200, state
+    assert state.json()["state"] == "completed" and state.json()["response_status"] == status, state
+    # And the isolate still serves.
+    assert call(c, "echo", {"after": status}, f"k-after-{status}").status == 200

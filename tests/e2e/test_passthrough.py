@@ -19,7 +19,7 @@ LIMIT = 256 * 1024
 
 @pytest.fixture(scope="module")
 def srv(origin):
-    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,big,slow,stall", UPSTREAM_KEY_POLICY="optional",
+    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,big,slow,stall,bodiless", UPSTREAM_KEY_POLICY="optional",
                MAX_BODY_BYTES=LIMIT, UPSTREAM_TIMEOUT_MS=1000).start()
     yield s
     s.cleanup()
@@ -92,6 +92,17 @@ def test_an_answer_of_any_size_streams_back_whole(srv, origin, size):
     assert len(body) == size
     assert json.loads(body)["pad"] == "x" * len(json.loads(body)["pad"])
     assert h.get("content-type", "").startswith("application/json")
+
+
+@pytest.mark.parametrize("status", [204, 205])
+def test_an_answer_with_a_status_that_has_no_body_passes_through(srv, origin, status):
+    c = Client(srv, unique("pass-bodiless"))
+    before = origin.count("/bodiless")
+    got, h, body = raw_post(srv, "/functions/v1/bodiless", {**c.headers(), "content-type": "application/json"},
+                            body=json.dumps({"status": status}).encode())
+    assert (got, body) == (status, b""), (got, body[:300])
+    assert h.get("x-request-id") and h.get("x-origin-call")
+    assert origin.count("/bodiless") == before + 1
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
