@@ -11,16 +11,15 @@
 //! which the Rust answer settles when it is ready; the panic hook (which runs
 //! before the trap, synchronously) settles every one still pending instead:
 //! those requests answer 500 problem+json from JavaScript, without the dead
-//! instance. When the object
-//! runs in another isolate than the Worker (production may do that), its requests
-//! are settled by resetting the object (`state.abort`): the Worker's call to it
-//! then fails with [`PANIC_ABORT_REASON`], which it answers with the same 500.
+//! instance (`src/js/glue.js`). When the object runs in another isolate than the
+//! Worker (production may do that), its requests are settled by resetting the
+//! object (`state.abort`): the Worker's call to it then fails with
+//! [`PANIC_ABORT_REASON`], which it answers with the same 500.
 //!
 //! The key of a request that died this way is released by the next `KeyGate`
 //! instance (see `KeyGate::new`).
 
 use std::sync::Once;
-
 use worker::worker_sys::web_sys;
 
 use crate::js::{guard_close, guard_open, instance_died, object_enter, object_leave, set_problem};
