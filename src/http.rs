@@ -22,7 +22,7 @@ pub fn answer(resp: Response, timing: &str, request_id: &str) -> web_sys::Respon
     }
 }
 
-/// Headers as `name:value` lines, for [`header_set`]: one call into the runtime
+/// Headers as `name:value` lines, for [`header_fill`]: one call into the runtime
 /// for a whole set instead of one per header. A pair that cannot be a header
 /// (a line break anywhere, a colon or nothing in the name) is left out: the
 /// runtime would refuse it.
