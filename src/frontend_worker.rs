@@ -16,7 +16,7 @@ use crate::idempotency::scope::Scope;
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
 use crate::openapi;
 use crate::problem::ApiError;
-use crate::request_log::{route_template_of, Stage, Start, Trace};
+use crate::request_log::{route_template, Stage, Start, Trace};
 use crate::routes::{documents, functions, staging, training};
 use crate::store::read_error;
 use crate::upstream::Outgoing;
@@ -49,7 +49,7 @@ pub fn serve(req: worker::worker_sys::web_sys::Request, env: Env, ctx: Context) 
         crate::ids::random_hex(16),
         Timings::now(),
         req.method_name(),
-        route_template_of(req.method_name(), req.path(), keyed.as_ref()),
+        route_template(req.method_name(), req.path(), keyed.as_ref()),
     );
     let (id, method, route) = (
         start.request_id.clone(),

@@ -13,7 +13,7 @@
 //! token, a body, a header value, or a concrete path (ids and keys in paths may
 //! be user data: the route is always a template).
 
-use crate::commands::{match_path, Endpoint, Keyed};
+use crate::commands::{Endpoint, Keyed};
 use crate::envelope::GateOutcome;
 use crate::idempotency::scope::forwarded_key;
 use serde::Serialize;
@@ -314,14 +314,10 @@ fn matches(pattern: &str, path: &str) -> bool {
 
 /// The route template of a request: the command table's for a keyed write, a
 /// fixed one for the other routes, [`UNMATCHED`] otherwise — never a concrete
-/// path (its ids and keys may be user data).
-pub fn route_template(method: &str, path: &str) -> String {
-    route_template_of(method, path, match_path(path).as_ref())
-}
-
-/// [`route_template`], given the path's keyed route as [`match_path`] found it
-/// (the Worker matches a path once, for its router and for this).
-pub fn route_template_of(method: &str, path: &str, keyed: Option<&Keyed>) -> String {
+/// path (its ids and keys may be user data). `keyed`: the path's keyed route as
+/// [`crate::commands::match_path`] found it (the Worker matches a path once, for
+/// its router and for this).
+pub fn route_template(method: &str, path: &str, keyed: Option<&Keyed>) -> String {
     let keyed = keyed.map(|k| k.endpoint.template());
     if let Some(t) = keyed.filter(|t| t.split(' ').next() == Some(method)) {
         return t.to_string();
@@ -390,6 +386,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::match_path;
     use serde_json::Value;
 
     fn start(method: &'static str, path: &str) -> Start {
@@ -397,7 +394,7 @@ mod tests {
             "0123456789abcdef0123456789abcdef".into(),
             1_795_777_472_123.0,
             method,
-            route_template(method, path),
+            route_template(method, path, match_path(path).as_ref()),
         )
     }
 
@@ -634,7 +631,11 @@ mod tests {
             ("POST", "/v1/training-jobs/bad!id/cancel", UNMATCHED),
         ];
         for (method, path, want) in cases {
-            assert_eq!(route_template(method, path), want, "{method} {path}");
+            assert_eq!(
+                route_template(method, path, match_path(path).as_ref()),
+                want,
+                "{method} {path}"
+            );
         }
     }
 
@@ -643,7 +644,10 @@ mod tests {
         for e in Endpoint::ALL {
             let (method, path) = e.template().split_once(' ').unwrap();
             let concrete = path.replace("{id}", "x_1").replace("{name}", "fn-1");
-            assert_eq!(route_template(method, &concrete), e.template());
+            assert_eq!(
+                route_template(method, &concrete, match_path(&concrete).as_ref()),
+                e.template()
+            );
         }
     }
 

@@ -10,6 +10,8 @@
 // returned) → how to settle it and what its log line needs.
 const pending = new Map();
 let problem = "";
+// Every answer's request id header (the log line's `request_id`).
+const REQUEST_ID = "x-request-id";
 export function set_problem(body) {
   problem = body;
 }
@@ -49,7 +51,7 @@ function died({ requestId, method, route, startedMs }) {
   } catch (e) {}
   return new Response(problem, {
     status: 500,
-    headers: { "content-type": "application/problem+json", "x-request-id": requestId },
+    headers: { "content-type": "application/problem+json", [REQUEST_ID]: requestId },
   });
 }
 const objects = new Map();
@@ -97,10 +99,9 @@ export function header_fill(headers, appended, replaced) {
   each(appended, (name, value) => headers.append(name, value));
   each(replaced, (name, value) => headers.set(name, value));
 }
-// Every answer's `X-Request-Id` (the log line's `request_id`).
 function finished(headers, timing, requestId) {
   if (timing) headers.append("server-timing", timing);
-  headers.set("x-request-id", requestId);
+  headers.set(REQUEST_ID, requestId);
 }
 function answer(status, headers, body, timing, requestId) {
   try {
