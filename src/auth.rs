@@ -312,6 +312,29 @@ impl VerifiedTokens {
         Ok(caller)
     }
 
+    /// The caller of a token already remembered under this secret and these
+    /// checks and valid at `now_secs`; `None` for anything else — a token never
+    /// seen, expired, before its `nbf`, another secret — which [`authenticate`]
+    /// then answers. Only a lookup and string slicing: no base64, no JSON, no
+    /// MAC, so nothing a client sends reaches a parser here (the Worker's quick
+    /// passthrough runs it outside its panic guard: `frontend_worker::quick_pass`).
+    ///
+    /// [`authenticate`]: VerifiedTokens::authenticate
+    pub fn recall(
+        &self,
+        header: Option<&str>,
+        secret: &[u8],
+        now_secs: f64,
+        checks: &ClaimChecks,
+    ) -> Option<&Caller> {
+        if self.secret != secret || &self.checks != checks {
+            return None;
+        }
+        let known = self.tokens.get(bearer(header).ok()?)?;
+        known.in_time(now_secs).ok()?;
+        Some(&known.caller)
+    }
+
     /// How many tokens are remembered.
     pub fn len(&self) -> usize {
         self.tokens.len()
@@ -680,6 +703,46 @@ mod tests {
         }
 
         #[test]
+        fn recall_answers_only_for_a_remembered_token_in_time_under_its_secret_and_checks() {
+            let mut tokens = VerifiedTokens::default();
+            let none = ClaimChecks::default();
+            let t = token(json!({"sub":"u1","exp":NOW+60.0,"nbf":NOW-10.0}));
+            // Never seen: nothing to recall, and recalling remembers nothing.
+            assert_eq!(tokens.recall(Some(&t), SECRET, NOW, &none), None);
+            assert!(tokens.is_empty());
+            assert!(remember(&mut tokens, &t, NOW).is_ok());
+            let caller = tokens.recall(Some(&t), SECRET, NOW + 59.0, &none).cloned();
+            assert_eq!(caller, remember(&mut tokens, &t, NOW + 59.0).ok());
+            // The scheme's case and surrounding blanks, as the full check reads them.
+            let spaced = format!("  bearer   {}  ", t.trim_start_matches("Bearer "));
+            assert_eq!(
+                tokens
+                    .recall(Some(&spaced), SECRET, NOW, &none)
+                    .map(|c| c.sub.as_str()),
+                Some("u1")
+            );
+            for (at, secret) in [
+                (NOW + 60.0, SECRET),
+                (NOW - 11.0, SECRET),
+                (NOW, b"rotated".as_slice()),
+            ] {
+                assert_eq!(tokens.recall(Some(&t), secret, at, &none), None);
+            }
+            let issuer = ClaimChecks {
+                issuer: Some("https://issuer.example".into()),
+                audience: None,
+            };
+            assert_eq!(tokens.recall(Some(&t), SECRET, NOW, &issuer), None);
+            let other = token(json!({"sub":"u2","exp":NOW+60.0}));
+            for header in [Some(other.as_str()), Some("Basic abc"), Some(""), None] {
+                assert_eq!(tokens.recall(header, SECRET, NOW, &none), None);
+            }
+            // A forged copy of the remembered token is not the remembered token.
+            let forged = format!("{}x", &t[..t.len() - 1]);
+            assert_eq!(tokens.recall(Some(&forged), SECRET, NOW, &none), None);
+        }
+
+        #[test]
         fn memory_is_bounded_however_many_tokens_come() {
             let mut tokens = VerifiedTokens::default();
             for i in 0..REMEMBERED_TOKENS + 10 {
@@ -794,9 +857,14 @@ mod tests {
                 for (i, dt, checked) in at {
                     let header = &tokens[i % tokens.len()];
                     let checks = if checked { all_checks() } else { ClaimChecks::default() };
+                    let full = authenticate_with(Some(header), SECRET, NOW + dt, &checks);
+                    // What is recalled is always the full check's answer.
+                    if let Some(caller) = remembered.recall(Some(header), SECRET, NOW + dt, &checks) {
+                        prop_assert_eq!(Ok(caller.clone()), full.clone());
+                    }
                     prop_assert_eq!(
                         remembered.authenticate(Some(header), SECRET, NOW + dt, &checks),
-                        authenticate_with(Some(header), SECRET, NOW + dt, &checks)
+                        full
                     );
                 }
             }

@@ -168,6 +168,13 @@ pub fn cached(
     })
 }
 
+/// The isolate's configuration if a request has parsed and accepted it; none
+/// before that, or when it was refused (the request that asks then parses it, or
+/// answers the refusal: [`cached`]).
+pub fn peek() -> Option<std::rc::Rc<Config>> {
+    CACHED.with(|c| c.get().and_then(|r| r.as_ref().ok()).cloned())
+}
+
 /// Whether request lines are printed (`REQUEST_LOG`), from the isolate's parsed
 /// configuration without copying it; `true` until it is parsed, and when it does
 /// not parse (that request's 500 is logged too).

@@ -51,6 +51,10 @@ pub fn serve(req: worker::worker_sys::web_sys::Request, env: Env, ctx: Context) 
         req.method_name(),
         route_template(req.method_name(), req.path(), keyed.as_ref()),
     );
+    let start = match quick_pass(&req, keyed.as_ref(), start) {
+        Ok(answer) => return answer,
+        Err(start) => start,
+    };
     let (id, method, route) = (
         start.request_id.clone(),
         start.method.clone(),
@@ -63,6 +67,100 @@ pub fn serve(req: worker::worker_sys::web_sys::Request, env: Env, ctx: Context) 
         started_ms: start.at_ms,
     };
     crate::panic_guard::guarded(handle(req, keyed, env, ctx, start), &on_panic)
+}
+
+/// The quick passthrough: an origin function's call that streams straight
+/// through ([`CallFunction::streams_through`]) from a caller whose token this
+/// isolate has verified before, decided in one synchronous step and answered by
+/// [`crate::upstream::pass`], which settles the answer itself: no Rust future,
+/// no await, no panic guard's promise (the slow path's cost over a JavaScript
+/// Worker's passthrough, measured in issue 11). `Err` gives `start` back for
+/// everything else, which takes the guarded path and gets the same answer.
+///
+/// It runs outside the panic guard, so it runs nothing that parses what a
+/// client sent: header reads, a map lookup for the token
+/// ([`auth::VerifiedTokens::recall`]: no base64, no JSON, no MAC), an integer
+/// parse, a string format. The configuration must have been parsed already by
+/// an earlier request ([`config::peek`]). The log line, if on, is printed after
+/// the answer has gone, as the guarded path prints it.
+fn quick_pass(
+    req: &Incoming,
+    keyed: Option<&commands::Keyed>,
+    start: Start,
+) -> Result<js_sys::Promise, Start> {
+    let Some(keyed) = keyed.filter(|k| {
+        k.endpoint == Endpoint::CallFunction && req.method_name() == k.endpoint.method()
+    }) else {
+        return Err(start);
+    };
+    let Some(cfg) = config::peek() else {
+        return Err(start);
+    };
+    let has_key =
+        req.header("idempotency-key").is_some() || req.header("x-idempotency-key").is_some();
+    if !CallFunction::streams_through(&cfg, has_key, declared_length(req)) {
+        return Err(start);
+    }
+    let authorization = req.header("authorization");
+    let Some(tenant) = recall(authorization.as_deref(), &cfg) else {
+        return Err(start);
+    };
+    let Ok(url) = functions::upstream_url(&cfg, keyed.param.as_deref().unwrap_or_default()) else {
+        return Err(start);
+    };
+    let mut forward = Vec::with_capacity(functions::FORWARDED_HEADERS.len());
+    for name in functions::FORWARDED_HEADERS {
+        let value = match *name {
+            "authorization" => authorization.clone(),
+            _ => req.header(name),
+        };
+        if let Some(v) = value {
+            forward.push((name.to_string(), v));
+        }
+    }
+    let (request_id, started_ms) = (start.request_id.clone(), start.at_ms);
+    let logged = cfg.request_log.then(|| {
+        wasm_bindgen::closure::Closure::once_into_js(move |status: u16, server_timing: String| {
+            let trace = Trace::new(start.at_ms);
+            trace.authenticated(&tenant);
+            trace.at(Stage::Passthrough);
+            let log = start.record(&trace, status, Timings::now(), Some(&server_timing));
+            console_log!("{}", log.line());
+        })
+    });
+    crate::panic_guard::install();
+    QUICK_PASSES.with(|n| n.set(n.get() + 1));
+    let body = Outgoing::Stream(req.body_stream());
+    let finish = crate::upstream::Finish {
+        request_id: &request_id,
+        started_ms,
+        logged,
+    };
+    Ok(crate::upstream::pass(
+        &cfg,
+        &url,
+        body,
+        &forward,
+        Some(finish),
+    ))
+}
+
+/// The tenant of a token this isolate has verified before, under the secret it
+/// has read (see [`quick_pass`]).
+fn recall(authorization: Option<&str>, cfg: &Config) -> Option<String> {
+    let checks = auth::ClaimChecks {
+        issuer: cfg.auth_jwt_issuer.clone(),
+        audience: cfg.auth_jwt_audience.clone(),
+    };
+    let now = Date::now().as_millis() as f64 / 1000.0;
+    SECRET.with(|secret| {
+        let secret = secret.get().filter(|s| !s.is_empty())?;
+        TOKENS.with(|t| {
+            t.borrow()
+                .recall(authorization, secret.as_bytes(), now, &checks)
+                .map(|c| c.tenant.clone())
+        })
+    })
 }
 
 async fn handle(
@@ -124,6 +222,8 @@ thread_local! {
     /// Tokens this isolate has verified (see [`auth::VerifiedTokens`]).
     static TOKENS: std::cell::RefCell<auth::VerifiedTokens> =
         std::cell::RefCell::new(auth::VerifiedTokens::default());
+    /// Passthroughs answered by [`quick_pass`] (read by a test hook).
+    static QUICK_PASSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 fn authenticate(req: &Incoming, env: &Env, cfg: &Config) -> std::result::Result<Caller, ApiError> {
@@ -198,6 +298,12 @@ async fn route(
             200,
             &serde_json::json!({"waiting": stats.waiting, "statements": stats.statements}),
         ));
+    }
+    if cfg.test_hooks && segments == ["__test", "quick-passes"] {
+        // Test hook: how many passthroughs this wasm instance answered by
+        // `quick_pass` (a test tells the two paths apart by it).
+        let count = QUICK_PASSES.with(|n| n.get());
+        return Ok(http::json(200, &serde_json::json!({ "count": count })));
     }
     if segments.first() == Some(&console::PREFIX) {
         let asset = console::asset(&segments)
@@ -488,8 +594,8 @@ async fn keyed_write(
         // A passthrough whose length is declared within the limit: its body
         // streams on to the origin unread (one with no declared length is
         // read below, so that the limit holds).
-        let within_limit = declared.is_some_and(|n| n <= cfg.max_body_bytes);
-        if within_limit && CallFunction::passes_through(cfg) && matches!(header_key, Ok(None)) {
+        let has_key = !matches!(header_key, Ok(None));
+        if CallFunction::streams_through(cfg, has_key, declared) {
             let url = functions::upstream_url(cfg, keyed.param.as_deref().unwrap_or_default())?;
             trace.at(Stage::Passthrough);
             let body = Outgoing::Stream(req.body_stream());

@@ -26,7 +26,7 @@ pub fn answer(resp: Response, timing: &str, request_id: &str) -> web_sys::Respon
 /// for a whole set instead of one per header. A pair that cannot be a header
 /// (a line break anywhere, a colon or nothing in the name) is left out: the
 /// runtime would refuse it.
-fn header_lines<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+pub(crate) fn header_lines<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     let mut lines = String::new();
     for (n, v) in pairs {
         if n.is_empty() || n.contains([':', '\n']) || v.contains('\n') {

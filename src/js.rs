@@ -30,6 +30,28 @@ extern "C" {
     pub fn object_enter(state: &JsValue) -> u32;
     pub fn object_leave(id: u32);
 
+    // A passthrough's call to the origin (src/upstream.rs).
+    /// Once per instance: the headers never copied from an origin's answer
+    /// (comma-separated) and the bodies of the 504 and 502 problems.
+    pub fn pass_setup(hop_by_hop: &str, timeout_problem: &str, unreachable_problem: &str);
+    /// POSTs `body` to `url` with the `forward` header lines, under
+    /// `AbortSignal.timeout(timeout_ms)`: resolves to the origin's answer (its
+    /// hop-by-hop headers removed, the `upstream` phase appended) or the 504/502
+    /// problem. With `finish`, also the `worker` phase since `started_ms` and
+    /// `request_id`, and `logged(status, server_timing)` is called once it is
+    /// answered. Never rejects.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pass_through(
+        body: &JsValue,
+        url: &str,
+        forward: &str,
+        timeout_ms: f64,
+        finish: bool,
+        request_id: &str,
+        started_ms: f64,
+        logged: &JsValue,
+    ) -> js_sys::Promise;
+
     // Answers built in one call each (src/http.rs).
     /// Fills `headers` from `http::header_lines`: `appended` appended in order, then
     /// `replaced` set (replacing any of the same name). A name or value the

@@ -3,6 +3,7 @@
 //! `UPSTREAM_TIMEOUT_MS` (the fetch is aborted when it runs out).
 
 use crate::config::Config;
+use crate::problem::ApiError;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::web_sys;
 use worker::Headers;
@@ -37,7 +38,7 @@ pub async fn call(
     key: Option<&str>,
 ) -> UpstreamResult {
     let answered = async {
-        let answer = send(cfg, url, Outgoing::Bytes(body), forward, key).await?;
+        let answer = send(cfg, url, body, forward, key).await?;
         let body = crate::raw_fetch::body_of(&answer).await?;
         let headers: Vec<(String, String)> = Headers(answer.headers())
             .entries()
@@ -63,13 +64,14 @@ pub enum Outgoing<'a> {
     Stream(Option<web_sys::ReadableStream>),
 }
 
-/// What the origin did with a passthrough.
-pub enum Passed {
-    /// Its answer, hop-by-hop headers removed, the body still streaming from
-    /// the origin.
-    Answered(worker::Response),
-    TimedOut,
-    Unreachable(String),
+/// How a passthrough's answer ends: by the Worker (none), or settled where it
+/// is made (`Finish`, the quick passthrough of `frontend_worker`) — with the
+/// `worker` phase since `started_ms`, the request id, and `logged` called
+/// with the status and the `Server-Timing` once it is answered.
+pub struct Finish<'a> {
+    pub request_id: &'a str,
+    pub started_ms: f64,
+    pub logged: Option<JsValue>,
 }
 
 /// POSTs a passthrough once (`UPSTREAM_KEY_POLICY=optional`, no key): nothing
@@ -79,42 +81,68 @@ pub enum Passed {
 /// origin sends it: the runtime pumps it natively once the Worker has answered,
 /// out of the signal's reach — a large download is never cut at the timeout,
 /// and an origin that stalls mid-body holds only its client's connection.
-pub async fn pass(
+///
+/// The call is one call into JavaScript (`pass_through`, src/js/glue.js), which
+/// resolves to the origin's answer without its hop-by-hop headers, or to the
+/// 504/502 problem; it never rejects. What to call, with what and how long to
+/// wait is decided here. Made in Rust, the same call cost a dozen calls into
+/// the runtime (headers, options, the signal, an await, the answer's headers
+/// copied and deleted one by one): issue 11's passthrough measurements.
+pub fn pass(
     cfg: &Config,
     url: &str,
     body: Outgoing<'_>,
     forward: &[(String, String)],
-) -> Passed {
-    let passed = async {
-        let answer = send(cfg, url, body, forward, None).await?;
-        let out = web_sys::Headers::new_with_headers(&answer.headers())?;
-        for name in HOP_BY_HOP {
-            out.delete(name)?;
-        }
-        // The runtime's `Response` is built once, when the Worker answers.
-        let builder = worker::ResponseBuilder::new()
-            .with_status(answer.status())
-            .with_headers(worker::Headers(out));
-        Ok::<_, JsValue>(match answer.body() {
-            Some(body) => builder.stream(body),
-            None => builder.empty(),
-        })
+    finish: Option<Finish<'_>>,
+) -> js_sys::Promise {
+    static SETUP: std::sync::Once = std::sync::Once::new();
+    SETUP.call_once(|| {
+        let problem = |e: ApiError| e.to_problem().body.to_string();
+        crate::js::pass_setup(
+            &HOP_BY_HOP.join(","),
+            &problem(ApiError::UpstreamTimeout),
+            &problem(ApiError::UpstreamUnreachable),
+        );
+    });
+    let body: JsValue = match body {
+        Outgoing::Bytes(bytes) => js_sys::Uint8Array::from(bytes).into(),
+        Outgoing::Stream(Some(stream)) => stream.into(),
+        Outgoing::Stream(None) => JsValue::NULL,
     };
-    match passed.await {
-        Ok(answer) => Passed::Answered(answer),
-        Err(e) if is_timeout(&e) => Passed::TimedOut,
-        Err(e) => Passed::Unreachable(message(e)),
+    let forward = crate::http::header_lines(forward.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let timeout = cfg.upstream_timeout_ms as f64;
+    match finish {
+        None => crate::js::pass_through(
+            &body,
+            url,
+            &forward,
+            timeout,
+            false,
+            "",
+            0.0,
+            &JsValue::UNDEFINED,
+        ),
+        Some(f) => crate::js::pass_through(
+            &body,
+            url,
+            &forward,
+            timeout,
+            true,
+            f.request_id,
+            f.started_ms,
+            f.logged.as_ref().unwrap_or(&JsValue::UNDEFINED),
+        ),
     }
 }
 
-/// The one outbound POST: the forwarded headers (and the key, if any) with
+/// A keyed call's POST: the forwarded headers (and the key, if any) with
 /// `body`, under `AbortSignal.timeout(UPSTREAM_TIMEOUT_MS)`, which aborts the
 /// call and, while the Worker runs, the reading of its answer's body. Resolves
 /// at the answer's headers.
 async fn send(
     cfg: &Config,
     url: &str,
-    body: Outgoing<'_>,
+    body: &[u8],
     forward: &[(String, String)],
     key: Option<&str>,
 ) -> Result<web_sys::Response, JsValue> {
@@ -128,11 +156,7 @@ async fn send(
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
     init.set_headers(&headers);
-    match body {
-        Outgoing::Bytes(bytes) => init.set_body(&js_sys::Uint8Array::from(bytes)),
-        Outgoing::Stream(Some(stream)) => init.set_body(&stream),
-        Outgoing::Stream(None) => {}
-    }
+    init.set_body(&js_sys::Uint8Array::from(body));
     let timeout = web_sys::AbortSignal::timeout_with_f64(cfg.upstream_timeout_ms as f64);
     init.set_signal(Some(&timeout));
     let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();

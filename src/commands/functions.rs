@@ -24,6 +24,15 @@ impl CallFunction {
     pub fn passes_through(cfg: &Config) -> bool {
         cfg.upstream_key_policy == KeyPolicy::Optional
     }
+
+    /// Whether a call goes straight through with its body streamed on unread:
+    /// it passes through ([`Self::passes_through`]), carries neither key header
+    /// (`has_key`: `Idempotency-Key` or `X-Idempotency-Key`, whatever its value)
+    /// and declares a length within `MAX_BODY_BYTES`. One with no declared
+    /// length is read first, so that the limit holds.
+    pub fn streams_through(cfg: &Config, has_key: bool, declared: Option<usize>) -> bool {
+        Self::passes_through(cfg) && !has_key && declared.is_some_and(|n| n <= cfg.max_body_bytes)
+    }
 }
 
 impl KeyedCommand for CallFunction {
@@ -86,5 +95,43 @@ mod base64_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(deserializer)?;
         STANDARD.decode(text).map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CallFunction;
+    use crate::config::Config;
+
+    fn cfg(policy: &str) -> Config {
+        let vars = [("UPSTREAM_KEY_POLICY", policy), ("MAX_BODY_BYTES", "100")];
+        Config::from_lookup(
+            |n| {
+                vars.iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.to_string())
+            },
+            &[],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_keyless_call_of_declared_length_within_the_limit_streams_through() {
+        let optional = cfg("optional");
+        assert!(CallFunction::streams_through(&optional, false, Some(0)));
+        assert!(CallFunction::streams_through(&optional, false, Some(100)));
+        // Over the limit, or no declared length: read first (413, or the limit
+        // holds on what arrives).
+        assert!(!CallFunction::streams_through(&optional, false, Some(101)));
+        assert!(!CallFunction::streams_through(&optional, false, None));
+        // A key header, whatever its value: the keyed path decides.
+        assert!(!CallFunction::streams_through(&optional, true, Some(10)));
+        // A key is required: nothing passes through.
+        assert!(!CallFunction::streams_through(
+            &cfg("required"),
+            false,
+            Some(10)
+        ));
     }
 }

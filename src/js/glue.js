@@ -1,6 +1,7 @@
-// The JavaScript the Worker's wasm calls, declared in src/js.rs. Two parts:
+// The JavaScript the Worker's wasm calls, declared in src/js.rs. Three parts:
 // - the panic guard (src/panic_guard.rs);
-// - answers built in one call each (src/http.rs).
+// - answers built in one call each (src/http.rs);
+// - a passthrough's call to the origin (src/upstream.rs).
 
 // What a Rust panic leaves behind (src/panic_guard.rs): every request in
 // flight in this isolate answers 500 problem+json from here, without the dead
@@ -119,4 +120,62 @@ export function answer_bytes(status, headers, body, timing, requestId) {
 }
 export function answer_stream(status, headers, body, timing, requestId) {
   return answer(status, headers, body ?? null, timing, requestId);
+}
+
+// A passthrough's call to the origin (src/upstream.rs): the origin's answer with
+// its hop-by-hop headers removed and the `upstream` phase timed, or the 504/502
+// problem. What to call and with what is decided in Rust; this is only the I/O,
+// in one call from wasm instead of one per header, option and await.
+let hopByHop = [];
+const upstreamProblem = {};
+export function pass_setup(hop_by_hop, timeout_problem, unreachable_problem) {
+  hopByHop = hop_by_hop.split(",");
+  upstreamProblem[504] = timeout_problem;
+  upstreamProblem[502] = unreachable_problem;
+}
+// Server-Timing's `name;dur=…`, to a tenth of a millisecond (http::Timings).
+function phase(name, ms) {
+  return `${name};dur=${(Math.round(ms * 10) / 10).toFixed(1)}`;
+}
+function failed(status) {
+  return new Response(upstreamProblem[status], {
+    status,
+    headers: { "content-type": "application/problem+json" },
+  });
+}
+// `finish`: the Worker's own answer, settled here (frontend_worker::quick_pass):
+// the `worker` phase since `startedMs` and the request id are added, and
+// `logged` (if any) is then called with the status and the `Server-Timing` as
+// it leaves. Without it the Worker finishes the answer itself.
+export async function pass_through(body, url, forward, timeoutMs, finish, requestId, startedMs, logged) {
+  const headers = new Headers();
+  each(forward, (name, value) => headers.set(name, value));
+  const sent = Date.now();
+  let answer;
+  try {
+    const origin = await fetch(url, {
+      method: "POST",
+      headers,
+      body: body ?? null,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const out = new Headers(origin.headers);
+    for (const name of hopByHop) out.delete(name);
+    answer = new Response(origin.body, { status: origin.status, headers: out });
+  } catch (e) {
+    const timedOut = e?.name === "TimeoutError";
+    if (!timedOut) console.error(`upstream ${url} unreachable: ${e}`);
+    answer = failed(timedOut ? 504 : 502);
+  }
+  answer.headers.append("server-timing", phase("upstream", Date.now() - sent));
+  if (!finish) return answer;
+  answer.headers.append("server-timing", phase("worker", Date.now() - startedMs));
+  answer.headers.set(REQUEST_ID, requestId);
+  if (logged) {
+    // After the answer has gone: a panic in it kills no answer.
+    const status = answer.status;
+    const timing = answer.headers.get("server-timing");
+    queueMicrotask(() => logged(status, timing));
+  }
+  return answer;
 }

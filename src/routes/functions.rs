@@ -7,7 +7,9 @@ use crate::config::Config;
 use crate::http;
 use crate::idempotency::{storable_headers, StoredResponse};
 use crate::problem::ApiError;
-use crate::upstream::{call, pass, Outgoing, Passed, UpstreamResult};
+use crate::upstream::{call, pass, Outgoing, UpstreamResult};
+use wasm_bindgen::JsCast;
+use worker::worker_sys::web_sys;
 use worker::Response;
 
 /// Request headers passed on to the origin.
@@ -67,25 +69,19 @@ pub async fn execute(
 }
 
 /// `UPSTREAM_KEY_POLICY=optional` without a key: straight through, no object,
-/// no D1, the answer streamed ([`crate::upstream::pass`]).
+/// no D1, the answer streamed ([`crate::upstream::pass`]), finished by the
+/// Worker. (A caller whose token this isolate has verified before goes by
+/// `frontend_worker::quick_pass` instead, with the same call.)
 pub async fn passthrough(
     cfg: &Config,
     url: &str,
     body: Outgoing<'_>,
     forward: &[(String, String)],
 ) -> Response {
-    let started = crate::http::Timings::now();
-    let result = pass(cfg, url, body, forward).await;
-    let mut timings = crate::http::Timings::default();
-    timings.since("upstream", started);
-    let mut resp = match result {
-        Passed::Answered(answer) => answer,
-        Passed::TimedOut => http::problem(&ApiError::UpstreamTimeout),
-        Passed::Unreachable(e) => {
-            worker::console_error!("upstream {url} unreachable: {e}");
-            http::problem(&ApiError::UpstreamUnreachable)
-        }
-    };
-    timings.apply(&mut resp);
-    resp
+    let answer = js_sys::futures::JsFuture::from(pass(cfg, url, body, forward, None)).await;
+    match answer.and_then(|a| a.dyn_into::<web_sys::Response>()) {
+        Ok(answer) => Response::from(answer),
+        // `pass` never rejects: its failures are the 504/502 problems.
+        Err(_) => http::problem(&ApiError::UpstreamUnreachable),
+    }
 }

@@ -8,6 +8,7 @@ headers (504); a keyed call's answer, read whole, is bounded whole."""
 import http.client
 import socket
 import json
+import re
 import time
 
 import pytest
@@ -127,9 +128,16 @@ def test_an_unknown_function_is_404_and_an_unreachable_origin_502(origin):
     try:
         c = Client(s, unique("pass-gone"))
         headers = {**c.headers(), "content-type": "application/json"}
-        status, h, body = raw_post(s, "/functions/v1/gone", headers, body=b'{"a": 1}')
-        assert status == 502, body
-        assert h["content-type"] == "application/problem+json"
+        answers = []
+        for quick in (0, 1):  # the guarded path, then (the token remembered) the quick one
+            before = quick_passes(s)
+            status, pairs, body = post_all_headers(s, "/functions/v1/gone", headers, b'{"a": 1}')
+            assert status == 502, body
+            assert quick_passes(s) == before + quick
+            assert dict(pairs)["content-type"] == "application/problem+json"
+            answers.append(what_a_client_sees(status, pairs, body))
+        assert answers[0] == answers[1] and answers[1][2] == ["upstream", "worker"], answers
+        assert json.loads(answers[1][3])["type"].endswith("upstream-unreachable")
         status, _, body = raw_post(s, "/functions/v1/other", headers, body=b'{"a": 1}')
         assert status == 404, body
     finally:
@@ -187,3 +195,101 @@ def test_an_origin_that_stalls_mid_body_is_504_when_keyed_and_streamed_when_pass
     # timeout bounds the wait for the headers, not a download's length).
     status, _, body = raw_post(srv, "/functions/v1/stall", headers, body=b"{}")
     assert status == 200 and len(body) == 100000, (status, len(body))
+
+
+def quick_passes(srv):
+    """Passthroughs the Worker answered by its quick path (test hook)."""
+    reply = srv.request("GET", "/__test/quick-passes")
+    assert reply.status == 200, reply
+    return reply.json()["count"]
+
+
+def post_all_headers(srv, path, headers, body, timeout=60):
+    """A POST; the answer's headers as (name, value) pairs, repeated names kept."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, [(k.lower(), v) for k, v in r.getheaders()], r.read()
+    finally:
+        conn.close()
+
+
+def what_a_client_sees(status, pairs, body, volatile=()):
+    """The parts of a passthrough's answer a client relies on, without what differs
+    per call: the date, the request id (checked apart), the durations and `volatile`."""
+    names = sorted({n for n, _ in pairs} - {"date", "x-request-id", "server-timing", *volatile})
+    values = {n: [v for k, v in pairs if k == n] for n in names}
+    timing = [p.strip().split(";")[0] for k, v in pairs if k == "server-timing" for p in v.split(",")]
+    return status, values, timing, body
+
+
+# Each case: the function, its request body, what differs between two calls
+# (the origin's call number), and the status expected.
+CASES = {
+    "answered": ("echo", b'{"order": 42}', ("x-origin-call", "etag"), 200),
+    "bodiless": ("bodiless", b'{"status": 204}', ("x-origin-call",), 204),
+    "large": ("big", json.dumps({"bytes": 3 * 1024 * 1024}).encode(), (), 200),
+    "timed-out": ("slow", b"{}", (), 504),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_remembered_caller_gets_the_same_answer_by_the_quick_path(srv, origin, case):
+    # A caller's first passthrough verifies its token on the guarded path; from
+    # the second on, the Worker decides in one step and the answer is settled in
+    # JavaScript (frontend_worker::quick_pass). A client sees no difference.
+    name, body, volatile, want = CASES[case]
+    c = Client(srv, unique("pass-quick"))
+    headers = {**c.headers(), "content-type": "application/json"}
+    seen, ids = [], set()
+    for first in (True, False):
+        before = quick_passes(srv)
+        status, pairs, got = post_all_headers(srv, f"/functions/v1/{name}", headers, body, timeout=120)
+        assert quick_passes(srv) == before + (0 if first else 1), "first" if first else "second"
+        assert status == want, got[:300]
+        request_ids = [v for k, v in pairs if k == "x-request-id"]
+        assert len(request_ids) == 1 and re.fullmatch(r"[0-9a-f]{32}", request_ids[0]), pairs
+        ids.add(request_ids[0])
+        # Hop-by-hop headers are never the origin's: content-length and
+        # transfer-encoding are the runtime's own framing.
+        assert not {n for n, _ in pairs} & {"connection", "keep-alive", "upgrade"}, pairs
+        if name == "echo":
+            echoed = json.loads(got)
+            echoed.pop("call")
+            assert echoed == {"body": body.decode(), "key": None, "content_type": "application/json",
+                              "authorization": headers["authorization"]}
+        if got.startswith(b'{"call"'):  # the origin's answers number its calls
+            answer = json.loads(got)
+            answer.pop("call")
+            got = json.dumps(answer).encode()
+        seen.append(what_a_client_sees(status, pairs, got, volatile))
+    assert len(ids) == 2
+    assert seen[0] == seen[1]
+    # The phases as they leave: the origin's own (none here), then idemgate's.
+    assert seen[1][2] == ["upstream", "worker"], seen[1][2]
+    if want >= 500:
+        assert seen[1][1]["content-type"] == ["application/problem+json"]
+
+
+def test_the_quick_path_refuses_what_the_guarded_path_refuses(srv, origin):
+    # Once a caller is remembered, every other request still meets every check:
+    # an expired or forged token, a key, an undeclared or too long body, another
+    # method, an unknown function — none is answered by the quick path.
+    c = Client(srv, unique("pass-quick-no"))
+    headers = {**c.headers(), "content-type": "application/json"}
+    assert raw_post(srv, "/functions/v1/echo", headers, body=b"{}")[0] == 200
+    forged = {**headers, "authorization": headers["authorization"][:-2] + ("AA" if not headers["authorization"].endswith("AA") else "BB")}
+    before = quick_passes(srv)
+    assert raw_post(srv, "/functions/v1/echo", forged, body=b"{}")[0] == 401
+    status, _, body = raw_post(srv, "/functions/v1/echo", {**headers, "idempotency-key": "k" + unique()}, body=b"{}")
+    assert status == 200 and json.loads(body)["key"], body
+    assert raw_post(srv, "/functions/v1/echo", {**headers, "x-idempotency-key": ""}, body=b"{}")[0] == 400
+    assert raw_post(srv, "/functions/v1/echo", headers, body=b"z" * (LIMIT + 1))[0] == 413
+    assert raw_post(srv, "/functions/v1/echo", headers, chunks=[b"{}"])[0] == 200
+    assert raw_post(srv, "/functions/v1/nope", headers, body=b"{}")[0] == 404
+    assert srv.request("PUT", "/functions/v1/echo", b"{}", headers).status == 405
+    assert quick_passes(srv) == before
+    # And the remembered caller still goes quick.
+    assert raw_post(srv, "/functions/v1/echo", headers, body=b"{}")[0] == 200
+    assert quick_passes(srv) == before + 1
