@@ -108,16 +108,7 @@ fn quick_pass(
     let Ok(url) = functions::upstream_url(&cfg, keyed.param.as_deref().unwrap_or_default()) else {
         return Err(start);
     };
-    let mut forward = Vec::with_capacity(functions::FORWARDED_HEADERS.len());
-    for name in functions::FORWARDED_HEADERS {
-        let value = match *name {
-            "authorization" => authorization.clone(),
-            _ => req.header(name),
-        };
-        if let Some(v) = value {
-            forward.push((name.to_string(), v));
-        }
-    }
+    let forward = forwarded(req, ("authorization", &authorization));
     let (request_id, started_ms) = (start.request_id.clone(), start.at_ms);
     let logged = cfg.request_log.then(|| {
         wasm_bindgen::closure::Closure::once_into_js(move |status: u16, server_timing: String| {
@@ -552,6 +543,23 @@ async fn read_body(
     Ok(body)
 }
 
+/// The request headers passed on to the origin ([`functions::FORWARDED_HEADERS`]),
+/// each read once: `known` is one already read, by name.
+fn forwarded(req: &Incoming, known: (&str, &Option<String>)) -> Vec<(String, String)> {
+    let mut forward = Vec::with_capacity(functions::FORWARDED_HEADERS.len());
+    for name in functions::FORWARDED_HEADERS {
+        let value = if *name == known.0 {
+            known.1.clone()
+        } else {
+            req.header(name)
+        };
+        if let Some(v) = value {
+            forward.push((name.to_string(), v));
+        }
+    }
+    forward
+}
+
 /// The key from either header (400 if malformed or the two disagree).
 fn request_key(req: &Incoming) -> std::result::Result<Option<IdempotencyKey>, ApiError> {
     let h = req.headers();
@@ -582,15 +590,7 @@ async fn keyed_write(
     let content_type = req.header("content-type");
     let mut forward = Vec::new();
     if endpoint == Endpoint::CallFunction {
-        for name in functions::FORWARDED_HEADERS {
-            let value = match *name {
-                "content-type" => content_type.clone(),
-                _ => req.header(name),
-            };
-            if let Some(v) = value {
-                forward.push((name.to_string(), v));
-            }
-        }
+        forward = forwarded(&req, ("content-type", &content_type));
         // A passthrough whose length is declared within the limit: its body
         // streams on to the origin unread (one with no declared length is
         // read below, so that the limit holds).
