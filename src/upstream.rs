@@ -47,14 +47,25 @@ pub async fn call(
         Ok::<_, JsValue>((answer.status(), headers, body))
     };
     match answered.await {
-        Ok((status, headers, body)) => UpstreamResult::Answered {
+        Ok((status, headers, body)) if relayable(status) => UpstreamResult::Answered {
             status,
             headers,
             body,
         },
+        Ok((status, ..)) => UpstreamResult::Unreachable(format!(
+            "it answered status {status}, which no answer can carry"
+        )),
         Err(e) if is_timeout(&e) => UpstreamResult::TimedOut,
         Err(e) => UpstreamResult::Unreachable(message(e)),
     }
+}
+
+/// Whether an origin's status can be an answer's: a final status, 200-599 (the
+/// runtime's `Response` refuses any other, and 1xx is never final). Any other is
+/// a bad gateway (502); `pass_through` (src/js/glue.js) answers a passthrough's
+/// the same way, when the runtime refuses to build its `Response`.
+pub fn relayable(status: u16) -> bool {
+    (200..=599).contains(&status)
 }
 
 /// A passthrough's request body: the bytes read, or the request's own stream
@@ -176,4 +187,19 @@ fn is_timeout(e: &JsValue) -> bool {
         .ok()
         .and_then(|n| n.as_string())
         .is_some_and(|n| n == "TimeoutError")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relayable;
+
+    #[test]
+    fn only_a_final_status_of_three_digits_is_relayed() {
+        for status in [200, 204, 301, 404, 422, 500, 504, 599] {
+            assert!(relayable(status), "{status}");
+        }
+        for status in [0, 100, 101, 199, 600, 999, u16::MAX] {
+            assert!(!relayable(status), "{status}");
+        }
+    }
 }

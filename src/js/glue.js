@@ -159,6 +159,8 @@ export async function pass_through(body, url, forward, timeoutMs, finish, reques
       body: body ?? null,
       signal: AbortSignal.timeout(timeoutMs),
     });
+    // A status no answer can carry (not 200-599, upstream::relayable) makes
+    // the `Response` constructor throw: a bad gateway, like an unreachable one.
     const out = new Headers(origin.headers);
     for (const name of hopByHop) out.delete(name);
     answer = new Response(origin.body, { status: origin.status, headers: out });

@@ -9,7 +9,7 @@ from conftest import Client, Server, assert_problem, concurrently, forwarded_key
 
 @pytest.fixture(scope="module")
 def fronted(origin):
-    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,reject,flaky,slow,bodiless",
+    s = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,reject,flaky,slow,bodiless,big",
                UPSTREAM_TIMEOUT_MS=1000, TRAINER_URL=f"{origin.url}/trainer").start()
     yield s
     s.cleanup()
@@ -99,6 +99,22 @@ def test_unreachable_origin_is_502_and_releases_the_key(fronted, origin):
         origin.start(port)
     r = call(c, "echo", {"a": 1}, "k-down")
     assert r.status == 200 and r.header("idempotent-replayed") is None
+
+
+@pytest.mark.parametrize("status", [101, 199, 600, 999])
+def test_an_origin_status_no_answer_can_carry_is_502_and_releases_the_key(fronted, origin, status):
+    # A final answer's status is 200-599: 1xx is never final, and 600 and up is
+    # no HTTP status. An origin that answers one is a bad gateway: nothing is
+    # stored, the key is released, and the Worker keeps serving. (The Worker
+    # answered 503 "storage unavailable" for 600 and 999, and hung until the
+    # runtime cancelled it for 101 and 199.)
+    c = Client(fronted, unique("fn"))
+    before = origin.count("/big")
+    body = {"status": status, "bytes": 50}
+    for runs in (1, 2):
+        assert_problem(call(c, "big", body, "k-odd", timeout=30), 502, "upstream-unreachable")
+        assert origin.count("/big") == before + runs
+    assert call(c, "echo", {"a": 1}, "k-after").status == 200
 
 
 def test_unknown_function_is_404_and_a_key_is_required(fronted):

@@ -231,6 +231,10 @@ CASES = {
     "bodiless": ("bodiless", b'{"status": 204}', ("x-origin-call",), 204),
     "large": ("big", json.dumps({"bytes": 3 * 1024 * 1024}).encode(), (), 200),
     "timed-out": ("slow", b"{}", (), 504),
+    # A status no answer can carry (1xx is never final; 600 and up is none):
+    # a bad gateway.
+    "status-600": ("big", b'{"status": 600, "bytes": 50}', (), 502),
+    "status-199": ("big", b'{"status": 199, "bytes": 50}', (), 502),
 }
 
 
