@@ -151,9 +151,9 @@ export async function pass_through(body, url, forward, timeoutMs, finish, reques
   const headers = new Headers();
   each(forward, (name, value) => headers.set(name, value));
   const sent = Date.now();
-  let answer;
+  let answer, origin;
   try {
-    const origin = await fetch(url, {
+    origin = await fetch(url, {
       method: "POST",
       headers,
       body: body ?? null,
@@ -165,6 +165,8 @@ export async function pass_through(body, url, forward, timeoutMs, finish, reques
     for (const name of hopByHop) out.delete(name);
     answer = new Response(origin.body, { status: origin.status, headers: out });
   } catch (e) {
+    // An answer refused after it came: its body is not read, so let it go.
+    origin?.body?.cancel().catch(() => {});
     const timedOut = e?.name === "TimeoutError";
     if (!timedOut) console.error(`upstream ${url} unreachable: ${e}`);
     answer = failed(timedOut ? 504 : 502);
