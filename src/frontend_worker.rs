@@ -93,7 +93,9 @@ fn quick_pass(
     }) else {
         return Err(start);
     };
-    let Some(cfg) = config::peek() else {
+    // Under `UPSTREAM_KEY_POLICY=required` nothing passes through: a keyed
+    // call then reads no header here.
+    let Some(cfg) = config::peek().filter(|c| CallFunction::passes_through(c)) else {
         return Err(start);
     };
     let has_key =
@@ -139,11 +141,8 @@ fn quick_pass(
 /// The tenant of a token this isolate has verified before, under the secret it
 /// has read (see [`quick_pass`]).
 fn recall(authorization: Option<&str>, cfg: &Config) -> Option<String> {
-    let checks = auth::ClaimChecks {
-        issuer: cfg.auth_jwt_issuer.clone(),
-        audience: cfg.auth_jwt_audience.clone(),
-    };
-    let now = Date::now().as_millis() as f64 / 1000.0;
+    let checks = claim_checks(cfg);
+    let now = now_secs();
     SECRET.with(|secret| {
         let secret = secret.get().filter(|s| !s.is_empty())?;
         TOKENS.with(|t| {
@@ -217,13 +216,23 @@ thread_local! {
     static QUICK_PASSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-fn authenticate(req: &Incoming, env: &Env, cfg: &Config) -> std::result::Result<Caller, ApiError> {
-    let checks = auth::ClaimChecks {
+/// The claims a token must carry (`AUTH_JWT_ISSUER`, `AUTH_JWT_AUDIENCE`).
+fn claim_checks(cfg: &Config) -> auth::ClaimChecks {
+    auth::ClaimChecks {
         issuer: cfg.auth_jwt_issuer.clone(),
         audience: cfg.auth_jwt_audience.clone(),
-    };
+    }
+}
+
+/// Now, in seconds since the epoch, as a token's `exp` and `nbf` count.
+fn now_secs() -> f64 {
+    Date::now().as_millis() as f64 / 1000.0
+}
+
+fn authenticate(req: &Incoming, env: &Env, cfg: &Config) -> std::result::Result<Caller, ApiError> {
+    let checks = claim_checks(cfg);
     let header = req.header("authorization");
-    let now = Date::now().as_millis() as f64 / 1000.0;
+    let now = now_secs();
     SECRET.with(|secret| {
         let secret = secret.get_or_init(|| {
             env.secret(AUTH_SECRET_VAR)
