@@ -7,7 +7,7 @@ mod incoming;
 
 use crate::auth::{self, Caller};
 use crate::commands::functions::CallFunction;
-use crate::commands::{self, key_scope, Endpoint, Keyed, ParseContext, Parsed};
+use crate::commands::{self, key_scope, Command, Endpoint, Keyed, ParseContext, Parsed};
 use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING};
 use crate::console;
 use crate::envelope::Envelope;
@@ -22,6 +22,7 @@ use crate::store::read_error;
 use crate::upstream::Outgoing;
 use gate_client::{call_gate, GateOp, Hop};
 use incoming::Incoming;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::{
     console_error, console_log, Context, Date, Env, Headers, Method, Response, ResponseBuilder,
 };
@@ -55,6 +56,20 @@ pub fn serve(req: worker::worker_sys::web_sys::Request, env: Env, ctx: Context) 
         Ok(answer) => return answer,
         Err(start) => start,
     };
+    if let Some((keyed, ahead)) = keyed.as_ref().and_then(|k| ReadAhead::check(&req, k)) {
+        return ahead.run(req, keyed, env, ctx, start);
+    }
+    guarded(req, keyed, env, ctx, start)
+}
+
+/// The guarded path: [`handle`] under the panic guard.
+fn guarded(
+    req: Incoming,
+    keyed: Option<Keyed>,
+    env: Env,
+    ctx: Context,
+    start: Start,
+) -> js_sys::Promise {
     let (id, method, route) = (
         start.request_id.clone(),
         start.method.clone(),
@@ -104,7 +119,7 @@ fn quick_pass(
         return Err(start);
     }
     let authorization = req.header("authorization");
-    let Some(tenant) = recall(authorization.as_deref(), &cfg) else {
+    let Some(Caller { tenant, .. }) = recall(authorization.as_deref(), &cfg) else {
         return Err(start);
     };
     let Ok(url) = functions::upstream_url(&cfg, keyed.param.as_deref().unwrap_or_default()) else {
@@ -138,9 +153,118 @@ fn quick_pass(
     ))
 }
 
+/// The quick replay: a keyed write whose key this isolate's replay cache
+/// holds ([`gate_client::may_replay`]), from a caller whose token it has
+/// verified before. Its body is read by JavaScript (`with_body`), which then
+/// calls [`ReadAhead::decide`] once: the cached answer, finished as the guarded
+/// path finishes it, or, for anything else, the guarded path with the body
+/// already read. No Rust future, no guard's promise, for a replay (the
+/// Worker's own cost was what kept a replay from beating hono-idempotency's,
+/// issue 11).
+///
+/// The check runs before the panic guard, so it runs what `quick_pass` runs,
+/// and the key's validation (`key_from_headers`: a length and a character
+/// class, on a header). What parses the body runs in `decide`, where a panic
+/// throws into `with_body`, which then answers the guard's 500.
+struct ReadAhead {
+    cfg: std::rc::Rc<Config>,
+    caller: Caller,
+    heads: WriteHeaders,
+}
+
+impl ReadAhead {
+    fn check(req: &Incoming, keyed: &Keyed) -> Option<(Keyed, ReadAhead)> {
+        if req.method_name() != keyed.endpoint.method() {
+            return None;
+        }
+        let cfg = config::peek()?;
+        let key = request_key(req).ok()??;
+        let caller = recall(req.header("authorization").as_deref(), &cfg)?;
+        let record_scope = key_scope(keyed.endpoint, &key, &caller.tenant, &caller.sub).encode();
+        let cached = (record_scope, keyed.route.clone(), key.to_string());
+        if !gate_client::may_replay(&cached) {
+            return None;
+        }
+        let heads = WriteHeaders::with_key(req, keyed.endpoint, Ok(Some(key)));
+        // A body declared over the limit is refused before it is read.
+        if heads.declared.is_some_and(|n| n > cfg.max_body_bytes) {
+            return None;
+        }
+        Some((keyed.clone(), ReadAhead { cfg, caller, heads }))
+    }
+
+    fn run(
+        self,
+        req: Incoming,
+        keyed: Keyed,
+        env: Env,
+        ctx: Context,
+        start: Start,
+    ) -> js_sys::Promise {
+        crate::panic_guard::install();
+        // The handle, not `Request.clone()` (which would tee the body).
+        let raw = Clone::clone(req.raw());
+        let (request_id, method, route, at_ms) = (
+            start.request_id.clone(),
+            start.method.clone(),
+            start.route.clone(),
+            start.at_ms,
+        );
+        let decide =
+            wasm_bindgen::closure::Closure::once_into_js(move |body: JsValue| -> JsValue {
+                self.decide(body, req, keyed, env, ctx, start)
+            });
+        crate::js::with_body(&raw, decide, &request_id, &method, &route, at_ms)
+    }
+
+    /// `body`: the request's body (a `Uint8Array`), or `undefined` if it
+    /// could not be read.
+    fn decide(
+        self,
+        body: JsValue,
+        req: Incoming,
+        keyed: Keyed,
+        env: Env,
+        ctx: Context,
+        start: Start,
+    ) -> JsValue {
+        if self.cfg.test_hooks && req.header(TEST_FAIL_HEADER).as_deref() == Some("replay-panic") {
+            // Test hook: a Rust panic here, outside the guard (`with_body` answers).
+            panic!("simulated panic in a quick replay (test hook)");
+        }
+        let body = body
+            .dyn_into::<js_sys::Uint8Array>()
+            .map(|b| b.to_vec())
+            .map_err(|_| ());
+        if let Ok(bytes) = body.as_deref() {
+            let trace = Trace::new(start.at_ms);
+            trace.authenticated(&self.caller.tenant);
+            let within = bytes.len() <= self.cfg.max_body_bytes;
+            let prepared =
+                within.then(|| prepare(&req, &self.cfg, &self.caller, &keyed, self.heads, bytes));
+            if let Some(Ok(Prepared::Gate { envelope, .. })) = prepared {
+                trace.keyed(
+                    &envelope.record_scope,
+                    &envelope.route,
+                    envelope.key.as_str(),
+                );
+                if let Some(hit) = gate_client::cached_answer(&ctx, &env, &envelope, &trace) {
+                    QUICK_REPLAYS.with(|n| n.set(n.get() + 1));
+                    return finish(hit, &start, &trace).into();
+                }
+            }
+        }
+        // Anything else (the entry gone meanwhile, a body over the limit or
+        // refused by the command) takes the guarded path, which reads the
+        // body already read.
+        req.set_body(body);
+        guarded(req, Some(keyed), env, ctx, start).into()
+    }
+}
+
 /// The tenant of a token this isolate has verified before, under the secret it
 /// has read (see [`quick_pass`]).
-fn recall(authorization: Option<&str>, cfg: &Config) -> Option<String> {
+fn recall(authorization: Option<&str>, cfg: &Config) -> Option<Caller> {
     let checks = claim_checks(cfg);
     let now = now_secs();
     SECRET.with(|secret| {
@@ -148,7 +272,7 @@ fn recall(authorization: Option<&str>, cfg: &Config) -> Option<String> {
         TOKENS.with(|t| {
             t.borrow()
                 .recall(authorization, secret.as_bytes(), now, &checks)
-                .map(|c| c.tenant.clone())
+                .cloned()
         })
     })
 }
@@ -165,6 +289,12 @@ async fn handle(
         Ok(resp) => resp,
         Err(e) => http::problem(&e),
     };
+    finish(resp, &start, &trace)
+}
+
+/// The Worker's answer as it leaves: its `worker` phase, its request id and,
+/// if on, its log line.
+fn finish(resp: Response, start: &Start, trace: &Trace) -> worker::worker_sys::web_sys::Response {
     let mut timings = Timings::default();
     timings.since("worker", start.at_ms);
     let timing = timings.header();
@@ -175,7 +305,7 @@ async fn handle(
             None => timing.clone(),
         };
         let log = start.record(
-            &trace,
+            trace,
             resp.status_code(),
             Timings::now(),
             Some(&server_timing),
@@ -214,6 +344,8 @@ thread_local! {
         std::cell::RefCell::new(auth::VerifiedTokens::default());
     /// Passthroughs answered by [`quick_pass`] (read by a test hook).
     static QUICK_PASSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Replays answered by [`ReadAhead::decide`] (read by the same hook).
+    static QUICK_REPLAYS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The claims a token must carry (`AUTH_JWT_ISSUER`, `AUTH_JWT_AUDIENCE`).
@@ -301,9 +433,14 @@ async fn route(
     }
     if cfg.test_hooks && segments == ["__test", "quick-passes"] {
         // Test hook: how many passthroughs this wasm instance answered by
-        // `quick_pass` (a test tells the two paths apart by it).
+        // `quick_pass`, and replays by `ReadAhead` (a test tells the paths
+        // apart by them).
         let count = QUICK_PASSES.with(|n| n.get());
-        return Ok(http::json(200, &serde_json::json!({ "count": count })));
+        let replays = QUICK_REPLAYS.with(|n| n.get());
+        return Ok(http::json(
+            200,
+            &serde_json::json!({ "count": count, "replays": replays }),
+        ));
     }
     if segments.first() == Some(&console::PREFIX) {
         let asset = console::asset(&segments)
@@ -581,6 +718,58 @@ fn request_key(req: &Incoming) -> std::result::Result<Option<IdempotencyKey>, Ap
     })
 }
 
+/// A keyed write's headers, each read once (a read is a call into JavaScript).
+struct WriteHeaders {
+    declared: Option<usize>,
+    /// Its error waits until the body limit has had its say (413 before 400).
+    key: std::result::Result<Option<IdempotencyKey>, ApiError>,
+    content_type: Option<String>,
+    /// The headers an origin function's call passes on (none for another).
+    forward: Vec<(String, String)>,
+}
+
+impl WriteHeaders {
+    fn read(req: &Incoming, endpoint: Endpoint) -> Self {
+        Self::with_key(req, endpoint, request_key(req))
+    }
+
+    /// The rest, the key read already.
+    fn with_key(
+        req: &Incoming,
+        endpoint: Endpoint,
+        key: std::result::Result<Option<IdempotencyKey>, ApiError>,
+    ) -> Self {
+        let content_type = req.header("content-type");
+        let forward = if endpoint == Endpoint::CallFunction {
+            forwarded(req, ("content-type", &content_type))
+        } else {
+            Vec::new()
+        };
+        WriteHeaders {
+            declared: declared_length(req),
+            key,
+            content_type,
+            forward,
+        }
+    }
+}
+
+/// What a keyed write asks for, once its body is read.
+enum Prepared {
+    /// The key's object (or the isolate's replay cache first). `json`:
+    /// whether the command read the body as JSON.
+    Gate {
+        envelope: Box<Envelope>,
+        command: Command,
+        json: bool,
+    },
+    /// An origin function's call without a key, its body read already.
+    Passthrough {
+        url: String,
+        forward: Vec<(String, String)>,
+    },
+}
+
 /// A keyed write: body limit → key → validation (the command's) → fingerprint → object.
 async fn keyed_write(
     req: Incoming,
@@ -591,29 +780,61 @@ async fn keyed_write(
     keyed: Keyed,
     trace: &Trace,
 ) -> Outcome {
-    let endpoint = keyed.endpoint;
-    // Each header read once (a read is a call into JavaScript); the key's
-    // error waits until the body limit has had its say (413 before 400).
-    let declared = declared_length(&req);
-    let header_key = request_key(&req);
-    let content_type = req.header("content-type");
-    let mut forward = Vec::new();
-    if endpoint == Endpoint::CallFunction {
-        forward = forwarded(&req, ("content-type", &content_type));
+    let heads = WriteHeaders::read(&req, keyed.endpoint);
+    if keyed.endpoint == Endpoint::CallFunction {
         // A passthrough whose length is declared within the limit: its body
         // streams on to the origin unread (one with no declared length is
         // read below, so that the limit holds).
-        let has_key = !matches!(header_key, Ok(None));
-        if CallFunction::streams_through(cfg, has_key, declared) {
+        let has_key = !matches!(heads.key, Ok(None));
+        if CallFunction::streams_through(cfg, has_key, heads.declared) {
             let url = functions::upstream_url(cfg, keyed.param.as_deref().unwrap_or_default())?;
             trace.at(Stage::Passthrough);
             let body = Outgoing::Stream(req.body_stream());
-            return Ok(functions::passthrough(cfg, &url, body, &forward).await);
+            return Ok(functions::passthrough(cfg, &url, body, &heads.forward).await);
         }
     }
-    let body = read_body(&req, declared, cfg.max_body_bytes).await?;
-    let header_key = header_key?;
-    let json_content = content_type.is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+    let body = read_body(&req, heads.declared, cfg.max_body_bytes).await?;
+    match prepare(&req, cfg, caller, &keyed, heads, &body)? {
+        Prepared::Passthrough { url, forward } => {
+            trace.at(Stage::Passthrough);
+            Ok(functions::passthrough(cfg, &url, Outgoing::Bytes(&body), &forward).await)
+        }
+        Prepared::Gate {
+            envelope,
+            command,
+            json,
+        } => {
+            call_gate(
+                env,
+                ctx,
+                &envelope,
+                GateOp::Execute {
+                    command,
+                    sent: (json, &body),
+                },
+                cfg.keygate_shards,
+                hop(&req, cfg),
+                trace,
+            )
+            .await
+        }
+    }
+}
+
+/// A keyed write with its body read (within the limit): the key, the
+/// command's validation, the fingerprint, the envelope.
+fn prepare(
+    req: &Incoming,
+    cfg: &Config,
+    caller: &Caller,
+    keyed: &Keyed,
+    heads: WriteHeaders,
+    body: &[u8],
+) -> std::result::Result<Prepared, ApiError> {
+    let endpoint = keyed.endpoint;
+    let json_content = heads
+        .content_type
+        .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
     let check = ParseContext {
         cfg,
         tenant: &caller.tenant,
@@ -621,32 +842,32 @@ async fn keyed_write(
         roles: &caller.roles,
         json_content,
     };
-    // The fingerprint covers the bytes as sent; the object gets the parsed command.
-    let fingerprint = |json: bool| {
-        let (method, path) = endpoint.template().split_once(' ').unwrap_or_default();
-        Fingerprint::compute(method, path, &body, json)
-    };
-    let (command, key, fingerprint) = match endpoint.parse(&keyed, &body, header_key, &check)? {
-        Parsed::Keyed { command, key, json } => (command, key, fingerprint(json)),
+    let (command, key, json) = match endpoint.parse(keyed, body, heads.key?, &check)? {
+        Parsed::Keyed { command, key, json } => (command, key, json),
         Parsed::Passthrough { url } => {
-            trace.at(Stage::Passthrough);
-            return Ok(functions::passthrough(cfg, &url, Outgoing::Bytes(&body), &forward).await);
+            return Ok(Prepared::Passthrough {
+                url,
+                forward: heads.forward,
+            })
         }
     };
-    let scope = key_scope(endpoint, &key, &caller.tenant, &caller.sub);
-    let mut envelope = envelope(&req, cfg, caller, &keyed, &key, &fingerprint);
-    envelope.record_scope = scope.encode();
-    envelope.forward = forward;
-    call_gate(
-        env,
-        ctx,
-        &envelope,
-        GateOp::Execute(command),
-        cfg.keygate_shards,
-        hop(&req, cfg),
-        trace,
-    )
-    .await
+    let record_scope = key_scope(endpoint, &key, &caller.tenant, &caller.sub).encode();
+    // The fingerprint covers the bytes as sent; the object gets the parsed
+    // command. A retry that sends what the cached answer's request sent has
+    // its fingerprint, known without hashing (or canonicalizing) again.
+    let cached = (record_scope, keyed.route.clone(), key.to_string());
+    let fingerprint = gate_client::known_fingerprint(&cached, json, body).unwrap_or_else(|| {
+        let (method, path) = endpoint.template().split_once(' ').unwrap_or_default();
+        Fingerprint::compute(method, path, body, json)
+    });
+    let mut envelope = envelope(req, cfg, caller, keyed, &key, &fingerprint);
+    envelope.record_scope = cached.0;
+    envelope.forward = heads.forward;
+    Ok(Prepared::Gate {
+        envelope: Box::new(envelope),
+        command,
+        json,
+    })
 }
 
 fn envelope(

@@ -13,7 +13,7 @@ use crate::http::{
 };
 use crate::idempotency::cache::{CacheKey, Hit, ReplayCache};
 use crate::idempotency::scope;
-use crate::idempotency::{storable_headers, StoredResponse};
+use crate::idempotency::{storable_headers, Fingerprint, StoredResponse};
 use crate::problem::ApiError;
 use crate::request_log::{Stage, Trace};
 use std::cell::RefCell;
@@ -53,8 +53,32 @@ fn cache_key(e: &Envelope) -> CacheKey {
     (e.record_scope.clone(), e.route.clone(), e.key.to_string())
 }
 
-/// Answers a keyed write from the isolate's replay cache, if it can.
-fn cached_answer(ctx: &Context, env: &Env, envelope: &Envelope, trace: &Trace) -> Option<Response> {
+/// The fingerprint of a request to `key` that sends what the request
+/// whose answer the isolate's replay cache holds sent: known without
+/// computing it.
+pub(super) fn known_fingerprint(key: &CacheKey, json: bool, body: &[u8]) -> Option<Fingerprint> {
+    REPLAYS.with(|c| {
+        c.borrow()
+            .fingerprint_of(key, json, body, now_ms())
+            .map(Fingerprint::known)
+    })
+}
+
+/// Whether the isolate's replay cache holds an answer for `(record scope,
+/// route, key)` (for this payload or another): a request's body is worth
+/// reading ahead for it (`quick_replay`).
+pub(super) fn may_replay(key: &CacheKey) -> bool {
+    REPLAYS.with(|c| c.borrow().holds(key, now_ms()))
+}
+
+/// Answers a keyed write from the isolate's replay cache, if it can (what
+/// [`call_gate`] tries first).
+pub(super) fn cached_answer(
+    ctx: &Context,
+    env: &Env,
+    envelope: &Envelope,
+    trace: &Trace,
+) -> Option<Response> {
     let key = cache_key(envelope);
     let (response, outcome) = REPLAYS.with(|c| {
         Some(
@@ -104,10 +128,15 @@ fn object_name(e: &Envelope, shards: u32) -> String {
 }
 
 /// What the Worker asks of a key's object.
-pub(super) enum GateOp {
+pub(super) enum GateOp<'a> {
     /// Run (or replay) the command: encoded only if the isolate's replay
-    /// cache does not answer first.
-    Execute(Command),
+    /// cache does not answer first. `sent`: the request as sent (whether its
+    /// command read the body as JSON, and the body), kept with a final answer
+    /// in the replay cache (see [`known_fingerprint`]).
+    Execute {
+        command: Command,
+        sent: (bool, &'a [u8]),
+    },
     /// The key's state.
     State,
     /// Release the key.
@@ -130,7 +159,7 @@ pub(super) async fn call_gate(
     env: &Env,
     ctx: &Context,
     envelope: &Envelope,
-    op: GateOp,
+    op: GateOp<'_>,
     shards: u32,
     hop: Hop,
     trace: &Trace,
@@ -140,17 +169,17 @@ pub(super) async fn call_gate(
         &envelope.route,
         envelope.key.as_str(),
     );
-    let (call, body) = match op {
-        GateOp::Execute(command) => {
+    let (call, body, request) = match op {
+        GateOp::Execute { command, sent } => {
             if let Some(hit) = cached_answer(ctx, env, envelope, trace) {
                 return Ok(hit);
             }
-            (GateCall::Execute, Some(command.encode()?))
+            (GateCall::Execute, Some(command.encode()?), Some(sent))
         }
-        GateOp::State => (GateCall::State, None),
+        GateOp::State => (GateCall::State, None, None),
         GateOp::Release => {
             REPLAYS.with(|c| c.borrow_mut().remove(&cache_key(envelope)));
-            (GateCall::Release, None)
+            (GateCall::Release, None, None)
         }
     };
     let release = call == GateCall::Release;
@@ -205,6 +234,7 @@ pub(super) async fn call_gate(
             c.borrow_mut().insert(
                 cache_key(envelope),
                 envelope.fingerprint_str().to_string(),
+                request,
                 stored,
                 expires_at,
                 now_ms(),

@@ -25,11 +25,27 @@ pub type CacheKey = (String, String, String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub fingerprint: String,
+    /// The request that got the answer, as sent: whether its command read
+    /// the body as JSON, and the body. A retry that sends the same has the
+    /// same fingerprint, known without computing it ([`ReplayCache::fingerprint_of`]).
+    pub request: Option<(bool, Vec<u8>)>,
     pub response: StoredResponse,
     /// When the key's record expires (stated on every replay).
     pub expires_at: i64,
     /// ms since the epoch; the entry is dropped at this time.
     pub valid_until: i64,
+}
+
+impl Entry {
+    /// The bytes an entry holds against [`MAX_BYTES`]: its answer's body and
+    /// its request's.
+    fn size(response: &StoredResponse, request: &Option<(bool, Vec<u8>)>) -> usize {
+        response.body.len() + request.as_ref().map_or(0, |(_, body)| body.len())
+    }
+
+    fn bytes(&self) -> usize {
+        Self::size(&self.response, &self.request)
+    }
 }
 
 /// What a lookup found.
@@ -62,26 +78,53 @@ impl ReplayCache {
         })
     }
 
-    /// Keeps a final answer until `record_expires_at` (capped by [`MAX_AGE_MS`]).
+    /// Whether a lookup of `key` at `now` (ms) would find an entry, for
+    /// either fingerprint: said without the request's body, which the
+    /// fingerprint needs (so a caller reads a body only for a likely hit).
+    pub fn holds(&self, key: &CacheKey, now: i64) -> bool {
+        self.entries.get(key).is_some_and(|e| e.valid_until > now)
+    }
+
+    /// The fingerprint of a request to `key` that sends what the entry's
+    /// request sent (`json`, `body`), if the entry is live at `now` (ms): the
+    /// same method, route and bytes, so the same fingerprint.
+    pub fn fingerprint_of(
+        &self,
+        key: &CacheKey,
+        json: bool,
+        body: &[u8],
+        now: i64,
+    ) -> Option<&str> {
+        let entry = self.entries.get(key).filter(|e| e.valid_until > now)?;
+        let (sent_json, sent) = entry.request.as_ref()?;
+        (*sent_json == json && sent.as_slice() == body).then_some(entry.fingerprint.as_str())
+    }
+
+    /// Keeps a final answer until `record_expires_at` (capped by [`MAX_AGE_MS`]),
+    /// with the `request` that got it (kept only up to [`MAX_ENTRY_BYTES`]).
     pub fn insert(
         &mut self,
         key: CacheKey,
         fingerprint: String,
+        request: Option<(bool, &[u8])>,
         response: StoredResponse,
         record_expires_at: i64,
         now: i64,
     ) {
-        let size = response.body.len();
-        if size > MAX_ENTRY_BYTES || record_expires_at <= now {
+        if response.body.len() > MAX_ENTRY_BYTES || record_expires_at <= now {
             return;
         }
+        let request = request
+            .filter(|(_, body)| body.len() <= MAX_ENTRY_BYTES)
+            .map(|(json, body)| (json, body.to_vec()));
+        let size = Entry::size(&response, &request);
         self.remove(&key);
         while self.entries.len() >= MAX_ENTRIES || self.bytes + size > MAX_BYTES {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
             if let Some(e) = self.entries.remove(&oldest) {
-                self.bytes -= e.response.body.len();
+                self.bytes -= e.bytes();
             }
         }
         self.bytes += size;
@@ -91,6 +134,7 @@ impl ReplayCache {
             key,
             Entry {
                 fingerprint,
+                request,
                 response,
                 expires_at: record_expires_at,
                 valid_until,
@@ -101,7 +145,7 @@ impl ReplayCache {
     /// Forgets a key (its release).
     pub fn remove(&mut self, key: &CacheKey) {
         if let Some(e) = self.entries.remove(key) {
-            self.bytes -= e.response.body.len();
+            self.bytes -= e.bytes();
             self.order.retain(|k| k != key);
         }
     }
@@ -134,7 +178,7 @@ mod tests {
     #[test]
     fn a_cached_answer_replays_for_the_same_payload_and_mismatches_for_another() {
         let mut c = ReplayCache::default();
-        c.insert(key("a"), "fp1".into(), resp("x"), 10_000, 0);
+        c.insert(key("a"), "fp1".into(), None, resp("x"), 10_000, 0);
         assert_eq!(
             c.get(&key("a"), "fp1", 1),
             Some(Hit::Replay(&resp("x"), 10_000))
@@ -146,8 +190,8 @@ mod tests {
     #[test]
     fn entries_expire_with_the_record_or_after_the_max_age() {
         let mut c = ReplayCache::default();
-        c.insert(key("short"), "fp".into(), resp("x"), 500, 0);
-        c.insert(key("long"), "fp".into(), resp("y"), 86_400_000, 0);
+        c.insert(key("short"), "fp".into(), None, resp("x"), 500, 0);
+        c.insert(key("long"), "fp".into(), None, resp("y"), 86_400_000, 0);
         assert!(c.get(&key("short"), "fp", 499).is_some());
         assert_eq!(c.get(&key("short"), "fp", 500), None);
         assert!(c.get(&key("long"), "fp", MAX_AGE_MS - 1).is_some());
@@ -156,9 +200,124 @@ mod tests {
     }
 
     #[test]
+    fn holds_says_what_a_lookup_would_find_for_either_payload() {
+        let mut c = ReplayCache::default();
+        c.insert(key("a"), "fp".into(), None, resp("x"), 500, 0);
+        assert!(c.holds(&key("a"), 0));
+        assert!(c.holds(&key("a"), 499));
+        assert!(!c.holds(&key("a"), 500), "expired with the record");
+        assert!(!c.holds(&key("b"), 0));
+        c.insert(key("long"), "fp".into(), None, resp("y"), 86_400_000, 0);
+        assert!(c.holds(&key("long"), MAX_AGE_MS - 1));
+        assert!(!c.holds(&key("long"), MAX_AGE_MS), "past the max age");
+        c.remove(&key("long"));
+        assert!(!c.holds(&key("long"), 0), "released");
+        for now in [0, 499, 500] {
+            for fp in ["fp", "other"] {
+                assert_eq!(c.holds(&key("a"), now), c.get(&key("a"), fp, now).is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_is_known_only_for_what_the_answers_request_sent() {
+        let mut c = ReplayCache::default();
+        c.insert(
+            key("a"),
+            "fp".into(),
+            Some((true, b"{\"x\":1}")),
+            resp("r"),
+            500,
+            0,
+        );
+        assert_eq!(
+            c.fingerprint_of(&key("a"), true, b"{\"x\":1}", 0),
+            Some("fp")
+        );
+        // Any other body, even the same JSON spelled otherwise, is hashed.
+        assert_eq!(c.fingerprint_of(&key("a"), true, b"{ \"x\":1}", 0), None);
+        assert_eq!(c.fingerprint_of(&key("a"), true, b"{\"x\":2}", 0), None);
+        assert_eq!(c.fingerprint_of(&key("a"), true, b"", 0), None);
+        // The same bytes read otherwise (not as JSON) are another request.
+        assert_eq!(c.fingerprint_of(&key("a"), false, b"{\"x\":1}", 0), None);
+        // Another key, an expired entry, an entry kept without its request.
+        assert_eq!(c.fingerprint_of(&key("b"), true, b"{\"x\":1}", 0), None);
+        assert_eq!(c.fingerprint_of(&key("a"), true, b"{\"x\":1}", 500), None);
+        c.insert(key("n"), "fp".into(), None, resp("r"), 500, 0);
+        assert_eq!(c.fingerprint_of(&key("n"), true, b"", 0), None);
+        // A request too large to keep is not kept.
+        let big = vec![b'x'; MAX_ENTRY_BYTES + 1];
+        c.insert(
+            key("big"),
+            "fp".into(),
+            Some((false, &big)),
+            resp("r"),
+            500,
+            0,
+        );
+        assert!(c.holds(&key("big"), 0));
+        assert_eq!(c.fingerprint_of(&key("big"), false, &big, 0), None);
+    }
+
+    #[test]
+    fn a_kept_request_counts_against_the_memory_bound_and_leaves_with_its_entry() {
+        let mut c = ReplayCache::default();
+        c.insert(
+            key("a"),
+            "fp".into(),
+            Some((false, b"12345")),
+            resp("xyz"),
+            10_000,
+            0,
+        );
+        assert_eq!(c.bytes, 8);
+        c.insert(
+            key("a"),
+            "fp".into(),
+            Some((false, b"1")),
+            resp("xyz"),
+            10_000,
+            0,
+        );
+        assert_eq!(c.bytes, 4, "a replaced entry's bytes leave with it");
+        c.remove(&key("a"));
+        assert_eq!(c.bytes, 0);
+        // Requests fill the bound as answers do: the oldest entry goes first.
+        let body = vec![b'b'; MAX_ENTRY_BYTES];
+        let mut n = 0;
+        while c.bytes + 2 * MAX_ENTRY_BYTES <= MAX_BYTES {
+            c.insert(
+                key(&n.to_string()),
+                "fp".into(),
+                Some((false, &body)),
+                resp(""),
+                10_000,
+                0,
+            );
+            n += 1;
+        }
+        let before = c.len();
+        c.insert(
+            key("last"),
+            "fp".into(),
+            Some((false, &body)),
+            StoredResponse {
+                status: 200,
+                headers: vec![],
+                body: body.clone(),
+            },
+            10_000,
+            0,
+        );
+        assert!(c.bytes <= MAX_BYTES);
+        assert!(!c.holds(&key("0"), 0), "the oldest left to make room");
+        assert!(c.len() <= before);
+    }
+
+    #[test]
     fn a_released_key_is_forgotten() {
         let mut c = ReplayCache::default();
-        c.insert(key("a"), "fp".into(), resp("x"), 10_000, 0);
+        c.insert(key("a"), "fp".into(), None, resp("x"), 10_000, 0);
         c.remove(&key("a"));
         assert_eq!(c.get(&key("a"), "fp", 1), None);
         assert_eq!(c.bytes, 0);
@@ -168,7 +327,7 @@ mod tests {
     fn memory_is_bounded_oldest_first() {
         let mut c = ReplayCache::default();
         for i in 0..MAX_ENTRIES + 5 {
-            c.insert(key(&i.to_string()), "fp".into(), resp("x"), 10_000, 0);
+            c.insert(key(&i.to_string()), "fp".into(), None, resp("x"), 10_000, 0);
         }
         assert_eq!(c.len(), MAX_ENTRIES);
         assert_eq!(c.get(&key("0"), "fp", 1), None);
@@ -176,15 +335,15 @@ mod tests {
             .get(&key(&(MAX_ENTRIES + 4).to_string()), "fp", 1)
             .is_some());
         let big = "b".repeat(MAX_ENTRY_BYTES + 1);
-        c.insert(key("big"), "fp".into(), resp(&big), 10_000, 0);
+        c.insert(key("big"), "fp".into(), None, resp(&big), 10_000, 0);
         assert_eq!(c.get(&key("big"), "fp", 1), None);
     }
 
     #[test]
     fn reinserting_a_key_replaces_it() {
         let mut c = ReplayCache::default();
-        c.insert(key("a"), "fp".into(), resp("old"), 10_000, 0);
-        c.insert(key("a"), "fp".into(), resp("new!"), 10_000, 0);
+        c.insert(key("a"), "fp".into(), None, resp("old"), 10_000, 0);
+        c.insert(key("a"), "fp".into(), None, resp("new!"), 10_000, 0);
         assert_eq!(
             c.get(&key("a"), "fp", 1),
             Some(Hit::Replay(&resp("new!"), 10_000))

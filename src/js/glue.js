@@ -55,6 +55,15 @@ function died({ requestId, method, route, startedMs }) {
     headers: { "content-type": "application/problem+json", [REQUEST_ID]: requestId },
   });
 }
+// A keyed write the isolate's replay cache may answer
+// (frontend_worker::quick_replay): its body read here, then decided by one
+// call into the wasm, outside any Rust future. A panic in that call throws
+// here, after the hook has run: this request then answers as the guard's do.
+export function with_body(request, decide, requestId, method, route, startedMs) {
+  return request.arrayBuffer()
+    .then((body) => decide(new Uint8Array(body)), () => decide(undefined))
+    .catch(() => died({ requestId, method, route, startedMs }));
+}
 const objects = new Map();
 let nextObject = 0;
 export function object_enter(state) {
