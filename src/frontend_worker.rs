@@ -20,7 +20,7 @@ use crate::request_log::{route_template, Stage, Start, Trace};
 use crate::routes::{documents, functions, staging, training};
 use crate::store::read_error;
 use crate::upstream::Outgoing;
-use gate_client::{call_gate, GateOp, Hop};
+use gate_client::{call_gate, Cached, GateOp, Hop};
 use incoming::Incoming;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{
@@ -248,9 +248,18 @@ impl ReadAhead {
                     &envelope.route,
                     envelope.key.as_str(),
                 );
-                if let Some(hit) = gate_client::cached_answer(&ctx, &env, &envelope, &trace) {
+                // A stored answer is made as it leaves, in one call.
+                let answer =
+                    gate_client::from_cache(&ctx, &env, &envelope, &trace, |cached| match cached {
+                        Cached::Stored(stored, extra) => {
+                            let timing = leaving(&start, &trace, stored.status, || None);
+                            http::stored_answer(stored, extra, &timing, &start.request_id)
+                        }
+                        Cached::Mismatch(e) => finish(http::problem(&e), &start, &trace),
+                    });
+                if let Some(answer) = answer {
                     QUICK_REPLAYS.with(|n| n.set(n.get() + 1));
-                    return finish(hit, &start, &trace).into();
+                    return answer.into();
                 }
             }
         }
@@ -295,24 +304,34 @@ async fn handle(
 /// The Worker's answer as it leaves: its `worker` phase, its request id and,
 /// if on, its log line.
 fn finish(resp: Response, start: &Start, trace: &Trace) -> worker::worker_sys::web_sys::Response {
+    let timing = leaving(start, trace, resp.status_code(), || {
+        resp.headers().get("server-timing").ok().flatten()
+    });
+    http::answer(resp, &timing, &start.request_id)
+}
+
+/// What every answer does as it leaves: the `Server-Timing` entry of the
+/// Worker's own phase, returned, and the log line (if on), which states the
+/// answer's `status` and its `Server-Timing` as it leaves (`theirs`, the
+/// answer's own, if any, then ours).
+fn leaving(
+    start: &Start,
+    trace: &Trace,
+    status: u16,
+    theirs: impl FnOnce() -> Option<String>,
+) -> String {
     let mut timings = Timings::default();
     timings.since("worker", start.at_ms);
     let timing = timings.header();
     if config::request_log_enabled() {
-        // The answer's `Server-Timing` as it leaves: any it has, then ours.
-        let server_timing = match resp.headers().get("server-timing").ok().flatten() {
+        let server_timing = match theirs() {
             Some(theirs) => format!("{theirs}, {timing}"),
             None => timing.clone(),
         };
-        let log = start.record(
-            trace,
-            resp.status_code(),
-            Timings::now(),
-            Some(&server_timing),
-        );
+        let log = start.record(trace, status, Timings::now(), Some(&server_timing));
         console_log!("{}", log.line());
     }
-    http::answer(resp, &timing, &start.request_id)
+    timing
 }
 
 /// The isolate's configuration (see [`config::cached`]). Settings that do not
@@ -663,10 +682,7 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// The body's length as its `Content-Length` declares it.
 fn declared_length(req: &Incoming) -> Option<usize> {
-    req.headers()
-        .get("content-length")
-        .ok()
-        .flatten()
+    req.header("content-length")
         .and_then(|v| v.parse::<usize>().ok())
 }
 
@@ -708,10 +724,9 @@ fn forwarded(req: &Incoming, known: (&str, &Option<String>)) -> Vec<(String, Str
 
 /// The key from either header (400 if malformed or the two disagree).
 fn request_key(req: &Incoming) -> std::result::Result<Option<IdempotencyKey>, ApiError> {
-    let h = req.headers();
     key_from_headers(
-        h.get("idempotency-key").ok().flatten().as_deref(),
-        h.get("x-idempotency-key").ok().flatten().as_deref(),
+        req.header("idempotency-key").as_deref(),
+        req.header("x-idempotency-key").as_deref(),
     )
     .map_err(|e| ApiError::InvalidKey {
         detail: e.to_string(),
@@ -878,16 +893,13 @@ fn envelope(
     key: &IdempotencyKey,
     fp: &Fingerprint,
 ) -> Envelope {
-    let h = req.headers();
-    let wait_ms = h
-        .get("prefer")
-        .ok()
-        .flatten()
+    let wait_ms = req
+        .header("prefer")
         .and_then(|p| parse_prefer_wait(&p))
         .map_or(0, |secs| {
             crate::idempotency::prefer::wait_ms(secs, cfg.max_wait_ms)
         });
-    let hook = |name: &str| cfg.test_hooks.then(|| h.get(name).ok().flatten()).flatten();
+    let hook = |name: &'static str| cfg.test_hooks.then(|| req.header(name)).flatten();
     Envelope {
         scope: caller.tenant.clone(),
         record_scope: String::new(),
@@ -910,8 +922,7 @@ fn envelope(
 /// How this request reaches its key's object: by RPC, unless the test hook
 /// asks for the `fetch` form.
 fn hop(req: &Incoming, cfg: &Config) -> Hop {
-    let by_fetch = cfg.test_hooks
-        && req.headers().get(TEST_HOP_HEADER).ok().flatten().as_deref() == Some("fetch");
+    let by_fetch = cfg.test_hooks && req.header(TEST_HOP_HEADER).as_deref() == Some("fetch");
     if by_fetch {
         Hop::Fetch
     } else {

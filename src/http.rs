@@ -6,7 +6,7 @@ use crate::problem::ApiError;
 use worker::worker_sys::web_sys;
 use worker::{Response, ResponseBody, ResponseBuilder};
 
-use crate::js::{answer_bytes, answer_stream, header_fill};
+use crate::js::{answer_bytes, answer_lines, answer_stream, header_fill};
 
 /// The runtime's `Response` for `resp`, with the Worker's own `Server-Timing`
 /// entries (`timing`, if any) and its `X-Request-Id` added: one call into the
@@ -148,6 +148,24 @@ pub fn stored(resp: &StoredResponse, extra: &[(&str, &str)]) -> Response {
         &header_lines(extra.iter().copied()),
     );
     out
+}
+
+/// A stored answer as it leaves: [`stored`] (with `extra` headers) and then
+/// [`answer`], in one call into the runtime.
+pub fn stored_answer(
+    resp: &StoredResponse,
+    extra: &[(&str, &str)],
+    timing: &str,
+    request_id: &str,
+) -> web_sys::Response {
+    answer_lines(
+        resp.status,
+        &header_lines(resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+        &header_lines(extra.iter().copied()),
+        &resp.body,
+        timing,
+        request_id,
+    )
 }
 
 /// Headers that mark a replayed answer (both the IETF and the legacy name).

@@ -80,6 +80,15 @@ extern "C" {
         timing: &str,
         request_id: &str,
     ) -> web_sys::Response;
+    /// `header_fill` on a new set, then `answer_bytes`.
+    pub fn answer_lines(
+        status: u16,
+        appended: &str,
+        replaced: &str,
+        body: &[u8],
+        timing: &str,
+        request_id: &str,
+    ) -> web_sys::Response;
     pub fn answer_stream(
         status: u16,
         headers: &web_sys::Headers,

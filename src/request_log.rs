@@ -120,7 +120,9 @@ pub struct Trace {
     pub started: f64,
     tenant: RefCell<Option<String>>,
     stage: Cell<Stage>,
-    key_sha256: RefCell<Option<String>>,
+    /// The key's record scope, route and key (hashed only for a line: see
+    /// [`Trace::keyed`]).
+    key: RefCell<Option<(String, String, String)>>,
 }
 
 impl Trace {
@@ -152,7 +154,15 @@ impl Trace {
     /// concrete `route`: the log keeps a prefix of their SHA-256 — the key
     /// idemgate forwards to origin functions — never the key.
     pub fn keyed(&self, scope: &str, route: &str, key: &str) {
-        *self.key_sha256.borrow_mut() = Some(key_hash(scope, route, key));
+        *self.key.borrow_mut() = Some((scope.into(), route.into(), key.into()));
+    }
+
+    /// See [`Trace::keyed`]: computed when a line is made (with the request
+    /// log off, a request pays for no hash).
+    fn key_sha256(&self) -> Option<String> {
+        let key = self.key.borrow();
+        key.as_ref()
+            .map(|(scope, route, key)| key_hash(scope, route, key))
     }
 
     pub fn stage(&self) -> Stage {
@@ -263,7 +273,7 @@ impl Start {
             total_ms: round_ms(now_ms - self.at_ms),
             object_ms,
             origin_ms,
-            key_sha256: trace.key_sha256.borrow().clone(),
+            key_sha256: trace.key_sha256(),
         }
     }
 }

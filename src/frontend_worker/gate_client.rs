@@ -71,6 +71,14 @@ pub(super) fn may_replay(key: &CacheKey) -> bool {
     REPLAYS.with(|c| c.borrow().holds(key, now_ms()))
 }
 
+/// What the isolate's replay cache answers a keyed write with.
+pub(super) enum Cached<'a> {
+    /// The stored answer, with the headers a replay adds.
+    Stored(&'a StoredResponse, &'a [(&'a str, &'a str)]),
+    /// Another payload under the key: 422.
+    Mismatch(ApiError),
+}
+
 /// Answers a keyed write from the isolate's replay cache, if it can (what
 /// [`call_gate`] tries first).
 pub(super) fn cached_answer(
@@ -79,35 +87,51 @@ pub(super) fn cached_answer(
     envelope: &Envelope,
     trace: &Trace,
 ) -> Option<Response> {
+    from_cache(ctx, env, envelope, trace, |cached| match cached {
+        Cached::Stored(stored, extra) => http::stored(stored, extra),
+        Cached::Mismatch(e) => http::problem(&e),
+    })
+}
+
+/// The replay cache's answer to a keyed write, if it has one, made by
+/// `render` (the request's trace already marked with the outcome), and counted.
+pub(super) fn from_cache<R>(
+    ctx: &Context,
+    env: &Env,
+    envelope: &Envelope,
+    trace: &Trace,
+    render: impl FnOnce(Cached<'_>) -> R,
+) -> Option<R> {
     let key = cache_key(envelope);
-    let (response, outcome) = REPLAYS.with(|c| {
-        Some(
-            match c
-                .borrow_mut()
-                .get(&key, envelope.fingerprint_str(), now_ms())?
-            {
-                Hit::Replay(stored, expires_at) => {
-                    let expires = http::http_date(expires_at);
-                    let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
-                    extra.push(("idempotency-key", envelope.key.as_str()));
-                    extra.push((IDEMPOTENCY_EXPIRES_HEADER, &expires));
-                    (http::stored(stored, &extra), GateOutcome::Replayed)
-                }
-                Hit::Mismatch => (
-                    http::problem(&ApiError::KeyReused {
-                        key: envelope.key.to_string(),
-                    }),
-                    GateOutcome::Mismatch,
-                ),
-            },
-        )
+    let (answer, outcome) = REPLAYS.with(|c| {
+        let mut cache = c.borrow_mut();
+        let hit = cache.get(&key, envelope.fingerprint_str(), now_ms())?;
+        let outcome = match hit {
+            Hit::Replay(..) => GateOutcome::Replayed,
+            Hit::Mismatch => GateOutcome::Mismatch,
+        };
+        trace.at(Stage::Gate {
+            outcome,
+            waited: false,
+        });
+        Some(match hit {
+            Hit::Replay(stored, expires_at) => {
+                let expires = http::http_date(expires_at);
+                let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
+                extra.push(("idempotency-key", envelope.key.as_str()));
+                extra.push((IDEMPOTENCY_EXPIRES_HEADER, &expires));
+                (render(Cached::Stored(stored, &extra)), outcome)
+            }
+            Hit::Mismatch => {
+                let e = ApiError::KeyReused {
+                    key: envelope.key.to_string(),
+                };
+                (render(Cached::Mismatch(e)), outcome)
+            }
+        })
     })?;
-    trace.at(Stage::Gate {
-        outcome,
-        waited: false,
-    });
     count(ctx, env, envelope, outcome.as_str(), trace.started);
-    Some(response)
+    Some(answer)
 }
 
 /// Counts `outcome` for the envelope's tenant and route template (executions

@@ -15,6 +15,9 @@ pub struct Incoming {
     method: String,
     path: String,
     headers: Headers,
+    /// Headers read so far, by name as asked (lowercase): the quick paths'
+    /// checks and the guarded path ask for some of the same.
+    read_headers: std::cell::RefCell<Vec<(&'static str, Option<String>)>>,
     /// The body, if it was read before the Worker's guarded path began (see
     /// [`Incoming::set_body`]): `Err` if it could not be.
     read: std::cell::Cell<Option<Result<Vec<u8>, ()>>>,
@@ -26,6 +29,7 @@ impl Incoming {
             method: raw.method(),
             path: path_of(&raw.url()).to_string(),
             headers: Headers(raw.headers()),
+            read_headers: std::cell::RefCell::new(Vec::new()),
             read: std::cell::Cell::new(None),
             raw,
         }
@@ -46,13 +50,14 @@ impl Incoming {
         &self.path
     }
 
-    pub fn headers(&self) -> &Headers {
-        &self.headers
-    }
-
-    /// One header's value.
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).ok().flatten()
+    /// One header's value, read from the runtime once (`name` in lowercase).
+    pub fn header(&self, name: &'static str) -> Option<String> {
+        if let Some((_, value)) = self.read_headers.borrow().iter().find(|(n, _)| *n == name) {
+            return value.clone();
+        }
+        let value = self.headers.get(name).ok().flatten();
+        self.read_headers.borrow_mut().push((name, value.clone()));
+        value
     }
 
     /// The whole URL, parsed (for a route that reads the query).

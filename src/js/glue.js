@@ -127,6 +127,11 @@ export function answer_bytes(status, headers, body, timing, requestId) {
   // `body` views the wasm memory: the answer keeps a copy.
   return answer(status, headers, body.slice(), timing, requestId);
 }
+export function answer_lines(status, appended, replaced, body, timing, requestId) {
+  const headers = new Headers();
+  header_fill(headers, appended, replaced);
+  return answer(status, headers, body.slice(), timing, requestId);
+}
 export function answer_stream(status, headers, body, timing, requestId) {
   return answer(status, headers, body ?? null, timing, requestId);
 }
