@@ -109,13 +109,9 @@ impl DurableObject for RecordMirror {
                     Entries::Many(list) => list,
                     Entries::One(entry) => vec![entry],
                 };
-                let mut due = None;
-                for entry in &entries {
-                    let armed = due.or(self.armed.get());
-                    if let Some(d) = mirror.accept(entry, armed).map_err(rust_err)? {
-                        due = Some(d);
-                    }
-                }
+                let due = mirror
+                    .accept_all(&entries, self.armed.get())
+                    .map_err(rust_err)?;
                 if let Some(due) = due {
                     // No await between the writes and this call: all commit together.
                     self.state.storage().set_alarm(at(due)).await?;

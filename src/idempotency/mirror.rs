@@ -257,7 +257,23 @@ impl<L: MirrorLog, C: Clock> Mirror<'_, L, C> {
     /// Takes a record in (durable once this returns). Returns when the alarm
     /// must fire, if sooner than `armed` (the alarm already set, if any).
     pub fn accept(&self, entry: &MirrorEntry, armed: Option<i64>) -> StoreResult<Option<i64>> {
-        self.log.put(entry)?;
+        self.accept_all(std::slice::from_ref(entry), armed)
+    }
+
+    /// [`Mirror::accept`] for a gate object's batch: each record put, then
+    /// the waiting records counted once (the count only grows while they are
+    /// put, so the last record's answer is the batch's).
+    pub fn accept_all(
+        &self,
+        entries: &[MirrorEntry],
+        armed: Option<i64>,
+    ) -> StoreResult<Option<i64>> {
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        for entry in entries {
+            self.log.put(entry)?;
+        }
         let now = self.clock.now_ms();
         let mut seen = self.arrivals.get();
         seen.first.get_or_insert(now);
@@ -426,6 +442,8 @@ pub(crate) mod fakes {
         pub rows: RefCell<BTreeMap<(String, String, String), Waiting>>,
         pub next_seq: Cell<i64>,
         pub statements: Cell<u64>,
+        /// `count` calls (each a query on the object's SQLite).
+        pub counts: Cell<u32>,
     }
 
     fn id(k: &RecordKey) -> (String, String, String) {
@@ -459,6 +477,7 @@ pub(crate) mod fakes {
             Ok(all)
         }
         fn count(&self) -> StoreResult<usize> {
+            self.counts.set(self.counts.get() + 1);
             Ok(self.rows.borrow().len())
         }
         fn written(&self, seqs: &[i64], statements: u32) -> StoreResult<()> {
@@ -694,6 +713,60 @@ mod tests {
         }
         // At 100 a second a record still waits no more than MAX_AGE_MS.
         assert!(stream(1000, 10, 2) >= 10);
+    }
+
+    #[test]
+    fn a_batch_is_accepted_as_its_records_one_by_one_with_one_count() {
+        // Batches of every size around the flush threshold, onto a mirror
+        // already holding some records, with and without an alarm armed, and
+        // with a record replaced within the batch or older than the one held.
+        for held in [0, 1, FLUSH_AT - 3, FLUSH_AT] {
+            for size in [0, 1, 2, 3, FLUSH_AT - 1] {
+                for armed in [
+                    None,
+                    Some(T0),
+                    Some(T0 + QUIET_MS),
+                    Some(T0 + 10 * QUIET_MS),
+                ] {
+                    let (one, all) = (World::new(), World::new());
+                    for w in [&one, &all] {
+                        for i in 0..held {
+                            w.mirror()
+                                .accept(&entry(&format!("h{i}"), 10, T0), None)
+                                .unwrap();
+                        }
+                    }
+                    let mut batch: Vec<MirrorEntry> = (0..size)
+                        .map(|i| entry(&format!("b{i}"), 10, T0 + 1))
+                        .collect();
+                    if size > 1 {
+                        batch.push(entry("b0", 10, T0 + 2));
+                        batch.push(entry("h0", 10, T0 - 1));
+                    }
+                    let mut due = None;
+                    for e in &batch {
+                        if let Some(d) = one.mirror().accept(e, due.or(armed)).unwrap() {
+                            due = Some(d);
+                        }
+                    }
+                    all.log.counts.set(0);
+                    let batched = all.mirror().accept_all(&batch, armed).unwrap();
+                    let case = format!("held {held}, size {size}, armed {armed:?}");
+                    assert_eq!(batched, due, "{case}");
+                    assert_eq!(all.log.counts.get(), u32::from(size > 0), "{case}");
+                    let rows = |w: &World| {
+                        w.log
+                            .rows
+                            .borrow()
+                            .values()
+                            .map(|r| (r.seq, r.entry.clone()))
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(rows(&all), rows(&one), "{case}");
+                    assert_eq!(all.arrivals.get(), one.arrivals.get(), "{case}");
+                }
+            }
+        }
     }
 
     #[test]
