@@ -214,6 +214,20 @@ class Client:
         return self.server.request("DELETE", path, None, self.headers())
 
 
+def raw_post(srv, path, headers, chunks=None, body=None, timeout=30):
+    """A POST sent as given: `chunks` chunked (no Content-Length), else `body`."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
+    try:
+        if chunks is not None:
+            conn.request("POST", path, body=iter(chunks), headers=headers, encode_chunked=True)
+        else:
+            conn.request("POST", path, body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
 def unique(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

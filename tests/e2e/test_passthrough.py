@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import Client, Server, assert_problem, free_port, unique
+from conftest import Client, Server, assert_problem, free_port, raw_post, unique
 
 LIMIT = 256 * 1024
 
@@ -24,20 +24,6 @@ def srv(origin):
                MAX_BODY_BYTES=LIMIT, UPSTREAM_TIMEOUT_MS=1000).start()
     yield s
     s.cleanup()
-
-
-def raw_post(srv, path, headers, chunks=None, body=None, timeout=30):
-    """A POST sent as given: `chunks` chunked (no Content-Length), else `body`."""
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
-    try:
-        if chunks is not None:
-            conn.request("POST", path, body=iter(chunks), headers=headers, encode_chunked=True)
-        else:
-            conn.request("POST", path, body=body, headers=headers)
-        r = conn.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
 
 
 def last_request(origin, path):

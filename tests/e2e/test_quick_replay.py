@@ -9,13 +9,12 @@ A caller's first token is not remembered until the guarded path has verified
 it, so a second token for the same subject makes the guarded path answer a
 replay the quick path then answers again: the two answers are compared."""
 
-import http.client
 import json
 import re
 
 import pytest
 
-from conftest import SECRET, Client, Server, assert_problem, logged_requests, make_token, text_doc, unique
+from conftest import SECRET, Client, Server, assert_problem, logged_requests, make_token, raw_post, text_doc, unique
 
 LIMIT = 64 * 1024
 
@@ -117,35 +116,22 @@ def test_the_same_json_spelled_otherwise_is_still_a_replay(srv, origin):
     assert origin.count("/echo") == runs
 
 
-def raw_post(srv, path, headers, body=None, chunks=None):
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
-    try:
-        if chunks is not None:
-            conn.request("POST", path, body=iter(chunks), headers=headers, encode_chunked=True)
-        else:
-            conn.request("POST", path, body=body, headers=headers)
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
-
-
 def test_a_body_over_the_limit_is_refused_on_a_cached_key_declared_or_not(srv, origin):
     c = Client(srv, unique("quick-413"))
     assert call(c, "POST", "/functions/v1/echo", {"a": 1}, "k-1").status == 200
     runs = origin.count("/echo")
     big = json.dumps({"a": "x" * LIMIT}).encode()
     before = quick_replays(srv)
-    status, body = raw_post(srv, "/functions/v1/echo", c.headers("k-1"), body=big)
+    status, _, body = raw_post(srv, "/functions/v1/echo", c.headers("k-1"), body=big)
     assert status == 413, body
     # Chunked: no length to refuse it by, so it is read, then refused.
-    status, body = raw_post(srv, "/functions/v1/echo", c.headers("k-1"),
+    status, _, body = raw_post(srv, "/functions/v1/echo", c.headers("k-1"),
                             chunks=[big[i:i + 8192] for i in range(0, len(big), 8192)])
     assert status == 413, body
     assert quick_replays(srv) == before
     # A chunked body within the limit is a replay, by the quick path.
     small = json.dumps({"a": 1}).encode()
-    status, body = raw_post(srv, "/functions/v1/echo", c.headers("k-1"), chunks=[small[:3], small[3:]])
+    status, _, body = raw_post(srv, "/functions/v1/echo", c.headers("k-1"), chunks=[small[:3], small[3:]])
     assert status == 200, body
     assert quick_replays(srv) == before + 1
     assert origin.count("/echo") == runs
