@@ -70,8 +70,9 @@ impl Incoming {
         &self.raw
     }
 
-    /// The body as a stream, unread (none for an empty body, or one already
-    /// read: the quick replay reads only a keyed write's, which never streams).
+    /// The body as a stream, unread (none for an empty body). Not for a body
+    /// read already ([`Incoming::set_body`]): the quick replay reads only a
+    /// keyed write's, which never streams.
     pub fn body_stream(&self) -> Option<web_sys::ReadableStream> {
         self.raw.body()
     }

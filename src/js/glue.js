@@ -56,7 +56,7 @@ function died({ requestId, method, route, startedMs }) {
   });
 }
 // A keyed write the isolate's replay cache may answer
-// (frontend_worker::quick_replay): its body read here, then decided by one
+// (frontend_worker::ReadAhead): its body read here, then decided by one
 // call into the wasm, outside any Rust future. A panic in that call throws
 // here, after the hook has run: this request then answers as the guard's do.
 export function with_body(request, decide, requestId, method, route, startedMs) {
