@@ -142,12 +142,18 @@ pub fn stored(resp: &StoredResponse, extra: &[(&str, &str)]) -> Response {
     let out = ResponseBuilder::new()
         .with_status(resp.status)
         .fixed(resp.body.clone());
-    header_fill(
-        &out.headers().0,
-        &header_lines(resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
-        &header_lines(extra.iter().copied()),
-    );
+    let (appended, replaced) = stored_lines(resp, extra);
+    header_fill(&out.headers().0, &appended, &replaced);
     out
+}
+
+/// A stored answer's headers and the `extra` ones that replace any of the
+/// same name, as [`header_fill`]'s two sets of lines.
+fn stored_lines(resp: &StoredResponse, extra: &[(&str, &str)]) -> (String, String) {
+    (
+        header_lines(resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+        header_lines(extra.iter().copied()),
+    )
 }
 
 /// A stored answer as it leaves: [`stored`] (with `extra` headers) and then
@@ -158,10 +164,11 @@ pub fn stored_answer(
     timing: &str,
     request_id: &str,
 ) -> web_sys::Response {
+    let (appended, replaced) = stored_lines(resp, extra);
     answer_lines(
         resp.status,
-        &header_lines(resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
-        &header_lines(extra.iter().copied()),
+        &appended,
+        &replaced,
         &resp.body,
         timing,
         request_id,

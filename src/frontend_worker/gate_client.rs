@@ -106,16 +106,16 @@ pub(super) fn from_cache<R>(
     let (answer, outcome) = REPLAYS.with(|c| {
         let mut cache = c.borrow_mut();
         let hit = cache.get(&key, envelope.fingerprint_str(), now_ms())?;
-        let outcome = match hit {
-            Hit::Replay(..) => GateOutcome::Replayed,
-            Hit::Mismatch => GateOutcome::Mismatch,
+        let at = |outcome| {
+            trace.at(Stage::Gate {
+                outcome,
+                waited: false,
+            });
+            outcome
         };
-        trace.at(Stage::Gate {
-            outcome,
-            waited: false,
-        });
         Some(match hit {
             Hit::Replay(stored, expires_at) => {
+                let outcome = at(GateOutcome::Replayed);
                 let expires = http::http_date(expires_at);
                 let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
                 extra.push(("idempotency-key", envelope.key.as_str()));
@@ -123,6 +123,7 @@ pub(super) fn from_cache<R>(
                 (render(Cached::Stored(stored, &extra)), outcome)
             }
             Hit::Mismatch => {
+                let outcome = at(GateOutcome::Mismatch);
                 let e = ApiError::KeyReused {
                     key: envelope.key.to_string(),
                 };
