@@ -277,6 +277,15 @@ pub const REMEMBERED_TOKENS: usize = 1024;
 /// secret or other checks forget them all. `exp` and `nbf` are checked again on
 /// every use; a token that failed is never remembered, so a bad one costs the
 /// full check each time, as before.
+/// What [`VerifiedTokens::resolve`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    Caller(Caller),
+    Refused(AuthError),
+    /// Not remembered, and verifying was not allowed.
+    Unverified,
+}
+
 #[derive(Default)]
 pub struct VerifiedTokens {
     secret: Vec<u8>,
@@ -285,7 +294,8 @@ pub struct VerifiedTokens {
 }
 
 impl VerifiedTokens {
-    /// [`authenticate_with`], remembering what passes.
+    /// [`authenticate_with`], remembering what passes: [`Self::resolve`]
+    /// allowed to verify.
     pub fn authenticate(
         &mut self,
         header: Option<&str>,
@@ -293,46 +303,85 @@ impl VerifiedTokens {
         now_secs: f64,
         checks: &ClaimChecks,
     ) -> Result<Caller, AuthError> {
-        let token = bearer(header)?;
-        if self.secret != secret || &self.checks != checks {
-            self.tokens.clear();
-            self.secret = secret.to_vec();
-            self.checks = checks.clone();
+        match self.resolve(header, secret, now_secs, checks, true) {
+            Resolved::Caller(caller) => Ok(caller),
+            Resolved::Refused(e) => Err(e),
+            // Never answered when verifying is allowed.
+            Resolved::Unverified => Err(AuthError::Missing),
         }
-        if let Some(known) = self.tokens.get(token) {
-            known.in_time(now_secs)?;
-            return Ok(known.caller.clone());
-        }
-        let verified = verify(token, secret, now_secs, checks)?;
-        if self.tokens.len() >= REMEMBERED_TOKENS {
-            self.tokens.clear();
-        }
-        let caller = verified.caller.clone();
-        self.tokens.insert(token.to_string(), verified);
-        Ok(caller)
     }
 
     /// The caller of a token already remembered under this secret and these
     /// checks and valid at `now_secs`; `None` for anything else — a token never
     /// seen, expired, before its `nbf`, another secret — which [`authenticate`]
-    /// then answers. Only a lookup and string slicing: no base64, no JSON, no
-    /// MAC, so nothing a client sends reaches a parser here (the Worker's quick
-    /// passthrough runs it outside its panic guard: `frontend_worker::quick_pass`).
+    /// then answers: [`Self::resolve`] not allowed to verify.
     ///
     /// [`authenticate`]: VerifiedTokens::authenticate
     pub fn recall(
-        &self,
+        &mut self,
         header: Option<&str>,
         secret: &[u8],
         now_secs: f64,
         checks: &ClaimChecks,
-    ) -> Option<&Caller> {
-        if self.secret != secret || &self.checks != checks {
-            return None;
+    ) -> Option<Caller> {
+        match self.resolve(header, secret, now_secs, checks, false) {
+            Resolved::Caller(caller) => Some(caller),
+            Resolved::Refused(_) | Resolved::Unverified => None,
         }
-        let known = self.tokens.get(bearer(header).ok()?)?;
-        known.in_time(now_secs).ok()?;
-        Some(&known.caller)
+    }
+
+    /// The one resolution of a request's caller. A token remembered under this
+    /// secret and these checks answers from memory, `exp` and `nbf` checked
+    /// again at `now_secs`. Anything else is verified in full when `may_verify`
+    /// allows it (and remembered if it passes); when it does not, the answer is
+    /// [`Resolved::Unverified`] and nothing is parsed: only a lookup and string
+    /// slicing, so nothing a client sends reaches a parser (the Worker's quick
+    /// passthrough runs outside its panic guard: `frontend_worker::quick_pass`).
+    pub fn resolve(
+        &mut self,
+        header: Option<&str>,
+        secret: &[u8],
+        now_secs: f64,
+        checks: &ClaimChecks,
+        may_verify: bool,
+    ) -> Resolved {
+        let same_rules = self.secret == secret && &self.checks == checks;
+        if !may_verify {
+            let known = bearer(header)
+                .ok()
+                .filter(|_| same_rules)
+                .and_then(|token| self.tokens.get(token))
+                .filter(|known| known.in_time(now_secs).is_ok());
+            return match known {
+                Some(known) => Resolved::Caller(known.caller.clone()),
+                None => Resolved::Unverified,
+            };
+        }
+        let token = match bearer(header) {
+            Ok(token) => token,
+            Err(e) => return Resolved::Refused(e),
+        };
+        if !same_rules {
+            self.tokens.clear();
+            self.secret = secret.to_vec();
+            self.checks = checks.clone();
+        }
+        if let Some(known) = self.tokens.get(token) {
+            return match known.in_time(now_secs) {
+                Ok(()) => Resolved::Caller(known.caller.clone()),
+                Err(e) => Resolved::Refused(e),
+            };
+        }
+        let verified = match verify(token, secret, now_secs, checks) {
+            Ok(v) => v,
+            Err(e) => return Resolved::Refused(e),
+        };
+        if self.tokens.len() >= REMEMBERED_TOKENS {
+            self.tokens.clear();
+        }
+        let caller = verified.caller.clone();
+        self.tokens.insert(token.to_string(), verified);
+        Resolved::Caller(caller)
     }
 
     /// How many tokens are remembered.
@@ -711,15 +760,15 @@ mod tests {
             assert_eq!(tokens.recall(Some(&t), SECRET, NOW, &none), None);
             assert!(tokens.is_empty());
             assert!(remember(&mut tokens, &t, NOW).is_ok());
-            let caller = tokens.recall(Some(&t), SECRET, NOW + 59.0, &none).cloned();
+            let caller = tokens.recall(Some(&t), SECRET, NOW + 59.0, &none);
             assert_eq!(caller, remember(&mut tokens, &t, NOW + 59.0).ok());
             // The scheme's case and surrounding blanks, as the full check reads them.
             let spaced = format!("  bearer   {}  ", t.trim_start_matches("Bearer "));
             assert_eq!(
                 tokens
                     .recall(Some(&spaced), SECRET, NOW, &none)
-                    .map(|c| c.sub.as_str()),
-                Some("u1")
+                    .map(|c| c.sub),
+                Some("u1".to_string())
             );
             for (at, secret) in [
                 (NOW + 60.0, SECRET),

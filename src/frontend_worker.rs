@@ -5,8 +5,8 @@
 mod gate_client;
 mod incoming;
 
-use crate::auth::{self, Caller};
-use crate::commands::functions::CallFunction;
+use crate::auth::{self, Caller, Resolved};
+use crate::commands::plan::{self, Plan, Step};
 use crate::commands::{self, key_scope, Command, Endpoint, Keyed, ParseContext, Parsed};
 use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING};
 use crate::console;
@@ -20,9 +20,8 @@ use crate::request_log::{route_template, Stage, Start, Trace};
 use crate::routes::{documents, functions, staging, training};
 use crate::store::read_error;
 use crate::upstream::Outgoing;
-use gate_client::{call_gate, Cached, GateOp, Hop};
+use gate_client::{call_gate, GateOp, Hop};
 use incoming::Incoming;
-use wasm_bindgen::{JsCast, JsValue};
 use worker::{
     console_error, console_log, Context, Date, Env, Headers, Method, Response, ResponseBuilder,
 };
@@ -52,20 +51,26 @@ pub fn serve(req: worker::worker_sys::web_sys::Request, env: Env, ctx: Context) 
         req.method_name(),
         route_template(req.method_name(), req.path(), keyed.as_ref()),
     );
-    let start = match quick_pass(&req, keyed.as_ref(), start) {
+    // What the request is, decided once (if the isolate has its settings
+    // already; otherwise by the guarded path, once it has them).
+    let plan = config::peek().map(|cfg| plan_of(&req, keyed.as_ref(), &cfg));
+    let start = match quick_pass(&req, plan.as_ref(), start) {
         Ok(answer) => return answer,
         Err(start) => start,
     };
-    if let Some((keyed, ahead)) = keyed.as_ref().and_then(|k| ReadAhead::check(&req, k)) {
-        return ahead.run(req, keyed, env, ctx, start);
-    }
-    guarded(req, keyed, env, ctx, start)
+    guarded(req, keyed, plan, env, ctx, start)
+}
+
+/// The request's [`Plan`], from its method, path and headers.
+fn plan_of(req: &Incoming, keyed: Option<&Keyed>, cfg: &Config) -> Plan {
+    Plan::of(req.method_name(), keyed, cfg, &|name| req.header(name))
 }
 
 /// The guarded path: [`handle`] under the panic guard.
 fn guarded(
     req: Incoming,
     keyed: Option<Keyed>,
+    plan: Option<Plan>,
     env: Env,
     ctx: Context,
     start: Start,
@@ -81,51 +86,36 @@ fn guarded(
         route: &route,
         started_ms: start.at_ms,
     };
-    crate::panic_guard::guarded(handle(req, keyed, env, ctx, start), &on_panic)
+    crate::panic_guard::guarded(handle(req, keyed, plan, env, ctx, start), &on_panic)
 }
 
 /// The quick passthrough: an origin function's call that streams straight
-/// through ([`CallFunction::streams_through`]) from a caller whose token this
-/// isolate has verified before, decided in one synchronous step and answered by
-/// [`crate::upstream::pass`], which settles the answer itself: no Rust future,
-/// no await, no panic guard's promise (the slow path's cost over a JavaScript
-/// Worker's passthrough, measured in issue 11). `Err` gives `start` back for
-/// everything else, which takes the guarded path and gets the same answer.
+/// through ([`Plan::StreamThrough`]) from a caller this isolate has verified
+/// before ([`Plan::quick`]), answered by [`crate::upstream::pass`], which
+/// settles the answer itself: no Rust future, no await, no panic guard's
+/// promise. `Err` gives `start` back for everything else, which takes the
+/// guarded path; that path acts on the same plan and the same resolution of
+/// the caller, so it would answer the same.
 ///
 /// It runs outside the panic guard, so it runs nothing that parses what a
-/// client sent: header reads, a map lookup for the token
-/// ([`auth::VerifiedTokens::recall`]: no base64, no JSON, no MAC), an integer
-/// parse, a string format. The configuration must have been parsed already by
+/// client sent: the plan's header reads and integer parse, a map lookup for
+/// the token ([`resolve_caller`] without verifying: no base64, no JSON, no
+/// MAC), a string format. The configuration must have been parsed already by
 /// an earlier request ([`config::peek`]). The log line, if on, is printed after
 /// the answer has gone, as the guarded path prints it.
-fn quick_pass(
-    req: &Incoming,
-    keyed: Option<&commands::Keyed>,
-    start: Start,
-) -> Result<js_sys::Promise, Start> {
-    let Some(keyed) = keyed.filter(|k| {
-        k.endpoint == Endpoint::CallFunction && req.method_name() == k.endpoint.method()
-    }) else {
+fn quick_pass(req: &Incoming, plan: Option<&Plan>, start: Start) -> Result<js_sys::Promise, Start> {
+    let Some(plan @ Plan::StreamThrough(Ok(_))) = plan else {
         return Err(start);
     };
-    // Under `UPSTREAM_KEY_POLICY=required` nothing passes through: a keyed
-    // call then reads no header here.
-    let Some(cfg) = config::peek().filter(|c| CallFunction::passes_through(c)) else {
+    let Some(cfg) = config::peek() else {
         return Err(start);
     };
-    let has_key =
-        req.header("idempotency-key").is_some() || req.header("x-idempotency-key").is_some();
-    if !CallFunction::streams_through(&cfg, has_key, declared_length(req)) {
-        return Err(start);
-    }
-    let authorization = req.header("authorization");
-    let Some(Caller { tenant, .. }) = recall(authorization.as_deref(), &cfg) else {
+    let Ok(resolved) = resolve_caller(req.header("authorization").as_deref(), &cfg, None) else {
         return Err(start);
     };
-    let Ok(url) = functions::upstream_url(&cfg, keyed.param.as_deref().unwrap_or_default()) else {
+    let Some((pass, Caller { tenant, .. })) = plan.quick(&resolved) else {
         return Err(start);
     };
-    let forward = forwarded(req, ("authorization", &authorization));
     let (request_id, started_ms) = (start.request_id.clone(), start.at_ms);
     let logged = cfg.request_log.then(|| {
         wasm_bindgen::closure::Closure::once_into_js(move |status: u16, server_timing: String| {
@@ -146,155 +136,23 @@ fn quick_pass(
     };
     Ok(crate::upstream::pass(
         &cfg,
-        &url,
+        &pass.url,
         body,
-        &forward,
+        &pass.forward,
         Some(finish),
     ))
-}
-
-/// The quick replay: a keyed write whose key this isolate's replay cache
-/// holds ([`gate_client::may_replay`]), from a caller whose token it has
-/// verified before. Its body is read by JavaScript (`with_body`), which then
-/// calls [`ReadAhead::decide`] once: the cached answer, finished as the guarded
-/// path finishes it, or, for anything else, the guarded path with the body
-/// already read. No Rust future, no guard's promise, for a replay (the
-/// Worker's own cost was what kept a replay from beating hono-idempotency's,
-/// issue 11).
-///
-/// The check runs before the panic guard, so it runs what `quick_pass` runs,
-/// and the key's validation (`key_from_headers`: a length and a character
-/// class, on a header). What parses the body runs in `decide`, where a panic
-/// throws into `with_body`, which then answers the guard's 500.
-struct ReadAhead {
-    cfg: std::rc::Rc<Config>,
-    caller: Caller,
-    heads: WriteHeaders,
-}
-
-impl ReadAhead {
-    fn check(req: &Incoming, keyed: &Keyed) -> Option<(Keyed, ReadAhead)> {
-        if req.method_name() != keyed.endpoint.method() {
-            return None;
-        }
-        let cfg = config::peek()?;
-        let key = request_key(req).ok()??;
-        let caller = recall(req.header("authorization").as_deref(), &cfg)?;
-        let record_scope = key_scope(keyed.endpoint, &key, &caller.tenant, &caller.sub).encode();
-        let cached = (record_scope, keyed.route.clone(), key.to_string());
-        if !gate_client::may_replay(&cached) {
-            return None;
-        }
-        let heads = WriteHeaders::with_key(req, keyed.endpoint, Ok(Some(key)));
-        // A body declared over the limit is refused before it is read.
-        if heads.declared.is_some_and(|n| n > cfg.max_body_bytes) {
-            return None;
-        }
-        Some((keyed.clone(), ReadAhead { cfg, caller, heads }))
-    }
-
-    fn run(
-        self,
-        req: Incoming,
-        keyed: Keyed,
-        env: Env,
-        ctx: Context,
-        start: Start,
-    ) -> js_sys::Promise {
-        crate::panic_guard::install();
-        // The handle, not `Request.clone()` (which would tee the body).
-        let raw = Clone::clone(req.raw());
-        let (request_id, method, route, at_ms) = (
-            start.request_id.clone(),
-            start.method.clone(),
-            start.route.clone(),
-            start.at_ms,
-        );
-        let decide =
-            wasm_bindgen::closure::Closure::once_into_js(move |body: JsValue| -> JsValue {
-                self.decide(body, req, keyed, env, ctx, start)
-            });
-        crate::js::with_body(&raw, decide, &request_id, &method, &route, at_ms)
-    }
-
-    /// `body`: the request's body (a `Uint8Array`), or `undefined` if it
-    /// could not be read.
-    fn decide(
-        self,
-        body: JsValue,
-        req: Incoming,
-        keyed: Keyed,
-        env: Env,
-        ctx: Context,
-        start: Start,
-    ) -> JsValue {
-        if self.cfg.test_hooks && req.header(TEST_FAIL_HEADER).as_deref() == Some("replay-panic") {
-            // Test hook: a Rust panic here, outside the guard (`with_body` answers).
-            panic!("simulated panic in a quick replay (test hook)");
-        }
-        let body = body
-            .dyn_into::<js_sys::Uint8Array>()
-            .map(|b| b.to_vec())
-            .map_err(|_| ());
-        if let Ok(bytes) = body.as_deref() {
-            let trace = Trace::new(start.at_ms);
-            trace.authenticated(&self.caller.tenant);
-            let within = bytes.len() <= self.cfg.max_body_bytes;
-            let prepared =
-                within.then(|| prepare(&req, &self.cfg, &self.caller, &keyed, self.heads, bytes));
-            if let Some(Ok(Prepared::Gate { envelope, .. })) = prepared {
-                trace.keyed(
-                    &envelope.record_scope,
-                    &envelope.route,
-                    envelope.key.as_str(),
-                );
-                // A stored answer is made as it leaves, in one call.
-                let answer =
-                    gate_client::from_cache(&ctx, &env, &envelope, &trace, |cached| match cached {
-                        Cached::Stored(stored, extra) => {
-                            let timing = leaving(&start, &trace, stored.status, || None);
-                            http::stored_answer(stored, extra, &timing, &start.request_id)
-                        }
-                        Cached::Mismatch(e) => finish(http::problem(&e), &start, &trace),
-                    });
-                if let Some(answer) = answer {
-                    QUICK_REPLAYS.with(|n| n.set(n.get() + 1));
-                    return answer.into();
-                }
-            }
-        }
-        // Anything else (the entry gone meanwhile, a body over the limit or
-        // refused by the command) takes the guarded path, which reads the
-        // body already read.
-        req.set_body(body);
-        guarded(req, Some(keyed), env, ctx, start).into()
-    }
-}
-
-/// The tenant of a token this isolate has verified before, under the secret it
-/// has read (see [`quick_pass`]).
-fn recall(authorization: Option<&str>, cfg: &Config) -> Option<Caller> {
-    let checks = claim_checks(cfg);
-    let now = now_secs();
-    SECRET.with(|secret| {
-        let secret = secret.get().filter(|s| !s.is_empty())?;
-        TOKENS.with(|t| {
-            t.borrow()
-                .recall(authorization, secret.as_bytes(), now, &checks)
-                .cloned()
-        })
-    })
 }
 
 async fn handle(
     req: Incoming,
     keyed: Option<commands::Keyed>,
+    plan: Option<Plan>,
     env: Env,
     ctx: Context,
     start: Start,
 ) -> worker::worker_sys::web_sys::Response {
     let trace = Trace::new(start.at_ms);
-    let resp = match route(req, keyed, &env, &ctx, &trace).await {
+    let resp = match route(req, keyed, plan, &env, &ctx, &trace).await {
         Ok(resp) => resp,
         Err(e) => http::problem(&e),
     };
@@ -363,8 +221,6 @@ thread_local! {
         std::cell::RefCell::new(auth::VerifiedTokens::default());
     /// Passthroughs answered by [`quick_pass`] (read by a test hook).
     static QUICK_PASSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    /// Replays answered by [`ReadAhead::decide`] (read by the same hook).
-    static QUICK_REPLAYS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The claims a token must carry (`AUTH_JWT_ISSUER`, `AUTH_JWT_AUDIENCE`).
@@ -380,26 +236,40 @@ fn now_secs() -> f64 {
     Date::now().as_millis() as f64 / 1000.0
 }
 
-fn authenticate(req: &Incoming, env: &Env, cfg: &Config) -> std::result::Result<Caller, ApiError> {
+/// The request's caller: the one resolution both paths use
+/// ([`auth::VerifiedTokens::resolve`]). With `env` (the guarded path) the
+/// secret is read if this isolate has not read it yet, and a token not seen
+/// before is verified; without it (the quick passthrough) only a token
+/// verified before resolves. `Err`: no secret is configured (503).
+fn resolve_caller(
+    authorization: Option<&str>,
+    cfg: &Config,
+    env: Option<&Env>,
+) -> std::result::Result<Resolved, ApiError> {
     let checks = claim_checks(cfg);
-    let header = req.header("authorization");
     let now = now_secs();
     SECRET.with(|secret| {
-        let secret = secret.get_or_init(|| {
-            env.secret(AUTH_SECRET_VAR)
-                .map(|s| s.to_string())
-                .or_else(|_| env.var(AUTH_SECRET_VAR).map(|v| v.to_string()))
-                .unwrap_or_default()
-        });
+        let secret = match env {
+            Some(env) => secret.get_or_init(|| {
+                env.secret(AUTH_SECRET_VAR)
+                    .map(|s| s.to_string())
+                    .or_else(|_| env.var(AUTH_SECRET_VAR).map(|v| v.to_string()))
+                    .unwrap_or_default()
+            }),
+            None => secret.get().map_or("", String::as_str),
+        };
         if secret.is_empty() {
             return Err(ApiError::AuthNotConfigured);
         }
-        TOKENS
-            .with(|t| {
-                t.borrow_mut()
-                    .authenticate(header.as_deref(), secret.as_bytes(), now, &checks)
-            })
-            .map_err(|e| ApiError::Unauthorized(e.to_string()))
+        Ok(TOKENS.with(|t| {
+            t.borrow_mut().resolve(
+                authorization,
+                secret.as_bytes(),
+                now,
+                &checks,
+                env.is_some(),
+            )
+        }))
     })
 }
 
@@ -407,6 +277,7 @@ fn authenticate(req: &Incoming, env: &Env, cfg: &Config) -> std::result::Result<
 async fn route(
     req: Incoming,
     keyed: Option<commands::Keyed>,
+    plan: Option<Plan>,
     env: &Env,
     ctx: &Context,
     trace: &Trace,
@@ -452,14 +323,9 @@ async fn route(
     }
     if cfg.test_hooks && segments == ["__test", "quick-passes"] {
         // Test hook: how many passthroughs this wasm instance answered by
-        // `quick_pass`, and replays by `ReadAhead` (a test tells the paths
-        // apart by them).
+        // `quick_pass` (a test tells the paths apart by it).
         let count = QUICK_PASSES.with(|n| n.get());
-        let replays = QUICK_REPLAYS.with(|n| n.get());
-        return Ok(http::json(
-            200,
-            &serde_json::json!({ "count": count, "replays": replays }),
-        ));
+        return Ok(http::json(200, &serde_json::json!({ "count": count })));
     }
     if segments.first() == Some(&console::PREFIX) {
         let asset = console::asset(&segments)
@@ -502,7 +368,8 @@ async fn route(
             .with_headers(headers)
             .empty());
     }
-    let caller = authenticate(&req, env, &cfg)?;
+    let resolved = resolve_caller(req.header("authorization").as_deref(), &cfg, Some(env))?;
+    let caller = plan::caller(&resolved)?;
     trace.authenticated(&caller.tenant);
     let db = || {
         trace.reading();
@@ -522,8 +389,17 @@ async fn route(
             .clamp(1, 1000);
         (offset, limit)
     };
-    if let Some(k) = keyed.filter(|k| method_name(&method) == k.endpoint.method()) {
-        return keyed_write(req, env, ctx, &caller, &cfg, k, trace).await;
+    let plan = plan.unwrap_or_else(|| plan_of(&req, keyed.as_ref(), &cfg));
+    match plan.guarded(&resolved) {
+        Step::Refused(e) => return Err(e),
+        Step::Pass(pass) => {
+            // Its body streams on to the origin unread.
+            trace.at(Stage::Passthrough);
+            let body = Outgoing::Stream(req.body_stream());
+            return Ok(functions::passthrough(&cfg, &pass.url, body, &pass.forward).await);
+        }
+        Step::Write(k) => return keyed_write(req, env, ctx, &caller, &cfg, k.clone(), trace).await,
+        Step::Route => {}
     }
     let read = matches!(method, Method::Get | Method::Head);
     match (method, segments.as_slice()) {
@@ -705,23 +581,6 @@ async fn read_body(
     Ok(body)
 }
 
-/// The request headers passed on to the origin ([`functions::FORWARDED_HEADERS`]),
-/// each read once: `known` is one already read, by name.
-fn forwarded(req: &Incoming, known: (&str, &Option<String>)) -> Vec<(String, String)> {
-    let mut forward = Vec::with_capacity(functions::FORWARDED_HEADERS.len());
-    for name in functions::FORWARDED_HEADERS {
-        let value = if *name == known.0 {
-            known.1.clone()
-        } else {
-            req.header(name)
-        };
-        if let Some(v) = value {
-            forward.push((name.to_string(), v));
-        }
-    }
-    forward
-}
-
 /// The key from either header (400 if malformed or the two disagree).
 fn request_key(req: &Incoming) -> std::result::Result<Option<IdempotencyKey>, ApiError> {
     key_from_headers(
@@ -756,7 +615,7 @@ impl WriteHeaders {
     ) -> Self {
         let content_type = req.header("content-type");
         let forward = if endpoint == Endpoint::CallFunction {
-            forwarded(req, ("content-type", &content_type))
+            plan::forwarded(&|name| req.header(name))
         } else {
             Vec::new()
         };
@@ -771,12 +630,10 @@ impl WriteHeaders {
 
 /// What a keyed write asks for, once its body is read.
 enum Prepared {
-    /// The key's object (or the isolate's replay cache first). `json`:
-    /// whether the command read the body as JSON.
+    /// The key's object.
     Gate {
         envelope: Box<Envelope>,
         command: Command,
-        json: bool,
     },
     /// An origin function's call without a key, its body read already.
     Passthrough {
@@ -796,37 +653,18 @@ async fn keyed_write(
     trace: &Trace,
 ) -> Outcome {
     let heads = WriteHeaders::read(&req, keyed.endpoint);
-    if keyed.endpoint == Endpoint::CallFunction {
-        // A passthrough whose length is declared within the limit: its body
-        // streams on to the origin unread (one with no declared length is
-        // read below, so that the limit holds).
-        let has_key = !matches!(heads.key, Ok(None));
-        if CallFunction::streams_through(cfg, has_key, heads.declared) {
-            let url = functions::upstream_url(cfg, keyed.param.as_deref().unwrap_or_default())?;
-            trace.at(Stage::Passthrough);
-            let body = Outgoing::Stream(req.body_stream());
-            return Ok(functions::passthrough(cfg, &url, body, &heads.forward).await);
-        }
-    }
     let body = read_body(&req, heads.declared, cfg.max_body_bytes).await?;
     match prepare(&req, cfg, caller, &keyed, heads, &body)? {
         Prepared::Passthrough { url, forward } => {
             trace.at(Stage::Passthrough);
             Ok(functions::passthrough(cfg, &url, Outgoing::Bytes(&body), &forward).await)
         }
-        Prepared::Gate {
-            envelope,
-            command,
-            json,
-        } => {
+        Prepared::Gate { envelope, command } => {
             call_gate(
                 env,
                 ctx,
                 &envelope,
-                GateOp::Execute {
-                    command,
-                    sent: (json, &body),
-                },
+                GateOp::Execute(&command),
                 cfg.keygate_shards,
                 hop(&req, cfg),
                 trace,
@@ -868,20 +706,15 @@ fn prepare(
     };
     let record_scope = key_scope(endpoint, &key, &caller.tenant, &caller.sub).encode();
     // The fingerprint covers the bytes as sent; the object gets the parsed
-    // command. A retry that sends what the cached answer's request sent has
-    // its fingerprint, known without hashing (or canonicalizing) again.
-    let cached = (record_scope, keyed.route.clone(), key.to_string());
-    let fingerprint = gate_client::known_fingerprint(&cached, json, body).unwrap_or_else(|| {
-        let (method, path) = endpoint.template().split_once(' ').unwrap_or_default();
-        Fingerprint::compute(method, path, body, json)
-    });
+    // command.
+    let (method, path) = endpoint.template().split_once(' ').unwrap_or_default();
+    let fingerprint = Fingerprint::compute(method, path, body, json);
     let mut envelope = envelope(req, cfg, caller, keyed, &key, &fingerprint);
-    envelope.record_scope = cached.0;
+    envelope.record_scope = record_scope;
     envelope.forward = heads.forward;
     Ok(Prepared::Gate {
         envelope: Box::new(envelope),
         command,
-        json,
     })
 }
 
@@ -935,13 +768,5 @@ fn require_admin(caller: &Caller) -> std::result::Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Forbidden("the admin role is required".into()))
-    }
-}
-
-fn method_name(m: &Method) -> &'static str {
-    match m {
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        _ => "",
     }
 }

@@ -6,7 +6,7 @@ use crate::problem::ApiError;
 use worker::worker_sys::web_sys;
 use worker::{Response, ResponseBody, ResponseBuilder};
 
-use crate::js::{answer_bytes, answer_lines, answer_stream, header_fill};
+use crate::js::{answer_bytes, answer_stream, header_fill};
 
 /// The runtime's `Response` for `resp`, with the Worker's own `Server-Timing`
 /// entries (`timing`, if any) and its `X-Request-Id` added: one call into the
@@ -142,37 +142,14 @@ pub fn stored(resp: &StoredResponse, extra: &[(&str, &str)]) -> Response {
     let out = ResponseBuilder::new()
         .with_status(resp.status)
         .fixed(resp.body.clone());
-    let (appended, replaced) = stored_lines(resp, extra);
-    header_fill(&out.headers().0, &appended, &replaced);
-    out
-}
-
-/// A stored answer's headers and the `extra` ones that replace any of the
-/// same name, as [`header_fill`]'s two sets of lines.
-fn stored_lines(resp: &StoredResponse, extra: &[(&str, &str)]) -> (String, String) {
-    (
-        header_lines(resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
-        header_lines(extra.iter().copied()),
-    )
-}
-
-/// A stored answer as it leaves: [`stored`] (with `extra` headers) and then
-/// [`answer`], in one call into the runtime.
-pub fn stored_answer(
-    resp: &StoredResponse,
-    extra: &[(&str, &str)],
-    timing: &str,
-    request_id: &str,
-) -> web_sys::Response {
-    let (appended, replaced) = stored_lines(resp, extra);
-    answer_lines(
-        resp.status,
+    // The stored headers appended, then `extra` replacing any of the same name.
+    let appended = header_lines(resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    header_fill(
+        &out.headers().0,
         &appended,
-        &replaced,
-        &resp.body,
-        timing,
-        request_id,
-    )
+        &header_lines(extra.iter().copied()),
+    );
+    out
 }
 
 /// Headers that mark a replayed answer (both the IETF and the legacy name).

@@ -52,22 +52,6 @@ extern "C" {
         logged: &JsValue,
     ) -> js_sys::Promise;
 
-    // A keyed write the isolate's replay cache may answer
-    // (frontend_worker::quick_replay).
-    /// Reads `request`'s body and calls `decide` once with it: a `Uint8Array`,
-    /// or `undefined` if the body could not be read. Resolves to what `decide`
-    /// returns (an answer, or the promise of one). If `decide` throws (a panic
-    /// killed the wasm instance), resolves to the 500 problem the panic guard
-    /// answers, with `request_id`, and prints the request's log line.
-    pub fn with_body(
-        request: &web_sys::Request,
-        decide: JsValue,
-        request_id: &str,
-        method: &str,
-        route: &str,
-        started_ms: f64,
-    ) -> js_sys::Promise;
-
     // Answers built in one call each (src/http.rs).
     /// Fills `headers` from `http::header_lines`: `appended` appended in order, then
     /// `replaced` set (replacing any of the same name). A name or value the
@@ -76,15 +60,6 @@ extern "C" {
     pub fn answer_bytes(
         status: u16,
         headers: &web_sys::Headers,
-        body: &[u8],
-        timing: &str,
-        request_id: &str,
-    ) -> web_sys::Response;
-    /// `header_fill` on a new set, then `answer_bytes`.
-    pub fn answer_lines(
-        status: u16,
-        appended: &str,
-        replaced: &str,
         body: &[u8],
         timing: &str,
         request_id: &str,

@@ -28,6 +28,7 @@ mod doc;
 pub mod documents;
 pub mod functions;
 mod paths;
+pub mod plan;
 pub mod staging;
 pub mod training;
 

@@ -1,6 +1,7 @@
 //! The Worker's side of a key's object: the call (the envelope in a header,
-//! the command as the body), the isolate's replay cache in front of it, and
-//! the counters of what the object did.
+//! the command as the body) and the counters of what the object did. Every
+//! keyed write is decided by its key's object: the Worker keeps no copy of an
+//! answer, so no isolate can answer what the object would not.
 
 use super::{storage, Outcome};
 use crate::commands::Command;
@@ -8,29 +9,16 @@ use crate::config::KEY_GATE_BINDING;
 use crate::counters;
 use crate::envelope::{Envelope, GateCall, GateOutcome, ENVELOPE_HEADER};
 use crate::http::{
-    self, Timings, EXPIRES_HEADER, IDEMPOTENCY_EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS,
-    TAKEOVER_HEADER,
+    self, Timings, EXPIRES_HEADER, IDEMPOTENCY_EXPIRES_HEADER, OUTCOME_HEADER, TAKEOVER_HEADER,
 };
-use crate::idempotency::cache::{CacheKey, Hit, ReplayCache};
 use crate::idempotency::scope;
-use crate::idempotency::{storable_headers, Fingerprint, StoredResponse};
 use crate::problem::ApiError;
 use crate::request_log::{Stage, Trace};
-use std::cell::RefCell;
-use worker::{console_error, Context, Date, Env, Headers, Response, ResponseBuilder};
-
-thread_local! {
-    /// Final answers seen by this isolate (see [`ReplayCache`]).
-    static REPLAYS: RefCell<ReplayCache> = RefCell::new(ReplayCache::default());
-}
+use worker::{console_error, Context, Env, Headers, ResponseBuilder};
 
 /// Seconds since `started` (a [`Timings::now`]).
 fn seconds_since(started: f64) -> f64 {
     (Timings::now() - started) / 1000.0
-}
-
-fn now_ms() -> i64 {
-    Date::now().as_millis() as i64
 }
 
 /// The call as an older Worker version sends it: by method and path, the
@@ -47,92 +35,6 @@ async fn send_by_fetch(
     let request =
         crate::raw_fetch::request(&format!("https://key-gate{path}"), method, &headers, body)?;
     crate::raw_fetch::send_to_object(stub, &request).await
-}
-
-fn cache_key(e: &Envelope) -> CacheKey {
-    (e.record_scope.clone(), e.route.clone(), e.key.to_string())
-}
-
-/// The fingerprint of a request to `key` that sends what the request
-/// whose answer the isolate's replay cache holds sent: known without
-/// computing it.
-pub(super) fn known_fingerprint(key: &CacheKey, json: bool, body: &[u8]) -> Option<Fingerprint> {
-    REPLAYS.with(|c| {
-        c.borrow()
-            .fingerprint_of(key, json, body, now_ms())
-            .map(Fingerprint::known)
-    })
-}
-
-/// Whether the isolate's replay cache holds an answer for `(record scope,
-/// route, key)` (for this payload or another): a request's body is worth
-/// reading ahead for it (`quick_replay`).
-pub(super) fn may_replay(key: &CacheKey) -> bool {
-    REPLAYS.with(|c| c.borrow().holds(key, now_ms()))
-}
-
-/// What the isolate's replay cache answers a keyed write with.
-pub(super) enum Cached<'a> {
-    /// The stored answer, with the headers a replay adds.
-    Stored(&'a StoredResponse, &'a [(&'a str, &'a str)]),
-    /// Another payload under the key: 422.
-    Mismatch(ApiError),
-}
-
-/// Answers a keyed write from the isolate's replay cache, if it can (what
-/// [`call_gate`] tries first).
-pub(super) fn cached_answer(
-    ctx: &Context,
-    env: &Env,
-    envelope: &Envelope,
-    trace: &Trace,
-) -> Option<Response> {
-    from_cache(ctx, env, envelope, trace, |cached| match cached {
-        Cached::Stored(stored, extra) => http::stored(stored, extra),
-        Cached::Mismatch(e) => http::problem(&e),
-    })
-}
-
-/// The replay cache's answer to a keyed write, if it has one, made by
-/// `render` (the request's trace already marked with the outcome), and counted.
-pub(super) fn from_cache<R>(
-    ctx: &Context,
-    env: &Env,
-    envelope: &Envelope,
-    trace: &Trace,
-    render: impl FnOnce(Cached<'_>) -> R,
-) -> Option<R> {
-    let key = cache_key(envelope);
-    let (answer, outcome) = REPLAYS.with(|c| {
-        let mut cache = c.borrow_mut();
-        let hit = cache.get(&key, envelope.fingerprint_str(), now_ms())?;
-        let at = |outcome| {
-            trace.at(Stage::Gate {
-                outcome,
-                waited: false,
-            });
-            outcome
-        };
-        Some(match hit {
-            Hit::Replay(stored, expires_at) => {
-                let outcome = at(GateOutcome::Replayed);
-                let expires = http::http_date(expires_at);
-                let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
-                extra.push(("idempotency-key", envelope.key.as_str()));
-                extra.push((IDEMPOTENCY_EXPIRES_HEADER, &expires));
-                (render(Cached::Stored(stored, &extra)), outcome)
-            }
-            Hit::Mismatch => {
-                let outcome = at(GateOutcome::Mismatch);
-                let e = ApiError::KeyReused {
-                    key: envelope.key.to_string(),
-                };
-                (render(Cached::Mismatch(e)), outcome)
-            }
-        })
-    })?;
-    count(ctx, env, envelope, outcome.as_str(), trace.started);
-    Some(answer)
 }
 
 /// Counts `outcome` for the envelope's tenant and route template (executions
@@ -154,14 +56,8 @@ fn object_name(e: &Envelope, shards: u32) -> String {
 
 /// What the Worker asks of a key's object.
 pub(super) enum GateOp<'a> {
-    /// Run (or replay) the command: encoded only if the isolate's replay
-    /// cache does not answer first. `sent`: the request as sent (whether its
-    /// command read the body as JSON, and the body), kept with a final answer
-    /// in the replay cache (see [`known_fingerprint`]).
-    Execute {
-        command: Command,
-        sent: (bool, &'a [u8]),
-    },
+    /// Run (or replay) the command.
+    Execute(&'a Command),
     /// The key's state.
     State,
     /// Release the key.
@@ -194,18 +90,10 @@ pub(super) async fn call_gate(
         &envelope.route,
         envelope.key.as_str(),
     );
-    let (call, body, request) = match op {
-        GateOp::Execute { command, sent } => {
-            if let Some(hit) = cached_answer(ctx, env, envelope, trace) {
-                return Ok(hit);
-            }
-            (GateCall::Execute, Some(command.encode()?), Some(sent))
-        }
-        GateOp::State => (GateCall::State, None, None),
-        GateOp::Release => {
-            REPLAYS.with(|c| c.borrow_mut().remove(&cache_key(envelope)));
-            (GateCall::Release, None, None)
-        }
+    let (call, body) = match op {
+        GateOp::Execute(command) => (GateCall::Execute, Some(command.encode()?)),
+        GateOp::State => (GateCall::State, None),
+        GateOp::Release => (GateCall::Release, None),
     };
     let release = call == GateCall::Release;
     let encoded = serde_json::to_string(envelope).map_err(|_| ApiError::Internal)?;
@@ -234,44 +122,26 @@ pub(super) async fn call_gate(
     // Copy the answer without the internal headers.
     let out_headers = Headers::new();
     let (mut outcome, mut expires_at, mut takeover) = (None, None, false);
-    let mut kept: Vec<(String, String)> = Vec::new();
+    // The object sends `Preference-Applied` only to a request that waited.
+    let mut waited = false;
     for (name, value) in resp.headers.entries() {
         match name.as_str() {
             OUTCOME_HEADER => outcome = GateOutcome::parse(&value),
             EXPIRES_HEADER => expires_at = value.parse::<i64>().ok(),
             TAKEOVER_HEADER => takeover = true,
             _ => {
+                waited |= name == "preference-applied";
                 let _ = out_headers.append(&name, &value);
-                kept.push((name, value));
             }
         }
     }
     let (status, bytes) = (resp.status, resp.body);
     let mut timings = Timings::default();
     timings.since("gate", started);
-    if let (Some(true), Some(expires_at)) = (outcome.map(GateOutcome::is_final), expires_at) {
-        let stored = StoredResponse {
-            status,
-            headers: storable_headers(kept.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
-            body: bytes.clone(),
-        };
-        REPLAYS.with(|c| {
-            c.borrow_mut().insert(
-                cache_key(envelope),
-                envelope.fingerprint_str().to_string(),
-                request,
-                stored,
-                expires_at,
-                now_ms(),
-            )
-        });
-    }
     if let Some(at) = expires_at {
         let _ = out_headers.set(IDEMPOTENCY_EXPIRES_HEADER, &http::http_date(at));
     }
     if let Some(o) = outcome {
-        // The object sends `Preference-Applied` only to a request that waited.
-        let waited = kept.iter().any(|(n, _)| n == "preference-applied");
         trace.at(Stage::Gate { outcome: o, waited });
         count(ctx, env, envelope, o.as_str(), trace.started);
     }

@@ -15,12 +15,9 @@ pub struct Incoming {
     method: String,
     path: String,
     headers: Headers,
-    /// Headers read so far, by name as asked (lowercase): the quick paths'
-    /// checks and the guarded path ask for some of the same.
+    /// Headers read so far, by name as asked (lowercase): the quick
+    /// passthrough's check and the guarded path ask for some of the same.
     read_headers: std::cell::RefCell<Vec<(&'static str, Option<String>)>>,
-    /// The body, if it was read before the Worker's guarded path began (see
-    /// [`Incoming::set_body`]): `Err` if it could not be.
-    read: std::cell::Cell<Option<Result<Vec<u8>, ()>>>,
 }
 
 impl Incoming {
@@ -30,7 +27,6 @@ impl Incoming {
             path: path_of(&raw.url()).to_string(),
             headers: Headers(raw.headers()),
             read_headers: std::cell::RefCell::new(Vec::new()),
-            read: std::cell::Cell::new(None),
             raw,
         }
     }
@@ -65,29 +61,13 @@ impl Incoming {
         Url::parse(&self.raw.url()).ok()
     }
 
-    /// The request as the runtime handed it.
-    pub fn raw(&self) -> &web_sys::Request {
-        &self.raw
-    }
-
-    /// The body as a stream, unread (none for an empty body). Not for a body
-    /// read already ([`Incoming::set_body`]): the quick replay reads only a
-    /// keyed write's, which never streams.
+    /// The body as a stream, unread (none for an empty body).
     pub fn body_stream(&self) -> Option<web_sys::ReadableStream> {
         self.raw.body()
     }
 
-    /// The body, read already (`Err`: it could not be): what [`Incoming::bytes`]
-    /// then gives, once.
-    pub fn set_body(&self, read: Result<Vec<u8>, ()>) {
-        self.read.set(Some(read));
-    }
-
-    /// The body: as read already, or by one `arrayBuffer()`.
+    /// The body, by one `arrayBuffer()`.
     pub async fn bytes(&self) -> worker::Result<Vec<u8>> {
-        if let Some(read) = self.read.take() {
-            return read.map_err(|()| worker::Error::RustError("the body was unreadable".into()));
-        }
         let body = js_sys::futures::JsFuture::from(self.raw.array_buffer()?).await?;
         Ok(js_sys::Uint8Array::new(&body).to_vec())
     }

@@ -52,12 +52,6 @@ impl Fingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// A fingerprint [`Fingerprint::compute`] made before, as its text (the
-    /// Worker's replay cache keeps it with the request it was made for).
-    pub fn known(text: &str) -> Self {
-        Fingerprint(text.to_string())
-    }
 }
 
 /// Lowercase hex SHA-256 of `bytes` (64 chars): the crate's one content digest

@@ -11,7 +11,6 @@
 //! - [`prefer`]: `Prefer: wait=N` (RFC 7240) for coalescing.
 
 pub mod admission;
-pub mod cache;
 pub mod execute;
 pub mod fingerprint;
 pub mod gate;

@@ -55,15 +55,6 @@ function died({ requestId, method, route, startedMs }) {
     headers: { "content-type": "application/problem+json", [REQUEST_ID]: requestId },
   });
 }
-// A keyed write the isolate's replay cache may answer
-// (frontend_worker::ReadAhead): its body read here, then decided by one
-// call into the wasm, outside any Rust future. A panic in that call throws
-// here, after the hook has run: this request then answers as the guard's do.
-export function with_body(request, decide, requestId, method, route, startedMs) {
-  return request.arrayBuffer()
-    .then((body) => decide(new Uint8Array(body)), () => decide(undefined))
-    .catch(() => died({ requestId, method, route, startedMs }));
-}
 const objects = new Map();
 let nextObject = 0;
 export function object_enter(state) {
@@ -125,11 +116,6 @@ function answer(status, headers, body, timing, requestId) {
 }
 export function answer_bytes(status, headers, body, timing, requestId) {
   // `body` views the wasm memory: the answer keeps a copy.
-  return answer(status, headers, body.slice(), timing, requestId);
-}
-export function answer_lines(status, appended, replaced, body, timing, requestId) {
-  const headers = new Headers();
-  header_fill(headers, appended, replaced);
   return answer(status, headers, body.slice(), timing, requestId);
 }
 export function answer_stream(status, headers, body, timing, requestId) {
