@@ -546,7 +546,7 @@ impl KeyGate {
         let key = env.record_key();
         let released = self
             .gate(&key.name())
-            .release_everywhere(&records, &key, &who)
+            .release_everywhere(&records, &key, &who, |t| self.live.contains(t))
             .await
             .map_err(worker::Error::RustError)?;
         Ok(match released {

@@ -440,15 +440,20 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
         }))
     }
 
-    /// Releases the key — slot and record — unless it is in flight or `who`
-    /// may not (see [`Gate::release_key`]).
+    /// Releases the key — slot and record — unless it is in flight (a live
+    /// holder of this instance, `live`, included) or `who` may not (see
+    /// [`Gate::release_key_with`]).
     pub async fn release_everywhere<R: Records>(
         &self,
         records: &R,
         key: &RecordKey,
         who: &Releaser<'_>,
+        live: impl Fn(&str) -> bool,
     ) -> Result<Released, String> {
-        match self.release_key(who).map_err(|e| e.to_string())? {
+        match self
+            .release_key_with(who, live)
+            .map_err(|e| e.to_string())?
+        {
             Release::InFlight { .. } => Ok(Released::InFlight),
             Release::Forbidden => Ok(Released::Forbidden),
             Release::Released { had_slot } => {
@@ -1032,18 +1037,24 @@ mod tests {
         };
         let (t, _) = w.admit("A");
         assert_eq!(
-            now(w.gate().release_everywhere(&w.d1, &key(), &owner)),
+            now(w
+                .gate()
+                .release_everywhere(&w.d1, &key(), &owner, |_| false)),
             Ok(Released::InFlight)
         );
         w.run("A", &t, false, |_| commit("doc", &["row"]));
         assert_eq!(
-            now(w.gate().release_everywhere(&w.d1, &key(), &owner)),
+            now(w
+                .gate()
+                .release_everywhere(&w.d1, &key(), &owner, |_| false)),
             Ok(Released::Done { existed: true })
         );
         assert!(w.d1.records.borrow().is_empty());
         assert_eq!(w.slots.load().unwrap(), None);
         assert_eq!(
-            now(w.gate().release_everywhere(&w.d1, &key(), &owner)),
+            now(w
+                .gate()
+                .release_everywhere(&w.d1, &key(), &owner, |_| false)),
             Ok(Released::Done { existed: false })
         );
     }

@@ -404,8 +404,25 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
     /// `DELETE` of the key: refused while a live lease is held, and to anyone
     /// but the key's owner or an admin.
     pub fn release_key(&self, who: &Releaser<'_>) -> StoreResult<Release> {
+        self.release_key_with(who, |_| false)
+    }
+
+    /// [`Gate::release_key`], knowing which holders are live in this instance
+    /// (see [`Gate::admit_with`]): a live holder's key is never released, even
+    /// if its renewal came late; its lease is renewed on the spot and the
+    /// DELETE is refused as in flight.
+    pub fn release_key_with(
+        &self,
+        who: &Releaser<'_>,
+        live: impl Fn(&str) -> bool,
+    ) -> StoreResult<Release> {
         let now = self.now();
         let current = self.store.load()?;
+        if let Some(until) = self.renew_if_live(current.as_ref(), now, &live)? {
+            return Ok(Release::InFlight {
+                lease_expires_at: until,
+            });
+        }
         if let Some(d) = &current {
             if let SlotState::Processing {
                 lease_expires_at, ..
@@ -748,6 +765,55 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn delete_never_supersedes_a_live_holder_whose_renewal_came_late() {
+        let w = World::new();
+        let t = token_of(&w.admit("A"));
+        let holders = LiveHolders::default();
+        let _running = holders.enter(&t);
+        let live = |tok: &str| holders.contains(tok);
+        let who = Releaser {
+            sub: "alice",
+            admin: true,
+            own_scope: true,
+        };
+        // The renewal timer was starved: the lease has run out while the
+        // handler still runs in this instance.
+        w.advance(LEASE + 500);
+        let refused = w.gate().release_key_with(&who, live);
+        assert!(
+            matches!(refused, Ok(Release::InFlight { lease_expires_at }) if lease_expires_at > w.gate().now()),
+            "{refused:?}"
+        );
+        // The lease was renewed on the spot: no request takes the key over.
+        assert!(matches!(
+            w.gate()
+                .admit_with(&rk(), "A", "alice", || "tok-x".into(), live),
+            Ok(Decision::InFlight { .. })
+        ));
+        // The handler's answer stands, and it is the one every caller gets.
+        assert_eq!(
+            w.gate()
+                .finish(&t, answer(201, b"once"), T0 + 99_000, true, too_large),
+            Ok(Finish::Stored(answer(201, b"once")))
+        );
+        assert_eq!(
+            w.admit("A"),
+            Decision::Replay {
+                response: answer(201, b"once"),
+                expires_at: T0 + 99_000
+            }
+        );
+        // A holder that is gone (not live) with an expired lease may be released.
+        let w = World::new();
+        token_of(&w.admit("A"));
+        w.advance(LEASE + 500);
+        assert_eq!(
+            w.gate().release_key_with(&who, |_| false),
+            Ok(Release::Released { had_slot: true })
+        );
     }
 
     #[test]
