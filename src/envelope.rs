@@ -43,6 +43,10 @@ pub struct Envelope {
     pub test_delay_ms: u64,
     #[serde(default)]
     pub test_fail: Option<String>,
+    /// The execution's fence (`gate::Decision::Execute`), set by the key's
+    /// object when it admits the execution; never sent by the Worker.
+    #[serde(skip)]
+    pub fence: Option<i64>,
 }
 
 impl Envelope {
@@ -202,7 +206,19 @@ mod tests {
             wait_ms: 0,
             test_delay_ms: 0,
             test_fail: None,
+            fence: None,
         }
+    }
+
+    #[test]
+    fn a_fence_is_never_taken_from_the_wire() {
+        let mut e = sample();
+        e.fence = Some(42);
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(!text.contains("fence"), "{text}");
+        let forged = text.replacen('{', "{\"fence\":99,", 1);
+        let back: Envelope = serde_json::from_str(&forged).unwrap();
+        assert_eq!(back.fence, None);
     }
 
     #[test]

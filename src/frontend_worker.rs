@@ -515,6 +515,7 @@ async fn route(
                 wait_ms: 0,
                 test_delay_ms: 0,
                 test_fail: None,
+                fence: None,
             };
             let op = if m == Method::Delete {
                 GateOp::Release
@@ -749,6 +750,7 @@ fn envelope(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
         test_fail: hook(TEST_FAIL_HEADER),
+        fence: None,
     }
 }
 

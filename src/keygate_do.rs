@@ -20,7 +20,9 @@ use crate::config::{Config, ConfigErrors};
 use crate::envelope::{Envelope, GateCall, GateOutcome, ENVELOPE_HEADER};
 use crate::http::{self, Timings, EXPIRES_HEADER, TAKEOVER_HEADER};
 use crate::idempotency::execute::{Executed, Held, KeyState, Released};
-use crate::idempotency::gate::{Clock, Decision, Gate, LiveHolders, Releaser, StoreError};
+use crate::idempotency::gate::{
+    may_vacate_at, Clock, Decision, Gate, LiveHolders, Releaser, StoreError,
+};
 use crate::idempotency::shard::Shard;
 use crate::idempotency::StoredResponse;
 use crate::mirror_do::MirroredRecords;
@@ -289,7 +291,12 @@ impl KeyGate {
                     token,
                     now,
                     takeover,
+                    fence,
                 } => {
+                    let env = &Envelope {
+                        fence: Some(fence),
+                        ..env.clone()
+                    };
                     let answer = {
                         // Known live until it has answered, however it ends.
                         let _live = self.live.enter(&token);
@@ -463,7 +470,10 @@ impl KeyGate {
     /// waits: Cloudflare keeps an object's SQLite database, ~12 KB at least, until
     /// then, so without this every key ever used would cost storage forever.
     /// The check and the `deleteAll` call happen in one turn (the future is
-    /// polled at once): no request can write a lease in between.
+    /// polled at once): no request can write a lease in between. The database
+    /// holds the last fence issued: it is dropped only once the clock alone puts
+    /// the next fence above it (`gate::may_vacate_at`); until then the alarm
+    /// is set for that time, which tries again.
     async fn vacate_if_empty(&self) {
         if self.waiting() || !self.live.is_empty() {
             return;
@@ -475,6 +485,22 @@ impl KeyGate {
                 console_error!("KeyGate: reading the slot before vacating failed: {e}");
                 return;
             }
+        }
+        let hold_until = match self.slots.last_fence() {
+            Ok(last) => may_vacate_at(last),
+            Err(e) => {
+                console_error!("KeyGate: reading the last fence before vacating failed: {e}");
+                return;
+            }
+        };
+        if now_ms() < hold_until {
+            if self.alarm_at.get() != Some(Some(hold_until)) {
+                self.alarm_at.set(Some(Some(hold_until)));
+                if let Err(e) = self.state.storage().set_alarm(at(hold_until)).await {
+                    console_error!("KeyGate: set_alarm failed: {e}");
+                }
+            }
+            return;
         }
         self.slots.forget();
         self.alarm_at.set(Some(None));

@@ -41,6 +41,13 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS slots (
   due_at REAL
 )";
 
+/// The last fence the object issued, for any key (see `gate::next_fence`):
+/// one row, kept when slots are cleared, dropped with the database.
+const FENCE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS fence (
+  id INTEGER PRIMARY KEY CHECK (id = 0),
+  last REAL NOT NULL
+)";
+
 const DUE_INDEX: &str = "CREATE INDEX IF NOT EXISTS slots_due ON slots (due_at)";
 
 const BODY_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS slots_body (
@@ -77,6 +84,8 @@ const COLUMNS: &str = "fingerprint, state, token, lease_expires_at, response_sta
 pub struct SqlSlots {
     sql: SqlStorage,
     schema: Rc<Cell<Schema>>,
+    /// The fence table is known to exist.
+    fence_table: Rc<Cell<bool>>,
 }
 
 /// What this instance knows of its tables.
@@ -120,12 +129,14 @@ impl SqlSlots {
         SqlSlots {
             sql,
             schema: Rc::new(Cell::new(Schema::Unknown)),
+            fence_table: Rc::new(Cell::new(false)),
         }
     }
 
     /// After `deleteAll`: the tables are gone; the next write creates them.
     pub fn forget(&self) {
         self.schema.set(Schema::Absent);
+        self.fence_table.set(false);
     }
 
     fn columns(&self, table: &str) -> StoreResult<Vec<String>> {
@@ -171,10 +182,11 @@ impl SqlSlots {
     }
 
     fn create(&self) -> StoreResult<()> {
-        for ddl in [SCHEMA, DUE_INDEX, BODY_SCHEMA] {
+        for ddl in [SCHEMA, DUE_INDEX, BODY_SCHEMA, FENCE_SCHEMA] {
             self.sql.exec(ddl, None).map_err(err)?;
         }
         self.schema.set(Schema::Ready);
+        self.fence_table.set(true);
         Ok(())
     }
 
@@ -228,6 +240,47 @@ impl SqlSlots {
             self.sql.exec(ddl, None).map_err(err)?;
         }
         Ok(())
+    }
+
+    /// The last fence issued (0 if none, or no database).
+    pub fn last_fence(&self) -> StoreResult<i64> {
+        #[derive(Deserialize)]
+        struct Last {
+            last: f64,
+        }
+        if !self.readable()? || !self.fenced()? {
+            return Ok(0);
+        }
+        let rows: Vec<Last> = self
+            .sql
+            .exec("SELECT last FROM fence WHERE id = 0", None)
+            .and_then(|c| c.to_array())
+            .map_err(err)?;
+        Ok(rows.into_iter().next().map_or(0, |r| r.last as i64))
+    }
+
+    fn save_fence(&self, fence: i64) -> StoreResult<()> {
+        self.writable()?;
+        if !self.fenced()? {
+            self.sql.exec(FENCE_SCHEMA, None).map_err(err)?;
+            self.fence_table.set(true);
+        }
+        self.sql
+            .exec(
+                "INSERT INTO fence (id, last) VALUES (0, ?) ON CONFLICT (id) DO UPDATE SET last = excluded.last",
+                vec![num(fence)],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Whether the fence table exists: a database made before fences has
+    /// its slots but not it, until its first fence.
+    fn fenced(&self) -> StoreResult<bool> {
+        if !self.fence_table.get() {
+            self.fence_table.set(!self.columns("fence")?.is_empty());
+        }
+        Ok(self.fence_table.get())
     }
 
     fn names(&self, query: &str, args: Vec<SqlStorageValue>) -> StoreResult<Vec<String>> {
@@ -451,6 +504,14 @@ impl SlotStore for SqlSlot {
             self.exec("DELETE FROM slots_body WHERE name = ?", vec![])?;
         }
         Ok(())
+    }
+
+    fn last_fence(&self) -> StoreResult<i64> {
+        self.slots.last_fence()
+    }
+
+    fn save_fence(&self, fence: i64) -> StoreResult<()> {
+        self.slots.save_fence(fence)
     }
 }
 

@@ -28,6 +28,18 @@ pub enum UpstreamResult {
     Unreachable(String),
 }
 
+/// The request header carrying an execution's fence to the origin.
+pub const FENCE_HEADER: &str = "idempotency-fence";
+
+/// The idempotency headers of a keyed call to an origin: the key derived for
+/// it and, for an execution the key's object admitted, its fence (a number
+/// above every earlier execution's of that key).
+#[derive(Debug, Clone, Copy)]
+pub struct OriginKey<'a> {
+    pub key: &'a str,
+    pub fence: Option<i64>,
+}
+
 /// POSTs `body` once and reads the whole answer; `UPSTREAM_TIMEOUT_MS` bounds
 /// both (see [`send`]).
 pub async fn call(
@@ -35,7 +47,7 @@ pub async fn call(
     url: &str,
     body: &[u8],
     forward: &[(String, String)],
-    key: Option<&str>,
+    key: Option<OriginKey<'_>>,
 ) -> UpstreamResult {
     let answered = async {
         let answer = send(cfg, url, body, forward, key).await?;
@@ -155,14 +167,17 @@ async fn send(
     url: &str,
     body: &[u8],
     forward: &[(String, String)],
-    key: Option<&str>,
+    key: Option<OriginKey<'_>>,
 ) -> Result<web_sys::Response, JsValue> {
     let headers = web_sys::Headers::new()?;
     for (n, v) in forward {
         headers.set(n, v)?;
     }
     if let Some(k) = key {
-        headers.set("idempotency-key", k)?;
+        headers.set("idempotency-key", k.key)?;
+        if let Some(fence) = k.fence {
+            headers.set(FENCE_HEADER, &fence.to_string())?;
+        }
     }
     let init = web_sys::RequestInit::new();
     init.set_method("POST");

@@ -71,14 +71,12 @@ impl KeyedCommand for CallFunction {
     }
 
     async fn apply(&self, _: &D1Database, cfg: &Config, env: &Envelope, _: i64) -> HandlerResult {
-        Ok(functions::execute(
-            cfg,
-            &self.url,
-            &self.body,
-            &env.forward,
-            &env.forwarded_key(),
-        )
-        .await)
+        let key = env.forwarded_key();
+        let key = crate::upstream::OriginKey {
+            key: &key,
+            fence: env.fence,
+        };
+        Ok(functions::execute(cfg, &self.url, &self.body, &env.forward, key).await)
     }
 }
 

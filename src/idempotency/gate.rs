@@ -52,11 +52,17 @@ impl std::fmt::Display for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The object's storage: one slot. Synchronous, see the module doc.
+/// The object's storage: one slot, and the last fence the object issued.
+/// Synchronous, see the module doc.
 pub trait SlotStore {
     fn load(&self) -> StoreResult<Option<SlotData>>;
     fn save(&self, data: &SlotData) -> StoreResult<()>;
+    /// Forgets the slot; the last fence stays.
     fn clear(&self) -> StoreResult<()>;
+    /// The last fence the object issued (0 if none), for any of its keys: kept
+    /// when a slot is cleared, gone only with the object's whole database.
+    fn last_fence(&self) -> StoreResult<i64>;
+    fn save_fence(&self, fence: i64) -> StoreResult<()>;
     /// When the slot's completed answer expires, if it holds one. A store can
     /// answer this without reading the answer's body (up to megabytes).
     fn answer_expiry(&self) -> StoreResult<Option<i64>> {
@@ -77,9 +83,38 @@ impl<T: SlotStore + ?Sized> SlotStore for &T {
     fn clear(&self) -> StoreResult<()> {
         (**self).clear()
     }
+    fn last_fence(&self) -> StoreResult<i64> {
+        (**self).last_fence()
+    }
+    fn save_fence(&self, fence: i64) -> StoreResult<()> {
+        (**self).save_fence(fence)
+    }
     fn answer_expiry(&self) -> StoreResult<Option<i64>> {
         (**self).answer_expiry()
     }
+}
+
+/// Fences per millisecond of the clock: a fence is a microsecond count, so the
+/// clock alone moves it by a thousand every millisecond.
+pub const FENCE_PER_MS: i64 = 1000;
+
+/// How long an object keeps its last fence after issuing it before it may
+/// drop its database: a fence issued after that is above it by the clock
+/// alone, even if the object restarts on a machine whose clock is this much
+/// behind.
+pub const FENCE_HOLD_MS: i64 = 1000;
+
+/// The fence of an execution admitted at `now_ms`, after `last` (see
+/// [`Decision::Execute`]): above every fence issued before, by the stored last
+/// one while the object keeps it, and by the clock once it has dropped it.
+pub fn next_fence(last: i64, now_ms: i64) -> i64 {
+    (last + 1).max(now_ms.saturating_mul(FENCE_PER_MS))
+}
+
+/// The earliest time (ms) an object whose last fence is `last` may drop its
+/// database ([`FENCE_HOLD_MS`]).
+pub fn may_vacate_at(last: i64) -> i64 {
+    last / FENCE_PER_MS + 1 + FENCE_HOLD_MS
 }
 
 /// The lease tokens of the handlers running in this instance of the object (see
@@ -133,10 +168,14 @@ pub struct Committed {
 pub enum Decision {
     /// Run the handler holding the lease `token`, written at `now`. After a
     /// `takeover` the dead holder may have committed: look for its record first.
+    /// `fence` is above every fence any earlier execution of the key got —
+    /// after a 5xx, a release, a takeover, a restart or the object's database
+    /// dropped ([`next_fence`]) — so an origin can refuse an older attempt.
     Execute {
         token: String,
         now: i64,
         takeover: bool,
+        fence: i64,
     },
     Replay {
         response: StoredResponse,
@@ -248,6 +287,8 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
             match decide(current.as_ref().map(|d| &d.slot), fingerprint, now) {
                 Admission::Execute { takeover } => {
                     let token = new_token();
+                    let fence = next_fence(self.store.last_fence()?, now);
+                    self.store.save_fence(fence)?;
                     self.store.save(&SlotData {
                         slot: Slot {
                             fingerprint: fingerprint.into(),
@@ -265,6 +306,7 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
                         token,
                         now,
                         takeover,
+                        fence,
                     }
                 }
                 Admission::Replay {
@@ -574,8 +616,9 @@ pub(crate) mod fakes {
     use std::cell::{Cell, RefCell};
 
     /// The object's SQLite, in memory.
+    /// One slot and the object's last fence.
     #[derive(Default)]
-    pub struct FakeSlots(pub RefCell<Option<SlotData>>);
+    pub struct FakeSlots(pub RefCell<Option<SlotData>>, pub Cell<i64>);
 
     impl SlotStore for FakeSlots {
         fn load(&self) -> StoreResult<Option<SlotData>> {
@@ -587,6 +630,13 @@ pub(crate) mod fakes {
         }
         fn clear(&self) -> StoreResult<()> {
             *self.0.borrow_mut() = None;
+            Ok(())
+        }
+        fn last_fence(&self) -> StoreResult<i64> {
+            Ok(self.1.get())
+        }
+        fn save_fence(&self, fence: i64) -> StoreResult<()> {
+            self.1.set(fence);
             Ok(())
         }
     }
@@ -765,6 +815,124 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn fence_of(d: &Decision) -> i64 {
+        match d {
+            Decision::Execute { fence, .. } => *fence,
+            other => panic!("expected Execute, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_execution_gets_a_fence_above_every_earlier_one_of_the_key() {
+        let w = World::new();
+        let who = Releaser {
+            sub: "alice",
+            admin: true,
+            own_scope: true,
+        };
+        // The clock does not move between these steps (a Worker's clock
+        // advances only across I/O): the stored last fence orders them.
+        let first = w.admit("A");
+        let mut fences = vec![fence_of(&first)];
+        // A 5xx: the lease is released and the retry runs again.
+        assert_eq!(w.gate().release(&token_of(&first)), Ok(true));
+        let retry = w.admit("A");
+        fences.push(fence_of(&retry));
+        // Finished, released by DELETE, run again.
+        w.gate()
+            .finish(
+                &token_of(&retry),
+                answer(201, b"x"),
+                T0 + 9_000,
+                true,
+                too_large,
+            )
+            .unwrap();
+        assert!(matches!(
+            w.gate().release_key(&who),
+            Ok(Release::Released { .. })
+        ));
+        let rerun = w.admit("A");
+        fences.push(fence_of(&rerun));
+        // A holder that died: taken over once its lease ran out.
+        w.advance(LEASE);
+        let takeover = w.admit("A");
+        assert!(matches!(takeover, Decision::Execute { takeover: true, .. }));
+        fences.push(fence_of(&takeover));
+        // A new instance of the object (a restart): its holder is dead at once.
+        assert_eq!(w.gate().expire_dead_holder(), Ok(true));
+        fences.push(fence_of(&w.admit("A")));
+        assert!(fences.windows(2).all(|p| p[0] < p[1]), "{fences:?}");
+        // The object dropped its database (the last fence with it), no sooner
+        // than `may_vacate_at`: the clock alone puts the next fence above.
+        let last = *fences.last().unwrap();
+        w.slots.0.replace(None);
+        w.slots.1.set(0);
+        w.clock.0.set(may_vacate_at(last));
+        assert!(fence_of(&w.admit("A")) > last);
+    }
+
+    #[test]
+    fn next_fence_follows_the_last_one_and_the_clock() {
+        assert_eq!(next_fence(0, 5), 5_000);
+        assert_eq!(next_fence(5_000, 5), 5_001);
+        assert_eq!(next_fence(9_999, 5), 10_000);
+        assert_eq!(next_fence(5_000, 7), 7_000);
+        // A clock gone back: still above the last.
+        assert_eq!(next_fence(7_000, 3), 7_001);
+        // After the hold, a fence from the clock alone is above the last one.
+        for last in [0, 1, 999, 1_000, 1_700_000_000_123_456] {
+            assert!(next_fence(0, may_vacate_at(last) - FENCE_HOLD_MS) > last);
+        }
+        // Today's fences are exact in a JavaScript number (and a D1 REAL).
+        assert!(next_fence(0, 4_102_444_800_000) < 1 << 53);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fences_only_grow_whatever_happens_to_the_key(
+            // Often no time at all between steps: a Worker's clock moves
+            // only across I/O.
+            steps in proptest::collection::vec(
+                (0u8..8, proptest::prop_oneof![proptest::strategy::Just(0i64), 0i64..3_000]),
+                1..60,
+            ),
+        ) {
+            let w = World::new();
+            let who = Releaser { sub: "alice", admin: true, own_scope: true };
+            let mut issued: Vec<i64> = vec![];
+            let mut held: Option<String> = None;
+            for (step, ms) in steps {
+                match step {
+                    0 | 1 => {
+                        let fp = if step == 0 { "A" } else { "B" };
+                        if let Decision::Execute { token, fence, .. } = w.admit(fp) {
+                            proptest::prop_assert!(issued.last().is_none_or(|l| *l < fence), "{issued:?} then {fence}");
+                            issued.push(fence);
+                            held = Some(token);
+                        }
+                    }
+                    2 => if let Some(t) = held.take() {
+                        let _ = w.gate().finish(&t, answer(201, b"x"), w.gate().now() + ms, true, too_large);
+                    },
+                    3 => if let Some(t) = held.take() { let _ = w.gate().release(&t); },
+                    4 => { let _ = w.gate().release_key(&who); }
+                    5 => { let _ = w.gate().expire_dead_holder(); held = None; }
+                    6 => { let _ = w.gate().alarm(); }
+                    _ => {
+                        // The object drops its database when it may: no slot,
+                        // and the hold of its last fence over.
+                        let empty = w.slots.0.borrow().is_none();
+                        if empty && w.gate().now() >= may_vacate_at(w.slots.1.get()) {
+                            w.slots.1.set(0);
+                        }
+                    }
+                }
+                w.advance(ms);
+            }
+        }
     }
 
     #[test]

@@ -280,6 +280,8 @@ pub(crate) mod fakes {
     #[derive(Clone, Default)]
     pub struct FakeTable {
         pub slots: Rc<RefCell<Slots>>,
+        /// The object's last fence.
+        pub fence: Rc<std::cell::Cell<i64>>,
     }
 
     pub struct FakeSlot {
@@ -305,6 +307,13 @@ pub(crate) mod fakes {
         }
         fn clear(&self) -> StoreResult<()> {
             self.table.slots.borrow_mut().remove(&self.name);
+            Ok(())
+        }
+        fn last_fence(&self) -> StoreResult<i64> {
+            Ok(self.table.fence.get())
+        }
+        fn save_fence(&self, fence: i64) -> StoreResult<()> {
+            self.table.fence.set(fence);
             Ok(())
         }
     }

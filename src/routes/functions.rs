@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::http;
 use crate::idempotency::{storable_headers, StoredResponse};
 use crate::problem::ApiError;
-use crate::upstream::{call, pass, Outgoing, UpstreamResult};
+use crate::upstream::{call, pass, OriginKey, Outgoing, UpstreamResult};
 use wasm_bindgen::JsCast;
 use worker::worker_sys::web_sys;
 use worker::Response;
@@ -29,13 +29,14 @@ pub fn upstream_url(cfg: &Config, name: &str) -> Result<String, ApiError> {
     Ok(format!("{base}/{name}"))
 }
 
-/// Runs a keyed call in the key's object: 2xx/4xx are stored, the rest is not.
+/// Runs a keyed call in the key's object: 2xx/4xx are stored, the rest is
+/// not. `key` carries the derived key and the execution's fence.
 pub async fn execute(
     cfg: &Config,
     url: &str,
     body: &[u8],
     forward: &[(String, String)],
-    key: &str,
+    key: OriginKey<'_>,
 ) -> HandlerOutcome {
     match call(cfg, url, body, forward, Some(key)).await {
         UpstreamResult::Answered {

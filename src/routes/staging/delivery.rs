@@ -86,7 +86,11 @@ pub async fn post(
                 ),
             ];
             let key = delivery_key(&before.id);
-            let answer = upstream::call(cfg, url, content.as_bytes(), &forward, Some(&key)).await;
+            let key = upstream::OriginKey {
+                key: &key,
+                fence: None,
+            };
+            let answer = upstream::call(cfg, url, content.as_bytes(), &forward, Some(key)).await;
             destination_answer(answer).map(|reference| {
                 reference
                     .or_else(|| caller_reference.clone())
@@ -212,7 +216,10 @@ pub async fn rollback(
             &format!("{url}/rollback"),
             payload.to_string().as_bytes(),
             &forward,
-            Some(&key),
+            Some(upstream::OriginKey {
+                key: &key,
+                fence: None,
+            }),
         )
         .await;
         if let Err(error) = destination_answer(answer) {

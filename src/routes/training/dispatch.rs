@@ -41,7 +41,10 @@ pub async fn dispatch_job(db: &D1Database, cfg: &Config, job_id: &str) {
             url,
             payload.to_string().as_bytes(),
             &forward,
-            Some(&dispatch_key(job_id)),
+            Some(upstream::OriginKey {
+                key: &dispatch_key(job_id),
+                fence: None,
+            }),
         )
         .await
         {
