@@ -236,10 +236,13 @@
     }
   }
 
-  // Whether an answer leaves the intent open, to be retried with the same key:
-  // the request did not run to a final answer (no answer, 5xx, still in flight),
-  // or never reached the key (401: refused at the door, nothing stored).
-  const retryable = (res) => res.network || res.status >= 500 || res.status === 401
+  // Whether an answer leaves the intent open, to be retried with the same key —
+  // the TypeScript client's default rule: the request did not run to a final
+  // answer (no answer; 502, 503 or 504, which idemgate never stores; still in
+  // flight), or never reached the key (401: refused at the door, nothing
+  // stored). Any other 5xx is final, as it is for the client.
+  const RETRIED_STATUSES = [502, 503, 504];
+  const retryable = (res) => res.network || RETRIED_STATUSES.includes(res.status) || res.status === 401
     || (res.status === 409 && problemType(res) === 'idempotency-key-in-flight');
 
   // Sends the intent's request; a body edited since an unanswered attempt is a

@@ -347,6 +347,35 @@ def test_a_reload_after_a_failed_attempt_keeps_the_approval_and_its_key(page, te
     assert page.evaluate("Object.keys(sessionStorage).filter(k => k.includes('intent'))") == []
 
 
+def test_the_console_retries_with_the_same_key_exactly_the_statuses_the_client_retries(page, team):
+    # The TypeScript client's default policy retries 502, 503 and 504 with the
+    # same key and treats any other 5xx as final; the console keeps or ends a
+    # decision's key by the same rule.
+    export = stage(team["preparer"])
+    review(team["clerk"], export["id"])
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    sent = requests_to(page, export["id"], "approve")
+    pattern = f"**/v1/staging/exports/{export['id']}/approve"
+    problem = '{"type":"https://idemgate.dev/errors/x","title":"x","status":%d,"detail":"x"}'
+    for status in (503, 500):
+        def answer(route, _request, status=status):
+            route.fulfill(status=status, content_type="application/problem+json", body=problem % status)
+        page.route(pattern, answer)
+        page.click("#approve-submit")
+        expect(page.locator("#action-result")).to_contain_text("nothing was applied")
+        page.unroute(pattern)
+    page.click("#approve-open")
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_have_text("Export approved.")
+    keys = [r.header_value("idempotency-key") for r in sent]
+    assert len(keys) == 3, keys
+    assert keys[0] == keys[1], "a 503 keeps the decision's key"
+    assert keys[2] != keys[1], "a 500 is final: the next decision is a new request"
+    assert len(audit(team["approver"], export["id"], "approve")) == 1
+
+
 def test_a_token_that_expires_mid_decision_keeps_the_decision_for_a_fresh_token(page, team):
     export = stage(team["preparer"])
     review(team["clerk"], export["id"])
