@@ -313,7 +313,15 @@ impl KeyGate {
                 Decision::Replay {
                     response,
                     expires_at,
-                } => return Ok(answers::replay(env, &response, waited, expires_at)),
+                } => {
+                    // Test hook: the replay, decided now, reaches the Worker
+                    // this much later (a slow hop back), so that a release of
+                    // the key can run meanwhile (tests/e2e/test_coherence.py).
+                    if env.test_delay_ms > 0 {
+                        Delay::from(Duration::from_millis(env.test_delay_ms)).await;
+                    }
+                    return Ok(answers::replay(env, &response, waited, expires_at));
+                }
                 Decision::Mismatch => {
                     return Ok(answers::with_outcome(
                         http::problem(&ApiError::KeyReused {
