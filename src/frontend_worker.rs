@@ -12,6 +12,7 @@ use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING};
 use crate::console;
 use crate::envelope::Envelope;
 use crate::http::{self, Timings};
+use crate::idempotency::key::key_from_admin_path;
 use crate::idempotency::scope::Scope;
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
 use crate::openapi;
@@ -601,13 +602,7 @@ async fn route(
                 .map_err(read_error)
         }
         (m @ (Method::Get | Method::Head | Method::Delete), ["v1", "idempotency", "keys", ..]) => {
-            let raw = path.splitn(5, '/').nth(4).unwrap_or_default();
-            let decoded = percent_decode(raw).ok_or_else(|| {
-                ApiError::bad_request("invalid-url", "bad percent-encoding in key")
-            })?;
-            let key = IdempotencyKey::parse(&decoded).map_err(|e| ApiError::InvalidKey {
-                detail: e.to_string(),
-            })?;
+            let key = key_from_admin_path(&path)?;
             let route = query("route").ok_or_else(|| route_param_error("missing"))?;
             let keyed = commands::keyed_route(&route).ok_or_else(|| route_param_error(&route))?;
             // The key's scope, as its write computed it: a server-derived key is
@@ -661,23 +656,6 @@ fn route_param_error(got: &str) -> ApiError {
              /v1/training-jobs, /v1/training-jobs/{{id}}/events, /v1/training-jobs/{{id}}/cancel, /functions/v1/{{name}}"
         ),
     )
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let h = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The body's length as its `Content-Length` declares it.
