@@ -12,6 +12,7 @@ use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING};
 use crate::console;
 use crate::envelope::Envelope;
 use crate::http::{self, Timings};
+use crate::idempotency::cache::Sent;
 use crate::idempotency::key::key_from_admin_path;
 use crate::idempotency::scope::Scope;
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
@@ -750,11 +751,13 @@ impl WriteHeaders {
 /// What a keyed write asks for, once its body is read.
 enum Prepared {
     /// The key's object (or the isolate's replay cache first). `json`:
-    /// whether the command read the body as JSON.
+    /// whether the command read the body as JSON; `content_type`: the
+    /// request's, as sent.
     Gate {
         envelope: Box<Envelope>,
         command: Command,
         json: bool,
+        content_type: Option<String>,
     },
     /// An origin function's call without a key, its body read already.
     Passthrough {
@@ -796,6 +799,7 @@ async fn keyed_write(
             envelope,
             command,
             json,
+            content_type,
         } => {
             call_gate(
                 env,
@@ -803,7 +807,11 @@ async fn keyed_write(
                 &envelope,
                 GateOp::Execute {
                     command,
-                    sent: (json, &body),
+                    sent: Sent {
+                        json,
+                        content_type: content_type.as_deref(),
+                        body: &body,
+                    },
                 },
                 cfg.keygate_shards,
                 hop(&req, cfg),
@@ -827,6 +835,7 @@ fn prepare(
     let endpoint = keyed.endpoint;
     let json_content = heads
         .content_type
+        .as_deref()
         .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
     let check = ParseContext {
         cfg,
@@ -849,9 +858,15 @@ fn prepare(
     // command. A retry that sends what the cached answer's request sent has
     // its fingerprint, known without hashing (or canonicalizing) again.
     let cached = (record_scope, keyed.route.clone(), key.to_string());
-    let fingerprint = gate_client::known_fingerprint(&cached, json, body).unwrap_or_else(|| {
+    let content_type = heads.content_type.as_deref();
+    let sent = Sent {
+        json,
+        content_type,
+        body,
+    };
+    let fingerprint = gate_client::known_fingerprint(&cached, sent).unwrap_or_else(|| {
         let (method, path) = endpoint.template().split_once(' ').unwrap_or_default();
-        Fingerprint::compute(method, path, body, json)
+        Fingerprint::compute(method, path, body, json, content_type)
     });
     let mut envelope = envelope(req, cfg, caller, keyed, &key, &fingerprint);
     envelope.record_scope = cached.0;
@@ -860,6 +875,7 @@ fn prepare(
         envelope: Box::new(envelope),
         command,
         json,
+        content_type: heads.content_type,
     })
 }
 

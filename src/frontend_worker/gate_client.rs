@@ -11,7 +11,7 @@ use crate::http::{
     self, Timings, EXPIRES_HEADER, IDEMPOTENCY_EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS,
     TAKEOVER_HEADER,
 };
-use crate::idempotency::cache::{CacheKey, Hit, ReplayCache};
+use crate::idempotency::cache::{CacheKey, Hit, ReplayCache, Sent};
 use crate::idempotency::scope;
 use crate::idempotency::{storable_headers, Fingerprint, StoredResponse};
 use crate::problem::ApiError;
@@ -56,10 +56,10 @@ fn cache_key(e: &Envelope) -> CacheKey {
 /// The fingerprint of a request to `key` that sends what the request
 /// whose answer the isolate's replay cache holds sent: known without
 /// computing it.
-pub(super) fn known_fingerprint(key: &CacheKey, json: bool, body: &[u8]) -> Option<Fingerprint> {
+pub(super) fn known_fingerprint(key: &CacheKey, sent: Sent<'_>) -> Option<Fingerprint> {
     REPLAYS.with(|c| {
         c.borrow()
-            .fingerprint_of(key, json, body, now_ms())
+            .fingerprint_of(key, sent, now_ms())
             .map(Fingerprint::known)
     })
 }
@@ -155,13 +155,9 @@ fn object_name(e: &Envelope, shards: u32) -> String {
 /// What the Worker asks of a key's object.
 pub(super) enum GateOp<'a> {
     /// Run (or replay) the command: encoded only if the isolate's replay
-    /// cache does not answer first. `sent`: the request as sent (whether its
-    /// command read the body as JSON, and the body), kept with a final answer
-    /// in the replay cache (see [`known_fingerprint`]).
-    Execute {
-        command: Command,
-        sent: (bool, &'a [u8]),
-    },
+    /// cache does not answer first. `sent`: the request as sent, kept with a
+    /// final answer in the replay cache (see [`known_fingerprint`]).
+    Execute { command: Command, sent: Sent<'a> },
     /// The key's state.
     State,
     /// Release the key.

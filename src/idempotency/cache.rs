@@ -22,13 +22,54 @@ pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
 /// `(scope, route, key)`.
 pub type CacheKey = (String, String, String);
 
+/// A keyed write's request as its fingerprint reads it
+/// ([`Fingerprint::compute`](super::Fingerprint::compute)): whether its command
+/// read the body as JSON, its `Content-Type` as sent, and the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent<'a> {
+    pub json: bool,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// A [`Sent`] kept with the answer it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub json: bool,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    fn of(sent: Sent<'_>) -> Self {
+        Request {
+            json: sent.json,
+            content_type: sent.content_type.map(str::to_owned),
+            body: sent.body.to_vec(),
+        }
+    }
+
+    /// Whether `sent` is this request, as sent (the content type too, which a
+    /// raw body's fingerprint reads; one written otherwise is hashed again).
+    fn is(&self, sent: Sent<'_>) -> bool {
+        self.json == sent.json
+            && self.content_type.as_deref() == sent.content_type
+            && self.body == sent.body
+    }
+
+    /// The bytes it holds against [`MAX_BYTES`].
+    fn size(&self) -> usize {
+        self.content_type.as_ref().map_or(0, String::len) + self.body.len()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub fingerprint: String,
-    /// The request that got the answer, as sent: whether its command read
-    /// the body as JSON, and the body. A retry that sends the same has the
-    /// same fingerprint, known without computing it ([`ReplayCache::fingerprint_of`]).
-    pub request: Option<(bool, Vec<u8>)>,
+    /// The request that got the answer, as sent. A retry that sends the same
+    /// has the same fingerprint, known without computing it
+    /// ([`ReplayCache::fingerprint_of`]).
+    pub request: Option<Request>,
     pub response: StoredResponse,
     /// When the key's record expires (stated on every replay).
     pub expires_at: i64,
@@ -39,8 +80,8 @@ pub struct Entry {
 impl Entry {
     /// The bytes an entry holds against [`MAX_BYTES`]: its answer's body and
     /// its request's.
-    fn size(response: &StoredResponse, request: &Option<(bool, Vec<u8>)>) -> usize {
-        response.body.len() + request.as_ref().map_or(0, |(_, body)| body.len())
+    fn size(response: &StoredResponse, request: &Option<Request>) -> usize {
+        response.body.len() + request.as_ref().map_or(0, Request::size)
     }
 
     fn bytes(&self) -> usize {
@@ -86,18 +127,12 @@ impl ReplayCache {
     }
 
     /// The fingerprint of a request to `key` that sends what the entry's
-    /// request sent (`json`, `body`), if the entry is live at `now` (ms): the
-    /// same method, route and bytes, so the same fingerprint.
-    pub fn fingerprint_of(
-        &self,
-        key: &CacheKey,
-        json: bool,
-        body: &[u8],
-        now: i64,
-    ) -> Option<&str> {
+    /// request sent, if the entry is live at `now` (ms): the same method,
+    /// route, content type and bytes, so the same fingerprint.
+    pub fn fingerprint_of(&self, key: &CacheKey, sent: Sent<'_>, now: i64) -> Option<&str> {
         let entry = self.entries.get(key).filter(|e| e.valid_until > now)?;
-        let (sent_json, sent) = entry.request.as_ref()?;
-        (*sent_json == json && sent.as_slice() == body).then_some(entry.fingerprint.as_str())
+        let request = entry.request.as_ref()?;
+        request.is(sent).then_some(entry.fingerprint.as_str())
     }
 
     /// Keeps a final answer until `record_expires_at` (capped by [`MAX_AGE_MS`]),
@@ -106,7 +141,7 @@ impl ReplayCache {
         &mut self,
         key: CacheKey,
         fingerprint: String,
-        request: Option<(bool, &[u8])>,
+        request: Option<Sent<'_>>,
         response: StoredResponse,
         record_expires_at: i64,
         now: i64,
@@ -115,8 +150,8 @@ impl ReplayCache {
             return;
         }
         let request = request
-            .filter(|(_, body)| body.len() <= MAX_ENTRY_BYTES)
-            .map(|(json, body)| (json, body.to_vec()));
+            .filter(|sent| sent.body.len() <= MAX_ENTRY_BYTES)
+            .map(Request::of);
         let size = Entry::size(&response, &request);
         self.remove(&key);
         while self.entries.len() >= MAX_ENTRIES || self.bytes + size > MAX_BYTES {
@@ -165,6 +200,14 @@ mod tests {
 
     fn key(k: &str) -> CacheKey {
         ("t".into(), "POST /f".into(), k.into())
+    }
+
+    fn sent(json: bool, body: &[u8]) -> Sent<'_> {
+        Sent {
+            json,
+            content_type: None,
+            body,
+        }
     }
 
     fn resp(body: &str) -> StoredResponse {
@@ -225,38 +268,81 @@ mod tests {
         c.insert(
             key("a"),
             "fp".into(),
-            Some((true, b"{\"x\":1}")),
+            Some(sent(true, b"{\"x\":1}")),
             resp("r"),
             500,
             0,
         );
         assert_eq!(
-            c.fingerprint_of(&key("a"), true, b"{\"x\":1}", 0),
+            c.fingerprint_of(&key("a"), sent(true, b"{\"x\":1}"), 0),
             Some("fp")
         );
         // Any other body, even the same JSON spelled otherwise, is hashed.
-        assert_eq!(c.fingerprint_of(&key("a"), true, b"{ \"x\":1}", 0), None);
-        assert_eq!(c.fingerprint_of(&key("a"), true, b"{\"x\":2}", 0), None);
-        assert_eq!(c.fingerprint_of(&key("a"), true, b"", 0), None);
+        assert_eq!(
+            c.fingerprint_of(&key("a"), sent(true, b"{ \"x\":1}"), 0),
+            None
+        );
+        assert_eq!(
+            c.fingerprint_of(&key("a"), sent(true, b"{\"x\":2}"), 0),
+            None
+        );
+        assert_eq!(c.fingerprint_of(&key("a"), sent(true, b""), 0), None);
         // The same bytes read otherwise (not as JSON) are another request.
-        assert_eq!(c.fingerprint_of(&key("a"), false, b"{\"x\":1}", 0), None);
+        assert_eq!(
+            c.fingerprint_of(&key("a"), sent(false, b"{\"x\":1}"), 0),
+            None
+        );
         // Another key, an expired entry, an entry kept without its request.
-        assert_eq!(c.fingerprint_of(&key("b"), true, b"{\"x\":1}", 0), None);
-        assert_eq!(c.fingerprint_of(&key("a"), true, b"{\"x\":1}", 500), None);
+        assert_eq!(
+            c.fingerprint_of(&key("b"), sent(true, b"{\"x\":1}"), 0),
+            None
+        );
+        assert_eq!(
+            c.fingerprint_of(&key("a"), sent(true, b"{\"x\":1}"), 500),
+            None
+        );
         c.insert(key("n"), "fp".into(), None, resp("r"), 500, 0);
-        assert_eq!(c.fingerprint_of(&key("n"), true, b"", 0), None);
+        assert_eq!(c.fingerprint_of(&key("n"), sent(true, b""), 0), None);
         // A request too large to keep is not kept.
         let big = vec![b'x'; MAX_ENTRY_BYTES + 1];
         c.insert(
             key("big"),
             "fp".into(),
-            Some((false, &big)),
+            Some(sent(false, &big)),
             resp("r"),
             500,
             0,
         );
         assert!(c.holds(&key("big"), 0));
-        assert_eq!(c.fingerprint_of(&key("big"), false, &big, 0), None);
+        assert_eq!(c.fingerprint_of(&key("big"), sent(false, &big), 0), None);
+    }
+
+    #[test]
+    fn a_raw_request_under_another_content_type_is_hashed_again() {
+        let mut c = ReplayCache::default();
+        let plain = Sent {
+            json: false,
+            content_type: Some("text/plain"),
+            body: b"hello",
+        };
+        c.insert(key("a"), "fp".into(), Some(plain), resp("r"), 500, 0);
+        assert_eq!(c.fingerprint_of(&key("a"), plain, 0), Some("fp"));
+        // The content type is part of a raw body's fingerprint: any other,
+        // or the same written otherwise, or none, is hashed.
+        for other in [
+            Some("application/octet-stream"),
+            Some("text/plain; charset=utf-8"),
+            Some("TEXT/plain"),
+            None,
+        ] {
+            let sent = Sent {
+                content_type: other,
+                ..plain
+            };
+            assert_eq!(c.fingerprint_of(&key("a"), sent, 0), None, "{other:?}");
+        }
+        // The kept content type counts against the memory bound.
+        assert_eq!(c.bytes, "text/plain".len() + "hello".len() + "r".len());
     }
 
     #[test]
@@ -265,7 +351,7 @@ mod tests {
         c.insert(
             key("a"),
             "fp".into(),
-            Some((false, b"12345")),
+            Some(sent(false, b"12345")),
             resp("xyz"),
             10_000,
             0,
@@ -274,7 +360,7 @@ mod tests {
         c.insert(
             key("a"),
             "fp".into(),
-            Some((false, b"1")),
+            Some(sent(false, b"1")),
             resp("xyz"),
             10_000,
             0,
@@ -289,7 +375,7 @@ mod tests {
             c.insert(
                 key(&n.to_string()),
                 "fp".into(),
-                Some((false, &body)),
+                Some(sent(false, &body)),
                 resp(""),
                 10_000,
                 0,
@@ -300,7 +386,7 @@ mod tests {
         c.insert(
             key("last"),
             "fp".into(),
-            Some((false, &body)),
+            Some(sent(false, &body)),
             StoredResponse {
                 status: 200,
                 headers: vec![],

@@ -1,6 +1,8 @@
 """Key forms: every key a write accepts can be inspected and released through
 /v1/idempotency/keys/{key}, whichever way the URL writes it; a key with a `.`
-or `..` segment, which URLs rewrite, is refused on the write."""
+or `..` segment, which URLs rewrite, is refused on the write. And the
+fingerprint: a raw body is never taken for a JSON one, nor for the same bytes
+sent as another content type."""
 
 import pytest
 
@@ -72,3 +74,33 @@ def test_a_bad_escape_in_the_key_path_is_a_bad_url(fronted):
     c = Client(fronted, unique("esc"))
     for written in ["a%2", "a%zz", "%"]:
         assert_problem(c.get(f"/v1/idempotency/keys/{written}?{ROUTE}"), 400, "invalid-url")
+
+
+def test_raw_bytes_equal_to_an_earlier_json_bodys_canonical_text_are_another_request(fronted, origin):
+    c = Client(fronted, unique("fp"))
+    before = origin.count("/echo")
+    first = call(c, b'{"a":1}', "k-json-then-text")
+    assert first.status == 200 and first.json()["content_type"] == "application/json"
+    # The origin would get other bytes' reading, under text/plain: not a replay.
+    assert_problem(call(c, b'{"a":1}', "k-json-then-text", "text/plain"), 422, "idempotency-key-reused")
+    assert origin.count("/echo") == before + 1
+    # The JSON body, spelled otherwise and under a JSON type with parameters, still replays.
+    same = call(c, b'{ "a" : 1 }', "k-json-then-text", "application/json; charset=utf-8")
+    assert same.status == 200 and same.header("idempotent-replayed") == "true"
+    assert origin.count("/echo") == before + 1
+
+
+def test_the_same_raw_bytes_under_another_content_type_are_another_request(fronted, origin):
+    c = Client(fronted, unique("fp"))
+    before = origin.count("/echo")
+    first = call(c, b"hello", "k-raw-types", "text/plain")
+    assert first.status == 200 and first.json()["content_type"] == "text/plain"
+    for other in ["application/octet-stream", "text/plain; charset=utf-8"]:
+        assert_problem(call(c, b"hello", "k-raw-types", other), 422, "idempotency-key-reused")
+    assert origin.count("/echo") == before + 1
+    # The media type is case-insensitive: written otherwise, it is the same request.
+    for same in ["text/plain", "Text/Plain"]:
+        r = call(c, b"hello", "k-raw-types", same)
+        assert r.status == 200 and r.header("idempotent-replayed") == "true", r
+        assert r.body == first.body
+    assert origin.count("/echo") == before + 1
