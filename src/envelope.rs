@@ -200,6 +200,7 @@ mod tests {
                 "/functions/v1/{name}",
                 b"{}",
                 true,
+                None,
             )),
             caller_sub: "alice".into(),
             admin: false,

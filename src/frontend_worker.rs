@@ -12,6 +12,7 @@ use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING};
 use crate::console;
 use crate::envelope::Envelope;
 use crate::http::{self, Timings};
+use crate::idempotency::key::key_from_admin_path;
 use crate::idempotency::scope::Scope;
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
 use crate::openapi;
@@ -477,13 +478,7 @@ async fn route(
                 .map_err(read_error)
         }
         (m @ (Method::Get | Method::Head | Method::Delete), ["v1", "idempotency", "keys", ..]) => {
-            let raw = path.splitn(5, '/').nth(4).unwrap_or_default();
-            let decoded = percent_decode(raw).ok_or_else(|| {
-                ApiError::bad_request("invalid-url", "bad percent-encoding in key")
-            })?;
-            let key = IdempotencyKey::parse(&decoded).map_err(|e| ApiError::InvalidKey {
-                detail: e.to_string(),
-            })?;
+            let key = key_from_admin_path(&path)?;
             let route = query("route").ok_or_else(|| route_param_error("missing"))?;
             let keyed = commands::keyed_route(&route).ok_or_else(|| route_param_error(&route))?;
             // The key's scope, as its write computed it: a server-derived key is
@@ -538,23 +533,6 @@ fn route_param_error(got: &str) -> ApiError {
              /v1/training-jobs, /v1/training-jobs/{{id}}/events, /v1/training-jobs/{{id}}/cancel, /functions/v1/{{name}}"
         ),
     )
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let h = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The body's length as its `Content-Length` declares it.
@@ -688,6 +666,7 @@ fn prepare(
     let endpoint = keyed.endpoint;
     let json_content = heads
         .content_type
+        .as_deref()
         .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
     let check = ParseContext {
         cfg,
@@ -709,7 +688,7 @@ fn prepare(
     // The fingerprint covers the bytes as sent; the object gets the parsed
     // command.
     let (method, path) = endpoint.template().split_once(' ').unwrap_or_default();
-    let fingerprint = Fingerprint::compute(method, path, body, json);
+    let fingerprint = Fingerprint::compute(method, path, body, json, heads.content_type.as_deref());
     let mut envelope = envelope(req, cfg, caller, keyed, &key, &fingerprint);
     envelope.record_scope = record_scope;
     envelope.forward = heads.forward;

@@ -3,6 +3,7 @@
 //! Every error response goes through [`ApiError::to_problem`]; internal causes are
 //! logged by the caller and never put into `detail`.
 
+use crate::idempotency::key::AdminPathError;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -249,9 +250,37 @@ impl ApiError {
     }
 }
 
+/// A key admin path that names no key: a bad escape is a bad URL, a decoded
+/// text that is not a key is an invalid key.
+impl From<AdminPathError> for ApiError {
+    fn from(e: AdminPathError) -> Self {
+        match e {
+            AdminPathError::BadEscape => ApiError::bad_request("invalid-url", e.to_string()),
+            AdminPathError::Key(k) => ApiError::InvalidKey {
+                detail: k.to_string(),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_admin_path_error_is_a_bad_url_or_an_invalid_key() {
+        use crate::idempotency::KeyError;
+        let url = ApiError::from(AdminPathError::BadEscape).to_problem();
+        assert_eq!(url.status, 400);
+        assert_eq!(url.body["type"], "https://idemgate.dev/errors/invalid-url");
+        let key = ApiError::from(AdminPathError::Key(KeyError::DotSegment)).to_problem();
+        assert_eq!(key.status, 400);
+        assert_eq!(
+            key.body["type"],
+            "https://idemgate.dev/errors/invalid-idempotency-key"
+        );
+        assert_eq!(key.body["detail"], KeyError::DotSegment.to_string());
+    }
 
     #[test]
     fn reused_key_problem_names_the_key_and_type() {

@@ -145,7 +145,7 @@ mod tests {
         let upload = parse_upload(body.as_bytes(), 1000, 100).unwrap();
         (
             derived_key_digest(tenant, body.as_bytes(), &upload),
-            Fingerprint::compute("POST", "/v1/documents", body.as_bytes(), true),
+            Fingerprint::compute("POST", "/v1/documents", body.as_bytes(), true, None),
         )
     }
 

@@ -1,4 +1,6 @@
-//! Request fingerprint: SHA-256 over `METHOD \n route-template \n canonical body`.
+//! Request fingerprint: SHA-256 over `METHOD \n route-template \n payload`, where
+//! the payload is a JSON body's canonical text, or for any other body a raw
+//! domain of its own: its `Content-Type` and its bytes.
 //!
 //! The key and the credentials are never part of it: the same payload sent by the
 //! same tenant with the same key is the same request, whoever's token carried it.
@@ -21,6 +23,21 @@
 //!
 //! A body that is not JSON (or not declared JSON, or nested deeper than
 //! serde_json's recursion limit of 128) is hashed as raw bytes.
+//!
+//! # Raw bodies
+//!
+//! A raw body's payload starts with a NUL byte, which canonical JSON text never
+//! starts with, so no raw body shares a fingerprint with a JSON one: bytes equal
+//! to the canonical text of an earlier JSON body under the same key are another
+//! request (the origin would get other bytes and another `Content-Type`), not a
+//! replay. The JSON payload is left as it was before raw bodies had a domain of
+//! their own, so fingerprints stored for JSON bodies stay valid.
+//!
+//! A raw body is forwarded with its `Content-Type`, which tells the origin how
+//! to read the bytes, so it is part of the payload ([`normalized_content_type`]);
+//! a request without one is distinct from every request with one, an empty one
+//! included. A JSON body's `Content-Type` is not: the command reads the JSON,
+//! whatever type declared it.
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -34,9 +51,17 @@ use std::fmt;
 pub struct Fingerprint(String);
 
 impl Fingerprint {
-    /// `is_json` says the body was declared JSON; if it then parses, it is hashed in
-    /// canonical form, otherwise (or for any other body) as raw bytes.
-    pub fn compute(method: &str, route: &str, body: &[u8], is_json: bool) -> Self {
+    /// `is_json` says the command reads the body as JSON; if it then parses, it
+    /// is hashed in canonical form, otherwise (or for any other body) as raw
+    /// bytes together with `content_type`, the request's `Content-Type` as sent
+    /// (see the module doc).
+    pub fn compute(
+        method: &str,
+        route: &str,
+        body: &[u8],
+        is_json: bool,
+        content_type: Option<&str>,
+    ) -> Self {
         let mut h = Sha256::new();
         h.update(method.as_bytes());
         h.update(b"\n");
@@ -44,7 +69,20 @@ impl Fingerprint {
         h.update(b"\n");
         match is_json.then(|| canonical_json_text(body)).flatten() {
             Some(canonical) => h.update(canonical.as_bytes()),
-            None => h.update(body),
+            None => {
+                // The raw domain: NUL, then the content type (absent, or
+                // present with its length), then the bytes.
+                h.update(b"\0raw\0");
+                match content_type.map(normalized_content_type) {
+                    None => h.update([0]),
+                    Some(ct) => {
+                        h.update([1]);
+                        h.update((ct.len() as u64).to_be_bytes());
+                        h.update(ct.as_bytes());
+                    }
+                }
+                h.update(body);
+            }
         }
         Fingerprint(hex(&h.finalize()))
     }
@@ -52,6 +90,24 @@ impl Fingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A `Content-Type` value as a raw body's fingerprint reads it: the media type
+/// (before the first `;`) without the blanks around it and in lowercase (media
+/// types are case-insensitive), then, if any follow, `;` and the parameters as
+/// sent without the blanks around them (a parameter's value may be
+/// case-sensitive, e.g. a multipart `boundary`). `Text/Plain ; charset=UTF-8`
+/// reads `text/plain;charset=UTF-8`; a `charset=utf-8` is another value.
+pub fn normalized_content_type(value: &str) -> String {
+    let blank = |c: char| c == ' ' || c == '\t';
+    let (media, params) = value.split_once(';').unwrap_or((value, ""));
+    let mut out = media.trim_matches(blank).to_ascii_lowercase();
+    let params = params.trim_matches(blank);
+    if !params.is_empty() {
+        out.push(';');
+        out.push_str(params);
+    }
+    out
 }
 
 /// Lowercase hex SHA-256 of `bytes` (64 chars): the crate's one content digest
@@ -385,7 +441,7 @@ mod tests {
     }
 
     fn fp(body: &str) -> Fingerprint {
-        Fingerprint::compute("POST", "/v1/documents", body.as_bytes(), true)
+        Fingerprint::compute("POST", "/v1/documents", body.as_bytes(), true, None)
     }
 
     #[test]
@@ -408,18 +464,108 @@ mod tests {
     #[test]
     fn method_and_route_matter() {
         let body = br#"{"a":1}"#;
-        let a = Fingerprint::compute("POST", "/v1/documents", body, true);
-        assert_ne!(a, Fingerprint::compute("PUT", "/v1/documents", body, true));
-        assert_ne!(a, Fingerprint::compute("POST", "/v1/other", body, true));
+        let a = Fingerprint::compute("POST", "/v1/documents", body, true, None);
+        assert_ne!(
+            a,
+            Fingerprint::compute("PUT", "/v1/documents", body, true, None)
+        );
+        assert_ne!(
+            a,
+            Fingerprint::compute("POST", "/v1/other", body, true, None)
+        );
     }
 
     #[test]
     fn non_json_bodies_are_hashed_as_bytes() {
-        let a = Fingerprint::compute("POST", "/f", b"{ \"a\":1}", false);
-        let b = Fingerprint::compute("POST", "/f", b"{\"a\":1}", false);
+        let a = Fingerprint::compute("POST", "/f", b"{ \"a\":1}", false, None);
+        let b = Fingerprint::compute("POST", "/f", b"{\"a\":1}", false, None);
         assert_ne!(a, b);
-        let c = Fingerprint::compute("POST", "/f", b"not json", true);
-        assert_eq!(c, Fingerprint::compute("POST", "/f", b"not json", false));
+        let c = Fingerprint::compute("POST", "/f", b"not json", true, None);
+        assert_eq!(
+            c,
+            Fingerprint::compute("POST", "/f", b"not json", false, None)
+        );
+    }
+
+    #[test]
+    fn a_raw_body_equal_to_the_canonical_text_of_a_json_body_is_another_request() {
+        for body in [
+            r#"{"a":1}"#,
+            "[]",
+            r#""s""#,
+            "42",
+            "null",
+            r#"{"a":[1,{"b":"é"}]}"#,
+        ] {
+            assert_eq!(canonical_json_text(body.as_bytes()).as_deref(), Some(body));
+            let json = Fingerprint::compute("POST", "/f", body.as_bytes(), true, None);
+            for content_type in [
+                Some("text/plain"),
+                Some("application/json"),
+                Some("application/octet-stream"),
+                None,
+            ] {
+                let raw = Fingerprint::compute("POST", "/f", body.as_bytes(), false, content_type);
+                assert_ne!(json, raw, "{body} as {content_type:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_raw_bodys_content_type_is_part_of_its_fingerprint() {
+        let raw = |ct| Fingerprint::compute("POST", "/f", b"hello", false, ct);
+        let distinct = [
+            raw(Some("text/plain")),
+            raw(Some("application/octet-stream")),
+            raw(Some("text/plain; charset=utf-8")),
+            raw(Some("text/plain; charset=UTF-8")),
+            raw(Some("")),
+            raw(None),
+        ];
+        for (i, a) in distinct.iter().enumerate() {
+            for b in &distinct[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // Normalised: the media type's case and the blanks around it and the
+        // parameters do not matter.
+        assert_eq!(raw(Some("Text/Plain")), raw(Some("text/plain")));
+        assert_eq!(
+            raw(Some(" text/plain ; charset=UTF-8 ")),
+            raw(Some("text/plain;charset=UTF-8"))
+        );
+        assert_eq!(raw(Some("text/plain;")), raw(Some("text/plain")));
+        // A body declared JSON that does not parse is a raw body with its type.
+        let bad = b"{oops";
+        assert_ne!(
+            Fingerprint::compute("POST", "/f", bad, true, Some("application/json")),
+            Fingerprint::compute("POST", "/f", bad, false, Some("text/plain"))
+        );
+        assert_eq!(
+            Fingerprint::compute("POST", "/f", bad, true, Some("application/json")),
+            Fingerprint::compute("POST", "/f", bad, false, Some("application/json"))
+        );
+    }
+
+    #[test]
+    fn a_json_bodys_fingerprint_ignores_the_content_type_and_is_unchanged() {
+        let json = |body: &str, ct| Fingerprint::compute("POST", "/f", body.as_bytes(), true, ct);
+        let a = json(r#"{"a":1,"b":[2]}"#, Some("application/json"));
+        assert_eq!(
+            a,
+            json("{ \"b\": [2], \"a\": 1 }", Some("application/json"))
+        );
+        assert_eq!(
+            a,
+            json(
+                r#"{"b":[2],"a":1}"#,
+                Some("application/json; charset=utf-8")
+            )
+        );
+        assert_eq!(a, json(r#"{"a":1,"b":[2]}"#, None));
+        // The hashed input of a JSON body is what it was before raw bodies got
+        // their own domain, so fingerprints stored for JSON bodies still match.
+        assert_eq!(a.as_str(), sha256_hex(b"POST\n/f\n{\"a\":1,\"b\":[2]}"));
     }
 
     #[test]
@@ -516,7 +662,7 @@ mod tests {
             assert_eq!(canonical_json_text(body.as_bytes()), None, "{body:?}");
             assert_eq!(
                 fp(body),
-                Fingerprint::compute("POST", "/v1/documents", body.as_bytes(), false)
+                Fingerprint::compute("POST", "/v1/documents", body.as_bytes(), false, None)
             );
         }
         assert_eq!(canonical_json_text(b"[\"\xff\"]"), None);
@@ -536,7 +682,7 @@ mod tests {
             assert_eq!(canonical_json_text(body.as_bytes()), None);
             assert_eq!(
                 fp(&body),
-                Fingerprint::compute("POST", "/v1/documents", body.as_bytes(), false)
+                Fingerprint::compute("POST", "/v1/documents", body.as_bytes(), false, None)
             );
         }
     }
@@ -646,7 +792,7 @@ mod tests {
         }
 
         fn fp(body: &str) -> Fingerprint {
-            Fingerprint::compute("POST", "/r", body.as_bytes(), true)
+            Fingerprint::compute("POST", "/r", body.as_bytes(), true, None)
         }
 
         proptest! {
@@ -654,7 +800,7 @@ mod tests {
 
             #[test]
             fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..1000)) {
-                let _ = Fingerprint::compute("POST", "/r", &body, true);
+                let _ = Fingerprint::compute("POST", "/r", &body, true, None);
             }
 
             #[test]
@@ -680,6 +826,20 @@ mod tests {
                 if let Some(c) = &canonical {
                     let again = canonical_json_text(c.as_bytes());
                     prop_assert_eq!(again.as_ref(), Some(c));
+                }
+            }
+
+            #[test]
+            fn a_raw_body_never_takes_a_json_bodys_fingerprint(
+                d in doc(),
+                content_type in proptest::option::of("[ -~]{0,40}"),
+            ) {
+                let text = render(&d, false, "", false);
+                if let Some(canonical) = canonical_json_text(text.as_bytes()) {
+                    let raw = Fingerprint::compute(
+                        "POST", "/r", canonical.as_bytes(), false, content_type.as_deref(),
+                    );
+                    prop_assert_ne!(fp(&text), raw);
                 }
             }
 

@@ -244,7 +244,8 @@ fn problem_response(status: u16) -> Value {
 }
 
 fn key_schema() -> Value {
-    json!({"type": "string", "minLength": 1, "maxLength": MAX_KEY_LEN, "pattern": "^[A-Za-z0-9._:~+/=-]+$"})
+    json!({"type": "string", "minLength": 1, "maxLength": MAX_KEY_LEN, "pattern": "^[A-Za-z0-9._:~+/=-]+$",
+        "description": "No `/`-separated segment may be `.` or `..` (URLs rewrite them)"})
 }
 
 /// The answer headers of a keyed write's stored answer.
