@@ -12,7 +12,7 @@ use crate::config::{self, Config, AUTH_SECRET_VAR, DB_BINDING};
 use crate::console;
 use crate::envelope::Envelope;
 use crate::http::{self, Timings};
-use crate::idempotency::key::key_from_admin_path;
+use crate::idempotency::key::{key_from_admin_path, ADMIN_PATH_PREFIX};
 use crate::idempotency::scope::Scope;
 use crate::idempotency::{key_from_headers, parse_prefer_wait, Fingerprint, IdempotencyKey};
 use crate::openapi;
@@ -289,7 +289,14 @@ async fn route(
     // The path as workers-rs cut it from the serialized URL; the URL is parsed
     // only for a route that reads its query.
     let path = req.path().to_string();
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    // A trailing `/` is dropped, except under the key admin prefix, where it
+    // is part of the key (`a/`, or a key made of slashes).
+    let routed = if path.starts_with(ADMIN_PATH_PREFIX) {
+        path.as_str()
+    } else {
+        path.trim_end_matches('/')
+    };
+    let segments: Vec<&str> = routed.split('/').skip(1).collect();
     // workers-rs reads a method it does not know (QUERY, PROPFIND) as GET. Such a
     // method goes on as REPORT, which no route allows: each answers 405 with its Allow.
     let method = match req.method_name() {
