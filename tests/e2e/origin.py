@@ -1,11 +1,22 @@
 """A small origin function and trainer server on 127.0.0.1 that counts the calls
-it receives (started in-process by the tests)."""
+it receives (started in-process by the tests).
+
+Every POST it receives, whatever its path, is also appended to `Origin.log` as a
+`Call` (see there): its arrival, path, the `Idempotency-Key` and
+`Idempotency-Fence` headers as received, and the status it answered — `None` when
+it never answered because the caller hung up first (a killed server, a gateway
+timeout). `/scripted` (and `/scripted-*`, so one server can front it under
+several names) answers each call as the test scripted it for the call's
+`Idempotency-Key` (`Origin.script`): a status, or a stall, in order, then 200."""
 
 import json
+import select
+import socket
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -15,6 +26,34 @@ class Listener(ThreadingHTTPServer):
     # test_record_batching's 1 000 calls at 16 connections), and on a loaded
     # machine a dropped connection became a 502 from an origin that was up.
     request_queue_size = 128
+
+
+@dataclass
+class Call:
+    """One POST the origin received."""
+    seq: int                      # 1, 2, ... in order of arrival, over every path
+    path: str
+    key: str | None               # the Idempotency-Key header as received (idemgate's derived key)
+    fence: str | None             # the Idempotency-Fence header as received
+    body: bytes
+    arrived: float                # time.time() when its headers and body were read
+    status: int | None = None     # the status line sent; None: never answered (the caller hung up)
+    answer: bytes | None = None   # the body sent with it (answers made by `reply`)
+    finished: float | None = None  # time.time() when the origin was done with it (answered or not)
+
+    def line(self):
+        """The call as one JSON line (what the campaign prints for a failed check)."""
+        return json.dumps({"seq": self.seq, "path": self.path, "key": self.key, "fence": self.fence,
+                           "status": self.status, "arrived": round(self.arrived, 3),
+                           "finished": None if self.finished is None else round(self.finished, 3)})
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A scripted action: hold the call for `seconds`, then answer `status`; if the
+    caller hangs up meanwhile, answer nothing (the call's status stays None)."""
+    seconds: float
+    status: int = 200
 
 
 class Origin:
@@ -29,6 +68,8 @@ class Origin:
         self.rollback_status = 200
         # /slowish: one (arrival time, idempotency-key header, request body, nonce) per call.
         self.slowish_calls = []
+        self.log = []                          # every POST received: [Call], in order of arrival
+        self.scripts = {}                      # idempotency-key header -> deque of actions (/scripted)
         self.server = None
         self.port = None
 
@@ -40,17 +81,61 @@ class Origin:
         with self.lock:
             return self.calls[path]
 
+    def script(self, key, *actions):
+        """How `/scripted` answers the next calls carrying `key` (the derived key
+        the origin receives), one action per call in order: a status (answered at
+        once) or a `Stall`. Once they are used up, calls are answered 200."""
+        with self.lock:
+            self.scripts[key] = deque(actions)
+
+    def next_action(self, key):
+        with self.lock:
+            actions = self.scripts.get(key)
+            return actions.popleft() if actions else 200
+
+    def calls_for(self, key, path=None):
+        """The calls received with this Idempotency-Key header (on `path` if given),
+        in order of arrival."""
+        with self.lock:
+            return [c for c in self.log if c.key == key and (path is None or c.path == path)]
+
     def start(self, port=0):
         origin = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            call = None  # this request's entry in origin.log
+
             def log_message(self, *args):
                 pass
 
+            def send_response(self, code, message=None):
+                # Every answer's status line passes here, whichever path made it.
+                if self.call is not None:
+                    self.call.status = code
+                super().send_response(code, message)
+
+            def wait_unless_hung_up(self, seconds):
+                """Holds the call for `seconds`; False as soon as the caller closes
+                its connection (it sends nothing else while it waits for this answer,
+                so a readable socket with no bytes is its hang-up)."""
+                deadline = time.time() + seconds
+                while (left := deadline - time.time()) > 0:
+                    readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+                    if readable:
+                        try:
+                            if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                                return False
+                        except OSError:
+                            return False
+                        time.sleep(0.05)
+                return True
+
             def reply(self, status, body, headers=()):
                 data = json.dumps(body).encode()
+                if self.call is not None:
+                    self.call.answer = data
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
@@ -63,12 +148,33 @@ class Origin:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 path = self.path
+                key = self.headers.get("idempotency-key")
                 with origin.lock:
                     origin.calls[path] += 1
                     n = origin.calls[path]
                     origin.requests[path].append(({k.lower(): v for k, v in self.headers.items()}, body))
-                key = self.headers.get("idempotency-key")
-                if path == "/echo":
+                    self.call = Call(seq=len(origin.log) + 1, path=path, key=key,
+                                     fence=self.headers.get("idempotency-fence"), body=body, arrived=time.time())
+                    origin.log.append(self.call)
+                try:
+                    self.answer(path, key, body, n)
+                finally:
+                    self.call.finished = time.time()
+
+            def answer(self, path, key, body, n):
+                if path == "/scripted" or path.startswith("/scripted-"):
+                    # As scripted for this key (Origin.script), then 200. The answer
+                    # names the call, so a client's reply shows which run made it.
+                    action = origin.next_action(key)
+                    status = action
+                    if isinstance(action, Stall):
+                        if not self.wait_unless_hung_up(action.seconds):
+                            self.close_connection = True
+                            return
+                        status = action.status
+                    self.reply(status, {"call": self.call.seq, "key": key, "fence": self.call.fence,
+                                        "body": body.decode(errors="replace")})
+                elif path == "/echo":
                     self.reply(200, {"call": n, "body": body.decode(errors="replace"), "key": key,
                                      "content_type": self.headers.get("content-type"),
                                      "authorization": self.headers.get("authorization")},
