@@ -101,7 +101,7 @@ export class ProblemError extends IdemgateError {
 }
 
 export class BadRequestError extends ProblemError {}
-/** 400 `invalid-idempotency-key`: the key is empty, too long, or has a character outside `A-Za-z0-9-_.:~+/=`. */
+/** 400 `invalid-idempotency-key`: the key is empty, too long, has a character outside `A-Za-z0-9-_.:~+/=`, or a `/`-separated segment that is `.` or `..`. */
 export class InvalidKeyError extends BadRequestError {}
 /** 400 `idempotency-key-required`: the route needs a key and none was sent. */
 export class KeyRequiredError extends BadRequestError {}
