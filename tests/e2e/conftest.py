@@ -79,10 +79,15 @@ class Server:
         # so stop() reaches wrangler and workerd through this one pid.
         self.proc = subprocess.Popen([str(ROOT / "x"), "dev"], cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
+        return self.wait_ready(timeout, ready_status, "dev server")
+
+    def wait_ready(self, timeout, ready_status, what):
+        """Waits until /healthz answers `ready_status`; stops the server and
+        raises with the tail of its log if it exits or the time runs out."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"dev server exited: {self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"{what} exited: {self.log_path.read_text()[-3000:]}")
             try:
                 if self.request("GET", "/healthz", timeout=2).status == ready_status:
                     return self
@@ -90,7 +95,7 @@ class Server:
                 pass
             time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"dev server did not become ready: {self.log_path.read_text()[-3000:]}")
+        raise RuntimeError(f"{what} did not become ready: {self.log_path.read_text()[-3000:]}")
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:

@@ -78,18 +78,7 @@ class Front2(Server):
              "--inspector-port", str(free_port()), "--persist-to", self.state_dir,
              "--show-interactive-dev-session=false", *args],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"front 2 exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if self.request("GET", "/healthz", timeout=2).status == ready_status:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"front 2 did not become ready: {self.log_path.read_text()[-3000:]}")
+        return self.wait_ready(timeout, ready_status, "front 2")
 
 
 def same_worker_settings():
