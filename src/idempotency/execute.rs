@@ -700,6 +700,70 @@ mod tests {
         assert_eq!(w.slot_answer(), Some(answer(201, "doc1")));
     }
 
+    /// What the key's object answers `fp` now: every isolate asks it (none
+    /// keeps a copy), so this is every caller's answer.
+    fn answer_now(w: &World, fp: &str) -> Decision {
+        w.gate()
+            .admit(&key(), fp, "alice", || "probe".to_string())
+            .unwrap()
+    }
+
+    #[test]
+    fn no_caller_gets_a_stale_answer_after_an_expiry_a_release_or_a_rerun_with_another_payload() {
+        let owner = Releaser {
+            sub: "alice",
+            admin: false,
+            own_scope: true,
+        };
+        // A 2xx under the route's TTL, a 4xx under the 4xx TTL: replayed up to
+        // the last millisecond of its expiry, new from then on.
+        for (status, ttl) in [(201, TTL), (422, TTL_4XX)] {
+            let w = World::new();
+            let (t, takeover) = w.admit("A");
+            let body = format!("answer {status}");
+            let got = w.run("A", &t, takeover, |_| {
+                Ok(Outcome::Commit {
+                    response: answer(status, &body),
+                    writes: vec![],
+                    after: None,
+                })
+            });
+            assert!(matches!(got, Executed::Stored { expires_at, .. } if expires_at == T0 + ttl));
+            w.clock.0.set(T0 + ttl - 1);
+            assert!(
+                matches!(answer_now(&w, "A"), Decision::Replay { ref response, .. } if *response == answer(status, &body))
+            );
+            assert_eq!(answer_now(&w, "B"), Decision::Mismatch);
+            w.clock.0.set(T0 + ttl);
+            assert!(matches!(
+                answer_now(&w, "B"),
+                Decision::Execute {
+                    takeover: false,
+                    ..
+                }
+            ));
+        }
+        // Released: the next request runs again at once; a re-run with another
+        // payload makes that payload the key's, and the first one a 422.
+        let w = World::new();
+        let (t, takeover) = w.admit("A");
+        w.run("A", &t, takeover, |_| commit("first", &[]));
+        let released = w
+            .gate()
+            .release_everywhere(&w.d1, &key(), &owner, |_| false)
+            .now_or_never()
+            .unwrap();
+        assert_eq!(released, Ok(Released::Done { existed: true }));
+        let Decision::Execute { token, .. } = answer_now(&w, "B") else {
+            panic!("a released key runs again");
+        };
+        w.run("B", &token, false, |_| commit("second", &[]));
+        assert_eq!(answer_now(&w, "A"), Decision::Mismatch);
+        assert!(
+            matches!(answer_now(&w, "B"), Decision::Replay { ref response, .. } if *response == answer(201, "second"))
+        );
+    }
+
     #[test]
     fn a_4xx_answer_expires_sooner_in_the_slot_and_in_its_record_alike() {
         // With rows: the record is committed with the answer.
