@@ -3,10 +3,8 @@
 //! the headers as `[name, value]` pairs and the body as bytes — instead of an
 //! HTTP-style `fetch` with the envelope in a header.
 //!
-//! Why: the kind of hop was the last measured gap to hono-idempotency's Durable
-//! Object store, which is reached by RPC (issue 11). The bench's JS floor, with
-//! the same storage steps on the same objects, took 5.07 ms p50 per new key when
-//! its object was reached by `fetch` and 3.65 ms by RPC (tmpfs).
+//! Why: an RPC call costs less than a `fetch` with its request and response
+//! objects (the bench's JS floor measures both kinds of hop side by side).
 //!
 //! workers-rs 0.8.7 exports a Rust Durable Object as a plain class, which workerd
 //! serves by `fetch` only: RPC needs a class that extends `DurableObject`. So the

@@ -1,4 +1,4 @@
-//! What a Rust panic leaves behind (issue 9).
+//! What a Rust panic leaves behind.
 //!
 //! Stable Rust builds `wasm32-unknown-unknown` with `panic = "abort"` (its std is
 //! precompiled so; `worker-build --panic-unwind` needs nightly `-Zbuild-std`). A

@@ -4,9 +4,8 @@
 //! workers-rs turns every answer into a `worker::Response` (reading its `cf` and
 //! `webSocket`) and reads its body by polling a `ReadableStream` chunk by chunk,
 //! each chunk a round trip between wasm and JavaScript and a reader lock taken
-//! and released. A V8 profile of `wrangler dev` put that read at 11 % of a
-//! passthrough's CPU and 7 % of a first execution's (issue 11). The runtime's
-//! own `arrayBuffer()` reads the whole body in one call. The request is built
+//! and released. The runtime's own `arrayBuffer()` reads the whole body in one
+//! call. The request is built
 //! directly too (workers-rs's `Request::new_with_init` converts it twice more).
 //! Only the Worker side of the wire is here; what a caller does with the answer
 //! stays with it.

@@ -1,4 +1,4 @@
-//! The request log: one JSON line per request (issue 13), printed by the Worker
+//! The request log: one JSON line per request, printed by the Worker
 //! with `console.log` — so it shows in `wrangler dev`, `wrangler tail` and
 //! Workers Logs (`[observability]` in `wrangler.toml`).
 //!
@@ -286,7 +286,7 @@ fn round_ms(ms: f64) -> f64 {
 /// segment (`{key}`: the rest of the path). Keep in step with the Worker's router.
 const OTHER_ROUTES: &[&str] = &[
     "/healthz",
-    // Issue 13's API description (served once that work is merged).
+    // The API description.
     "/openapi.json",
     "/console",
     "/console/{asset}",

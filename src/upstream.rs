@@ -108,9 +108,9 @@ pub struct Finish<'a> {
 /// The call is one call into JavaScript (`pass_through`, src/js/glue.js), which
 /// resolves to the origin's answer without its hop-by-hop headers, or to the
 /// 504/502 problem; it never rejects. What to call, with what and how long to
-/// wait is decided here. Made in Rust, the same call cost a dozen calls into
-/// the runtime (headers, options, the signal, an await, the answer's headers
-/// copied and deleted one by one): issue 11's passthrough measurements.
+/// wait is decided here. Made in Rust, the same call would be a dozen calls
+/// into the runtime (headers, options, the signal, an await, the answer's
+/// headers copied and deleted one by one).
 pub fn pass(
     cfg: &Config,
     url: &str,

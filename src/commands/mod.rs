@@ -339,7 +339,7 @@ pub async fn run(
         ));
     }
     if env.test_fail.as_deref() == Some("panic") {
-        // Test hook: a Rust panic inside the handler, under the lease (issue 9).
+        // Test hook: a Rust panic inside the handler, under the lease.
         panic!("simulated handler panic (test hook)");
     }
     Command::decode(body)?.apply(db, cfg, env, now).await

@@ -3,9 +3,8 @@
 //!
 //! workers-rs's `Request::from` also reads the request's `cf` object on every
 //! request — in production about thirty properties about the client's network,
-//! none of which idemgate uses — and a V8 profile of `wrangler dev` put that
-//! read at 4 % of a replay's CPU (issue 11). Here the method, the path and the
-//! headers are read once each, and nothing else.
+//! none of which idemgate uses, each read a call into the runtime. Here the
+//! method, the path and the headers are read once each, and nothing else.
 
 use worker::worker_sys::web_sys;
 use worker::{Headers, Method, Url};

@@ -1121,8 +1121,8 @@ mod tests {
 
     #[test]
     fn an_amount_whose_difference_from_the_product_overflows_is_a_mismatch_not_a_panic() {
-        // The line of issue 9: amount − quantity × unit_price is −2 × (2⁹⁶ − 1), beyond
-        // a Decimal; it used to panic ("Subtraction overflowed") inside the Worker.
+        // amount − quantity × unit_price is −2 × (2⁹⁶ − 1), beyond a Decimal: the
+        // check must say mismatch, not overflow ("Subtraction overflowed").
         let minus_edge = format!("-{EDGE}");
         let v = validate(&edge_invoice(EDGE, &minus_edge, &minus_edge));
         assert_eq!(

@@ -1162,7 +1162,8 @@ mod tests {
     }
 }
 
-/// The request bodies of issue 9 and arbitrary ones, taken the way the routes take
+/// Edge-case request bodies (the largest Decimal, overflowing lines) and arbitrary
+/// ones, taken the way the routes take
 /// them: parse, then validate the export data, then (for a stage body) render it.
 #[cfg(test)]
 mod properties {
@@ -1372,7 +1373,7 @@ mod properties {
         }
     }
 
-    /// The largest value a Decimal holds, and the invoice line of issue 9.
+    /// The largest value a Decimal holds, as an invoice line's amount.
     const EDGE: &str = "79228162514264337593543950335";
 
     fn overflow_item() -> Value {
