@@ -296,6 +296,7 @@ pub struct VerifiedTokens {
 impl VerifiedTokens {
     /// [`authenticate_with`], remembering what passes: [`Self::resolve`]
     /// allowed to verify.
+    #[cfg(test)]
     pub fn authenticate(
         &mut self,
         header: Option<&str>,
@@ -317,6 +318,7 @@ impl VerifiedTokens {
     /// then answers: [`Self::resolve`] not allowed to verify.
     ///
     /// [`authenticate`]: VerifiedTokens::authenticate
+    #[cfg(test)]
     pub fn recall(
         &mut self,
         header: Option<&str>,

@@ -542,12 +542,6 @@ fn route_param_error(got: &str) -> ApiError {
     )
 }
 
-/// The body's length as its `Content-Length` declares it.
-fn declared_length(req: &Incoming) -> Option<usize> {
-    req.header("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-}
-
 /// Reads the body, refusing more than `limit` bytes before doing any work
 /// (`declared`: its `Content-Length`).
 async fn read_body(
@@ -590,25 +584,16 @@ struct WriteHeaders {
 
 impl WriteHeaders {
     fn read(req: &Incoming, endpoint: Endpoint) -> Self {
-        Self::with_key(req, endpoint, request_key(req))
-    }
-
-    /// The rest, the key read already.
-    fn with_key(
-        req: &Incoming,
-        endpoint: Endpoint,
-        key: std::result::Result<Option<IdempotencyKey>, ApiError>,
-    ) -> Self {
-        let content_type = req.header("content-type");
+        let header = |name| req.header(name);
         let forward = if endpoint == Endpoint::CallFunction {
-            plan::forwarded(&|name| req.header(name))
+            plan::forwarded(&header)
         } else {
             Vec::new()
         };
         WriteHeaders {
-            declared: declared_length(req),
-            key,
-            content_type,
+            declared: plan::declared_length(&header),
+            key: request_key(req),
+            content_type: req.header("content-type"),
             forward,
         }
     }

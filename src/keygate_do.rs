@@ -504,9 +504,7 @@ impl KeyGate {
         if now_ms() < hold_until {
             if self.alarm_at.get() != Some(Some(hold_until)) {
                 self.alarm_at.set(Some(Some(hold_until)));
-                if let Err(e) = self.state.storage().set_alarm(at(hold_until)).await {
-                    console_error!("KeyGate: set_alarm failed: {e}");
-                }
+                alarms::set_alarm_logged(&self.state.storage(), hold_until).await;
             }
             return;
         }

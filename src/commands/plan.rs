@@ -60,7 +60,7 @@ impl Plan {
         if keyed.endpoint == Endpoint::CallFunction && CallFunction::passes_through(cfg) {
             let has_key =
                 header("idempotency-key").is_some() || header("x-idempotency-key").is_some();
-            let declared = header("content-length").and_then(|v| v.parse::<usize>().ok());
+            let declared = declared_length(header);
             if CallFunction::streams_through(cfg, has_key, declared) {
                 let name = keyed.param.as_deref().unwrap_or_default();
                 return Plan::StreamThrough(upstream_url(cfg, name).map(|url| Passthrough {
@@ -109,6 +109,11 @@ pub fn caller(resolved: &Resolved) -> Result<Caller, ApiError> {
         Resolved::Refused(e) => Err(ApiError::Unauthorized(e.to_string())),
         Resolved::Unverified => Err(ApiError::Unauthorized("the token was not verified".into())),
     }
+}
+
+/// The body's length as its `Content-Length` declares it.
+pub fn declared_length(header: HeaderFn<'_>) -> Option<usize> {
+    header("content-length").and_then(|v| v.parse::<usize>().ok())
 }
 
 /// The request headers passed on to the origin ([`FORWARDED_HEADERS`]).

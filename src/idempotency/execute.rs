@@ -442,7 +442,7 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
 
     /// Releases the key — slot and record — unless it is in flight (a live
     /// holder of this instance, `live`, included) or `who` may not (see
-    /// [`Gate::release_key_with`]).
+    /// [`Gate::release_key`]).
     pub async fn release_everywhere<R: Records>(
         &self,
         records: &R,
@@ -450,10 +450,7 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
         who: &Releaser<'_>,
         live: impl Fn(&str) -> bool,
     ) -> Result<Released, String> {
-        match self
-            .release_key_with(who, live)
-            .map_err(|e| e.to_string())?
-        {
+        match self.release_key(who, live).map_err(|e| e.to_string())? {
             Release::InFlight { .. } => Ok(Released::InFlight),
             Release::Forbidden => Ok(Released::Forbidden),
             Release::Released { had_slot } => {

@@ -444,16 +444,11 @@ impl<S: SlotStore, C: Clock> Gate<S, C> {
     }
 
     /// `DELETE` of the key: refused while a live lease is held, and to anyone
-    /// but the key's owner or an admin.
-    pub fn release_key(&self, who: &Releaser<'_>) -> StoreResult<Release> {
-        self.release_key_with(who, |_| false)
-    }
-
-    /// [`Gate::release_key`], knowing which holders are live in this instance
-    /// (see [`Gate::admit_with`]): a live holder's key is never released, even
-    /// if its renewal came late; its lease is renewed on the spot and the
-    /// DELETE is refused as in flight.
-    pub fn release_key_with(
+    /// but the key's owner or an admin. Knowing which holders are live in this instance (`live`, see
+    /// [`Gate::admit_with`]): a live holder's key is never released, even if
+    /// its renewal came late; its lease is renewed on the spot and the DELETE
+    /// is refused as in flight.
+    pub fn release_key(
         &self,
         who: &Releaser<'_>,
         live: impl Fn(&str) -> bool,
@@ -793,7 +788,7 @@ mod tests {
             own_scope: true,
         };
         assert_eq!(
-            w.gate().release_key(&who),
+            w.gate().release_key(&who, |_| false),
             Ok(Release::InFlight {
                 lease_expires_at: T0 + LEASE
             })
@@ -805,7 +800,7 @@ mod tests {
         ));
         assert!(matches!(w.admit("A"), Decision::Replay { .. }));
         assert_eq!(
-            w.gate().release_key(&who),
+            w.gate().release_key(&who, |_| false),
             Ok(Release::Released { had_slot: true })
         );
         assert!(matches!(
@@ -851,7 +846,7 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            w.gate().release_key(&who),
+            w.gate().release_key(&who, |_| false),
             Ok(Release::Released { .. })
         ));
         let rerun = w.admit("A");
@@ -918,7 +913,7 @@ mod tests {
                         let _ = w.gate().finish(&t, answer(201, b"x"), w.gate().now() + ms, true, too_large);
                     },
                     3 => if let Some(t) = held.take() { let _ = w.gate().release(&t); },
-                    4 => { let _ = w.gate().release_key(&who); }
+                    4 => { let _ = w.gate().release_key(&who, |_| false); }
                     5 => { let _ = w.gate().expire_dead_holder(); held = None; }
                     6 => { let _ = w.gate().alarm(); }
                     _ => {
@@ -950,7 +945,7 @@ mod tests {
         // The renewal timer was starved: the lease has run out while the
         // handler still runs in this instance.
         w.advance(LEASE + 500);
-        let refused = w.gate().release_key_with(&who, live);
+        let refused = w.gate().release_key(&who, live);
         assert!(
             matches!(refused, Ok(Release::InFlight { lease_expires_at }) if lease_expires_at > w.gate().now()),
             "{refused:?}"
@@ -979,7 +974,7 @@ mod tests {
         token_of(&w.admit("A"));
         w.advance(LEASE + 500);
         assert_eq!(
-            w.gate().release_key_with(&who, |_| false),
+            w.gate().release_key(&who, |_| false),
             Ok(Release::Released { had_slot: true })
         );
     }
@@ -996,14 +991,17 @@ mod tests {
             admin: false,
             own_scope: false,
         };
-        assert_eq!(w.gate().release_key(&bob), Ok(Release::Forbidden));
+        assert_eq!(
+            w.gate().release_key(&bob, |_| false),
+            Ok(Release::Forbidden)
+        );
         let alice = Releaser {
             sub: "alice",
             admin: false,
             own_scope: false,
         };
         assert_eq!(
-            w.gate().release_key(&alice),
+            w.gate().release_key(&alice, |_| false),
             Ok(Release::Released { had_slot: true })
         );
     }

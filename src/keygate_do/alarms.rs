@@ -173,7 +173,7 @@ fn arm(
 
 /// Sets the object's alarm; a failure is only logged (what the alarm guards has
 /// a fallback: a lease is taken over when it expires, a record write is retried).
-async fn set_alarm_logged(storage: &Storage, when: i64) {
+pub(super) async fn set_alarm_logged(storage: &Storage, when: i64) {
     if let Err(e) = storage.set_alarm(at(when)).await {
         console_error!("KeyGate: set_alarm failed: {e}");
     }
