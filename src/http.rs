@@ -152,6 +152,72 @@ pub fn stored(resp: &StoredResponse, extra: &[(&str, &str)]) -> Response {
     out
 }
 
+/// `resp` with `extra` headers: the stored headers, then each of `extra`
+/// replacing any of the same name — what [`stored`] sends, as data (the key's
+/// object answers so, and the Worker sends it with one call into the runtime).
+pub fn stored_with(resp: &StoredResponse, extra: &[(&str, &str)]) -> StoredResponse {
+    let mut out = StoredResponse {
+        status: resp.status,
+        headers: Vec::with_capacity(resp.headers.len() + extra.len()),
+        body: resp.body.clone(),
+    };
+    out.headers.extend(
+        resp.headers
+            .iter()
+            .filter(|(n, _)| !extra.iter().any(|(e, _)| e.eq_ignore_ascii_case(n)))
+            .cloned(),
+    );
+    for (n, v) in extra {
+        set_header(&mut out.headers, n, v);
+    }
+    out
+}
+
+/// Sets `name` to `value` in `headers`: every pair of that name (in any case)
+/// replaced by one, as `Headers.set` does.
+pub fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    headers.push((name.to_string(), value.to_string()));
+}
+
+/// A problem as data: its status, `application/problem+json` body, and its
+/// `Retry-After` or `Allow` — what [`problem`] sends.
+pub fn problem_reply(err: &ApiError) -> StoredResponse {
+    let p = err.to_problem();
+    let mut headers = vec![("content-type".to_string(), PROBLEM_JSON.to_string())];
+    if let Some(s) = p.retry_after {
+        headers.push(("retry-after".into(), s.to_string()));
+    }
+    if let Some(allow) = p.allow {
+        headers.push(("allow".into(), allow.to_string()));
+    }
+    StoredResponse {
+        status: p.status,
+        headers,
+        body: p.body.to_string().into_bytes(),
+    }
+}
+
+/// Reads [`header_lines`] back into pairs (a line without a colon is skipped).
+pub fn parse_header_lines(lines: &str) -> Vec<(String, String)> {
+    lines
+        .split('\n')
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Sends `resp` as it is: its status, its headers (one call into the runtime)
+/// and its body.
+pub fn reply(resp: StoredResponse) -> Response {
+    let lines = header_lines(resp.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let out = ResponseBuilder::new()
+        .with_status(resp.status)
+        .fixed(resp.body);
+    header_fill(&out.headers().0, &lines, "");
+    out
+}
+
 /// Headers that mark a replayed answer (both the IETF and the legacy name).
 pub const REPLAY_MARKS: [(&str, &str); 2] = [
     ("idempotent-replayed", "true"),
@@ -205,6 +271,13 @@ impl Timings {
     pub fn apply(&self, resp: &mut Response) {
         if !self.0.is_empty() {
             let _ = resp.headers_mut().append("server-timing", &self.header());
+        }
+    }
+
+    /// [`Timings::apply`] on headers held as data.
+    pub fn apply_to(&self, headers: &mut Vec<(String, String)>) {
+        if !self.0.is_empty() {
+            headers.push(("server-timing".into(), self.header()));
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::idempotency::execute::{Executed, Held, KeyState, Released};
 use crate::idempotency::gate::{
     may_vacate_at, Clock, Decision, Gate, LiveHolders, Releaser, StoreError,
 };
+use crate::idempotency::memo::{MemoSlot, MemoTable};
 use crate::idempotency::shard::Shard;
 use crate::idempotency::StoredResponse;
 use crate::mirror_do::MirroredRecords;
@@ -48,7 +49,7 @@ use worker::{
 pub struct KeyGate {
     state: State,
     env: Env,
-    slots: SqlSlots,
+    slots: Slots,
     config: Config,
     /// Settings that do not parse: the object refuses requests (the Worker
     /// already does); its alarm still settles what earlier requests left.
@@ -62,15 +63,19 @@ pub struct KeyGate {
     alarm_at: AlarmAt,
 }
 
+/// The object's slots: its SQLite table, and its memory of the slots it read
+/// or wrote (so that a replay does not read SQLite).
+type Slots = MemoTable<SqlSlots>;
+
+/// Slots remembered at most, and the largest answer body remembered.
+const MEMO_SLOTS: usize = 256;
+const MEMO_BODY_BYTES: usize = 64 * 1024;
+
 /// `None` until this instance sets the alarm or sees it fire.
 type AlarmAt = Rc<Cell<Option<Option<i64>>>>;
 
 /// The keys' decisions over this object's SQLite and the runtime's clock.
-fn shard_over(
-    slots: &SqlSlots,
-    lease_ms: i64,
-    max_answer_bytes: usize,
-) -> Shard<&SqlSlots, WallClock> {
+fn shard_over(slots: &Slots, lease_ms: i64, max_answer_bytes: usize) -> Shard<&Slots, WallClock> {
     Shard {
         table: slots,
         clock: WallClock,
@@ -94,7 +99,7 @@ fn too_large(limit: usize) -> StoredResponse {
 impl DurableObject for KeyGate {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        let slots = SqlSlots::new(sql);
+        let slots = MemoTable::new(SqlSlots::new(sql), MEMO_SLOTS, MEMO_BODY_BYTES);
         // A new object instance means no request of the previous one still runs:
         // its isolate died, or its wasm instance did (after a Rust panic the shim
         // re-creates the instance and re-constructs every object). A lease in
@@ -138,7 +143,9 @@ impl DurableObject for KeyGate {
             Some(GateCall::Execute) => req.bytes().await?,
             _ => Vec::new(),
         };
-        self.serve(call, envelope.as_deref(), &body).await
+        Ok(http::reply(
+            self.serve(call, envelope.as_deref(), &body).await?,
+        ))
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -180,6 +187,7 @@ impl KeyGate {
         call: String,
         envelope: String,
         body: Option<Vec<u8>>,
+        form: Option<String>,
     ) -> std::result::Result<JsValue, JsValue> {
         std::panic::AssertUnwindSafe(async move {
             let _in_flight = crate::panic_guard::InFlight::enter(&self.state);
@@ -187,7 +195,7 @@ impl KeyGate {
             let answer = self
                 .serve(GateCall::parse(&call), Some(&envelope), &body)
                 .await?;
-            crate::object_rpc::to_wire(answer).await
+            crate::object_rpc::to_wire(answer, form.as_deref())
         })
         .await
         .map_err(JsValue::from)
@@ -202,20 +210,20 @@ impl KeyGate {
         call: Option<GateCall>,
         envelope: Option<&str>,
         body: &[u8],
-    ) -> Result<Response> {
+    ) -> Result<StoredResponse> {
         let envelope: Envelope = match envelope {
             Some(raw) => {
                 serde_json::from_str(raw).map_err(|e| worker::Error::RustError(e.to_string()))?
             }
             None => {
-                return Ok(http::problem(&ApiError::bad_request(
+                return Ok(http::problem_reply(&ApiError::bad_request(
                     "internal-protocol",
                     "missing envelope",
                 )))
             }
         };
         if let Some(e) = &self.config_error {
-            return Ok(http::problem(&ApiError::Misconfigured {
+            return Ok(http::problem_reply(&ApiError::Misconfigured {
                 vars: e.vars().into_iter().map(String::from).collect(),
             }));
         }
@@ -223,20 +231,20 @@ impl KeyGate {
             Some(GateCall::Execute) => self.execute(body, &envelope).await,
             Some(GateCall::State) => self.describe(&envelope).await,
             Some(GateCall::Release) => self.release_key(&envelope).await,
-            None => Ok(http::problem(&ApiError::NotFound(
+            None => Ok(http::problem_reply(&ApiError::NotFound(
                 "no such object route".into(),
             ))),
         };
         result.or_else(|e| {
             console_error!("KeyGate {}: {e}", envelope.route);
             Ok(answers::with_outcome(
-                http::problem(&ApiError::StorageUnavailable),
+                http::problem_reply(&ApiError::StorageUnavailable),
                 GateOutcome::Failed,
             ))
         })
     }
 
-    fn shard(&self) -> Shard<&SqlSlots, WallClock> {
+    fn shard(&self) -> Shard<&Slots, WallClock> {
         shard_over(
             &self.slots,
             self.config.lease_ms,
@@ -245,7 +253,7 @@ impl KeyGate {
     }
 
     /// The decisions of the key named `name`.
-    fn gate(&self, name: &str) -> Gate<SqlSlot, WallClock> {
+    fn gate(&self, name: &str) -> Gate<MemoSlot<SqlSlot>, WallClock> {
         self.shard().gate(name)
     }
 
@@ -264,9 +272,9 @@ impl KeyGate {
             .any(|tx| !tx.is_canceled())
     }
 
-    async fn execute(&self, body: &[u8], env: &Envelope) -> Result<Response> {
+    async fn execute(&self, body: &[u8], env: &Envelope) -> Result<StoredResponse> {
         if env.fingerprint.is_none() {
-            return Ok(http::problem(&ApiError::bad_request(
+            return Ok(http::problem_reply(&ApiError::bad_request(
                 "internal-protocol",
                 "an execute envelope carries the request's fingerprint",
             )));
@@ -324,7 +332,7 @@ impl KeyGate {
                 }
                 Decision::Mismatch => {
                     return Ok(answers::with_outcome(
-                        http::problem(&ApiError::KeyReused {
+                        http::problem_reply(&ApiError::KeyReused {
                             key: env.key.to_string(),
                         }),
                         GateOutcome::Mismatch,
@@ -334,7 +342,7 @@ impl KeyGate {
                     let now = now_ms();
                     if now >= wait_deadline {
                         return Ok(answers::with_outcome(
-                            http::problem(&ApiError::KeyInFlight {
+                            http::problem_reply(&ApiError::KeyInFlight {
                                 key: env.key.to_string(),
                             }),
                             GateOutcome::Conflict,
@@ -360,7 +368,7 @@ impl KeyGate {
     }
 
     /// The answer to the request that ran; its waiters get theirs.
-    fn answer_run<A>(&self, env: &Envelope, name: &str, executed: Executed<A>) -> Response {
+    fn answer_run<A>(&self, env: &Envelope, name: &str, executed: Executed<A>) -> StoredResponse {
         let (response, waiters) = answers::of_run(env, executed);
         match waiters {
             ForWaiters::Send(finished) => self.notify(name, &finished),
@@ -384,7 +392,7 @@ impl KeyGate {
         token: &str,
         started: i64,
         takeover: bool,
-    ) -> (Response, bool) {
+    ) -> (StoredResponse, bool) {
         let db = match self.env.d1(crate::config::DB_BINDING) {
             Ok(db) => db,
             Err(e) => {
@@ -466,9 +474,9 @@ impl KeyGate {
         }
         let kept = matches!(executed, Executed::Stored { .. } | Executed::Adopted(_));
         let mut answer = self.answer_run(env, name, executed);
-        timings.apply(&mut answer);
+        timings.apply_to(&mut answer.headers);
         if takeover {
-            let _ = answer.headers_mut().set(TAKEOVER_HEADER, "1");
+            http::set_header(&mut answer.headers, TAKEOVER_HEADER, "1");
         }
         (answer, kept)
     }
@@ -494,7 +502,7 @@ impl KeyGate {
                 return;
             }
         }
-        let hold_until = match self.slots.last_fence() {
+        let hold_until = match self.slots.table().last_fence() {
             Ok(last) => may_vacate_at(last),
             Err(e) => {
                 console_error!("KeyGate: reading the last fence before vacating failed: {e}");
@@ -508,7 +516,8 @@ impl KeyGate {
             }
             return;
         }
-        self.slots.forget();
+        self.slots.table().forget();
+        self.slots.forget_all();
         self.alarm_at.set(Some(None));
         if let Err(e) = self.state.storage().delete_all().await {
             console_error!("KeyGate: deleteAll failed: {e}");
@@ -523,7 +532,7 @@ impl KeyGate {
     }
 
     /// `GET /v1/idempotency/keys/{key}`: the key's state.
-    async fn describe(&self, env: &Envelope) -> Result<Response> {
+    async fn describe(&self, env: &Envelope) -> Result<StoredResponse> {
         let db = self.env.d1(crate::config::DB_BINDING)?;
         let key = env.record_key();
         let state = self
@@ -545,16 +554,17 @@ impl KeyGate {
                     // The same date the answer's `Idempotency-Expires` states.
                     body["expires"] = http::http_date(at).into();
                 }
-                let mut resp = http::json(200, &body);
-                if let Some(at) = expires_at {
-                    let _ = resp.headers_mut().set(EXPIRES_HEADER, &at.to_string());
-                }
-                resp
+                let expires = expires_at.map(|at| at.to_string());
+                let extra: Vec<(&str, &str)> = expires
+                    .iter()
+                    .map(|at| (EXPIRES_HEADER, at.as_str()))
+                    .collect();
+                http::json_stored(200, &body, &extra)
             }
             None => {
                 // Asked about a key it never held (or no longer does).
                 self.vacate_if_empty().await;
-                http::problem(&ApiError::NotFound(
+                http::problem_reply(&ApiError::NotFound(
                     "no live idempotency record for this key and route".into(),
                 ))
             }
@@ -563,7 +573,7 @@ impl KeyGate {
 
     /// `DELETE /v1/idempotency/keys/{key}`: forget the key so a retry runs again
     /// — refused while a request holds it, and to anyone but its owner or an admin.
-    async fn release_key(&self, env: &Envelope) -> Result<Response> {
+    async fn release_key(&self, env: &Envelope) -> Result<StoredResponse> {
         let who = Releaser {
             sub: &env.caller_sub,
             admin: env.admin,
@@ -582,18 +592,22 @@ impl KeyGate {
             .await
             .map_err(worker::Error::RustError)?;
         Ok(match released {
-            Released::InFlight => http::problem(&ApiError::KeyInFlight {
+            Released::InFlight => http::problem_reply(&ApiError::KeyInFlight {
                 key: env.key.to_string(),
             }),
-            Released::Forbidden => http::problem(&ApiError::Forbidden(
+            Released::Forbidden => http::problem_reply(&ApiError::Forbidden(
                 "only the key's owner or an admin may release it".into(),
             )),
             Released::Done { existed } => {
                 self.vacate_if_empty().await;
                 if existed {
-                    Response::empty()?.with_status(204)
+                    StoredResponse {
+                        status: 204,
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                    }
                 } else {
-                    http::problem(&ApiError::NotFound(
+                    http::problem_reply(&ApiError::NotFound(
                         "no idempotency record for this key and route".into(),
                     ))
                 }

@@ -1,7 +1,10 @@
-//! The Worker's call to a key's object, by RPC: `serve(call, envelope, body)` on
-//! the object's stub, answered with a plain object — `{status, headers, body}`,
-//! the headers as `[name, value]` pairs and the body as bytes — instead of an
-//! HTTP-style `fetch` with the envelope in a header.
+//! The Worker's call to a key's object, by RPC: `serve(call, envelope, body,
+//! "lines")` on the object's stub, answered with a plain object — `{status,
+//! headers, body}`, the headers as one string of `name:value` lines
+//! (`http::header_lines`) and the body as bytes — instead of an HTTP-style
+//! `fetch` with the envelope in a header. A caller that does not name the form
+//! (an older Worker version) gets the headers as `[name, value]` pairs; the
+//! Worker reads either.
 //!
 //! Why: an RPC call costs less than a `fetch` with its request and response
 //! objects (the bench's JS floor measures both kinds of hop side by side).
@@ -23,13 +26,14 @@
 //! and `keygate_do`.
 
 use crate::envelope::GateCall;
+use crate::idempotency::StoredResponse;
 use crate::raw_fetch::{stream_bytes, Answer};
 use js_sys::futures::JsFuture;
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::worker_sys::web_sys;
-use worker::{Headers, ResponseBody, Stub};
+use worker::{Headers, Stub};
 
 #[wasm_bindgen]
 extern "C" {
@@ -43,8 +47,12 @@ extern "C" {
         call: &str,
         envelope: &str,
         body: Option<Uint8Array>,
+        form: &str,
     ) -> Result<JsValue, JsValue>;
 }
+
+/// The headers' form the Worker asks for: `name:value` lines.
+pub const LINES: &str = "lines";
 
 /// The largest body a call or its answer carries inline (half the runtime's
 /// 32 MiB, leaving room for the rest of the value and for base64).
@@ -67,7 +75,7 @@ pub async fn call(
     let body = body.map(Uint8Array::from);
     let pending = stub
         .into_rpc::<GateStub>()
-        .serve(call.as_str(), envelope, body)?;
+        .serve(call.as_str(), envelope, body, LINES)?;
     let wire = JsFuture::from(Promise::resolve(&pending)).await?;
     from_wire(&wire).await
 }
@@ -88,7 +96,16 @@ async fn from_wire(wire: &JsValue) -> worker::Result<Answer> {
         .as_f64()
         .filter(|s| (100.0..=599.0).contains(s) && s.fract() == 0.0)
         .ok_or_else(|| worker::Error::RustError("KeyGate answered a bad status".into()))?;
-    let headers = web_sys::Headers::new_with_str_sequence_sequence(&field(wire, HEADERS)?)?;
+    let headers = match field(wire, HEADERS)? {
+        lines if lines.is_string() => {
+            crate::http::parse_header_lines(&lines.as_string().unwrap_or_default())
+        }
+        // `[name, value]` pairs: an object of an older version.
+        pairs => web_sys::Headers::new_with_str_sequence_sequence(&pairs)
+            .map(Headers)?
+            .entries()
+            .collect(),
+    };
     let body = match field(wire, BODY)?.dyn_into::<Uint8Array>() {
         Ok(inline) => inline.to_vec(),
         // Larger than INLINE_MAX: a stream.
@@ -96,26 +113,33 @@ async fn from_wire(wire: &JsValue) -> worker::Result<Answer> {
     };
     Ok(Answer {
         status: status as u16,
-        headers: Headers(headers),
+        headers,
         body,
     })
 }
 
-/// The object's answer in its wire form (the value its `serve` resolves to).
-pub async fn to_wire(answer: worker::Response) -> worker::Result<JsValue> {
-    let status = answer.status_code();
-    // `Array.from` over the headers: `[name, value]` pairs, names lower-cased.
-    let headers = Array::from(&answer.headers().0);
-    let mut bytes = match answer.into_parts().1 {
-        ResponseBody::Empty => Vec::new(),
-        ResponseBody::Body(bytes) => bytes,
-        ResponseBody::Stream(stream) => stream_bytes(&stream).await?,
+/// The object's answer in its wire form (the value its `serve` resolves to):
+/// the headers as `name:value` lines if `form` is [`LINES`], else as pairs.
+pub fn to_wire(answer: StoredResponse, form: Option<&str>) -> worker::Result<JsValue> {
+    let StoredResponse {
+        status,
+        headers,
+        mut body,
+    } = answer;
+    let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    let headers: JsValue = if form == Some(LINES) {
+        crate::http::header_lines(pairs).into()
+    } else {
+        pairs
+            .map(|(n, v)| Array::of2(&n.into(), &v.into()))
+            .collect::<Array>()
+            .into()
     };
-    let body: JsValue = if bytes.len() <= INLINE_MAX {
-        Uint8Array::from(bytes.as_slice()).into()
+    let body: JsValue = if body.len() <= INLINE_MAX {
+        Uint8Array::from(body.as_slice()).into()
     } else {
         // A byte stream over the bytes (copied into JavaScript first).
-        let whole = web_sys::Response::new_with_opt_u8_array(Some(&mut bytes))?;
+        let whole = web_sys::Response::new_with_opt_u8_array(Some(&mut body))?;
         whole.body().map_or(JsValue::UNDEFINED, JsValue::from)
     };
     let wire = Object::new();

@@ -28,7 +28,7 @@ extern "C" {
 /// An answer, its body read in full.
 pub struct Answer {
     pub status: u16,
-    pub headers: Headers,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -58,7 +58,7 @@ async fn read(pending: js_sys::Promise) -> worker::Result<Answer> {
     Ok(Answer {
         status: response.status(),
         body: body_of(&response).await?,
-        headers: Headers(response.headers()),
+        headers: Headers(response.headers()).entries().collect(),
     })
 }
 

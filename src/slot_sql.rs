@@ -104,6 +104,14 @@ fn num(v: i64) -> SqlStorageValue {
     SqlStorageValue::Float(v as f64)
 }
 
+/// A key's slot as the JSON object [`Row`] reads.
+const LOAD_ROW: &str = "SELECT json_object('fingerprint', fingerprint, 'state', state, \
+    'token', token, 'lease_expires_at', lease_expires_at, 'response_status', response_status, \
+    'response_headers', response_headers, 'response_body', response_body, \
+    'created_at', created_at, 'expires_at', expires_at, 'scope', scope, 'route', route, \
+    'key', key, 'd1_synced', d1_synced, 'owner', owner, 'body_chunks', body_chunks) AS row \
+    FROM slots WHERE name = ?";
+
 #[derive(Deserialize)]
 struct Row {
     fingerprint: String,
@@ -346,18 +354,22 @@ impl SlotStore for SqlSlot {
         if !self.slots.readable()? {
             return Ok(None);
         }
-        let rows: Vec<Row> = self
+        // The row as one JSON text: one value to carry out of the runtime
+        // instead of one per column.
+        #[derive(Deserialize)]
+        struct Json {
+            row: String,
+        }
+        let rows: Vec<Json> = self
             .slots
             .sql
-            .exec(
-                &format!("SELECT {COLUMNS} FROM slots WHERE name = ?"),
-                vec![self.name.as_str().into()],
-            )
+            .exec(LOAD_ROW, vec![self.name.as_str().into()])
             .and_then(|c| c.to_array())
             .map_err(err)?;
-        let Some(r) = rows.into_iter().next() else {
+        let Some(json) = rows.into_iter().next() else {
             return Ok(None);
         };
+        let r: Row = serde_json::from_str(&json.row).map_err(err)?;
         let state = if r.state == "processing" {
             SlotState::Processing {
                 token: r.token.unwrap_or_default(),

@@ -11,10 +11,10 @@ use crate::envelope::{Envelope, GateCall, GateOutcome, ENVELOPE_HEADER};
 use crate::http::{
     self, Timings, EXPIRES_HEADER, IDEMPOTENCY_EXPIRES_HEADER, OUTCOME_HEADER, TAKEOVER_HEADER,
 };
-use crate::idempotency::scope;
+use crate::idempotency::{scope, StoredResponse};
 use crate::problem::ApiError;
 use crate::request_log::{Stage, Trace};
-use worker::{console_error, Context, Env, Headers, ResponseBuilder};
+use worker::{console_error, Context, Env, Headers};
 
 /// Seconds since `started` (a [`Timings::now`]).
 fn seconds_since(started: f64) -> f64 {
@@ -119,27 +119,31 @@ pub(super) async fn call_gate(
         }
         _ => storage(e),
     })?;
-    // Copy the answer without the internal headers.
-    let out_headers = Headers::new();
+    // The answer without the internal headers.
     let (mut outcome, mut expires_at, mut takeover) = (None, None, false);
     // The object sends `Preference-Applied` only to a request that waited.
     let mut waited = false;
-    for (name, value) in resp.headers.entries() {
+    let mut headers = Vec::with_capacity(resp.headers.len());
+    for (name, value) in resp.headers {
         match name.as_str() {
             OUTCOME_HEADER => outcome = GateOutcome::parse(&value),
             EXPIRES_HEADER => expires_at = value.parse::<i64>().ok(),
             TAKEOVER_HEADER => takeover = true,
             _ => {
                 waited |= name == "preference-applied";
-                let _ = out_headers.append(&name, &value);
+                headers.push((name, value));
             }
         }
     }
-    let (status, bytes) = (resp.status, resp.body);
+    let status = resp.status;
     let mut timings = Timings::default();
     timings.since("gate", started);
     if let Some(at) = expires_at {
-        let _ = out_headers.set(IDEMPOTENCY_EXPIRES_HEADER, &http::http_date(at));
+        http::set_header(
+            &mut headers,
+            IDEMPOTENCY_EXPIRES_HEADER,
+            &http::http_date(at),
+        );
     }
     if let Some(o) = outcome {
         trace.at(Stage::Gate { outcome: o, waited });
@@ -151,10 +155,10 @@ pub(super) async fn call_gate(
     if release && status == 204 {
         count(ctx, env, envelope, "released", trace.started);
     }
-    let mut out = ResponseBuilder::new()
-        .with_status(status)
-        .with_headers(out_headers)
-        .fixed(bytes);
-    timings.apply(&mut out);
-    Ok(out)
+    timings.apply_to(&mut headers);
+    Ok(http::reply(StoredResponse {
+        status,
+        headers,
+        body: resp.body,
+    }))
 }

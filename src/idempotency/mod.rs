@@ -6,6 +6,7 @@
 //! - [`replay`]: which response headers are stored and replayed.
 //! - [`gate`]: the key's object as plain logic over a synchronous slot store.
 //! - [`execute`]: running the work under the lease and committing it, over a record store.
+//! - [`memo`]: the object's write-through memory of its slots.
 //! - [`mirror`]: records of answers without rows of their own, batched into D1.
 //! - [`scope`]: whose key it is (tenant, subject), object names, forwarded keys.
 //! - [`prefer`]: `Prefer: wait=N` (RFC 7240) for coalescing.
@@ -15,6 +16,7 @@ pub mod execute;
 pub mod fingerprint;
 pub mod gate;
 pub mod key;
+pub mod memo;
 pub mod mirror;
 pub mod prefer;
 pub mod replay;

@@ -3,13 +3,13 @@
 //! Here too: keeping a live holder's lease, and handing an answer's record to
 //! its mirror (`idempotency::shard` decides what an alarm run does).
 
+use super::Slots;
 use super::{now_ms, shard_over, AlarmAt, KeyGate};
 use crate::envelope::Envelope;
 use crate::idempotency::gate::Committed;
 use crate::idempotency::shard::SlotTable;
 use crate::idempotency::StoredResponse;
 use crate::mirror_do::MirroredRecords;
-use crate::slot_sql::SqlSlots;
 use crate::store::D1Records;
 use futures_util::FutureExt;
 use std::time::Duration;
@@ -137,7 +137,7 @@ impl KeyGate {
 /// is set so already. The alarm call is made before this returns (so it commits
 /// with the turn's other writes); the future only reports its result.
 fn arm(
-    slots: &SqlSlots,
+    slots: &Slots,
     alarm_at: &AlarmAt,
     storage: Storage,
     name: &str,

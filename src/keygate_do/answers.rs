@@ -1,14 +1,14 @@
 //! What the key's object answers: the request that ran, a replay, and each
-//! request that waited on the run (`Prefer: wait`). HTTP responses built from
-//! the run's outcome, with the contract's headers and the internal outcome
-//! header the Worker reads (and strips).
+//! request that waited on the run (`Prefer: wait`). Answers as data (status,
+//! headers, body) built from the run's outcome, with the contract's headers and
+//! the internal outcome header the Worker reads (and strips).
 
 use crate::envelope::{Envelope, GateOutcome};
 use crate::http::{self, EXPIRES_HEADER, OUTCOME_HEADER, REPLAY_MARKS};
 use crate::idempotency::execute::Executed;
 use crate::idempotency::StoredResponse;
 use crate::problem::ApiError;
-use worker::{console_error, Response};
+use worker::console_error;
 
 /// A finished execution, as handed to the requests waiting on it.
 #[derive(Clone)]
@@ -32,8 +32,8 @@ fn preference_applied(env: &Envelope) -> String {
 }
 
 /// Marks `resp` with what the object did, for the Worker.
-pub(super) fn with_outcome(mut resp: Response, outcome: GateOutcome) -> Response {
-    let _ = resp.headers_mut().set(OUTCOME_HEADER, outcome.as_str());
+pub(super) fn with_outcome(mut resp: StoredResponse, outcome: GateOutcome) -> StoredResponse {
+    http::set_header(&mut resp.headers, OUTCOME_HEADER, outcome.as_str());
     resp
 }
 
@@ -43,7 +43,7 @@ pub(super) fn replay(
     resp: &StoredResponse,
     waited: bool,
     expires_at: i64,
-) -> Response {
+) -> StoredResponse {
     let applied = preference_applied(env);
     let expires = expires_at.to_string();
     let mut extra: Vec<(&str, &str)> = REPLAY_MARKS.to_vec();
@@ -52,17 +52,17 @@ pub(super) fn replay(
     if waited {
         extra.push(("preference-applied", &applied));
     }
-    with_outcome(http::stored(resp, &extra), GateOutcome::Replayed)
+    with_outcome(http::stored_with(resp, &extra), GateOutcome::Replayed)
 }
 
 /// The answer of a request that waited on a run.
-pub(super) fn to_waiter(env: &Envelope, finished: Finished) -> Response {
+pub(super) fn to_waiter(env: &Envelope, finished: Finished) -> StoredResponse {
     if finished.stored {
         return replay(env, &finished.response, true, finished.expires_at);
     }
     let applied = preference_applied(env);
     with_outcome(
-        http::stored(
+        http::stored_with(
             &finished.response,
             &[
                 ("idempotency-key", env.key.as_str()),
@@ -74,10 +74,10 @@ pub(super) fn to_waiter(env: &Envelope, finished: Finished) -> Response {
 }
 
 /// The answer to the request that ran, and what its waiters get.
-pub(super) fn of_run<A>(env: &Envelope, executed: Executed<A>) -> (Response, ForWaiters) {
+pub(super) fn of_run<A>(env: &Envelope, executed: Executed<A>) -> (StoredResponse, ForWaiters) {
     let transient = |response: StoredResponse| {
         let answer = with_outcome(
-            http::stored(&response, &[("idempotency-key", env.key.as_str())]),
+            http::stored_with(&response, &[("idempotency-key", env.key.as_str())]),
             GateOutcome::Failed,
         );
         let finished = Finished {
@@ -95,7 +95,7 @@ pub(super) fn of_run<A>(env: &Envelope, executed: Executed<A>) -> (Response, For
         } => {
             let expires = expires_at.to_string();
             let answer = with_outcome(
-                http::stored(
+                http::stored_with(
                     &response,
                     &[
                         ("idempotency-key", env.key.as_str()),
@@ -113,7 +113,7 @@ pub(super) fn of_run<A>(env: &Envelope, executed: Executed<A>) -> (Response, For
         }
         Executed::Adopted(c) if c.fingerprint != env.fingerprint_str() => {
             let answer = with_outcome(
-                http::problem(&ApiError::KeyReused {
+                http::problem_reply(&ApiError::KeyReused {
                     key: env.key.to_string(),
                 }),
                 GateOutcome::Mismatch,
