@@ -23,9 +23,11 @@ use crate::idempotency::mirror::{
 use crate::mirror_sql::SqlMirrorLog;
 use crate::store::{D1Mirror, D1Records};
 use futures_util::lock::Mutex;
+use js_sys::futures::JsFuture;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use worker::{
     console_error, durable_object, js_sys, wasm_bindgen, DurableObject, Env, Method, Request,
     Response, Result, State, Stub,
@@ -98,47 +100,18 @@ impl DurableObject for RecordMirror {
         }
     }
 
+    /// The `fetch` form of a call (a key object of an older version's, during
+    /// a gradual deployment): the operation by method and path. Today's key
+    /// objects call [`RecordMirror::call_rpc`].
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        // A panic resets the object: the caller's hand-over fails and is retried.
-        let _in_flight = crate::panic_guard::InFlight::enter(&self.state);
-        let mirror = self.mirror();
-        match (req.method(), req.path().as_str()) {
-            (Method::Post, "/accept") => {
-                // Records of one or more keys (a gate object's batch).
-                let entries = match req.json::<Entries>().await? {
-                    Entries::Many(list) => list,
-                    Entries::One(entry) => vec![entry],
-                };
-                let due = mirror
-                    .accept_all(&entries, self.armed.get())
-                    .map_err(rust_err)?;
-                if let Some(due) = due {
-                    // No await between the writes and this call: all commit together.
-                    self.state.storage().set_alarm(at(due)).await?;
-                    self.armed.set(Some(due));
-                }
-                Response::ok("accepted")
-            }
-            (Method::Post, "/forget") => {
-                let f: Forget = req.json().await?;
-                let key = RecordKey {
-                    scope: f.scope,
-                    route: f.route,
-                    key: f.key,
-                };
-                let db = self.env.d1(crate::config::DB_BINDING)?;
-                let existed = mirror
-                    .forget(&D1Mirror { db: &db }, &key, f.expires_at)
-                    .await
-                    .map_err(worker::Error::RustError)?;
-                Response::from_json(&serde_json::json!({ "existed": existed }))
-            }
-            (Method::Get, "/stats") => Response::from_json(&MirrorStats {
-                waiting: self.log.count().map_err(rust_err)? as u64,
-                statements: self.log.statements().map_err(rust_err)?,
-            }),
-            _ => Response::error("no such mirror route", 404),
-        }
+        let body = match req.method() {
+            Method::Post => req.bytes().await?,
+            _ => Vec::new(),
+        };
+        let (status, answer) = self
+            .serve(req.method(), req.path().trim_start_matches('/'), &body)
+            .await?;
+        Ok(Response::ok(answer)?.with_status(status))
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -167,7 +140,77 @@ impl DurableObject for RecordMirror {
     }
 }
 
+/// A key object's call by RPC, through the `RecordMirror` class of
+/// `src/entry.js`: the operation's method and name, and its JSON body.
+/// Resolves to the answer's body; rejects naming the status otherwise.
+#[wasm_bindgen]
 impl RecordMirror {
+    #[wasm_bindgen(js_name = call)]
+    pub async fn call_rpc(
+        &self,
+        method: String,
+        op: String,
+        body: Option<String>,
+    ) -> std::result::Result<String, JsValue> {
+        let method = Method::from(method);
+        let body = body.unwrap_or_default();
+        match self.serve(method, &op, body.as_bytes()).await {
+            Ok((200, answer)) => Ok(answer),
+            Ok((status, answer)) => Err(JsValue::from_str(&format!("{status} {answer}"))),
+            Err(e) => Err(JsValue::from_str(&format!("500 {e}"))),
+        }
+    }
+}
+
+impl RecordMirror {
+    /// One call, however it came: its status and body.
+    async fn serve(&self, method: Method, op: &str, body: &[u8]) -> Result<(u16, String)> {
+        // A panic resets the object: the caller's hand-over fails and is retried.
+        let _in_flight = crate::panic_guard::InFlight::enter(&self.state);
+        let mirror = self.mirror();
+        match (method, op) {
+            (Method::Post, "accept") => {
+                // Records of one or more keys (a gate object's batch).
+                let entries = match serde_json::from_slice::<Entries>(body).map_err(rust_err)? {
+                    Entries::Many(list) => list,
+                    Entries::One(entry) => vec![entry],
+                };
+                let due = mirror
+                    .accept_all(&entries, self.armed.get())
+                    .map_err(rust_err)?;
+                if let Some(due) = due {
+                    // No await between the writes and this call: all commit together.
+                    self.state.storage().set_alarm(at(due)).await?;
+                    self.armed.set(Some(due));
+                }
+                Ok((200, "accepted".into()))
+            }
+            (Method::Post, "forget") => {
+                let f: Forget = serde_json::from_slice(body).map_err(rust_err)?;
+                let key = RecordKey {
+                    scope: f.scope,
+                    route: f.route,
+                    key: f.key,
+                };
+                let db = self.env.d1(crate::config::DB_BINDING)?;
+                let existed = mirror
+                    .forget(&D1Mirror { db: &db }, &key, f.expires_at)
+                    .await
+                    .map_err(worker::Error::RustError)?;
+                Ok((200, serde_json::json!({ "existed": existed }).to_string()))
+            }
+            (Method::Get, "stats") => Ok((
+                200,
+                serde_json::to_string(&MirrorStats {
+                    waiting: self.log.count().map_err(rust_err)? as u64,
+                    statements: self.log.statements().map_err(rust_err)?,
+                })
+                .map_err(rust_err)?,
+            )),
+            _ => Ok((404, "no such mirror route".into())),
+        }
+    }
+
     fn mirror(&self) -> Mirror<'_, &SqlMirrorLog, WallClock> {
         Mirror {
             log: &self.log,
@@ -184,9 +227,23 @@ fn stub(env: &Env, shard: u32) -> Result<Stub> {
         .get_stub()
 }
 
-/// One call to a mirror (through [`crate::raw_fetch`], as the Worker's calls to
-/// the key objects): its answer's body, or an error naming the mirror if it
-/// did not answer 200.
+#[wasm_bindgen]
+extern "C" {
+    /// A `RecordMirror` stub, as the runtime hands it out: its methods are RPC calls.
+    type MirrorStub;
+
+    /// Returns a thenable (the runtime's RPC promise), not a `Promise`.
+    #[wasm_bindgen(method, catch)]
+    fn call(
+        this: &MirrorStub,
+        method: &str,
+        op: &str,
+        body: Option<String>,
+    ) -> std::result::Result<JsValue, JsValue>;
+}
+
+/// One call to a mirror, by RPC (as the Worker's calls to the key objects):
+/// its answer's body, or an error naming the mirror if it did not answer 200.
 async fn call(
     env: &Env,
     shard: u32,
@@ -194,21 +251,24 @@ async fn call(
     op: &str,
     body: Option<String>,
 ) -> Result<Vec<u8>> {
-    let req = crate::raw_fetch::request(
-        &format!("https://record-mirror/{op}"),
-        method.as_ref(),
-        &worker::Headers::new(),
-        body.as_deref().map(str::as_bytes),
-    )?;
-    let answer = crate::raw_fetch::send_to_object(stub(env, shard)?, &req).await?;
-    if answer.status != 200 {
-        return Err(worker::Error::RustError(format!(
-            "record mirror {shard} /{op}: {} {}",
-            answer.status,
-            String::from_utf8_lossy(&answer.body)
-        )));
-    }
-    Ok(answer.body)
+    let failed = |e: JsValue| {
+        let why = e
+            .as_string()
+            .or_else(|| {
+                e.dyn_ref::<js_sys::Error>()
+                    .map(|e| String::from(e.message()))
+            })
+            .unwrap_or_else(|| format!("{e:?}"));
+        worker::Error::RustError(format!("record mirror {shard} /{op}: {why}"))
+    };
+    let pending = stub(env, shard)?
+        .into_rpc::<MirrorStub>()
+        .call(method.as_ref(), op, body)
+        .map_err(failed)?;
+    let answer = JsFuture::from(js_sys::Promise::resolve(&pending))
+        .await
+        .map_err(failed)?;
+    Ok(answer.as_string().unwrap_or_default().into_bytes())
 }
 
 /// Hands records to their keys' mirrors, one call per mirror; `Ok` once all
