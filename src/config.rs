@@ -1,6 +1,6 @@
-//! Names shared with `wrangler.toml` and the configuration
-//! (`design.md` §6) read from the Worker's vars through a lookup function, so
-//! parsing and defaults are tested on the host.
+//! Names shared with `wrangler.toml` and the configuration (the README's
+//! "Configuration" table) read from the Worker's vars through a lookup
+//! function, so parsing and defaults are tested on the host.
 //!
 //! A setting that does not parse is an error naming its variable, never a
 //! silent default: the Worker then answers every request 500 (see
@@ -109,7 +109,7 @@ pub struct Config {
     pub upstream_timeout_ms: u64,
     /// Where new training jobs are dispatched, if set.
     pub trainer_url: Option<String>,
-    /// Export staging (§4).
+    /// Export staging (`docs/staging.md`).
     pub staging_quality_threshold: u8,
     pub staging_approval_timeout_ms: i64,
     pub staging_max_batch_size: usize,

@@ -76,8 +76,8 @@ impl Envelope {
 }
 
 /// What the key's object did with a request, sent back to the Worker in an
-/// internal header (stripped before the answer leaves): the Worker caches final
-/// answers and counts replays, conflicts and mismatches by it.
+/// internal header (stripped before the answer leaves): the Worker logs and
+/// counts executions, replays, conflicts, mismatches and failures by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateOutcome {
     /// The handler ran and its answer is final.
@@ -115,7 +115,7 @@ impl GateOutcome {
         GateOutcome::ALL.into_iter().find(|o| o.as_str() == s)
     }
 
-    /// A final answer the Worker may cache (with its expiry).
+    /// A final answer (stored, with its expiry).
     pub fn is_final(self) -> bool {
         matches!(self, GateOutcome::Executed | GateOutcome::Replayed)
     }

@@ -51,7 +51,8 @@ pub const JSON: &str = "application/json";
 pub const OUTCOME_HEADER: &str = "x-idemgate-outcome";
 
 /// Internal header on final answers from the object: when the stored answer
-/// expires (ms), for the Worker's replay cache; stripped like the outcome.
+/// expires (ms), which the Worker states as `Idempotency-Expires`; stripped like
+/// the outcome.
 pub const EXPIRES_HEADER: &str = "x-idemgate-expires-at";
 
 /// Internal header on an execution that took over a dead holder's lease; the

@@ -1,6 +1,7 @@
 //! # idemgate
 //!
-//! A Cloudflare Worker that makes edge functions safe to retry (`design.md`).
+//! A Cloudflare Worker that makes edge functions safe to retry (its contract:
+//! `docs/contract.md`; how the pieces fit: `docs/architecture.md`).
 //!
 //! ## Components
 //! - [`frontend_worker`]: the Worker's `fetch`. Authenticates ([`auth`]), parses the

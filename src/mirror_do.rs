@@ -11,7 +11,8 @@
 //! is in its SQLite (the answer waits for the commit, as every object's does);
 //! a queue's `send` is durable on Cloudflare but not under `wrangler dev`
 //! (miniflare keeps local queue messages in memory: a kill loses them), and a
-//! consumer cannot tell the key's object its record landed. See README.
+//! consumer cannot tell the key's object its record landed. See
+//! `docs/architecture.md`, "Records in batches: the record mirrors".
 
 use crate::clock::WallClock;
 use crate::config::{RECORD_MIRRORS, RECORD_MIRROR_BINDING};

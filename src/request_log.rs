@@ -83,7 +83,7 @@ pub enum Stage {
     Read,
     /// A key admin route or the stats took it.
     Admin,
-    /// The key's object — or the isolate's replay cache — answered with
+    /// The key's object answered with
     /// `outcome`; `waited` if it waited for the first request's answer
     /// (the object then sends `Preference-Applied`).
     Gate { outcome: GateOutcome, waited: bool },

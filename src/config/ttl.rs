@@ -1,5 +1,5 @@
-//! The TTL policy (`design.md` §2, §6): how long a stored answer is kept — a
-//! default (`IDEMPOTENCY_TTL_SECONDS`), per-route overrides
+//! The TTL policy (`docs/contract.md`, "Stored answers and TTLs"): how long a
+//! stored answer is kept — a default (`IDEMPOTENCY_TTL_SECONDS`), per-route overrides
 //! (`IDEMPOTENCY_ROUTE_TTLS`, parsed here against the command table's
 //! templates) and a shorter TTL for 4xx answers (`IDEMPOTENCY_TTL_4XX_SECONDS`).
 
@@ -9,7 +9,7 @@ use super::parse_int;
 /// in D1 (bound as f64) and printable as an HTTP-date.
 pub const MAX_TTL_SECONDS: i64 = 10 * 365 * 86_400;
 
-/// How long a stored answer is kept and replayed (`design.md` §2).
+/// How long a stored answer is kept and replayed (`docs/contract.md`, "Stored answers and TTLs").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnswerTtl {
     /// 2xx, 3xx and final 5xx answers (e.g. `answer-too-large`).

@@ -59,7 +59,8 @@ pub fn process(upload: &Upload) -> Result<ProcessedDocument, ExtractError> {
     })
 }
 
-/// The identity of an unkeyed upload (design.md §2, policy `derive`): the lowercase
+/// The identity of an unkeyed upload (`docs/contract.md`, "Keys: grammar and refused
+/// forms", policy `derive`): the lowercase
 /// hex SHA-256 of `"idemgate derived document key v2"`, the tenant, the upload body
 /// in canonical JSON form, and the chunk size and overlap as applied — each part
 /// preceded by its length as 8 big-endian bytes.

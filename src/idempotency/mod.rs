@@ -1,4 +1,4 @@
-//! The idempotency contract (`design.md` §2) as plain logic: no `worker::` import here.
+//! The idempotency contract (`docs/contract.md`) as plain logic: no `worker::` import here.
 //!
 //! - [`key`]: the `Idempotency-Key` header, parsed into [`IdempotencyKey`] at the edge.
 //! - [`fingerprint`]: what makes two requests "the same" (method, route, canonical body).

@@ -1,4 +1,4 @@
-//! The export staging workflow (`design.md` §4) as plain logic: export data and
+//! The export staging workflow (`docs/staging.md`) as plain logic: export data and
 //! its validation and quality score, the state machine, the approval diff, file
 //! rendering, and request parsing. No `worker::` import here.
 

@@ -425,7 +425,7 @@ mod tests {
         for (i, (record, description)) in records[1..].iter().zip(nasty).enumerate() {
             let line_number = (i + 1).to_string();
             // Every value comes back as written, but for the neutralising quote
-            // before a formula (design.md §4: CSV injection).
+            // before a formula (`docs/staging.md`, "Post": CSV injection).
             let description = if description.starts_with('=') {
                 format!("'{description}")
             } else {

@@ -12,7 +12,7 @@
 //!                                                └──┘
 //! ```
 //!
-//! Review is optional (design.md §4, as AP Intake's own workflow does): an export
+//! Review is optional (`docs/staging.md`, as AP Intake's own workflow does): an export
 //! may be approved or rejected straight from `prepared`. The audit row of the
 //! approval records the state it came from, so the trail shows whether a review
 //! happened.
@@ -27,7 +27,7 @@
 //!   delivered without an approval;
 //! - posts of a `failed` export are bounded: [`Attempts::retries`] counts the failed
 //!   deliveries so far; a failed export may be posted again `max_retries` times
-//!   (design.md: "retried back to posted up to max_retries"), after which it stays
+//!   (`docs/staging.md`: "retry (≤ max_retries)"), after which it stays
 //!   `failed` for good ([`TransitionError::RetriesExhausted`]).
 //!
 //! Pure: no storage and no clock, so callers apply the result under their own

@@ -301,7 +301,7 @@ def scope_of(tenant, sub=None):
 
 
 def forwarded_key(scope, route, key):
-    """What design.md says the origin receives: SHA-256 over the length-prefixed scope, route and key."""
+    """What docs/contract.md ("Headers") says the origin receives: SHA-256 over the length-prefixed scope, route and key."""
     h = hashlib.sha256(b"idemgate forwarded key v1")
     for part in (scope, route, key):
         data = part.encode()

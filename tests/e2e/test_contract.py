@@ -1,4 +1,4 @@
-"""Every row of design.md §2 against a real wrangler dev."""
+"""The idempotency contract (docs/contract.md, "Statuses") against a real wrangler dev."""
 
 import base64
 import json
@@ -155,7 +155,7 @@ def test_derived_keys_are_per_tenant(alice, bob):
 
 
 def test_unkeyed_uploads_of_the_same_bytes_under_other_names_types_or_chunking_are_new_documents_never_422(server, alice):
-    """The derived key covers everything that changes the answer (design.md §2): the
+    """The derived key covers everything that changes the answer (docs/contract.md, "Keys"): the
     same bytes as a.md (text/markdown), then as b.txt (text/plain), then chunked
     differently, are three documents; each repeated is a replay of its own."""
     content = f"# Title {unique('c')}\n\nSome words of a paragraph here."

@@ -1,4 +1,4 @@
-"""Fronting origin functions: POST /functions/v1/{name} under the §2 contract."""
+"""Fronting origin functions: POST /functions/v1/{name} under the contract (docs/contract.md)."""
 
 import time
 
@@ -48,7 +48,7 @@ def test_origin_receives_body_content_type_authorization_and_key(fronted, origin
     r = call(c, "echo", '{"x": 1}', "k-forward")
     got = r.json()
     assert got["body"] == '{"x": 1}'
-    # Never the raw client key: one derived from the whole scope (design.md §3).
+    # Never the raw client key: one derived from the whole scope (docs/contract.md, "Headers").
     assert got["key"] == forwarded_key(scope_of(c.tenant, c.sub), "POST /functions/v1/echo", "k-forward")
     assert got["content_type"] == "application/json"
     assert got["authorization"] == f"Bearer {c.token}"

@@ -34,7 +34,7 @@ def test_a_live_holder_past_its_lease_keeps_the_key_and_the_work_runs_once(short
     c = Client(short, unique("lease"))
     doc = text_doc()
     # The holder works for 6 s under a 3 s lease: alive, so it renews the lease
-    # (design.md §2: a live holder's lease never expires).
+    # (docs/contract.md, "Leases and takeovers": a live holder is never superseded).
     out = {}
     t = threading.Thread(target=lambda: out.setdefault(
         "r", c.post_document(doc, "k-lease", {"x-idemgate-test-delay-ms": "6000"})))

@@ -1,6 +1,7 @@
 """Structured logs (issue 13): one JSON line per request in the dev server's
-output, matched to the request by its `X-Request-Id`, with the fields the README
-lists — and never a raw idempotency key, a token or body content.
+output, matched to the request by its `X-Request-Id`, with the fields
+docs/operations.md ("Logs") lists — and never a raw idempotency key, a token or
+body content.
 
 Its own server (the origin fixture behind `/functions/v1/*` with
 `UPSTREAM_KEY_POLICY=optional`), since it reads the whole log of that server."""

@@ -55,7 +55,7 @@ def test_greenlang_pipeline_idempotency_sequence(srv, origin):
 
     One documented call differs on purpose: GreenLang's "custom key grouping"
     (the same key for different inputs returns the first result) is, under
-    idemgate's contract (design.md §2, as Stripe and the IETF draft), a key reused
+    idemgate's contract (docs/contract.md, as Stripe and the IETF draft), a key reused
     with another payload: 422, nothing runs."""
     c = Client(srv, unique("pipeline"), unique("greenlang"))
     inputs = {"activity": "boiler", "fuel_liters": 100, "run": unique("r")}
@@ -146,7 +146,7 @@ def test_accubooks_exactly_once_ledger_sequence(srv, origin):
     exactly-once audit query finds no duplicate.
 
     AccuBooks answers a replay 200 where the first was 201; idemgate replays the
-    stored 201 with Idempotent-Replayed: true (design.md §2)."""
+    stored 201 with Idempotent-Replayed: true (docs/contract.md, "Headers")."""
     company = unique("company")
     admin = Client(srv, unique("controller"), company, ["admin"])
     clerk = Client(srv, unique("clerk"), company)

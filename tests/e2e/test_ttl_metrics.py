@@ -1,5 +1,6 @@
 """The TTL policy, the Idempotency-Expires header, a configuration that does not
-parse, and GET /metrics (issue 10, items 3 and 4; design.md §2, §3 and §6)."""
+parse, and GET /metrics (docs/contract.md, "Stored answers and TTLs";
+docs/operations.md, "Metrics")."""
 
 import math
 import threading

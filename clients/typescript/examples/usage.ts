@@ -1,4 +1,4 @@
-// The README's example (and one call more), type-checked against the built package on every test run
+// The example of docs/client.md (and one call more), type-checked against the built package on every test run
 // (`tsc -p tsconfig.examples.json`), so the documented API cannot drift.
 
 import {

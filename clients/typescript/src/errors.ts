@@ -13,7 +13,7 @@
 //   ├─ NetworkError                    no answer: connection refused or dropped, timeout
 //   └─ RetriesExhaustedError           gave up: the deadline or the attempts ran out
 
-/** Base of idemgate's problem `type` URIs (design.md §2). */
+/** Base of idemgate's problem `type` URIs (docs/contract.md, "Statuses"). */
 export const PROBLEM_BASE = "https://idemgate.dev/errors/";
 
 /** What every error of this package carries about the operation. */

@@ -25,7 +25,7 @@ export function freePort() {
   });
 }
 
-/** An HS256 JWT the dev server accepts (claims as in design.md §6). */
+/** An HS256 JWT the dev server accepts (claims as in the README's "Endpoints"). */
 export function token(sub, { tenant = sub, roles = [], ttlSeconds = 3600 } = {}) {
   const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
   const input = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, tenant, roles, exp: Math.floor(Date.now() / 1000) + ttlSeconds })}`;
