@@ -184,19 +184,15 @@ pub fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) 
 /// A problem as data: its status, `application/problem+json` body, and its
 /// `Retry-After` or `Allow` — what [`problem`] sends.
 pub fn problem_reply(err: &ApiError) -> StoredResponse {
+    let mut out = problem_stored(err);
     let p = err.to_problem();
-    let mut headers = vec![("content-type".to_string(), PROBLEM_JSON.to_string())];
     if let Some(s) = p.retry_after {
-        headers.push(("retry-after".into(), s.to_string()));
+        out.headers.push(("retry-after".into(), s.to_string()));
     }
     if let Some(allow) = p.allow {
-        headers.push(("allow".into(), allow.to_string()));
+        out.headers.push(("allow".into(), allow.to_string()));
     }
-    StoredResponse {
-        status: p.status,
-        headers,
-        body: p.body.to_string().into_bytes(),
-    }
+    out
 }
 
 /// Reads [`header_lines`] back into pairs (a line without a colon is skipped).
@@ -304,6 +300,90 @@ mod tests {
             "content-type:application/json\nx-odd:a:b: c\nx-empty:\nset-cookie:a=1\nset-cookie:b=2"
         );
         assert_eq!(header_lines(std::iter::empty()), "");
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn header_lines_read_back_into_the_pairs_they_carry() {
+        let sent = [
+            ("content-type", "application/json"),
+            ("x-odd", "a:b: c"),
+            ("x-empty", ""),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("x-idemgate-outcome", "replayed"),
+        ];
+        let lines = header_lines(sent.into_iter());
+        assert_eq!(parse_header_lines(&lines), pairs(&sent));
+        // What a runtime would refuse is not carried, so not read back either.
+        let refused = [("", "no name"), ("x-split", "one\ntwo"), ("bad:name", "v")];
+        assert_eq!(
+            parse_header_lines(&header_lines(refused.into_iter())),
+            vec![]
+        );
+        assert_eq!(parse_header_lines(""), vec![]);
+    }
+
+    #[test]
+    fn a_stored_answer_with_extra_headers_has_each_extra_once_in_place_of_its_namesakes() {
+        let stored = StoredResponse {
+            status: 201,
+            headers: pairs(&[
+                ("content-type", "application/json"),
+                ("Idempotency-Key", "forged"),
+                ("location", "/v1/documents/doc_1"),
+                ("idempotency-key", "forged again"),
+            ]),
+            body: b"{}".to_vec(),
+        };
+        let out = stored_with(
+            &stored,
+            &[("idempotency-key", "k-1"), ("idempotent-replayed", "true")],
+        );
+        assert_eq!(out.status, 201);
+        assert_eq!(out.body, b"{}");
+        assert_eq!(
+            out.headers,
+            pairs(&[
+                ("content-type", "application/json"),
+                ("location", "/v1/documents/doc_1"),
+                ("idempotency-key", "k-1"),
+                ("idempotent-replayed", "true"),
+            ])
+        );
+        // Setting again replaces, whatever the case of the name.
+        let mut headers = out.headers;
+        set_header(&mut headers, "Idempotent-Replayed", "false");
+        assert_eq!(
+            headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("idempotent-replayed"))
+                .count(),
+            1
+        );
+        assert_eq!(headers.last().unwrap().1, "false");
+    }
+
+    #[test]
+    fn a_problem_as_data_carries_its_retry_after_and_allow() {
+        let busy = problem_reply(&ApiError::KeyInFlight { key: "k".into() });
+        assert_eq!(busy.status, 409);
+        assert_eq!(
+            busy.headers,
+            pairs(&[("content-type", PROBLEM_JSON), ("retry-after", "1")])
+        );
+        let body: serde_json::Value = serde_json::from_slice(&busy.body).unwrap();
+        assert_eq!(body["status"], 409);
+        let wrong = problem_reply(&ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+        assert_eq!(
+            wrong.headers,
+            pairs(&[("content-type", PROBLEM_JSON), ("allow", "GET, HEAD")])
+        );
     }
 
     #[test]

@@ -136,11 +136,7 @@ pub(super) fn of_run<A>(env: &Envelope, executed: Executed<A>) -> (StoredRespons
         }
         Executed::Failed(e) => {
             console_error!("storage failure for {}: {e}", env.route);
-            let mut resp = http::problem_stored(&ApiError::StorageUnavailable);
-            if let Some(s) = ApiError::StorageUnavailable.to_problem().retry_after {
-                resp.headers.push(("retry-after".into(), s.to_string()));
-            }
-            transient(resp)
+            transient(http::problem_reply(&ApiError::StorageUnavailable))
         }
     }
 }
