@@ -34,7 +34,7 @@ pub mod training;
 
 pub use doc::KeyedDoc;
 pub use paths::{keyed_route, match_path, Keyed};
-pub use staging::APPROVER_ROLE;
+pub use staging::{APPROVER_ROLE, POSTER_ROLE};
 
 use crate::config::{Config, KeyPolicy};
 use crate::envelope::Envelope;
@@ -60,8 +60,9 @@ pub trait KeyedCommand: Sized {
     /// matched, the fingerprint's route, the stats' grouping.
     const TEMPLATE: &'static str;
 
-    /// The role the caller needs, checked before the body is read.
-    const ROLE: Option<&'static str> = None;
+    /// The roles of which the caller needs one (none: any caller), checked
+    /// before the body is read.
+    const ROLES: &'static [&'static str] = &[];
 
     /// What the OpenAPI document says about the route. No default: a keyed
     /// route cannot compile undocumented.
@@ -190,9 +191,9 @@ macro_rules! keyed_commands {
             }
 
             /// The role the caller needs, if any.
-            pub fn role(self) -> Option<&'static str> {
+            pub fn roles(self) -> &'static [&'static str] {
                 match self {
-                    $(Endpoint::$variant => <$ty as KeyedCommand>::ROLE,)+
+                    $(Endpoint::$variant => <$ty as KeyedCommand>::ROLES,)+
                 }
             }
 
@@ -271,10 +272,12 @@ impl Endpoint {
         header: Option<IdempotencyKey>,
         ctx: &ParseContext<'_>,
     ) -> Result<Parsed, ApiError> {
-        if let Some(role) = self.role() {
-            if !ctx.roles.iter().any(|r| r == role) {
-                return Err(ApiError::Forbidden(format!("the {role} role is required")));
-            }
+        let roles = self.roles();
+        if !roles.is_empty() && !ctx.roles.iter().any(|r| roles.contains(&r.as_str())) {
+            return Err(ApiError::Forbidden(format!(
+                "the {} role is required",
+                roles.join(" or ")
+            )));
         }
         self.parse_body(Input {
             body,
@@ -464,18 +467,65 @@ mod tests {
     }
 
     #[test]
-    fn only_approvers_approve_or_reject_and_others_need_no_role() {
+    fn money_moving_steps_need_their_roles_and_others_need_none() {
         let cfg = Config::default();
-        let ctx = no_role(&cfg);
-        for c in [Endpoint::ApproveExport, Endpoint::RejectExport] {
+        let with = |roles: &'static [String]| ParseContext {
+            roles,
+            ..no_role(&cfg)
+        };
+        static NONE: [String; 0] = [];
+        static CLERK: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["clerk".into(), "viewer".into()]);
+        static POSTER: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec![POSTER_ROLE.into()]);
+        static APPROVER: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["clerk".into(), APPROVER_ROLE.into()]);
+        let body = |c: Endpoint| -> &'static [u8] {
+            match c {
+                Endpoint::RejectExport | Endpoint::RollbackExport => {
+                    br#"{"reason":"wrong period"}"#
+                }
+                _ => b"{}",
+            }
+        };
+        // Which of no role, other roles, poster and approver may take each step.
+        let cases = [
+            (Endpoint::ApproveExport, [false, false, false, true]),
+            (Endpoint::RejectExport, [false, false, false, true]),
+            (Endpoint::PostExport, [false, false, true, true]),
+            (Endpoint::RollbackExport, [false, false, false, true]),
+            (Endpoint::ReviewExport, [true, true, true, true]),
+            (Endpoint::StageExport, [true, true, true, true]),
+        ];
+        for (c, allowed) in cases {
             let k =
                 match_path(&c.template().replace("{id}", "e1")[c.method().len() + 1..]).unwrap();
-            assert!(matches!(
-                c.parse(&k, b"{}", None, &ctx),
-                Err(ApiError::Forbidden(_))
-            ));
+            let who: [&'static [String]; 4] = [&NONE, &CLERK, &POSTER, &APPROVER];
+            for (roles, allowed) in who.into_iter().zip(allowed) {
+                let key = Some(IdempotencyKey::parse("k-1").unwrap());
+                let got = c.parse(&k, body(c), key, &with(roles));
+                match got {
+                    Err(ApiError::Forbidden(why)) => {
+                        assert!(!allowed, "{c:?} refused {roles:?}: {why}");
+                        assert!(why.contains("role is required"), "{why}");
+                    }
+                    // Allowed: past the role check (the body may still be refused).
+                    _ => assert!(allowed, "{c:?} let {roles:?} through"),
+                }
+            }
         }
-        assert_eq!(Endpoint::ReviewExport.role(), None);
+        assert_eq!(Endpoint::ReviewExport.roles(), &[] as &[&str]);
+        assert_eq!(
+            Endpoint::PostExport.parse(
+                &match_path("/v1/staging/exports/e1/post").unwrap(),
+                b"{}",
+                None,
+                &with(&CLERK)
+            ),
+            Err(ApiError::Forbidden(
+                "the approver or poster role is required".into()
+            ))
+        );
     }
 
     #[test]
@@ -565,8 +615,8 @@ mod tests {
             ("/v1/staging/exports/e1/review", r#"{"comments":"ok"}"#.into(), &[]),
             ("/v1/staging/exports/e1/approve", format!(r#"{{"approved_data":{invoice},"change_reason":"fix"}}"#), &approver),
             ("/v1/staging/exports/e1/reject", r#"{"reason":"no"}"#.into(), &approver),
-            ("/v1/staging/exports/e1/post", r#"{"external_reference":"QB-1","export_filename":"a b.csv","posted_by":"alice"}"#.into(), &[]),
-            ("/v1/staging/exports/e1/rollback", r#"{"reason":"undo"}"#.into(), &[]),
+            ("/v1/staging/exports/e1/post", r#"{"external_reference":"QB-1","export_filename":"a b.csv","posted_by":"alice"}"#.into(), &approver),
+            ("/v1/staging/exports/e1/rollback", r#"{"reason":"undo"}"#.into(), &approver),
             ("/v1/staging/batches", format!(r#"{{"exports":[{{"invoice_id":"i1","export_format":"csv","destination_system":"erp","export_data":{invoice}}},{{"invoice_id":""}}]}}"#), &[]),
         ];
         for (path, body, roles) in &cases {

@@ -18,6 +18,8 @@ use worker::D1Database;
 
 /// The role that may approve or reject staged exports.
 pub const APPROVER_ROLE: &str = "approver";
+/// Posts approved exports to the accounting system (the approver role may too).
+pub const POSTER_ROLE: &str = "poster";
 
 /// Export data that fails validation is a 400 before anything is staged.
 fn valid_data(data: &Value) -> Result<(), ApiError> {
@@ -82,7 +84,7 @@ pub struct ApproveExport(pub ApproveRequest);
 
 impl KeyedCommand for ApproveExport {
     const TEMPLATE: &'static str = "PUT /v1/staging/exports/{id}/approve";
-    const ROLE: Option<&'static str> = Some(APPROVER_ROLE);
+    const ROLES: &'static [&'static str] = &[APPROVER_ROLE];
     const DOC: KeyedDoc = KeyedDoc::new(
         "approveExport",
         "Approve an export, optionally with corrected data (approver role)",
@@ -118,7 +120,7 @@ pub struct RejectExport {
 
 impl KeyedCommand for RejectExport {
     const TEMPLATE: &'static str = "PUT /v1/staging/exports/{id}/reject";
-    const ROLE: Option<&'static str> = Some(APPROVER_ROLE);
+    const ROLES: &'static [&'static str] = &[APPROVER_ROLE];
     const DOC: KeyedDoc = KeyedDoc::new(
         "rejectExport",
         "Reject an export with a reason (approver role)",
@@ -142,9 +144,10 @@ pub struct PostExport(pub PostRequest);
 
 impl KeyedCommand for PostExport {
     const TEMPLATE: &'static str = "POST /v1/staging/exports/{id}/post";
+    const ROLES: &'static [&'static str] = &[APPROVER_ROLE, POSTER_ROLE];
     const DOC: KeyedDoc = KeyedDoc::new(
         "postExport",
-        "Post an approved export to the accounting system",
+        "Post an approved export to the accounting system (approver or poster role; not its preparer)",
         "staging",
         "Post",
         Some((200, "Export")),
@@ -175,9 +178,10 @@ pub struct RollbackExport {
 
 impl KeyedCommand for RollbackExport {
     const TEMPLATE: &'static str = "POST /v1/staging/exports/{id}/rollback";
+    const ROLES: &'static [&'static str] = &[APPROVER_ROLE];
     const DOC: KeyedDoc = KeyedDoc::new(
         "rollbackExport",
-        "Roll back a posted export",
+        "Roll back a posted export, with a reason (approver role)",
         "staging",
         "Rollback",
         Some((200, "Export")),

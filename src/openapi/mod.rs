@@ -158,7 +158,7 @@ fn components() -> utoipa::openapi::Components {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "HS256 JWT: claims sub, tenant (defaults to sub), roles (approver, admin), exp; \
+                        "HS256 JWT: claims sub, tenant (defaults to sub), roles (approver, poster, admin), exp; \
                          iss and aud when configured",
                     ))
                     .build(),
@@ -281,6 +281,15 @@ fn path_params(path: &str) -> Vec<Value> {
         .collect()
 }
 
+/// ` (the `approver` or `poster` role)`, or nothing for a route any caller may use.
+fn roles_text(roles: &[&str]) -> String {
+    if roles.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = roles.iter().map(|r| format!("`{r}`")).collect();
+    format!(" (the {} role)", names.join(" or "))
+}
+
 fn security() -> Value {
     json!([{BEARER: []}])
 }
@@ -332,7 +341,7 @@ fn keyed_operation(e: Endpoint) -> (String, String, Value) {
     }
     let mut errors: Vec<u16> = KEYED_ERRORS.to_vec();
     errors.extend_from_slice(d.errors);
-    if e.role().is_some() {
+    if !e.roles().is_empty() {
         errors.push(403);
     }
     for status in errors {
@@ -346,7 +355,7 @@ fn keyed_operation(e: Endpoint) -> (String, String, Value) {
         "operationId": d.id,
         "summary": d.summary,
         "tags": [d.tag],
-        "description": format!("Keyed write `{}`{}.", e.template(), e.role().map(|r| format!(" (the `{r}` role)")).unwrap_or_default()),
+        "description": format!("Keyed write `{}`{}.", e.template(), roles_text(e.roles())),
         "security": security(),
         "parameters": params,
         "requestBody": {"required": d.body_required, "content": {JSON: {"schema": request_schema}}},

@@ -307,6 +307,27 @@ pub fn can_post(from: ExportState, attempts: Attempts) -> Result<(), TransitionE
     }
 }
 
+/// Segregation of duties: the rule that keeps `actor` from taking `event` on
+/// an export `prepared_by` prepared, if one does. The preparer may submit
+/// the export for review, but never approve or post it: money moves only
+/// after someone else has looked.
+pub fn segregation_refuses(
+    event: ExportEvent,
+    prepared_by: &str,
+    actor: &str,
+) -> Option<&'static str> {
+    if prepared_by != actor {
+        return None;
+    }
+    match event {
+        ExportEvent::Approve => Some("the approver must not be the preparer of the export"),
+        ExportEvent::PostSucceeded | ExportEvent::PostFailed => {
+            Some("the poster must not be the preparer of the export")
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -667,6 +688,18 @@ mod tests {
             assert_eq!(event.as_str(), name);
             assert_eq!(event.to_string(), name);
         }
+    }
+
+    #[test]
+    fn the_preparer_may_submit_for_review_but_never_approve_or_post() {
+        for event in ExportEvent::ALL {
+            assert_eq!(segregation_refuses(event, "clara", "dan"), None, "{event}");
+        }
+        let refused: Vec<ExportEvent> = ExportEvent::ALL
+            .into_iter()
+            .filter(|e| segregation_refuses(*e, "clara", "clara").is_some())
+            .collect();
+        assert_eq!(refused, [E::Approve, E::PostSucceeded, E::PostFailed]);
     }
 }
 

@@ -100,16 +100,20 @@ def test_ap_intake_stages_approves_with_corrections_posts_and_rolls_back_without
     replay = send(manager, "PUT", path, approve_body, {"idempotency-key": "approve-1"})
     assert replay.header("idempotent-replayed") == "true" and replay.body == approved.body
 
-    # 4. Post to the destination system with AP's own reference and file name.
-    post_body = {"posted_by": user.sub, "external_reference": "QB-12345", "export_filename": "export_001.csv"}
+    # 4. Post to the destination system with AP's own reference and file name:
+    #    money moves only with a role for it, and never by the export's preparer.
     post_path = f"/v1/staging/exports/{eid}/post"
-    posted = send(user, "POST", post_path, post_body, {"idempotency-key": f"post-{eid}-{user.sub}"})
+    refused = send(user, "POST", post_path, {"posted_by": user.sub, "external_reference": "QB-12345"},
+                   {"idempotency-key": f"post-{eid}-{user.sub}"})
+    assert refused.status == 403 and "poster role" in refused.json()["detail"], refused
+    post_body = {"posted_by": manager.sub, "external_reference": "QB-12345", "export_filename": "export_001.csv"}
+    posted = send(manager, "POST", post_path, post_body, {"idempotency-key": f"post-{eid}-{manager.sub}"})
     assert posted.status == 200, posted
     pj = posted.json()
-    assert pj["status"] == "posted" and pj["posted_by"] == user.sub
+    assert pj["status"] == "posted" and pj["posted_by"] == manager.sub
     assert pj["external_reference"] == "QB-12345" and pj["caller_reference"] == "QB-12345"
     assert pj["file"]["name"] == "export_001.csv"
-    replay = send(user, "POST", post_path, post_body, {"idempotency-key": f"post-{eid}-{user.sub}"})
+    replay = send(manager, "POST", post_path, post_body, {"idempotency-key": f"post-{eid}-{manager.sub}"})
     assert replay.header("idempotent-replayed") == "true" and replay.body == posted.body
     f = user.get(f"/v1/staging/exports/{eid}/file")
     assert f.status == 200 and f.header("content-disposition") == 'attachment; filename="export_001.csv"'
@@ -123,8 +127,8 @@ def test_ap_intake_stages_approves_with_corrections_posts_and_rolls_back_without
     assert d["change_reason"] == "Corrected vendor name and total amount"
 
     # 5. Roll back the posted export.
-    rolled = send(user, "POST", f"/v1/staging/exports/{eid}/rollback",
-                  {"reason": "Posted to the wrong period", "rolled_back_by": user.sub},
+    rolled = send(manager, "POST", f"/v1/staging/exports/{eid}/rollback",
+                  {"reason": "Posted to the wrong period", "rolled_back_by": manager.sub},
                   {"idempotency-key": f"rollback-{eid}"})
     assert rolled.status == 200 and rolled.json()["status"] == "rolled_back", rolled
 
@@ -133,8 +137,8 @@ def test_ap_intake_stages_approves_with_corrections_posts_and_rolls_back_without
     assert [(e["event"], e["from"], e["to"], e["actor"]) for e in audit] == [
         ("stage", None, "prepared", user.sub),
         ("approve", "prepared", "approved", manager.sub),
-        ("post", "approved", "posted", user.sub),
-        ("rollback", "posted", "rolled_back", user.sub),
+        ("post", "approved", "posted", manager.sub),
+        ("rollback", "posted", "rolled_back", manager.sub),
     ]
     assert audit[1]["before"]["prepared_data"]["vendor_name"] == "ACME Corp"
     assert audit[1]["after"]["approved_data"]["vendor_name"] == "ACME Corporation"

@@ -44,6 +44,7 @@ def team(srv):
         "approver": Client(srv, unique("appr"), tenant, ["approver"]),
         "approver2": Client(srv, unique("appr2"), tenant, ["approver"]),
         "clerk": Client(srv, unique("clerk"), tenant),
+        "poster": Client(srv, unique("poster"), tenant, ["poster"]),
     }
 
 
@@ -96,7 +97,7 @@ def test_staging_validates_scores_and_takes_the_preparer_from_the_token(team):
 
 
 def test_full_happy_path_with_corrections_and_the_audit_trail_row_by_row(team, origin):
-    prep, appr, clerk = team["preparer"], team["approver"], team["clerk"]
+    prep, appr, clerk, poster = team["preparer"], team["approver"], team["clerk"], team["poster"]
     e = stage(prep, invoice(vendor_name="Acme Suplies"), key="k-stage").json()
     eid = e["id"]
     assert act(clerk, eid, "review", {"comments": "looks fine"}, "k-review").json()["status"] == "under_review"
@@ -109,7 +110,7 @@ def test_full_happy_path_with_corrections_and_the_audit_trail_row_by_row(team, o
     assert [(c["path"], c["before"], c["after"]) for c in d["changes"]] == [("$.vendor_name", "Acme Suplies", "Acme Supplies")]
     assert d["change_reason"] == "vendor typo"
     deliveries = origin.count("/destination")
-    posted = act(clerk, eid, "post", {}, "k-post")
+    posted = act(poster, eid, "post", {}, "k-post")
     assert posted.status == 200, posted
     p = posted.json()
     assert p["status"] == "posted" and p["external_reference"].startswith("ACC-")
@@ -123,8 +124,8 @@ def test_full_happy_path_with_corrections_and_the_audit_trail_row_by_row(team, o
     rows = list(csv.reader(io.StringIO(f.body.decode(), newline="")))
     assert rows[0][:3] == ["invoice_number", "invoice_date", "vendor_name"] and rows[1][2] == "Acme Supplies"
     assert f.body.count(b"\r\n") == 3
-    assert_problem(act(clerk, eid, "rollback", {}, "k-rb0"), 400)
-    rb = act(clerk, eid, "rollback", {"reason": "wrong period"}, "k-rollback")
+    assert_problem(act(appr, eid, "rollback", {}, "k-rb0"), 400)
+    rb = act(appr, eid, "rollback", {"reason": "wrong period"}, "k-rollback")
     assert rb.status == 200 and rb.json()["status"] == "rolled_back"
     assert origin.count("/destination/rollback") >= 1
     audit = clerk.get(f"/v1/staging/exports/{eid}/audit").json()["entries"]
@@ -132,8 +133,8 @@ def test_full_happy_path_with_corrections_and_the_audit_trail_row_by_row(team, o
         (1, "stage", None, "prepared", prep.sub, "k-stage"),
         (2, "review", "prepared", "under_review", clerk.sub, "k-review"),
         (3, "approve", "under_review", "approved", appr.sub, "k-approve"),
-        (4, "post", "approved", "posted", clerk.sub, "k-post"),
-        (5, "rollback", "posted", "rolled_back", clerk.sub, "k-rollback"),
+        (4, "post", "approved", "posted", poster.sub, "k-post"),
+        (5, "rollback", "posted", "rolled_back", appr.sub, "k-rollback"),
     ]
     assert [(a["seq"], a["event"], a["from"], a["to"], a["actor"], a["idempotency_key"]) for a in audit] == expected
     assert audit[0]["before"] is None and audit[0]["after"]["status"] == "prepared"
@@ -149,7 +150,7 @@ def test_replayed_approve_and_post_add_no_audit_row_and_no_second_delivery(team,
     a2 = act(team["approver"], eid, "approve", {}, "k-a")
     assert a1.status == a2.status == 200 and a2.header("idempotent-replayed") == "true" and a2.body == a1.body
     before = origin.count("/destination")
-    p = [act(team["clerk"], eid, "post", {}, "k-p") for _ in range(3)]
+    p = [act(team["poster"], eid, "post", {}, "k-p") for _ in range(3)]
     assert all(r.status == 200 for r in p) and p[2].header("idempotent-replayed") == "true"
     assert origin.count("/destination") == before + 1
     audit = team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"]
@@ -193,8 +194,8 @@ def test_changing_data_at_approval_needs_a_reason(team):
 
 def test_illegal_transitions_are_409_naming_the_current_state(team):
     e = stage(team["preparer"]).json()["id"]
-    assert assert_problem(act(team["clerk"], e, "post"), 409)["current_state"] == "prepared"
-    assert assert_problem(act(team["clerk"], e, "rollback", {"reason": "x"}), 409)["current_state"] == "prepared"
+    assert assert_problem(act(team["poster"], e, "post"), 409)["current_state"] == "prepared"
+    assert assert_problem(act(team["approver"], e, "rollback", {"reason": "x"}), 409)["current_state"] == "prepared"
     assert act(team["approver"], e, "reject", {"reason": "duplicate"}).json()["status"] == "rejected"
     assert assert_problem(act(team["clerk"], e, "review"), 409)["current_state"] == "rejected"
     assert assert_problem(act(team["approver"], e, "approve"), 409)["current_state"] == "rejected"
@@ -221,25 +222,62 @@ def test_review_is_optional_and_the_audit_trail_shows_where_each_decision_came_f
                                ("approve", "under_review", "approved")]
 
 
+def test_money_moves_only_with_its_role_and_never_by_the_exports_preparer(team, srv, origin):
+    """Posting needs `approver` or `poster`, rolling back `approver` and a
+    reason; the preparer approves and posts nothing of their own, whatever their
+    roles. Each refusal is a 403 problem naming the rule, and changes nothing."""
+    eid = staged_for_approval(team)
+    assert act(team["approver"], eid, "approve").status == 200
+    deliveries = origin.count("/destination")
+    for who in ("clerk", "preparer"):
+        p = assert_problem(act(team[who], eid, "post", {}, unique("k")), 403)
+        assert p["detail"] == "the approver or poster role is required", p
+    # The poster role posts, but does not approve.
+    other = staged_for_approval(team)
+    p = assert_problem(act(team["poster"], other, "approve", {}, unique("k")), 403)
+    assert p["detail"] == "the approver role is required", p
+    assert act(team["poster"], eid, "post").json()["status"] == "posted"
+    assert origin.count("/destination") == deliveries + 1
+    for who in ("clerk", "poster", "preparer"):
+        p = assert_problem(act(team[who], eid, "rollback", {"reason": "oops"}, unique("k")), 403)
+        assert p["detail"] == "the approver role is required", p
+    assert team["clerk"].get(f"/v1/staging/exports/{eid}").json()["status"] == "posted"
+    # A preparer who is also an approver: submits for review, approves and posts nothing of their own.
+    tenant = team["preparer"].tenant
+    both = Client(srv, unique("both"), tenant, ["approver", "poster"])
+    mine = stage(both).json()["id"]
+    assert act(both, mine, "review").status == 200
+    p = assert_problem(act(both, mine, "approve", {}, unique("k")), 403)
+    assert p["detail"] == "segregation of duties: the approver must not be the preparer of the export", p
+    assert act(team["approver"], mine, "approve").status == 200
+    p = assert_problem(act(both, mine, "post", {}, unique("k")), 403)
+    assert p["detail"] == "segregation of duties: the poster must not be the preparer of the export", p
+    assert team["clerk"].get(f"/v1/staging/exports/{mine}").json()["status"] == "approved"
+    audit = team["clerk"].get(f"/v1/staging/exports/{mine}/audit").json()["entries"]
+    assert [a["event"] for a in audit] == ["stage", "review", "approve"]
+    assert act(team["poster"], mine, "post").json()["status"] == "posted"
+    assert act(both, mine, "rollback", {"reason": "posted to the wrong period"}).json()["status"] == "rolled_back"
+
+
 def test_a_post_rejects_unknown_fields_bad_names_and_other_identities_without_using_up_the_key(team):
     eid = staged_for_approval(team)
     act(team["approver"], eid, "approve")
     key = unique("k")
     path = f"/v1/staging/exports/{eid}/post"
-    p = assert_problem(call(team["clerk"], "POST", path, {"force": True, "dry_run": 1}, key), 400, "unknown-field")
+    p = assert_problem(call(team["poster"], "POST", path, {"force": True, "dry_run": 1}, key), 400, "unknown-field")
     assert "`dry_run`" in p["detail"], p
     for bad in ("[]", "null", "{"):
-        assert_problem(call(team["clerk"], "POST", path, bad, key), 400, "invalid-json")
+        assert_problem(call(team["poster"], "POST", path, bad, key), 400, "invalid-json")
     for name in ("../../etc/passwd", "a/b.csv", "a\\b.csv", "..", "x\r\nSet-Cookie: a=b", "inv\u202ecsv.exe",
                  "n" * 256, ""):
-        p = assert_problem(call(team["clerk"], "POST", path, {"export_filename": name}, key), 400, "invalid-field")
+        p = assert_problem(call(team["poster"], "POST", path, {"export_filename": name}, key), 400, "invalid-field")
         assert "export_filename" in p["detail"], (name, p)
-    assert_problem(call(team["clerk"], "POST", path, {"external_reference": "a\nb"}, key), 400, "invalid-field")
-    p = assert_problem(call(team["clerk"], "POST", path, {"posted_by": team["approver"].sub}, key), 400,
+    assert_problem(call(team["poster"], "POST", path, {"external_reference": "a\nb"}, key), 400, "invalid-field")
+    p = assert_problem(call(team["poster"], "POST", path, {"posted_by": team["approver"].sub}, key), 400,
                        "identity-from-token")
     assert "`posted_by`" in p["detail"], p
     assert team["clerk"].get(f"/v1/staging/exports/{eid}").json()["status"] == "approved"
-    r = call(team["clerk"], "POST", path, "", key)
+    r = call(team["poster"], "POST", path, "", key)
     assert r.status == 200 and r.json()["status"] == "posted", r
 
 
@@ -247,8 +285,8 @@ def test_the_callers_reference_is_kept_beside_the_destinations_and_the_file_keep
     eid = staged_for_approval(team)
     act(team["approver"], eid, "approve")
     name = "Rechnung März 2026.csv"
-    r = act(team["clerk"], eid, "post", {"external_reference": "QB-12345", "export_filename": name,
-                                         "posted_by": team["clerk"].sub})
+    r = act(team["poster"], eid, "post", {"external_reference": "QB-12345", "export_filename": name,
+                                         "posted_by": team["poster"].sub})
     assert r.status == 200, r
     e = r.json()
     assert e["external_reference"].startswith("ACC-") and e["caller_reference"] == "QB-12345"
@@ -269,10 +307,10 @@ def test_a_destination_that_gives_no_reference_leaves_the_callers(team, origin):
     act(team["approver"], eid, "approve")
     origin.destination_gives_reference = False
     try:
-        mine = act(team["clerk"], eid, "post", {"external_reference": "QB-777"})
+        mine = act(team["poster"], eid, "post", {"external_reference": "QB-777"})
         other = staged_for_approval(team)
         act(team["approver"], other, "approve")
-        none = act(team["clerk"], other, "post")
+        none = act(team["poster"], other, "post")
     finally:
         origin.destination_gives_reference = True
     assert mine.status == 200 and mine.json()["external_reference"] == "QB-777", mine
@@ -285,14 +323,14 @@ def test_failed_delivery_moves_to_failed_and_a_retry_posts(team, origin):
     act(team["approver"], eid, "approve")
     origin.destination_status = 503
     try:
-        r = act(team["clerk"], eid, "post", {}, "k-post-retry")
+        r = act(team["poster"], eid, "post", {}, "k-post-retry")
         p = assert_problem(r, 502)
         assert p["current_state"] == "failed"
         e = team["clerk"].get(f"/v1/staging/exports/{eid}").json()
         assert e["status"] == "failed" and e["retries"] == 1 and "503" in e["last_error"]
     finally:
         origin.destination_status = 200
-    again = act(team["clerk"], eid, "post", {}, "k-post-retry")
+    again = act(team["poster"], eid, "post", {}, "k-post-retry")
     assert again.status == 200 and again.json()["status"] == "posted"
     audit = team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"]
     assert [(a["event"], a["to"]) for a in audit][-2:] == [("post_failed", "failed"), ("post", "posted")]
@@ -301,16 +339,16 @@ def test_failed_delivery_moves_to_failed_and_a_retry_posts(team, origin):
 def test_a_rollback_the_destination_refuses_changes_nothing_and_a_retry_rolls_back(team, origin):
     eid = staged_for_approval(team)
     act(team["approver"], eid, "approve")
-    assert act(team["clerk"], eid, "post").json()["status"] == "posted"
+    assert act(team["poster"], eid, "post").json()["status"] == "posted"
     origin.rollback_status = 500
     try:
-        r = act(team["clerk"], eid, "rollback", {"reason": "wrong period"}, "k-rb-retry")
+        r = act(team["approver"], eid, "rollback", {"reason": "wrong period"}, "k-rb-retry")
         p = assert_problem(r, 502, "delivery-failed")
         assert p["current_state"] == "posted" and "destination answered 500" in p["detail"], p
         assert team["clerk"].get(f"/v1/staging/exports/{eid}").json()["status"] == "posted"
     finally:
         origin.rollback_status = 200
-    again = act(team["clerk"], eid, "rollback", {"reason": "wrong period"}, "k-rb-retry")
+    again = act(team["approver"], eid, "rollback", {"reason": "wrong period"}, "k-rb-retry")
     assert again.status == 200 and again.json()["status"] == "rolled_back", again
     audit = team["clerk"].get(f"/v1/staging/exports/{eid}/audit").json()["entries"]
     assert [a["event"] for a in audit][-2:] == ["post", "rollback"]
@@ -322,9 +360,9 @@ def test_posting_stops_after_max_retries(team, origin):
     act(team["approver"], e, "approve")
     origin.destination_status = 500
     try:
-        assert act(team["clerk"], e, "post").status == 502  # the first attempt
-        assert act(team["clerk"], e, "post").status == 502  # the one retry
-        p = assert_problem(act(team["clerk"], e, "post"), 409)
+        assert act(team["poster"], e, "post").status == 502  # the first attempt
+        assert act(team["poster"], e, "post").status == 502  # the one retry
+        p = assert_problem(act(team["poster"], e, "post"), 409)
         assert p["current_state"] == "failed" and "max_retries is 1" in p["detail"]
     finally:
         origin.destination_status = 200
@@ -337,7 +375,7 @@ def test_awkward_values_survive_the_csv_file(team):
     e = stage(team["preparer"], awkward).json()["id"]
     act(team["clerk"], e, "review")
     act(team["approver"], e, "approve")
-    assert act(team["clerk"], e, "post").status == 200
+    assert act(team["poster"], e, "post").status == 200
     body = team["clerk"].get(f"/v1/staging/exports/{e}/file").body.decode()
     rows = list(csv.reader(io.StringIO(body, newline="")))
     assert rows[1][2] == awkward["vendor_name"]
@@ -348,7 +386,7 @@ def test_json_export_renders_the_approved_data(team):
     e = stage(team["preparer"], fmt="json").json()["id"]
     act(team["clerk"], e, "review")
     act(team["approver"], e, "approve")
-    p = act(team["clerk"], e, "post").json()
+    p = act(team["poster"], e, "post").json()
     f = team["clerk"].get(f"/v1/staging/exports/{e}/file")
     assert f.header("content-type").startswith("application/json")
     doc = json.loads(f.body)
@@ -373,14 +411,14 @@ def test_an_export_format_the_code_does_not_know_is_an_internal_error_not_a_csv(
     # Used to render a CSV file for any format but "json" and deliver it, then
     # fail to write the row back (the CHECK) and answer 503, so every retry
     # delivered it again.
-    r = act(team["clerk"], e, "post", key="k-post")
+    r = act(team["poster"], e, "post", key="k-post")
     assert origin.count("/destination") == delivered
     assert_problem(r, 500, "internal")
     assert srv.d1(f"SELECT status, file_name, version FROM staged_exports WHERE id = '{e}'") == \
         [{"status": "approved", "file_name": None, "version": 3}]
     # The 500 was not stored: once the row is readable again, the same key posts it.
     srv.d1_write(f"UPDATE staged_exports SET export_format = 'csv' WHERE id = '{e}'")
-    r = act(team["clerk"], e, "post", key="k-post")
+    r = act(team["poster"], e, "post", key="k-post")
     assert r.status == 200 and r.header("idempotent-replayed") is None, r
     assert r.json()["status"] == "posted" and r.json()["file"]["name"].endswith(".csv"), r
 
@@ -480,7 +518,7 @@ def test_csv_injection_is_neutralised_in_the_posted_file_but_numbers_are_not(tea
     assert act(team["clerk"], e["id"], "review").status == 200
     approved = act(team["approver"], e["id"], "approve")
     assert approved.status == 200 and approved.json()["approved_by"] == team["approver"].sub, approved
-    posted = act(team["clerk"], e["id"], "post")
+    posted = act(team["poster"], e["id"], "post")
     assert posted.status == 200, posted
     f = team["clerk"].get(f"/v1/staging/exports/{e['id']}/file")
     assert f.status == 200
@@ -497,7 +535,7 @@ def test_csv_injection_is_neutralised_in_the_posted_file_but_numbers_are_not(tea
     j = stage(team["preparer"], data, fmt="json").json()["id"]
     act(team["clerk"], j, "review")
     act(team["approver"], j, "approve")
-    assert act(team["clerk"], j, "post").status == 200
+    assert act(team["poster"], j, "post").status == 200
     doc = json.loads(team["clerk"].get(f"/v1/staging/exports/{j}/file").body)
     assert doc["invoice"]["vendor_name"] == formula
     assert doc["invoice"]["line_items"][0]["description"] == "@SUM(1+1)"

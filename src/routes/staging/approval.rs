@@ -9,7 +9,7 @@ use crate::problem::ApiError;
 use crate::staging::data::validate_export_data;
 use crate::staging::diff::diff;
 use crate::staging::requests::ApproveRequest;
-use crate::staging::workflow::{transition, ExportEvent};
+use crate::staging::workflow::{segregation_refuses, transition, ExportEvent};
 use serde_json::{json, Value};
 use worker::D1Database;
 
@@ -99,11 +99,10 @@ pub async fn approve(
     let from = before.status;
     let to =
         transition(from, ExportEvent::Approve, before.attempts()).map_err(|e| conflict(from, e))?;
-    if before.prepared_by == env.caller_sub {
-        return Err(ApiError::Forbidden(
-            "segregation of duties: the approver must not be the preparer of the export".into(),
-        )
-        .into());
+    if let Some(rule) =
+        segregation_refuses(ExportEvent::Approve, &before.prepared_by, &env.caller_sub)
+    {
+        return Err(ApiError::Forbidden(format!("segregation of duties: {rule}")).into());
     }
     // Stored data that does not parse is an internal error.
     let prepared: Value =

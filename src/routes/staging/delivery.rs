@@ -14,7 +14,7 @@ use crate::idempotency::StoredResponse;
 use crate::problem::ApiError;
 use crate::staging::render::{export_filename, header_file_name, render_csv, render_json};
 use crate::staging::requests::{ExportFormat, PostRequest};
-use crate::staging::workflow::{can_post, transition, ExportEvent};
+use crate::staging::workflow::{can_post, segregation_refuses, transition, ExportEvent};
 use crate::upstream::{self, UpstreamResult};
 use serde_json::{json, Value};
 use worker::D1Database;
@@ -46,6 +46,13 @@ pub async fn post(
     let before = existing_export(db, &env.scope, id).await?;
     let from = before.status;
     can_post(from, before.attempts()).map_err(|e| conflict(from, e))?;
+    if let Some(rule) = segregation_refuses(
+        ExportEvent::PostSucceeded,
+        &before.prepared_by,
+        &env.caller_sub,
+    ) {
+        return Err(ApiError::Forbidden(format!("segregation of duties: {rule}")).into());
+    }
     // Stored data that does not parse is an internal error, never an empty file.
     let data: Value = serde_json::from_str(before.approved_data.as_deref().unwrap_or("null"))
         .map_err(worker::Error::from)?;
