@@ -403,6 +403,14 @@
     return parts.join('; ') || 'none';
   }
 
+  // The score, and the staged data's beside it when an approval with
+  // corrections changed it (history is kept, never rewritten).
+  function qualityText(row) {
+    const staged = row.staged_quality_score;
+    if (staged === undefined || staged === null || staged === row.quality_score) return String(row.quality_score);
+    return `${row.quality_score} (staged ${staged})`;
+  }
+
   function exportRow(row) {
     const open = el('button', 'link', row.invoice_id);
     open.type = 'button';
@@ -411,7 +419,7 @@
     const tr = el('tr', row.id === state.exportId ? 'selected' : '',
       el('td', '', open),
       el('td', '', el('span', `badge ${row.status}`, label(row.status))),
-      el('td', 'num', row.quality_score),
+      el('td', 'num', qualityText(row)),
       el('td', '', findingsText(row)),
       el('td', '', row.prepared_by),
       el('td', '', time(row.created_at)));
@@ -449,11 +457,14 @@
     $('detail-fields').replaceChildren(
       ...field('Export', row.id),
       ...field('Status', label(row.status)),
-      ...field('Quality score', row.quality_score),
+      ...field('Quality score', qualityText(row)),
       ...field('Format', row.export_format),
       ...field('Destination', row.destination_system),
       ...field('Prepared by', row.prepared_by),
-      ...field('Reviewed by', row.reviewed_by),
+      // The preparer moving their own export into review submits it; anyone
+      // else reviews it.
+      ...field(row.reviewed_by && row.reviewed_by === row.prepared_by ? 'Submitted for review by' : 'Reviewed by',
+        row.reviewed_by),
       ...field('Approved by', row.approved_by),
       ...field('Change reason', row.change_reason),
       ...field('Rejected by', row.rejected_by),
@@ -477,7 +488,18 @@
         items.push(el('li', kind, el('strong', '', kind), ` ${f.field}: ${f.message} (${f.code})`));
       }
     }
-    $('findings').replaceChildren(...(items.length ? items : [el('li', '', 'No findings.')]));
+    if (!items.length) items.push(el('li', '', 'No findings.'));
+    // What the staged data was found to have, when the approved data differs.
+    const changed = JSON.stringify(row.staged_validation_errors) !== JSON.stringify(row.validation_errors)
+      || JSON.stringify(row.staged_validation_warnings) !== JSON.stringify(row.validation_warnings);
+    if (changed) {
+      for (const [kind, list] of [['error', row.staged_validation_errors], ['warning', row.staged_validation_warnings]]) {
+        for (const f of Array.isArray(list) ? list : []) {
+          items.push(el('li', `${kind} staged`, el('strong', '', `${kind}, as staged`), ` ${f.field}: ${f.message} (${f.code})`));
+        }
+      }
+    }
+    $('findings').replaceChildren(...items);
     const approved = row.approved_data !== null && row.approved_data !== undefined;
     $('data-heading').textContent = approved ? 'Approved data' : 'Prepared data';
     $('data').textContent = JSON.stringify(approved ? row.approved_data : row.prepared_data, null, 2);

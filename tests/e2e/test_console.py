@@ -186,6 +186,29 @@ def test_the_list_shows_exports_by_status_with_quality_and_findings(page, team):
     expect(page.locator("#findings")).to_contain_text("total_amount")
 
 
+def test_a_corrected_approval_shows_the_staged_score_and_findings_beside_the_approved_ones(page, team):
+    bad = stage(team["preparer"], invoice(total_amount="31.00"))
+    assert bad["quality_score"] < 100
+    review(team["preparer"], bad["id"])  # the preparer submits it for review
+    fixed = {**bad["prepared_data"], "total_amount": "30.00"}
+    r = team["approver"].server.request("PUT", f"/v1/staging/exports/{bad['id']}/approve",
+                                        {"approved_data": fixed, "change_reason": "total corrected"},
+                                        team["approver"].headers(unique("approve")))
+    assert r.status == 200 and r.json()["quality_score"] == 100, r
+    sign_in(page, team["approver"])
+    row = page.locator(f'#exports tr[data-export-id="{bad["id"]}"]')
+    expect(row).to_contain_text(f"100 (staged {bad['quality_score']})")
+    open_export(page, bad["id"])
+    fields = page.locator("#detail-fields")
+    expect(fields).to_contain_text(f"100 (staged {bad['quality_score']})")
+    expect(fields).to_contain_text("Submitted for review by")
+    expect(fields).not_to_contain_text("Reviewed by")
+    expect(page.locator("#findings li.error.staged")).to_have_count(1)
+    expect(page.locator("#findings")).to_contain_text("error, as staged total_amount")
+    expect(page.locator("#findings")).to_contain_text("total_mismatch")
+    assert page.errors == []
+
+
 def test_an_approver_corrects_and_approves_once_however_often_approve_is_pressed(page, team):
     export = stage(team["preparer"])
     sign_in(page, team["approver"])

@@ -222,6 +222,24 @@ def test_review_is_optional_and_the_audit_trail_shows_where_each_decision_came_f
                                ("approve", "under_review", "approved")]
 
 
+def test_a_corrected_approval_keeps_the_staged_score_and_findings_beside_the_approved_ones(team):
+    bad = invoice(total_amount="0.35")
+    e = stage(team["preparer"], bad).json()
+    staged_codes = [f["code"] for f in e["validation_errors"]]
+    assert "total_mismatch" in staged_codes and e["quality_score"] < 100, e
+    assert (e["staged_quality_score"], e["staged_validation_errors"]) == (e["quality_score"], e["validation_errors"])
+    assert act(team["clerk"], e["id"], "review").status == 200
+    r = act(team["approver"], e["id"], "approve", {"approved_data": invoice(), "change_reason": "total corrected"})
+    assert r.status == 200, r
+    for view in (r.json(), team["clerk"].get(f"/v1/staging/exports/{e['id']}").json(),
+                 next(x for x in team["clerk"].get("/v1/staging/exports?status=approved").json()["exports"]
+                      if x["id"] == e["id"])):
+        assert view["quality_score"] == 100 and view["validation_errors"] == [], view
+        assert view["staged_quality_score"] == e["quality_score"], view
+        assert [f["code"] for f in view["staged_validation_errors"]] == staged_codes, view
+        assert view["staged_validation_warnings"] == e["validation_warnings"], view
+
+
 def test_money_moves_only_with_its_role_and_never_by_the_exports_preparer(team, srv, origin):
     """Posting needs `approver` or `poster`, rolling back `approver` and a
     reason; the preparer approves and posts nothing of their own, whatever their

@@ -104,6 +104,11 @@ export_columns! {
     rolled_back_at: Option<f64>, Update, int;
     created_at: f64, Insert, int;
     updated_at: f64, Both, int;
+    // The findings and score of the data as staged, kept when an approval
+    // with corrections replaces the columns above with the approved data's.
+    staged_validation_errors: String, Insert, json;
+    staged_validation_warnings: String, Insert, json;
+    staged_quality_score: f64, Insert, int;
 }
 
 /// The columns a statement writes: a staged export's INSERT (`Insert`, `Both`)
@@ -272,6 +277,9 @@ pub(super) fn new_export(
         original_data: data.clone(),
         prepared_data: data,
         approved_data: None,
+        staged_validation_errors: errors.clone(),
+        staged_validation_warnings: warnings.clone(),
+        staged_quality_score: v.quality_score as f64,
         validation_errors: errors,
         validation_warnings: warnings,
         quality_score: v.quality_score as f64,
@@ -430,14 +438,25 @@ mod tests {
         let mut declared: Vec<&str> = COLUMNS.iter().map(|c| c.name).collect();
         declared.sort_unstable();
         assert_eq!(names, declared);
-        // The row's identity is never rewritten; every other column is.
+        // The row's identity and the findings of the data as staged are never
+        // rewritten; every other column is.
         let fixed: Vec<&str> = COLUMNS
             .iter()
             .filter(|c| !written_by(false).any(|w| w.name == c.name))
             .map(|c| c.name)
             .collect();
-        assert_eq!(fixed, ["id", "tenant", "created_at"]);
-        assert_eq!(written_by(true).count(), 18);
+        assert_eq!(
+            fixed,
+            [
+                "id",
+                "tenant",
+                "created_at",
+                "staged_validation_errors",
+                "staged_validation_warnings",
+                "staged_quality_score"
+            ]
+        );
+        assert_eq!(written_by(true).count(), 21);
     }
 
     /// The public view of a bare and of a fully set row, byte for byte as before
@@ -455,7 +474,7 @@ mod tests {
             row.to_json().to_string(),
             format!(
                 "{}{findings}",
-                r#"{"approval_comments":null,"approved_at":null,"approved_by":null,"approved_data":null,"batch_id":"batch_1","caller_reference":null,"change_reason":null,"created_at":1700000000000,"destination_system":"netsuite","export_format":"json","external_reference":null,"file":null,"id":"exp_1","invoice_id":"inv-1","last_error":null,"max_retries":3,"original_data":{"total_amount":"1.00","vendor_name":"V"},"posted_at":null,"posted_by":null,"prepared_by":"alice","prepared_data":{"total_amount":"1.00","vendor_name":"V"},"quality_score":0,"rejected_by":null,"rejection_reason":null,"retries":0,"review_comments":null,"reviewed_by":null,"rollback_reason":null,"rolled_back_at":null,"rolled_back_by":null,"status":"prepared","updated_at":1700000000000,"#
+                r#"{"approval_comments":null,"approved_at":null,"approved_by":null,"approved_data":null,"batch_id":"batch_1","caller_reference":null,"change_reason":null,"created_at":1700000000000,"destination_system":"netsuite","export_format":"json","external_reference":null,"file":null,"id":"exp_1","invoice_id":"inv-1","last_error":null,"max_retries":3,"original_data":{"total_amount":"1.00","vendor_name":"V"},"posted_at":null,"posted_by":null,"prepared_by":"alice","prepared_data":{"total_amount":"1.00","vendor_name":"V"},"quality_score":0,"rejected_by":null,"rejection_reason":null,"retries":0,"review_comments":null,"reviewed_by":null,"rollback_reason":null,"rolled_back_at":null,"rolled_back_by":null,"staged_quality_score":0,"staged_validation_errors":[{"code":"required","field":"invoice_number","message":"invoice_number is required"},{"code":"required","field":"invoice_date","message":"invoice_date is required"},{"code":"required","field":"currency","message":"currency is required"},{"code":"required","field":"line_items","message":"line_items is required"}],"staged_validation_warnings":[],"status":"prepared","updated_at":1700000000000,"#
             )
         );
         row.approved_data = Some("{\"a\":1}".into());
@@ -481,7 +500,7 @@ mod tests {
         row.rollback_reason = Some("rr".into());
         row.rolled_back_by = Some("rb".into());
         row.rolled_back_at = Some(3.0);
-        let full = r#"{"approval_comments":"ac","approved_at":1,"approved_by":"b","approved_data":{"a":1},"batch_id":"batch_1","caller_reference":"cref","change_reason":"cr","created_at":1700000000000,"destination_system":"netsuite","export_format":"json","external_reference":"ext","file":{"content_type":"application/json","name":"f.json","sha256":"abc","size":12,"url":"/v1/staging/exports/exp_1/file"},"id":"exp_1","invoice_id":"inv-1","last_error":"le","max_retries":3,"original_data":{"total_amount":"1.00","vendor_name":"V"},"posted_at":2,"posted_by":"p","prepared_by":"alice","prepared_data":{"total_amount":"1.00","vendor_name":"V"},"quality_score":0,"rejected_by":"x","rejection_reason":"y","retries":0,"review_comments":"rc","reviewed_by":"r","rollback_reason":"rr","rolled_back_at":3,"rolled_back_by":"rb","status":"prepared","updated_at":1700000000000,"#;
+        let full = r#"{"approval_comments":"ac","approved_at":1,"approved_by":"b","approved_data":{"a":1},"batch_id":"batch_1","caller_reference":"cref","change_reason":"cr","created_at":1700000000000,"destination_system":"netsuite","export_format":"json","external_reference":"ext","file":{"content_type":"application/json","name":"f.json","sha256":"abc","size":12,"url":"/v1/staging/exports/exp_1/file"},"id":"exp_1","invoice_id":"inv-1","last_error":"le","max_retries":3,"original_data":{"total_amount":"1.00","vendor_name":"V"},"posted_at":2,"posted_by":"p","prepared_by":"alice","prepared_data":{"total_amount":"1.00","vendor_name":"V"},"quality_score":0,"rejected_by":"x","rejection_reason":"y","retries":0,"review_comments":"rc","reviewed_by":"r","rollback_reason":"rr","rolled_back_at":3,"rolled_back_by":"rb","staged_quality_score":0,"staged_validation_errors":[{"code":"required","field":"invoice_number","message":"invoice_number is required"},{"code":"required","field":"invoice_date","message":"invoice_date is required"},{"code":"required","field":"currency","message":"currency is required"},{"code":"required","field":"line_items","message":"line_items is required"}],"staged_validation_warnings":[],"status":"prepared","updated_at":1700000000000,"#;
         assert_eq!(row.to_json().to_string(), format!("{full}{findings}"));
         // Stored JSON that does not parse is shown as null.
         row.approved_data = Some("not json".into());
