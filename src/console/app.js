@@ -122,6 +122,7 @@
   }
 
   const VERBS = { approve: 'approved', reject: 'rejected', review: 'put under review', read: 'read' };
+  const VERBS_NOUN = { approve: 'Approving', reject: 'Rejecting' };
 
   // What went wrong, in words: [sentence, details].
   function explain(action, res) {
@@ -283,7 +284,7 @@
       }
     } finally {
       state.busy = false;
-      button.disabled = false;
+      button.disabled = Boolean(button.dataset.why);
     }
     return res;
   }
@@ -411,6 +412,35 @@
     return `${row.quality_score} (staged ${staged})`;
   }
 
+  // Why the signed-in person may not take `action` on `row`, before anyone
+  // presses it: the rules the server enforces (it still does), from the
+  // token's claims. `null` when nothing stands in the way.
+  function whyNot(action, row) {
+    if (action === 'review') return null;
+    const c = (state.token && claims(state.token)) || {};
+    const roles = Array.isArray(c.roles) ? c.roles : typeof c.roles === 'string' ? [c.roles] : [];
+    if (!roles.includes('approver')) return `${VERBS_NOUN[action]} needs the approver role, which you do not have.`;
+    if (action === 'approve' && row.prepared_by === c.sub) {
+      return 'You prepared this export, so someone else must approve it (segregation of duties).';
+    }
+    return null;
+  }
+
+  // Shows an action disabled with its reason, or enabled.
+  function refuse(action, why) {
+    const button = $(`${action}-open`);
+    button.dataset.why = why || '';
+    button.disabled = Boolean(why);
+    button.title = why || '';
+    const list = $('actions-why');
+    const reasons = ['review', 'approve', 'reject']
+      .filter((a) => !$(`${a}-open`).hidden)
+      .map((a) => $(`${a}-open`).dataset.why)
+      .filter(Boolean);
+    list.replaceChildren(...[...new Set(reasons)].map((w) => el('li', '', w)));
+    show(list, reasons.length > 0);
+  }
+
   function exportRow(row) {
     const open = el('button', 'link', row.invoice_id);
     open.type = 'button';
@@ -476,6 +506,7 @@
     const offered = { review: row.status === 'prepared', approve: waiting, reject: waiting };
     for (const [action, yes] of Object.entries(offered)) {
       show($(`${action}-open`), yes);
+      refuse(action, yes ? whyNot(action, row) : null);
       if (yes) continue;
       // An action the export's state no longer allows: nothing to show or retry.
       if (forms[action]) show(forms[action].form, false);

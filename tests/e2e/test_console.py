@@ -7,6 +7,7 @@ The browser is required: without it these tests fail, they never skip.
 """
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -455,9 +456,16 @@ def test_refusals_are_explained_in_words(page, team):
     export = stage(team["both"])
     review(team["clerk"], export["id"])
 
-    # The preparer, even with the approver role, cannot approve their own export.
+    # The preparer, even with the approver role, cannot approve their own export:
+    # the page says so before anyone presses Approve (rejecting stays open).
     sign_in(page, team["both"])
     open_export(page, export["id"])
+    expect(page.locator("#approve-open")).to_be_disabled()
+    expect(page.locator("#reject-open")).to_be_enabled()
+    why = page.locator("#actions-why")
+    expect(why).to_have_text("You prepared this export, so someone else must approve it (segregation of duties).")
+    # The server refuses it all the same, in words, if the page is got round.
+    page.evaluate("document.getElementById('approve-open').disabled = false")
     page.click("#approve-open")
     page.click("#approve-submit")
     result = page.locator("#action-result")
@@ -466,9 +474,16 @@ def test_refusals_are_explained_in_words(page, team):
     expect(result).to_contain_text("HTTP 403")
     expect(page.locator("#approve-submit")).to_be_enabled()
 
-    # Without the approver role.
+    # Without the approver role: both decisions disabled, with the reason.
     sign_in(page, team["clerk"])
     open_export(page, export["id"])
+    expect(page.locator("#approve-open")).to_be_disabled()
+    expect(page.locator("#reject-open")).to_be_disabled()
+    expect(page.locator("#review-open")).to_be_hidden()
+    expect(why.locator("li")).to_have_text(["Approving needs the approver role, which you do not have.",
+                                            "Rejecting needs the approver role, which you do not have."])
+    expect(page.locator("#approve-open")).to_have_attribute("title", re.compile("approver role"))
+    page.evaluate("document.getElementById('reject-open').disabled = false")
     page.click("#reject-open")
     page.fill("#reject-reason", "not mine to reject")
     page.click("#reject-submit")
@@ -477,6 +492,8 @@ def test_refusals_are_explained_in_words(page, team):
     # Corrections that score below the quality threshold.
     sign_in(page, team["approver"])
     open_export(page, export["id"])
+    expect(page.locator("#approve-open")).to_be_enabled()
+    expect(why).to_be_hidden()
     page.click("#approve-open")
     page.check("#approve-correct")
     page.fill("#approve-data", '{"vendor_name": "Acme"}')
