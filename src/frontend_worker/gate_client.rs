@@ -3,7 +3,7 @@
 //! keyed write is decided by its key's object: the Worker keeps no copy of an
 //! answer, so no isolate can answer what the object would not.
 
-use super::{storage, Outcome};
+use super::isolate::{storage, Outcome};
 use crate::commands::Command;
 use crate::config::KEY_GATE_BINDING;
 use crate::counters;

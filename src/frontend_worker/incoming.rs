@@ -6,6 +6,9 @@
 //! none of which idemgate uses, each read a call into the runtime. Here the
 //! method, the path and the headers are read once each, and nothing else.
 
+use crate::commands::plan::Plan;
+use crate::commands::Keyed;
+use crate::config::Config;
 use worker::worker_sys::web_sys;
 use worker::{Headers, Method, Url};
 
@@ -63,6 +66,11 @@ impl Incoming {
     /// The body as a stream, unread (none for an empty body).
     pub fn body_stream(&self) -> Option<web_sys::ReadableStream> {
         self.raw.body()
+    }
+
+    /// The request's [`Plan`], from its method, path and headers.
+    pub fn plan(&self, keyed: Option<&Keyed>, cfg: &Config) -> Plan {
+        Plan::of(self.method_name(), keyed, cfg, &|name| self.header(name))
     }
 
     /// The body, by one `arrayBuffer()`.

@@ -57,7 +57,7 @@ mod tests {
         assert_eq!(wait_ms(u64::MAX, i64::MAX), i64::MAX);
     }
 
-    /// What `fn envelope` in frontend_worker.rs computes from the header.
+    /// What `fn envelope` in frontend_worker/write.rs computes from the header.
     fn prefer_wait_ms(header: Option<&str>, max_wait_ms: i64) -> i64 {
         header
             .and_then(parse_prefer_wait)

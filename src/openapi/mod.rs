@@ -7,7 +7,7 @@
 //!   [`Endpoint::key_policy`], [`Endpoint::doc`]): every keyed route is in the
 //!   document, since a command does not compile without its `DOC`;
 //! - the reads are listed in [`READS`]; a test reads the Worker's router
-//!   (`frontend_worker.rs`) and fails on a routed path the document lacks;
+//!   (`frontend_worker/router.rs`) and fails on a routed path the document lacks;
 //! - the schemas are `utoipa::ToSchema` types: the problem document
 //!   ([`ProblemDetails`]), the key state ([`KeyState`]) and the health answer are
 //!   the very types the Worker serialises; the other bodies are described in

@@ -2,7 +2,7 @@ use super::*;
 use std::collections::BTreeSet;
 
 /// The router's source: the paths it matches are read from its patterns.
-const ROUTER: &str = include_str!("../frontend_worker.rs");
+const ROUTER: &str = include_str!("../frontend_worker/router.rs");
 
 fn doc() -> Value {
     document()
