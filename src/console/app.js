@@ -398,10 +398,12 @@
   function findingsText(row) {
     const errors = Array.isArray(row.validation_errors) ? row.validation_errors : [];
     const warnings = Array.isArray(row.validation_warnings) ? row.validation_warnings : [];
+    // In words: the field and what is wrong with it (the code is the server's).
+    const said = (list) => list.map((f) => f.message || `${f.field}: ${f.code}`).join('; ');
     const parts = [];
-    if (errors.length) parts.push(`${errors.length} error${errors.length > 1 ? 's' : ''}: ${errors.map((f) => f.code).join(', ')}`);
-    if (warnings.length) parts.push(`${warnings.length} warning${warnings.length > 1 ? 's' : ''}: ${warnings.map((f) => f.code).join(', ')}`);
-    return parts.join('; ') || 'none';
+    if (errors.length) parts.push(`${errors.length} error${errors.length > 1 ? 's' : ''}: ${said(errors)}`);
+    if (warnings.length) parts.push(`${warnings.length} warning${warnings.length > 1 ? 's' : ''}: ${said(warnings)}`);
+    return parts.join(' · ') || 'none';
   }
 
   // The score, and the staged data's beside it when an approval with
@@ -442,17 +444,21 @@
   }
 
   function exportRow(row) {
-    const open = el('button', 'link', row.invoice_id);
+    const sum = row.summary || {};
+    const open = el('button', 'link', sum.invoice_number || row.invoice_id);
     open.type = 'button';
     open.dataset.exportId = row.id;
     open.addEventListener('click', () => openExport(row.id, true));
     const tr = el('tr', row.id === state.exportId ? 'selected' : '',
-      el('td', '', open),
+      el('td', '', open, el('span', 'sub', row.invoice_id)),
+      el('td', '', sum.vendor_name ?? ''),
+      el('td', 'date', sum.invoice_date ?? ''),
+      el('td', 'num', [sum.total_amount, sum.currency].filter((x) => x !== null && x !== undefined).join(' ')),
       el('td', '', el('span', `badge ${row.status}`, label(row.status))),
       el('td', 'num', qualityText(row)),
-      el('td', '', findingsText(row)),
-      el('td', '', row.prepared_by),
-      el('td', '', time(row.created_at)));
+      el('td', 'findings', findingsText(row)),
+      el('td', 'date', time(row.approval_deadline)),
+      el('td', '', row.prepared_by));
     tr.dataset.exportId = row.id;
     return tr;
   }
@@ -516,7 +522,7 @@
     const items = [];
     for (const [kind, list] of [['error', row.validation_errors], ['warning', row.validation_warnings]]) {
       for (const f of Array.isArray(list) ? list : []) {
-        items.push(el('li', kind, el('strong', '', kind), ` ${f.field}: ${f.message} (${f.code})`));
+        items.push(el('li', kind, el('strong', '', kind), ` ${f.field}: ${f.message}`));
       }
     }
     if (!items.length) items.push(el('li', '', 'No findings.'));
@@ -526,7 +532,7 @@
     if (changed) {
       for (const [kind, list] of [['error', row.staged_validation_errors], ['warning', row.staged_validation_warnings]]) {
         for (const f of Array.isArray(list) ? list : []) {
-          items.push(el('li', `${kind} staged`, el('strong', '', `${kind}, as staged`), ` ${f.field}: ${f.message} (${f.code})`));
+          items.push(el('li', `${kind} staged`, el('strong', '', `${kind}, as staged`), ` ${f.field}: ${f.message}`));
         }
       }
     }

@@ -168,9 +168,16 @@ pub(super) async fn route(
     match (method, segments.as_slice()) {
         (_, ["v1", "staging", "exports"]) if read => {
             let (offset, limit) = page();
-            staging::list(&db()?, &caller, query("status").as_deref(), offset, limit)
-                .await
-                .map_err(read_error)
+            staging::list(
+                &db()?,
+                &cfg,
+                &caller,
+                query("status").as_deref(),
+                offset,
+                limit,
+            )
+            .await
+            .map_err(read_error)
         }
         (_, ["v1", "staging", "exports", id]) if read => {
             staging::get(&db()?, &caller, id).await.map_err(read_error)

@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod diff;
+pub mod queue;
 pub mod render;
 pub mod requests;
 pub mod workflow;

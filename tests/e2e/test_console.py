@@ -174,7 +174,9 @@ def test_the_list_shows_exports_by_status_with_quality_and_findings(page, team):
     expect(bad_row).to_contain_text("prepared")
     expect(bad_row).to_contain_text(str(bad["quality_score"]))
     expect(bad_row).to_contain_text("2 errors: ")
-    expect(bad_row).to_contain_text("total_mismatch")
+    # In words, not codes.
+    expect(bad_row).to_contain_text("line amounts sum to 30.00 but total_amount is 31.00")
+    expect(bad_row).not_to_contain_text("total_mismatch")
     expect(page.locator(f'#exports tr[data-export-id="{good["id"]}"]')).to_contain_text("under review")
     page.select_option("#status-filter", "under_review")
     expect(page.locator("#exports tbody tr")).to_have_count(1)
@@ -187,6 +189,42 @@ def test_the_list_shows_exports_by_status_with_quality_and_findings(page, team):
     expect(page.locator("#findings")).to_contain_text("total_amount")
 
 
+def test_the_default_view_is_the_approval_queue_with_what_an_approver_decides_with(page, team):
+    waiting = stage(team["preparer"], invoice(vendor_name="Acme Supplies", invoice_number="INV-7001"))
+    reviewed = stage(team["preparer"], invoice(invoice_number="INV-7002"))
+    review(team["clerk"], reviewed["id"])
+    done = stage(team["preparer"], invoice(vendor_name="Acme Supplies", invoice_number="INV-7003"))
+    r = team["approver"].server.request("PUT", f"/v1/staging/exports/{done['id']}/approve", {},
+                                        team["approver"].headers(unique("approve")))
+    assert r.status == 200, r
+    sign_in(page, team["approver"])
+    expect(page.locator("#status-filter")).to_have_value("prepared,under_review")
+    rows = page.locator("#exports tbody tr")
+    expect(page.locator(f'#exports tr[data-export-id="{waiting["id"]}"]')).to_have_count(1)
+    expect(page.locator(f'#exports tr[data-export-id="{reviewed["id"]}"]')).to_have_count(1)
+    expect(page.locator(f'#exports tr[data-export-id="{done["id"]}"]')).to_have_count(0)
+    row = page.locator(f'#exports tr[data-export-id="{waiting["id"]}"]')
+    cells = row.locator("td")
+    expect(cells.nth(0)).to_have_text(f"INV-7001{waiting['invoice_id']}")
+    expect(cells.nth(1)).to_have_text("Acme Supplies")
+    expect(cells.nth(2)).to_have_text("2026-10-31")
+    expect(cells.nth(3)).to_have_text("30.00 EUR")
+    expect(cells.nth(4)).to_have_text("prepared")
+    # Decide by: the approval-timeout sweep's deadline, after the export's last change.
+    deadline = team["approver"].get(f"/v1/staging/exports?status=prepared").json()
+    mine = next(x for x in deadline["exports"] if x["id"] == waiting["id"])
+    assert mine["approval_deadline"] == mine["updated_at"] + 3600 * 1000 * 72, mine
+    assert mine["summary"]["invoice_number"] == "INV-7001", mine
+    expect(cells.nth(7)).not_to_be_empty()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console-queue.png"), full_page=True)
+    page.select_option("#status-filter", "")
+    expect(page.locator(f'#exports tr[data-export-id="{done["id"]}"]')).to_have_count(1)
+    expect(page.locator(f'#exports tr[data-export-id="{done["id"]}"] td').nth(7)).to_have_text("")
+    assert rows.count() >= 3
+    assert page.errors == []
+
+
 def test_a_corrected_approval_shows_the_staged_score_and_findings_beside_the_approved_ones(page, team):
     bad = stage(team["preparer"], invoice(total_amount="31.00"))
     assert bad["quality_score"] < 100
@@ -197,6 +235,7 @@ def test_a_corrected_approval_shows_the_staged_score_and_findings_beside_the_app
                                         team["approver"].headers(unique("approve")))
     assert r.status == 200 and r.json()["quality_score"] == 100, r
     sign_in(page, team["approver"])
+    page.select_option("#status-filter", "approved")
     row = page.locator(f'#exports tr[data-export-id="{bad["id"]}"]')
     expect(row).to_contain_text(f"100 (staged {bad['quality_score']})")
     open_export(page, bad["id"])
@@ -206,7 +245,7 @@ def test_a_corrected_approval_shows_the_staged_score_and_findings_beside_the_app
     expect(fields).not_to_contain_text("Reviewed by")
     expect(page.locator("#findings li.error.staged")).to_have_count(1)
     expect(page.locator("#findings")).to_contain_text("error, as staged total_amount")
-    expect(page.locator("#findings")).to_contain_text("total_mismatch")
+    expect(page.locator("#findings")).to_contain_text("line amounts sum to 30.00 but total_amount is 31.00")
     assert page.errors == []
 
 
@@ -364,8 +403,11 @@ def test_a_reload_after_a_failed_attempt_keeps_the_approval_and_its_key(page, te
     assert len(rows) == 1 and rows[0]["idempotency_key"] == key
     assert rows[0]["detail"]["comments"] == "looks right"
 
-    # Once approved, nothing is left to retry and approving is no longer offered.
+    # Once approved, nothing is left to retry and approving is no longer offered
+    # (the export has left the queue, the default view: it is among all).
     page.reload()
+    expect(page.locator(f'#exports tr[data-export-id="{export["id"]}"]')).to_have_count(0)
+    page.select_option("#status-filter", "")
     open_export(page, export["id"])
     expect(page.locator("#approve-open")).to_be_hidden()
     assert page.evaluate("Object.keys(sessionStorage).filter(k => k.includes('intent'))") == []

@@ -623,6 +623,20 @@ def test_exports_are_listed_by_status_and_paged(team):
     assert [e["id"] for e in page["exports"]] == [ids[1]] and page["next_offset"] == 1
     assert [e["id"] for e in team["clerk"].get("/v1/staging/exports?status=under_review").json()["exports"]] == [ids[0]]
     assert_problem(team["clerk"].get("/v1/staging/exports?status=nope"), 400)
+    # The approval queue: several states at once, with what an approver decides with.
+    act(team["approver"], ids[2], "approve")
+    queue = team["clerk"].get("/v1/staging/exports?status=prepared,under_review").json()["exports"]
+    assert [e["id"] for e in queue] == ids[:2]
+    for e in queue:
+        assert e["summary"] == {"vendor_name": "Acme Supplies", "invoice_number": "INV-1001",
+                                "invoice_date": "2026-10-31", "total_amount": "0.30", "currency": "EUR"}, e
+        assert e["approval_deadline"] == e["updated_at"] + int(0.001 * 3600 * 1000), e
+        assert "prepared_data" not in e and "approved_data" not in e
+    approved = team["clerk"].get("/v1/staging/exports?status=approved").json()["exports"]
+    assert [(e["id"], e["approval_deadline"]) for e in approved] == [(ids[2], None)]
+    for bad in ("prepared,", "prepared,nope", ","):
+        p = assert_problem(team["clerk"].get(f"/v1/staging/exports?status={bad}"), 400, "invalid-field")
+        assert "comma-separated" in p["detail"], p
 
 
 def test_another_tenant_sees_none_of_it(team, srv):

@@ -5,8 +5,10 @@
 use super::not_found;
 use super::rows::{load_export, select, ExportRow};
 use crate::auth::Caller;
+use crate::config::Config;
 use crate::http;
 use crate::problem::ApiError;
+use crate::staging::queue;
 use crate::staging::render::{content_disposition, render_file};
 use crate::staging::workflow::ExportState;
 use crate::store::{self, int, s};
@@ -141,29 +143,32 @@ pub async fn get_preview(db: &D1Database, caller: &Caller, id: &str) -> Result<R
 /// `GET /v1/staging/exports?status=&offset=&limit=`.
 pub async fn list(
     db: &D1Database,
+    cfg: &Config,
     caller: &Caller,
     status: Option<&str>,
     offset: u32,
     limit: u32,
 ) -> Result<Response> {
-    if let Some(st) = status {
-        if ExportState::parse(st).is_none() {
-            let all: Vec<&str> = ExportState::ALL.iter().map(|s| s.as_str()).collect();
+    let states = match status.map(queue::parse_status_filter).transpose() {
+        Ok(states) => states,
+        Err(detail) => {
             return Ok(http::problem(&ApiError::bad_request(
                 "invalid-field",
-                format!("status {st:?} is not one of {}", all.join(", ")),
-            )));
+                detail,
+            )))
         }
-    }
+    };
     let rows: Vec<ExportRow> = store::all(
         db,
         &select(
-            "WHERE tenant = ?1 AND (?2 IS NULL OR status = ?2) \
+            "WHERE tenant = ?1 AND (?2 IS NULL OR instr(?2, ',' || status || ',') > 0) \
              ORDER BY created_at, id LIMIT ?3 OFFSET ?4",
         ),
         &[
             s(&caller.tenant),
-            status.map_or(JsValue::NULL, s),
+            states
+                .as_deref()
+                .map_or(JsValue::NULL, |st| s(&queue::status_list(st))),
             int(limit as i64 + 1),
             int(offset as i64),
         ],
@@ -176,6 +181,16 @@ pub async fn list(
         .map(|r| {
             let mut v = r.to_json();
             if let Some(o) = v.as_object_mut() {
+                // What an approver decides with, instead of the whole data.
+                let data = r.approved_data.as_deref().unwrap_or(&r.prepared_data);
+                let data = serde_json::from_str(data).unwrap_or(Value::Null);
+                o.insert("summary".into(), queue::summary(&data));
+                let deadline = queue::approval_deadline(
+                    r.status,
+                    r.updated_at as i64,
+                    cfg.staging_approval_timeout_ms,
+                );
+                o.insert("approval_deadline".into(), json!(deadline));
                 for heavy in ["original_data", "prepared_data", "approved_data"] {
                     o.remove(heavy);
                 }
