@@ -72,21 +72,15 @@ pub fn http_date(ms: i64) -> String {
 }
 
 pub fn problem(err: &ApiError) -> Response {
-    let p = err.to_problem();
-    let out = text(p.status, PROBLEM_JSON, p.body.to_string());
-    let headers = out.headers();
-    if let Some(s) = p.retry_after {
-        let _ = headers.set("retry-after", &s.to_string());
-    }
-    if let Some(allow) = p.allow {
-        let _ = headers.set("allow", allow);
-    }
-    out
+    reply(problem_reply(err))
 }
 
 /// A problem as a storable answer (for handler 4xx results that are cached).
 pub fn problem_stored(err: &ApiError) -> StoredResponse {
-    let p = err.to_problem();
+    stored_problem(&err.to_problem())
+}
+
+fn stored_problem(p: &crate::problem::Problem) -> StoredResponse {
     StoredResponse {
         status: p.status,
         headers: vec![("content-type".into(), PROBLEM_JSON.into())],
@@ -156,22 +150,11 @@ pub fn stored(resp: &StoredResponse, extra: &[(&str, &str)]) -> Response {
 /// `resp` with `extra` headers: the stored headers, then each of `extra`
 /// replacing any of the same name — what [`stored`] sends, as data (the key's
 /// object answers so, and the Worker sends it with one call into the runtime).
-pub fn stored_with(resp: &StoredResponse, extra: &[(&str, &str)]) -> StoredResponse {
-    let mut out = StoredResponse {
-        status: resp.status,
-        headers: Vec::with_capacity(resp.headers.len() + extra.len()),
-        body: resp.body.clone(),
-    };
-    out.headers.extend(
-        resp.headers
-            .iter()
-            .filter(|(n, _)| !extra.iter().any(|(e, _)| e.eq_ignore_ascii_case(n)))
-            .cloned(),
-    );
+pub fn stored_with(mut resp: StoredResponse, extra: &[(&str, &str)]) -> StoredResponse {
     for (n, v) in extra {
-        set_header(&mut out.headers, n, v);
+        set_header(&mut resp.headers, n, v);
     }
-    out
+    resp
 }
 
 /// Sets `name` to `value` in `headers`: every pair of that name (in any case)
@@ -184,8 +167,8 @@ pub fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) 
 /// A problem as data: its status, `application/problem+json` body, and its
 /// `Retry-After` or `Allow` — what [`problem`] sends.
 pub fn problem_reply(err: &ApiError) -> StoredResponse {
-    let mut out = problem_stored(err);
     let p = err.to_problem();
+    let mut out = stored_problem(&p);
     if let Some(s) = p.retry_after {
         out.headers.push(("retry-after".into(), s.to_string()));
     }
@@ -342,7 +325,7 @@ mod tests {
             body: b"{}".to_vec(),
         };
         let out = stored_with(
-            &stored,
+            stored,
             &[("idempotency-key", "k-1"), ("idempotent-replayed", "true")],
         );
         assert_eq!(out.status, 201);

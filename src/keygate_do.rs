@@ -328,7 +328,7 @@ impl KeyGate {
                     if env.test_delay_ms > 0 {
                         Delay::from(Duration::from_millis(env.test_delay_ms)).await;
                     }
-                    return Ok(answers::replay(env, &response, waited, expires_at));
+                    return Ok(answers::replay(env, response, waited, expires_at));
                 }
                 Decision::Mismatch => {
                     return Ok(answers::with_outcome(

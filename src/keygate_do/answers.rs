@@ -40,7 +40,7 @@ pub(super) fn with_outcome(mut resp: StoredResponse, outcome: GateOutcome) -> St
 /// A stored answer sent again; `waited` if the request waited for it.
 pub(super) fn replay(
     env: &Envelope,
-    resp: &StoredResponse,
+    resp: StoredResponse,
     waited: bool,
     expires_at: i64,
 ) -> StoredResponse {
@@ -58,12 +58,12 @@ pub(super) fn replay(
 /// The answer of a request that waited on a run.
 pub(super) fn to_waiter(env: &Envelope, finished: Finished) -> StoredResponse {
     if finished.stored {
-        return replay(env, &finished.response, true, finished.expires_at);
+        return replay(env, finished.response, true, finished.expires_at);
     }
     let applied = preference_applied(env);
     with_outcome(
         http::stored_with(
-            &finished.response,
+            finished.response,
             &[
                 ("idempotency-key", env.key.as_str()),
                 ("preference-applied", &applied),
@@ -77,7 +77,7 @@ pub(super) fn to_waiter(env: &Envelope, finished: Finished) -> StoredResponse {
 pub(super) fn of_run<A>(env: &Envelope, executed: Executed<A>) -> (StoredResponse, ForWaiters) {
     let transient = |response: StoredResponse| {
         let answer = with_outcome(
-            http::stored_with(&response, &[("idempotency-key", env.key.as_str())]),
+            http::stored_with(response.clone(), &[("idempotency-key", env.key.as_str())]),
             GateOutcome::Failed,
         );
         let finished = Finished {
@@ -96,7 +96,7 @@ pub(super) fn of_run<A>(env: &Envelope, executed: Executed<A>) -> (StoredRespons
             let expires = expires_at.to_string();
             let answer = with_outcome(
                 http::stored_with(
-                    &response,
+                    response.clone(),
                     &[
                         ("idempotency-key", env.key.as_str()),
                         (EXPIRES_HEADER, &expires),
@@ -121,7 +121,7 @@ pub(super) fn of_run<A>(env: &Envelope, executed: Executed<A>) -> (StoredRespons
             (answer, ForWaiters::Redecide)
         }
         Executed::Adopted(c) => {
-            let answer = replay(env, &c.response, false, c.expires_at);
+            let answer = replay(env, c.response.clone(), false, c.expires_at);
             let finished = Finished {
                 response: c.response,
                 stored: true,
