@@ -52,6 +52,10 @@ extern "C" {
         logged: &JsValue,
     ) -> js_sys::Promise;
 
+    /// A request's headers as `name:value` lines (names in lowercase, the
+    /// values of a repeated name joined as `Headers.get` joins them).
+    pub fn header_lines(headers: &web_sys::Headers) -> String;
+
     // Answers built in one call each (src/http.rs).
     /// Fills `headers` from `http::header_lines`: `appended` appended in order, then
     /// `replaced` set (replacing any of the same name). A name or value the

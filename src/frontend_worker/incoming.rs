@@ -4,22 +4,22 @@
 //! workers-rs's `Request::from` also reads the request's `cf` object on every
 //! request — in production about thirty properties about the client's network,
 //! none of which idemgate uses, each read a call into the runtime. Here the
-//! method, the path and the headers are read once each, and nothing else.
+//! method, the path and the headers are read once each (the headers all in one
+//! call, the first time one is asked for), and nothing else.
 
 use crate::commands::plan::Plan;
 use crate::commands::Keyed;
 use crate::config::Config;
+use std::cell::OnceCell;
 use worker::worker_sys::web_sys;
-use worker::{Headers, Method, Url};
+use worker::{Method, Url};
 
 pub struct Incoming {
     raw: web_sys::Request,
     method: String,
     path: String,
-    headers: Headers,
-    /// Headers read so far, by name as asked (lowercase): the quick
-    /// passthrough's check and the guarded path ask for some of the same.
-    read_headers: std::cell::RefCell<Vec<(&'static str, Option<String>)>>,
+    /// Every header (names in lowercase), read on the first ask.
+    headers: OnceCell<Vec<(String, String)>>,
 }
 
 impl Incoming {
@@ -27,8 +27,7 @@ impl Incoming {
         Incoming {
             method: raw.method(),
             path: path_of(&raw.url()).to_string(),
-            headers: Headers(raw.headers()),
-            read_headers: std::cell::RefCell::new(Vec::new()),
+            headers: OnceCell::new(),
             raw,
         }
     }
@@ -48,14 +47,15 @@ impl Incoming {
         &self.path
     }
 
-    /// One header's value, read from the runtime once (`name` in lowercase).
+    /// One header's value (`name` in lowercase), as `Headers.get` reads it.
     pub fn header(&self, name: &'static str) -> Option<String> {
-        if let Some((_, value)) = self.read_headers.borrow().iter().find(|(n, _)| *n == name) {
-            return value.clone();
-        }
-        let value = self.headers.get(name).ok().flatten();
-        self.read_headers.borrow_mut().push((name, value.clone()));
-        value
+        let headers = self.headers.get_or_init(|| {
+            crate::http::parse_header_lines(&crate::js::header_lines(&self.raw.headers()))
+        });
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     }
 
     /// The whole URL, parsed (for a route that reads the query).

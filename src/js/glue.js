@@ -96,6 +96,13 @@ function each(lines, add) {
     at = end + 1;
   }
 }
+// A request's headers as `name:value` lines (http::parse_header_lines reads
+// them): one call from wasm for all of them instead of one per header asked.
+export function header_lines(headers) {
+  let lines = "";
+  for (const [name, value] of headers) lines += (lines ? "\n" : "") + name + ":" + value;
+  return lines;
+}
 export function header_fill(headers, appended, replaced) {
   each(appended, (name, value) => headers.append(name, value));
   each(replaced, (name, value) => headers.set(name, value));
