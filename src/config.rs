@@ -112,6 +112,9 @@ pub struct Config {
     /// Export staging (`docs/staging.md`).
     pub staging_quality_threshold: u8,
     pub staging_approval_timeout_ms: i64,
+    /// `STAGING_SECOND_APPROVAL=amount_changes`: an approval whose corrections
+    /// change an amount waits for a second approver (`off` by default).
+    pub staging_second_approval: bool,
     pub staging_max_batch_size: usize,
     /// Where posted exports are delivered, if set.
     pub destination_url: Option<String>,
@@ -141,6 +144,7 @@ impl Default for Config {
             trainer_url: None,
             staging_quality_threshold: 70,
             staging_approval_timeout_ms: 72 * 3_600_000,
+            staging_second_approval: false,
             staging_max_batch_size: 1000,
             destination_url: None,
             auth_jwt_issuer: None,
@@ -326,6 +330,15 @@ impl Config {
                 }
             },
         };
+        let staging_second_approval = match r.text("STAGING_SECOND_APPROVAL").as_deref() {
+            None | Some("off") => false,
+            Some("amount_changes") => true,
+            Some(v) => {
+                let detail = format!("{v:?} is not 'off' or 'amount_changes'");
+                r.fail("STAGING_SECOND_APPROVAL", detail);
+                false
+            }
+        };
         let upstream_functions: Vec<String> = r
             .text("UPSTREAM_FUNCTIONS")
             .map(|v| {
@@ -368,6 +381,7 @@ impl Config {
             trainer_url: r.text("TRAINER_URL"),
             staging_quality_threshold,
             staging_approval_timeout_ms,
+            staging_second_approval,
             staging_max_batch_size,
             destination_url: r
                 .text("DESTINATION_URL")
@@ -464,6 +478,7 @@ mod tests {
             ("STAGING_QUALITY_THRESHOLD", "101"),
             ("STAGING_APPROVAL_TIMEOUT_HOURS", "NaN"),
             ("UPSTREAM_KEY_POLICY", "sometimes"),
+            ("STAGING_SECOND_APPROVAL", "on"),
             ("CHUNK_SIZE", "10"),
         ] {
             let e = error_of(&[(name, value)]);
@@ -473,6 +488,21 @@ mod tests {
         // Every bad variable is reported, not only the first.
         let e = error_of(&[("MAX_BODY_BYTES", "x"), ("IDEMPOTENCY_TTL_SECONDS", "y")]);
         assert_eq!(e.0.len(), 2, "{e}");
+    }
+
+    #[test]
+    fn the_second_approval_is_off_unless_asked_for_amount_changes() {
+        assert!(!read(&[]).unwrap().staging_second_approval);
+        assert!(
+            !read(&[("STAGING_SECOND_APPROVAL", "off")])
+                .unwrap()
+                .staging_second_approval
+        );
+        assert!(
+            read(&[("STAGING_SECOND_APPROVAL", "amount_changes")])
+                .unwrap()
+                .staging_second_approval
+        );
     }
 
     #[test]

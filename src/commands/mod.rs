@@ -254,6 +254,7 @@ keyed_commands! {
     ReviewExport(staging::ReviewExport),
     ApproveExport(staging::ApproveExport),
     RejectExport(staging::RejectExport),
+    RequestChanges(staging::RequestChanges),
     PostExport(staging::PostExport),
     RollbackExport(staging::RollbackExport),
     StageBatch(staging::StageBatch),
@@ -482,7 +483,7 @@ mod tests {
             std::sync::LazyLock::new(|| vec!["clerk".into(), APPROVER_ROLE.into()]);
         let body = |c: Endpoint| -> &'static [u8] {
             match c {
-                Endpoint::RejectExport | Endpoint::RollbackExport => {
+                Endpoint::RejectExport | Endpoint::RollbackExport | Endpoint::RequestChanges => {
                     br#"{"reason":"wrong period"}"#
                 }
                 _ => b"{}",
@@ -492,6 +493,7 @@ mod tests {
         let cases = [
             (Endpoint::ApproveExport, [false, false, false, true]),
             (Endpoint::RejectExport, [false, false, false, true]),
+            (Endpoint::RequestChanges, [false, false, false, true]),
             (Endpoint::PostExport, [false, false, true, true]),
             (Endpoint::RollbackExport, [false, false, false, true]),
             (Endpoint::ReviewExport, [true, true, true, true]),

@@ -9,8 +9,9 @@ use crate::routes::staging::{self, BatchItem};
 use crate::routes::HandlerResult;
 use crate::staging::data::validate_export_data;
 use crate::staging::requests::{
-    parse_approve_request, parse_post_request, parse_reject_request, parse_review_request,
-    parse_rollback_request, parse_stage_request, ApproveRequest, PostRequest, StageRequest,
+    parse_approve_request, parse_post_request, parse_reject_request, parse_request_changes_request,
+    parse_review_request, parse_rollback_request, parse_stage_request, ApproveRequest, PostRequest,
+    StageRequest,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -136,6 +137,32 @@ impl KeyedCommand for RejectExport {
 
     async fn apply(&self, db: &D1Database, _: &Config, env: &Envelope, now: i64) -> HandlerResult {
         staging::reject(db, env, path_param(env), &self.reason, now).await
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestChanges {
+    pub reason: String,
+}
+
+impl KeyedCommand for RequestChanges {
+    const TEMPLATE: &'static str = "PUT /v1/staging/exports/{id}/request-changes";
+    const ROLES: &'static [&'static str] = &[APPROVER_ROLE];
+    const DOC: KeyedDoc = KeyedDoc::new(
+        "requestChanges",
+        "Send an export back to its preparer, with what to change (approver role)",
+        "staging",
+        "RequestChanges",
+        Some((200, "Export")),
+    );
+
+    fn parse(input: Input<'_>) -> Result<Parsed<Self>, ApiError> {
+        let reason = parse_request_changes_request(input.body, input.ctx.subject)?;
+        Parsed::under_header(RequestChanges { reason }, input.header)
+    }
+
+    async fn apply(&self, db: &D1Database, _: &Config, env: &Envelope, now: i64) -> HandlerResult {
+        staging::request_changes(db, env, path_param(env), &self.reason, now).await
     }
 }
 

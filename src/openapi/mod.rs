@@ -97,7 +97,7 @@ fn add_links(paths: &mut Map<String, Value>) {
 }
 
 /// The request bodies: closed objects, as their parsers reject unknown fields.
-const REQUEST_SCHEMAS: [&str; 12] = [
+const REQUEST_SCHEMAS: [&str; 13] = [
     "UploadDocument",
     "CreateDataset",
     "CreateJob",
@@ -109,6 +109,7 @@ const REQUEST_SCHEMAS: [&str; 12] = [
     "Review",
     "Approve",
     "Reject",
+    "RequestChanges",
     "Rollback",
 ];
 
@@ -139,6 +140,7 @@ fn components() -> utoipa::openapi::Components {
     add::<Review>(&mut s);
     add::<Approve>(&mut s);
     add::<Reject>(&mut s);
+    add::<RequestChanges>(&mut s);
     add::<Rollback>(&mut s);
     add::<Post>(&mut s);
     add::<Export>(&mut s);

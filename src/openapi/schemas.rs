@@ -315,6 +315,15 @@ pub struct Reject {
     rejected_by: Option<String>,
 }
 
+/// `PUT …/request-changes`: what the preparer should change is required.
+#[derive(ToSchema)]
+pub struct RequestChanges {
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
+    reason: String,
+    /// The token's subject, if given.
+    requested_by: Option<String>,
+}
+
 /// `POST …/rollback`: the reason is required.
 #[derive(ToSchema)]
 pub struct Rollback {
@@ -339,8 +348,8 @@ pub struct Post {
 #[derive(ToSchema)]
 pub struct Export {
     id: String,
-    /// `prepared`, `reviewed`, `approved`, `rejected`, `posted`, `failed`,
-    /// `rolled_back`, `expired`.
+    /// `prepared`, `under_review`, `awaiting_second_approval`, `approved`,
+    /// `posted`, `rolled_back`, `rejected` or `failed`.
     status: String,
     invoice_id: String,
     export_format: String,

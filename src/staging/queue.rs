@@ -5,9 +5,14 @@
 use super::workflow::ExportState;
 use serde_json::{json, Map, Value};
 
-/// The states awaiting a decision (`prepared` and `under_review`): the
-/// approvers' queue, and what the approval-timeout sweep expires.
-pub const AWAITING: [ExportState; 2] = [ExportState::Prepared, ExportState::UnderReview];
+/// The states awaiting a decision (`prepared`, `under_review` and
+/// `awaiting_second_approval`): the approvers' queue, and what the
+/// approval-timeout sweep expires.
+pub const AWAITING: [ExportState; 3] = [
+    ExportState::Prepared,
+    ExportState::UnderReview,
+    ExportState::AwaitingSecondApproval,
+];
 
 /// A list's `status=` filter: one state or several, comma-separated
 /// (`prepared,under_review`). An empty or unknown name is refused, naming the
@@ -98,11 +103,14 @@ mod tests {
         ] {
             let e = parse_status_filter(bad).unwrap_err();
             assert!(
-                e.contains("is not one of prepared, under_review"),
+                e.contains("is not one of prepared, under_review, awaiting_second_approval"),
                 "{bad:?}: {e}"
             );
         }
-        assert_eq!(status_list(&AWAITING), ",prepared,under_review,");
+        assert_eq!(
+            status_list(&AWAITING),
+            ",prepared,under_review,awaiting_second_approval,"
+        );
         // No state's name is inside another's, so `instr` finds exactly the listed ones.
         for a in ExportState::ALL {
             for b in ExportState::ALL {

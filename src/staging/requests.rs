@@ -12,10 +12,12 @@
 //!   "approved_by": "…"}`, all optional
 //! - `PUT …/reject` → [`parse_reject_request`]: `{"reason": "…", "rejected_by": "…"}`
 //! - `POST …/rollback` → [`parse_rollback_request`]: `{"reason": "…", "rolled_back_by": "…"}`
+//! - `PUT …/request-changes` → [`parse_request_changes_request`]: `{"reason": "…",
+//!   "requested_by": "…"}`
 //! - `POST …/post` → [`parse_post_request`]: `{"external_reference": "…",
 //!   "export_filename": "…", "posted_by": "…"}`, all optional, or empty
 //!
-//! **Identity fields** (`prepared_by`, `reviewed_by`, `approved_by`, `rejected_by`,
+//! **Identity fields** (`prepared_by`, `reviewed_by`, `approved_by`, `rejected_by`, `requested_by`,
 //! `posted_by`, `rolled_back_by`) are accepted because AP Intake's API sends them,
 //! but who acts is always the token's subject: every parser takes the `caller`
 //! (that subject), and a body naming anyone else is
@@ -295,6 +297,13 @@ pub fn parse_reject_request(body: &[u8], caller: &str) -> Result<String, Request
 /// `rolled_back_by` may name the caller.
 pub fn parse_rollback_request(body: &[u8], caller: &str) -> Result<String, RequestError> {
     parse_reason_request(body, "rolled_back_by", caller)
+}
+
+/// Parses a `PUT …/request-changes` body: `{"reason": "…"}`, `reason`
+/// required (what the preparer should change); `requested_by` may name the
+/// caller.
+pub fn parse_request_changes_request(body: &[u8], caller: &str) -> Result<String, RequestError> {
+    parse_reason_request(body, "requested_by", caller)
 }
 
 /// A `{"reason": "…"}` body whose identity field is `identity`. `reason` is

@@ -4,18 +4,25 @@
 //!      ┌──────────────────── approve ──────────────────┐
 //!      │                                                ▼
 //!   prepared ─review─► under_review ─approve─► approved ─post─► posted ─rollback─► rolled_back
-//!      │                    │                     │               ▲
-//!      └─ reject | expire ──┴─► rejected     post_failed          │ post (retry)
-//!                                                 ▼               │
-//!                                               failed ───────────┘
-//!                                                ▲  │ post_failed (a retry failed again)
-//!                                                └──┘
+//!    ▲ │  ▲                │  │                 ▲  │               ▲
+//!    │ │  └ request_changes┘  │ first_approval  │  post_failed     │ post (retry)
+//!    │ │                      ▼ (from prepared  │  ▼               │
+//!    │ │        awaiting_second_approval ─approve┘ failed ─────────┘
+//!    │ │             │  │  (too)                 ▲  │ post_failed (a retry failed again)
+//!    │ └─ reject | expire ─► rejected ◄─ reject | expire (from any state awaiting a decision)
+//!    └──── request_changes ─┘                   └──┘
 //! ```
 //!
 //! Review is optional (`docs/staging.md`, as AP Intake's own workflow does): an export
 //! may be approved or rejected straight from `prepared`. The audit row of the
 //! approval records the state it came from, so the trail shows whether a review
 //! happened.
+//!
+//! With `STAGING_SECOND_APPROVAL=amount_changes`, an approval whose corrections
+//! change an amount ([`changes_an_amount`]) is a `first_approval`: the export
+//! waits in `awaiting_second_approval` until another approver approves it (or
+//! rejects it, or requests changes). `request_changes` sends an export under
+//! review, or awaiting its second approval, back to `prepared`: to its preparer.
 //!
 //! Invariants:
 //! - every state change is one legal edge of [`transition`]; anything else is a
@@ -47,6 +54,9 @@ pub enum ExportState {
     Prepared,
     /// A reviewer has looked at it; waiting for an approval.
     UnderReview,
+    /// Approved with corrections that change an amount, waiting for a second
+    /// approver (with `STAGING_SECOND_APPROVAL=amount_changes`).
+    AwaitingSecondApproval,
     /// Approved (possibly with corrected data); ready to post.
     Approved,
     /// Delivered to the destination system.
@@ -61,9 +71,10 @@ pub enum ExportState {
 
 impl ExportState {
     /// Every state, in lifecycle order.
-    pub const ALL: [ExportState; 7] = [
+    pub const ALL: [ExportState; 8] = [
         Self::Prepared,
         Self::UnderReview,
+        Self::AwaitingSecondApproval,
         Self::Approved,
         Self::Posted,
         Self::RolledBack,
@@ -71,12 +82,14 @@ impl ExportState {
         Self::Failed,
     ];
 
-    /// The stored and wire name: `prepared`, `under_review`, `approved`, `posted`,
-    /// `rolled_back`, `rejected` or `failed`.
+    /// The stored and wire name: `prepared`, `under_review`,
+    /// `awaiting_second_approval`, `approved`, `posted`, `rolled_back`,
+    /// `rejected` or `failed`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Prepared => "prepared",
             Self::UnderReview => "under_review",
+            Self::AwaitingSecondApproval => "awaiting_second_approval",
             Self::Approved => "approved",
             Self::Posted => "posted",
             Self::RolledBack => "rolled_back",
@@ -117,8 +130,14 @@ impl PartialEq<&str> for ExportState {
 pub enum ExportEvent {
     /// A reviewer looked at it (`PUT …/review`).
     Review,
-    /// A reviewer approved it (`PUT …/approve`).
+    /// A reviewer approved it (`PUT …/approve`); of an export awaiting its
+    /// second approval, the second approval.
     Approve,
+    /// An approval whose corrections change an amount, with the second
+    /// approval required (`PUT …/approve`): the first of two.
+    FirstApproval,
+    /// An approver sent it back to its preparer (`PUT …/request-changes`).
+    RequestChanges,
     /// A reviewer rejected it (`PUT …/reject`).
     Reject,
     /// The scheduled sweep found it unapproved past the approval timeout.
@@ -133,9 +152,11 @@ pub enum ExportEvent {
 
 impl ExportEvent {
     /// Every event.
-    pub const ALL: [ExportEvent; 7] = [
+    pub const ALL: [ExportEvent; 9] = [
         Self::Review,
         Self::Approve,
+        Self::FirstApproval,
+        Self::RequestChanges,
         Self::Reject,
         Self::Expire,
         Self::PostSucceeded,
@@ -144,11 +165,14 @@ impl ExportEvent {
     ];
 
     /// The event's name, as written to `staging_audit.event`: `review`, `approve`,
-    /// `reject`, `expire`, `post`, `post_failed` or `rollback`.
+    /// `first_approval`, `request_changes`, `reject`, `expire`, `post`,
+    /// `post_failed` or `rollback`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Review => "review",
             Self::Approve => "approve",
+            Self::FirstApproval => "first_approval",
+            Self::RequestChanges => "request_changes",
             Self::Reject => "reject",
             Self::Expire => "expire",
             Self::PostSucceeded => "post",
@@ -161,7 +185,8 @@ impl ExportEvent {
     fn verb(self) -> &'static str {
         match self {
             Self::Review => "review",
-            Self::Approve => "approve",
+            Self::Approve | Self::FirstApproval => "approve",
+            Self::RequestChanges => "request changes to",
             Self::Reject => "reject",
             Self::Expire => "expire",
             Self::PostSucceeded => "post",
@@ -236,8 +261,11 @@ impl std::error::Error for TransitionError {}
 /// Legal edges, and only these:
 /// - prepared → under_review (review);
 /// - prepared | under_review → approved (approve) — the review is optional;
-/// - prepared | under_review → rejected (reject, or expire: the sweep's approval
-///   timeout ends the same way as a rejection);
+/// - prepared | under_review → awaiting_second_approval (first_approval), and
+///   awaiting_second_approval → approved (approve: the second approval);
+/// - under_review | awaiting_second_approval → prepared (request_changes);
+/// - prepared | under_review | awaiting_second_approval → rejected (reject, or
+///   expire: the sweep's approval timeout ends the same way as a rejection);
 /// - approved → posted (post) and approved → failed (post_failed), whatever the
 ///   attempts (an approved export has never failed);
 /// - failed → posted (post) and failed → failed (post_failed), only while
@@ -257,8 +285,12 @@ pub fn transition(
     use ExportState as S;
     match (from, event) {
         (S::Prepared, E::Review) => Ok(S::UnderReview),
-        (S::Prepared | S::UnderReview, E::Approve) => Ok(S::Approved),
-        (S::Prepared | S::UnderReview, E::Reject | E::Expire) => Ok(S::Rejected),
+        (S::Prepared | S::UnderReview | S::AwaitingSecondApproval, E::Approve) => Ok(S::Approved),
+        (S::Prepared | S::UnderReview, E::FirstApproval) => Ok(S::AwaitingSecondApproval),
+        (S::UnderReview | S::AwaitingSecondApproval, E::RequestChanges) => Ok(S::Prepared),
+        (S::Prepared | S::UnderReview | S::AwaitingSecondApproval, E::Reject | E::Expire) => {
+            Ok(S::Rejected)
+        }
         (S::Approved, E::PostSucceeded) => Ok(S::Posted),
         (S::Approved, E::PostFailed) => Ok(S::Failed),
         (S::Failed, E::PostSucceeded | E::PostFailed) => {
@@ -320,12 +352,42 @@ pub fn segregation_refuses(
         return None;
     }
     match event {
-        ExportEvent::Approve => Some("the approver must not be the preparer of the export"),
+        ExportEvent::Approve | ExportEvent::FirstApproval => {
+            Some("the approver must not be the preparer of the export")
+        }
         ExportEvent::PostSucceeded | ExportEvent::PostFailed => {
             Some("the poster must not be the preparer of the export")
         }
         _ => None,
     }
+}
+
+/// Segregation of duties for the second approval: the rule that keeps `actor`
+/// from confirming a first approval `first_approver` made, if one does.
+pub fn second_approval_refuses(first_approver: &str, actor: &str) -> Option<&'static str> {
+    (first_approver == actor)
+        .then_some("the second approver must not be the approver who made the first approval")
+}
+
+/// Whether corrections change an amount: any change but to the vendor, the
+/// invoice number, the date or a line's description — a total, a currency, a
+/// line's quantity, unit price or amount, a line added or removed. A value
+/// rewritten to the same amount (`"30.0"` for `"30.00"`, `30` for `"30"`) is no
+/// change of amount.
+pub fn changes_an_amount(changes: &[crate::staging::diff::Change]) -> bool {
+    const WORDS: [&str; 3] = ["$.vendor_name", "$.invoice_number", "$.invoice_date"];
+    changes.iter().any(|c| {
+        let words = WORDS.contains(&c.path.as_str())
+            || (c.path.starts_with("$.line_items[") && c.path.ends_with("].description"));
+        let same_amount = match (&c.before, &c.after) {
+            (Some(b), Some(a)) => {
+                let money = crate::staging::data::parse_money;
+                matches!((money(b), money(a)), (Some(x), Some(y)) if x == y)
+            }
+            _ => false,
+        };
+        !words && !same_amount
+    })
 }
 
 #[cfg(test)]
@@ -357,7 +419,7 @@ mod tests {
 
     /// Every state × every event, with attempts both below and at the maximum.
     /// Only the `failed` rows differ between the two columns.
-    const TABLE: [(ExportState, ExportEvent, Outcome, Outcome); 49] = [
+    const TABLE: [(ExportState, ExportEvent, Outcome, Outcome); 72] = [
         // (from, event, with attempts LEFT, with attempts USED)
         (
             S::Prepared,
@@ -366,6 +428,13 @@ mod tests {
             To(S::UnderReview),
         ),
         (S::Prepared, E::Approve, To(S::Approved), To(S::Approved)),
+        (
+            S::Prepared,
+            E::FirstApproval,
+            To(S::AwaitingSecondApproval),
+            To(S::AwaitingSecondApproval),
+        ),
+        (S::Prepared, E::RequestChanges, NotAllowed, NotAllowed),
         (S::Prepared, E::Reject, To(S::Rejected), To(S::Rejected)),
         (S::Prepared, E::Expire, To(S::Rejected), To(S::Rejected)),
         (S::Prepared, E::PostSucceeded, NotAllowed, NotAllowed),
@@ -373,13 +442,76 @@ mod tests {
         (S::Prepared, E::Rollback, NotAllowed, NotAllowed),
         (S::UnderReview, E::Review, NotAllowed, NotAllowed),
         (S::UnderReview, E::Approve, To(S::Approved), To(S::Approved)),
+        (
+            S::UnderReview,
+            E::FirstApproval,
+            To(S::AwaitingSecondApproval),
+            To(S::AwaitingSecondApproval),
+        ),
+        (
+            S::UnderReview,
+            E::RequestChanges,
+            To(S::Prepared),
+            To(S::Prepared),
+        ),
         (S::UnderReview, E::Reject, To(S::Rejected), To(S::Rejected)),
         (S::UnderReview, E::Expire, To(S::Rejected), To(S::Rejected)),
         (S::UnderReview, E::PostSucceeded, NotAllowed, NotAllowed),
         (S::UnderReview, E::PostFailed, NotAllowed, NotAllowed),
         (S::UnderReview, E::Rollback, NotAllowed, NotAllowed),
+        (S::AwaitingSecondApproval, E::Review, NotAllowed, NotAllowed),
+        (
+            S::AwaitingSecondApproval,
+            E::Approve,
+            To(S::Approved),
+            To(S::Approved),
+        ),
+        (
+            S::AwaitingSecondApproval,
+            E::FirstApproval,
+            NotAllowed,
+            NotAllowed,
+        ),
+        (
+            S::AwaitingSecondApproval,
+            E::RequestChanges,
+            To(S::Prepared),
+            To(S::Prepared),
+        ),
+        (
+            S::AwaitingSecondApproval,
+            E::Reject,
+            To(S::Rejected),
+            To(S::Rejected),
+        ),
+        (
+            S::AwaitingSecondApproval,
+            E::Expire,
+            To(S::Rejected),
+            To(S::Rejected),
+        ),
+        (
+            S::AwaitingSecondApproval,
+            E::PostSucceeded,
+            NotAllowed,
+            NotAllowed,
+        ),
+        (
+            S::AwaitingSecondApproval,
+            E::PostFailed,
+            NotAllowed,
+            NotAllowed,
+        ),
+        (
+            S::AwaitingSecondApproval,
+            E::Rollback,
+            NotAllowed,
+            NotAllowed,
+        ),
         (S::Approved, E::Review, NotAllowed, NotAllowed),
         (S::Approved, E::Approve, NotAllowed, NotAllowed),
+        (S::Approved, E::FirstApproval, NotAllowed, NotAllowed),
+        (S::Approved, E::RequestChanges, NotAllowed, NotAllowed),
         (S::Approved, E::Reject, NotAllowed, NotAllowed),
         (S::Approved, E::Expire, NotAllowed, NotAllowed),
         (S::Approved, E::PostSucceeded, To(S::Posted), To(S::Posted)),
@@ -387,6 +519,8 @@ mod tests {
         (S::Approved, E::Rollback, NotAllowed, NotAllowed),
         (S::Posted, E::Review, NotAllowed, NotAllowed),
         (S::Posted, E::Approve, NotAllowed, NotAllowed),
+        (S::Posted, E::FirstApproval, NotAllowed, NotAllowed),
+        (S::Posted, E::RequestChanges, NotAllowed, NotAllowed),
         (S::Posted, E::Reject, NotAllowed, NotAllowed),
         (S::Posted, E::Expire, NotAllowed, NotAllowed),
         (S::Posted, E::PostSucceeded, NotAllowed, NotAllowed),
@@ -394,6 +528,8 @@ mod tests {
         (S::Posted, E::Rollback, To(S::RolledBack), To(S::RolledBack)),
         (S::RolledBack, E::Review, NotAllowed, NotAllowed),
         (S::RolledBack, E::Approve, NotAllowed, NotAllowed),
+        (S::RolledBack, E::FirstApproval, NotAllowed, NotAllowed),
+        (S::RolledBack, E::RequestChanges, NotAllowed, NotAllowed),
         (S::RolledBack, E::Reject, NotAllowed, NotAllowed),
         (S::RolledBack, E::Expire, NotAllowed, NotAllowed),
         (S::RolledBack, E::PostSucceeded, NotAllowed, NotAllowed),
@@ -401,6 +537,8 @@ mod tests {
         (S::RolledBack, E::Rollback, NotAllowed, NotAllowed),
         (S::Rejected, E::Review, NotAllowed, NotAllowed),
         (S::Rejected, E::Approve, NotAllowed, NotAllowed),
+        (S::Rejected, E::FirstApproval, NotAllowed, NotAllowed),
+        (S::Rejected, E::RequestChanges, NotAllowed, NotAllowed),
         (S::Rejected, E::Reject, NotAllowed, NotAllowed),
         (S::Rejected, E::Expire, NotAllowed, NotAllowed),
         (S::Rejected, E::PostSucceeded, NotAllowed, NotAllowed),
@@ -408,6 +546,8 @@ mod tests {
         (S::Rejected, E::Rollback, NotAllowed, NotAllowed),
         (S::Failed, E::Review, NotAllowed, NotAllowed),
         (S::Failed, E::Approve, NotAllowed, NotAllowed),
+        (S::Failed, E::FirstApproval, NotAllowed, NotAllowed),
+        (S::Failed, E::RequestChanges, NotAllowed, NotAllowed),
         (S::Failed, E::Reject, NotAllowed, NotAllowed),
         (S::Failed, E::Expire, NotAllowed, NotAllowed),
         (S::Failed, E::PostSucceeded, To(S::Posted), Exhausted),
@@ -649,6 +789,7 @@ mod tests {
         let names = [
             "prepared",
             "under_review",
+            "awaiting_second_approval",
             "approved",
             "posted",
             "rolled_back",
@@ -678,6 +819,8 @@ mod tests {
         let names = [
             "review",
             "approve",
+            "first_approval",
+            "request_changes",
             "reject",
             "expire",
             "post",
@@ -699,7 +842,115 @@ mod tests {
             .into_iter()
             .filter(|e| segregation_refuses(*e, "clara", "clara").is_some())
             .collect();
-        assert_eq!(refused, [E::Approve, E::PostSucceeded, E::PostFailed]);
+        assert_eq!(
+            refused,
+            [
+                E::Approve,
+                E::FirstApproval,
+                E::PostSucceeded,
+                E::PostFailed
+            ]
+        );
+    }
+
+    #[test]
+    fn the_second_approval_is_someone_elses() {
+        assert_eq!(second_approval_refuses("bob", "dana"), None);
+        assert_eq!(
+            second_approval_refuses("bob", "bob"),
+            Some("the second approver must not be the approver who made the first approval")
+        );
+    }
+
+    #[test]
+    fn requested_changes_go_back_to_the_preparer_from_review_or_a_pending_second_approval() {
+        for from in [S::UnderReview, S::AwaitingSecondApproval] {
+            assert_eq!(transition(from, E::RequestChanges, LEFT), Ok(S::Prepared));
+        }
+        // Already with the preparer, or decided: nothing to send back.
+        for from in [S::Prepared, S::Approved, S::Posted, S::Rejected] {
+            assert!(transition(from, E::RequestChanges, LEFT).is_err(), "{from}");
+        }
+        assert_eq!(
+            transition(S::Approved, E::RequestChanges, LEFT)
+                .unwrap_err()
+                .to_string(),
+            "cannot request changes to an export in state 'approved'"
+        );
+    }
+
+    #[test]
+    fn nothing_reaches_approved_from_a_first_approval_but_a_second_approval() {
+        assert_eq!(
+            transition(S::UnderReview, E::FirstApproval, LEFT),
+            Ok(S::AwaitingSecondApproval)
+        );
+        for event in ExportEvent::ALL {
+            let to = transition(S::AwaitingSecondApproval, event, LEFT);
+            match event {
+                E::Approve => assert_eq!(to, Ok(S::Approved)),
+                E::RequestChanges => assert_eq!(to, Ok(S::Prepared)),
+                E::Reject | E::Expire => assert_eq!(to, Ok(S::Rejected)),
+                _ => assert!(to.is_err(), "{event}"),
+            }
+        }
+    }
+
+    fn changes(before: serde_json::Value, after: serde_json::Value) -> bool {
+        changes_an_amount(&crate::staging::diff::diff(&before, &after))
+    }
+
+    #[test]
+    fn an_amount_change_is_any_change_but_to_words() {
+        use serde_json::json;
+        let invoice = json!({
+            "vendor_name": "Acme", "invoice_number": "INV-1", "invoice_date": "2026-10-31",
+            "currency": "EUR", "total_amount": "30.00",
+            "line_items": [{"description": "Widget", "quantity": 3, "unit_price": "10.00", "amount": "30.00"}]
+        });
+        let with = |pointer: &str, v: serde_json::Value| {
+            let mut d = invoice.clone();
+            *d.pointer_mut(pointer).unwrap() = v;
+            d
+        };
+        assert!(!changes(invoice.clone(), invoice.clone()));
+        for (pointer, v) in [
+            ("/vendor_name", json!("Acme Supplies")),
+            ("/invoice_number", json!("INV-2")),
+            ("/invoice_date", json!("2026-11-01")),
+            ("/line_items/0/description", json!("Widgets")),
+            // The same amounts, written otherwise.
+            ("/total_amount", json!("30.0")),
+            ("/total_amount", json!(30)),
+            ("/line_items/0/quantity", json!("3")),
+        ] {
+            assert!(
+                !changes(invoice.clone(), with(pointer, v.clone())),
+                "{pointer} {v}"
+            );
+        }
+        for (pointer, v) in [
+            ("/total_amount", json!("31.00")),
+            ("/currency", json!("USD")),
+            ("/line_items/0/quantity", json!(4)),
+            ("/line_items/0/unit_price", json!("9.99")),
+            ("/line_items/0/amount", json!("29.97")),
+            ("/total_amount", json!(null)),
+        ] {
+            assert!(
+                changes(invoice.clone(), with(pointer, v.clone())),
+                "{pointer} {v}"
+            );
+        }
+        let mut more = invoice.clone();
+        more["line_items"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"description": "Free", "quantity": 1, "unit_price": "0", "amount": "0"}));
+        assert!(changes(invoice.clone(), more), "a line added");
+        let mut removed = invoice.clone();
+        removed.as_object_mut().unwrap().remove("total_amount");
+        assert!(changes(invoice, removed), "the total removed");
     }
 }
 

@@ -1,5 +1,7 @@
-//! The review step: review (`PUT …/review`), approve (`PUT …/approve`) and reject
-//! (`PUT …/reject`). The approver role is checked by the Worker.
+//! The review step: review (`PUT …/review`), approve (`PUT …/approve`: a first
+//! and a second approval when an amount changes and the setting asks for two),
+//! request changes (`PUT …/request-changes`) and reject (`PUT …/reject`). The
+//! approver role is checked by the Worker.
 
 use super::rows::{findings, ExportRow};
 use super::{commit_transition, conflict, existing_export, HandlerResult};
@@ -9,7 +11,10 @@ use crate::problem::ApiError;
 use crate::staging::data::validate_export_data;
 use crate::staging::diff::diff;
 use crate::staging::requests::ApproveRequest;
-use crate::staging::workflow::{segregation_refuses, transition, ExportEvent};
+use crate::staging::workflow::{
+    changes_an_amount, second_approval_refuses, segregation_refuses, transition, ExportEvent,
+    ExportState,
+};
 use serde_json::{json, Value};
 use worker::D1Database;
 
@@ -84,6 +89,87 @@ pub async fn reject(
     .await
 }
 
+/// `PUT …/request-changes`: the export goes back to its preparer (`prepared`),
+/// with who asked, why and when. A pending first approval is withdrawn: its
+/// data, approver and findings leave the export (the audit trail keeps them),
+/// and the export shows the staged data's findings again.
+pub async fn request_changes(
+    db: &D1Database,
+    env: &Envelope,
+    id: &str,
+    reason: &str,
+    now: i64,
+) -> HandlerResult {
+    let reason = reason.to_owned();
+    let actor = env.caller_sub.clone();
+    simple_transition(
+        db,
+        env,
+        id,
+        ExportEvent::RequestChanges,
+        json!({"reason": reason}),
+        now,
+        |r| {
+            r.changes_requested_by = Some(actor);
+            r.changes_requested_reason = Some(reason.clone());
+            r.changes_requested_at = Some(now as f64);
+            // Submitted again, it is reviewed again.
+            r.reviewed_by = None;
+            r.review_comments = None;
+            r.approved_data = None;
+            r.approved_by = None;
+            r.approved_at = None;
+            r.change_reason = None;
+            r.approval_comments = None;
+            r.diff = None;
+            r.validation_errors = r.staged_validation_errors.clone();
+            r.validation_warnings = r.staged_validation_warnings.clone();
+            r.quality_score = r.staged_quality_score;
+        },
+    )
+    .await
+}
+
+/// The second approval of an export awaiting it: by another approver than
+/// the first (and not the preparer), of the data as first approved.
+async fn second_approval(
+    db: &D1Database,
+    env: &Envelope,
+    before: super::rows::ExportRow,
+    req: &ApproveRequest,
+    now: i64,
+) -> HandlerResult {
+    let from = before.status;
+    let to =
+        transition(from, ExportEvent::Approve, before.attempts()).map_err(|e| conflict(from, e))?;
+    let first = before.approved_by.clone().unwrap_or_default();
+    if let Some(rule) = second_approval_refuses(&first, &env.caller_sub) {
+        return Err(ApiError::Forbidden(format!("segregation of duties: {rule}")).into());
+    }
+    let pending: Option<Value> = match &before.approved_data {
+        Some(text) => Some(serde_json::from_str(text).map_err(worker::Error::from)?),
+        None => None,
+    };
+    if req.approved_data.is_some() && req.approved_data != pending {
+        return Err(ApiError::Unprocessable {
+            slug: "second-approval-changes-data",
+            detail: "a second approval confirms the data as first approved; to change it, \
+                     request changes or reject"
+                .into(),
+        }
+        .into());
+    }
+    let mut after = before.clone();
+    after.status = to;
+    after.version += 1.0;
+    after.updated_at = now as f64;
+    after.second_approved_by = Some(env.caller_sub.clone());
+    after.second_approved_at = Some(now as f64);
+    let detail = json!({"second_approval": true, "first_approved_by": first,
+        "comments": req.approval_comments});
+    commit_transition(db, env, &before, &after, "approve", detail, now)
+}
+
 /// `PUT …/approve`. Refused when the approver prepared the export (segregation
 /// of duties), when the data changes without a `change_reason`, or when the
 /// approved data scores below the threshold.
@@ -97,12 +183,15 @@ pub async fn approve(
 ) -> HandlerResult {
     let before = existing_export(db, &env.scope, id).await?;
     let from = before.status;
-    let to =
-        transition(from, ExportEvent::Approve, before.attempts()).map_err(|e| conflict(from, e))?;
     if let Some(rule) =
         segregation_refuses(ExportEvent::Approve, &before.prepared_by, &env.caller_sub)
     {
+        // The state is checked first: a decided export is a conflict for anyone.
+        transition(from, ExportEvent::Approve, before.attempts()).map_err(|e| conflict(from, e))?;
         return Err(ApiError::Forbidden(format!("segregation of duties: {rule}")).into());
+    }
+    if from == ExportState::AwaitingSecondApproval {
+        return second_approval(db, env, before, req, now).await;
     }
     // Stored data that does not parse is an internal error.
     let prepared: Value =
@@ -112,6 +201,14 @@ pub async fn approve(
         .clone()
         .unwrap_or_else(|| prepared.clone());
     let changes = diff(&prepared, &approved);
+    // With the setting on, corrections that change an amount wait for a
+    // second approver.
+    let event = if cfg.staging_second_approval && changes_an_amount(&changes) {
+        ExportEvent::FirstApproval
+    } else {
+        ExportEvent::Approve
+    };
+    let to = transition(from, event, before.attempts()).map_err(|e| conflict(from, e))?;
     if !changes.is_empty() && req.change_reason.is_none() {
         return Err(ApiError::Unprocessable {
             slug: "change-reason-required",
@@ -159,5 +256,5 @@ pub async fn approve(
     after.validation_warnings = warnings;
     after.quality_score = validation.quality_score as f64;
     let detail = json!({"change_reason": req.change_reason, "comments": req.approval_comments, "changes": changes.len()});
-    commit_transition(db, env, &before, &after, "approve", detail, now)
+    commit_transition(db, env, &before, &after, event.as_str(), detail, now)
 }

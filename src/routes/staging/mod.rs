@@ -18,7 +18,7 @@ mod stage;
 mod sweep;
 mod writes;
 
-pub use approval::{approve, reject, review};
+pub use approval::{approve, reject, request_changes, review};
 pub use delivery::{delivery_key, post, rollback};
 pub use reads::{get, get_audit, get_batch, get_diff, get_file, list};
 pub use stage::{parse_batch, stage, stage_batch, BatchItem};

@@ -109,6 +109,14 @@ export_columns! {
     staged_validation_errors: String, Insert, json;
     staged_validation_warnings: String, Insert, json;
     staged_quality_score: f64, Insert, int;
+    // The last request for changes (who, why, when): the export went back to
+    // its preparer.
+    changes_requested_by: Option<String>, Update, plain;
+    changes_requested_reason: Option<String>, Update, plain;
+    changes_requested_at: Option<f64>, Update, int;
+    // The second approval of a first approval that changed an amount.
+    second_approved_by: Option<String>, Update, plain;
+    second_approved_at: Option<f64>, Update, int;
 }
 
 /// The columns a statement writes: a staged export's INSERT (`Insert`, `Both`)
@@ -280,6 +288,11 @@ pub(super) fn new_export(
         staged_validation_errors: errors.clone(),
         staged_validation_warnings: warnings.clone(),
         staged_quality_score: v.quality_score as f64,
+        changes_requested_by: None,
+        changes_requested_reason: None,
+        changes_requested_at: None,
+        second_approved_by: None,
+        second_approved_at: None,
         validation_errors: errors,
         validation_warnings: warnings,
         quality_score: v.quality_score as f64,
@@ -459,8 +472,8 @@ mod tests {
         assert_eq!(written_by(true).count(), 21);
     }
 
-    /// The public view of a bare and of a fully set row, byte for byte as before
-    /// the columns were declared in one list (audit snapshots store this text).
+    /// The public view of a bare and of a fully set row, byte for byte (audit
+    /// snapshots store this text).
     #[test]
     fn the_public_view_is_unchanged() {
         let body = json!({"invoice_id": "inv-1", "export_format": "json",
@@ -474,7 +487,7 @@ mod tests {
             row.to_json().to_string(),
             format!(
                 "{}{findings}",
-                r#"{"approval_comments":null,"approved_at":null,"approved_by":null,"approved_data":null,"batch_id":"batch_1","caller_reference":null,"change_reason":null,"created_at":1700000000000,"destination_system":"netsuite","export_format":"json","external_reference":null,"file":null,"id":"exp_1","invoice_id":"inv-1","last_error":null,"max_retries":3,"original_data":{"total_amount":"1.00","vendor_name":"V"},"posted_at":null,"posted_by":null,"prepared_by":"alice","prepared_data":{"total_amount":"1.00","vendor_name":"V"},"quality_score":0,"rejected_by":null,"rejection_reason":null,"retries":0,"review_comments":null,"reviewed_by":null,"rollback_reason":null,"rolled_back_at":null,"rolled_back_by":null,"staged_quality_score":0,"staged_validation_errors":[{"code":"required","field":"invoice_number","message":"invoice_number is required"},{"code":"required","field":"invoice_date","message":"invoice_date is required"},{"code":"required","field":"currency","message":"currency is required"},{"code":"required","field":"line_items","message":"line_items is required"}],"staged_validation_warnings":[],"status":"prepared","updated_at":1700000000000,"#
+                r#"{"approval_comments":null,"approved_at":null,"approved_by":null,"approved_data":null,"batch_id":"batch_1","caller_reference":null,"change_reason":null,"changes_requested_at":null,"changes_requested_by":null,"changes_requested_reason":null,"created_at":1700000000000,"destination_system":"netsuite","export_format":"json","external_reference":null,"file":null,"id":"exp_1","invoice_id":"inv-1","last_error":null,"max_retries":3,"original_data":{"total_amount":"1.00","vendor_name":"V"},"posted_at":null,"posted_by":null,"prepared_by":"alice","prepared_data":{"total_amount":"1.00","vendor_name":"V"},"quality_score":0,"rejected_by":null,"rejection_reason":null,"retries":0,"review_comments":null,"reviewed_by":null,"rollback_reason":null,"rolled_back_at":null,"rolled_back_by":null,"second_approved_at":null,"second_approved_by":null,"staged_quality_score":0,"staged_validation_errors":[{"code":"required","field":"invoice_number","message":"invoice_number is required"},{"code":"required","field":"invoice_date","message":"invoice_date is required"},{"code":"required","field":"currency","message":"currency is required"},{"code":"required","field":"line_items","message":"line_items is required"}],"staged_validation_warnings":[],"status":"prepared","updated_at":1700000000000,"#
             )
         );
         row.approved_data = Some("{\"a\":1}".into());
@@ -500,7 +513,12 @@ mod tests {
         row.rollback_reason = Some("rr".into());
         row.rolled_back_by = Some("rb".into());
         row.rolled_back_at = Some(3.0);
-        let full = r#"{"approval_comments":"ac","approved_at":1,"approved_by":"b","approved_data":{"a":1},"batch_id":"batch_1","caller_reference":"cref","change_reason":"cr","created_at":1700000000000,"destination_system":"netsuite","export_format":"json","external_reference":"ext","file":{"content_type":"application/json","name":"f.json","sha256":"abc","size":12,"url":"/v1/staging/exports/exp_1/file"},"id":"exp_1","invoice_id":"inv-1","last_error":"le","max_retries":3,"original_data":{"total_amount":"1.00","vendor_name":"V"},"posted_at":2,"posted_by":"p","prepared_by":"alice","prepared_data":{"total_amount":"1.00","vendor_name":"V"},"quality_score":0,"rejected_by":"x","rejection_reason":"y","retries":0,"review_comments":"rc","reviewed_by":"r","rollback_reason":"rr","rolled_back_at":3,"rolled_back_by":"rb","staged_quality_score":0,"staged_validation_errors":[{"code":"required","field":"invoice_number","message":"invoice_number is required"},{"code":"required","field":"invoice_date","message":"invoice_date is required"},{"code":"required","field":"currency","message":"currency is required"},{"code":"required","field":"line_items","message":"line_items is required"}],"staged_validation_warnings":[],"status":"prepared","updated_at":1700000000000,"#;
+        row.changes_requested_by = Some("cb".into());
+        row.changes_requested_reason = Some("crr".into());
+        row.changes_requested_at = Some(4.0);
+        row.second_approved_by = Some("sb".into());
+        row.second_approved_at = Some(5.0);
+        let full = r#"{"approval_comments":"ac","approved_at":1,"approved_by":"b","approved_data":{"a":1},"batch_id":"batch_1","caller_reference":"cref","change_reason":"cr","changes_requested_at":4,"changes_requested_by":"cb","changes_requested_reason":"crr","created_at":1700000000000,"destination_system":"netsuite","export_format":"json","external_reference":"ext","file":{"content_type":"application/json","name":"f.json","sha256":"abc","size":12,"url":"/v1/staging/exports/exp_1/file"},"id":"exp_1","invoice_id":"inv-1","last_error":"le","max_retries":3,"original_data":{"total_amount":"1.00","vendor_name":"V"},"posted_at":2,"posted_by":"p","prepared_by":"alice","prepared_data":{"total_amount":"1.00","vendor_name":"V"},"quality_score":0,"rejected_by":"x","rejection_reason":"y","retries":0,"review_comments":"rc","reviewed_by":"r","rollback_reason":"rr","rolled_back_at":3,"rolled_back_by":"rb","second_approved_at":5,"second_approved_by":"sb","staged_quality_score":0,"staged_validation_errors":[{"code":"required","field":"invoice_number","message":"invoice_number is required"},{"code":"required","field":"invoice_date","message":"invoice_date is required"},{"code":"required","field":"currency","message":"currency is required"},{"code":"required","field":"line_items","message":"line_items is required"}],"staged_validation_warnings":[],"status":"prepared","updated_at":1700000000000,"#;
         assert_eq!(row.to_json().to_string(), format!("{full}{findings}"));
         // Stored JSON that does not parse is shown as null.
         row.approved_data = Some("not json".into());
