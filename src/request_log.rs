@@ -301,6 +301,7 @@ const OTHER_ROUTES: &[&str] = &[
     "/v1/staging/exports/{id}/audit",
     "/v1/staging/exports/{id}/file",
     "/v1/staging/exports/{id}/preview",
+    "/v1/staging/exports/{id}/check",
     "/v1/staging/batches/{id}",
     "/v1/idempotency/stats",
     "/metrics",

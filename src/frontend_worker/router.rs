@@ -120,6 +120,7 @@ pub(super) async fn route(
             | ["metrics"],
             None,
         ) => "GET, HEAD, OPTIONS",
+        (["v1", "staging", "exports", _, "check"], None) => "POST, OPTIONS",
         (["v1", "idempotency", "keys", _, ..], None) => "GET, HEAD, DELETE, OPTIONS",
         _ => return Err(ApiError::NotFound(format!("no route for {path}"))),
     };
@@ -199,6 +200,17 @@ pub(super) async fn route(
         }
         (_, ["v1", "staging", "exports", id, "preview"]) if read => {
             staging::get_preview(&db()?, &caller, id)
+                .await
+                .map_err(read_error)
+        }
+        (Method::Post, ["v1", "staging", "exports", id, "check"]) => {
+            let body = req.bytes().await.map_err(storage)?;
+            if body.len() > cfg.max_body_bytes {
+                return Err(ApiError::PayloadTooLarge {
+                    limit: cfg.max_body_bytes,
+                });
+            }
+            staging::check(&db()?, &cfg, &caller, id, &body)
                 .await
                 .map_err(read_error)
         }

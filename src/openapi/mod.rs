@@ -148,6 +148,7 @@ fn components() -> utoipa::openapi::Components {
     add::<Diff>(&mut s);
     add::<Audit>(&mut s);
     add::<Preview>(&mut s);
+    add::<Check>(&mut s);
     add::<BatchResult>(&mut s);
     add::<BatchProgress>(&mut s);
     add::<Stats>(&mut s);
@@ -395,8 +396,13 @@ fn read_operation(r: &Read) -> Value {
     for s in [401, 503].iter().chain(r.errors) {
         responses.insert(s.to_string(), problem_response(*s));
     }
-    json!({"operationId": r.id, "summary": r.summary, "tags": [r.tag], "security": security(),
-           "parameters": params, "responses": responses})
+    let mut op = json!({"operationId": r.id, "summary": r.summary, "tags": [r.tag], "security": security(),
+           "parameters": params, "responses": responses});
+    if let Some(body) = r.body {
+        op["requestBody"] =
+            json!({"required": false, "content": {JSON: {"schema": schema_ref(body)}}});
+    }
+    op
 }
 
 /// Routes without auth: health, the console's files, this document.

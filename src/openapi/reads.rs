@@ -12,6 +12,8 @@ pub(super) struct Read {
     pub(super) ok: (u16, &'static str, Option<&'static str>),
     pub(super) errors: &'static [u16],
     pub(super) query: &'static [(&'static str, &'static str, bool)],
+    /// The request body's schema, for a route that takes one (optional).
+    pub(super) body: Option<&'static str>,
 }
 
 pub(super) const PAGE_QUERY: [(&str, &str, bool); 2] =
@@ -31,6 +33,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("Document")),
         errors: &[404],
         query: &[],
+        body: None,
     },
     Read {
         method: "get",
@@ -41,6 +44,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("ChunkPage")),
         errors: &[404],
         query: &PAGE_QUERY,
+        body: None,
     },
     Read {
         method: "get",
@@ -51,6 +55,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("Dataset")),
         errors: &[404],
         query: &[],
+        body: None,
     },
     Read {
         method: "get",
@@ -61,6 +66,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, "application/x-ndjson", None),
         errors: &[404],
         query: &[],
+        body: None,
     },
     Read {
         method: "get",
@@ -71,6 +77,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("JobList")),
         errors: &[400],
         query: &[STATUS_QUERY, PAGE_QUERY[0], PAGE_QUERY[1]],
+        body: None,
     },
     Read {
         method: "get",
@@ -81,6 +88,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("Job")),
         errors: &[404],
         query: &[],
+        body: None,
     },
     Read {
         method: "get",
@@ -91,6 +99,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("ExportList")),
         errors: &[400],
         query: &[STATUS_QUERY, PAGE_QUERY[0], PAGE_QUERY[1]],
+        body: None,
     },
     Read {
         method: "get",
@@ -101,6 +110,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("Export")),
         errors: &[404],
         query: &[],
+        body: None,
     },
     Read {
         method: "get",
@@ -111,6 +121,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("Diff")),
         errors: &[404],
         query: &[],
+        body: None,
     },
     Read {
         method: "get",
@@ -121,6 +132,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("Audit")),
         errors: &[404],
         query: &[],
+        body: None,
     },
     Read {
         method: "get",
@@ -131,6 +143,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, "text/csv", None),
         errors: &[404],
         query: &[],
+        body: None,
     },
     Read {
         method: "get",
@@ -141,6 +154,18 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("Preview")),
         errors: &[404],
         query: &[],
+        body: None,
+    },
+    Read {
+        method: "post",
+        path: "/v1/staging/exports/{id}/check",
+        id: "checkApproval",
+        summary: "What approving with this data would do: findings, score, changes, second approval, file (writes nothing; no key)",
+        tag: "staging",
+        ok: (200, JSON, Some("Check")),
+        errors: &[400, 404, 413],
+        query: &[],
+        body: Some("Approve"),
     },
     Read {
         method: "get",
@@ -151,6 +176,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("BatchProgress")),
         errors: &[404],
         query: &[],
+        body: None,
     },
     Read {
         method: "get",
@@ -161,6 +187,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("Stats")),
         errors: &[403],
         query: &[],
+        body: None,
     },
     Read {
         method: "get",
@@ -171,6 +198,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, "text/plain", None),
         errors: &[403],
         query: &[],
+        body: None,
     },
     Read {
         method: "get",
@@ -181,6 +209,7 @@ pub(super) const READS: &[Read] = &[
         ok: (200, JSON, Some("KeyState")),
         errors: &[400, 403, 404],
         query: &[("route", "string", true), ("subject", "string", false)],
+        body: None,
     },
     Read {
         method: "delete",
@@ -191,5 +220,6 @@ pub(super) const READS: &[Read] = &[
         ok: (204, "", None),
         errors: &[400, 403, 404, 409],
         query: &[("route", "string", true), ("subject", "string", false)],
+        body: None,
     },
 ];

@@ -416,6 +416,37 @@ pub struct Preview {
     content: String,
 }
 
+/// What approving with given data would do (`POST …/check`).
+#[derive(ToSchema)]
+pub struct Check {
+    export_id: String,
+    quality_score: u8,
+    /// `STAGING_QUALITY_THRESHOLD`.
+    threshold: u8,
+    /// The score reaches the threshold.
+    approvable: bool,
+    validation_errors: Vec<Finding>,
+    validation_warnings: Vec<Finding>,
+    /// The changes against the prepared data (as `GET …/diff` lists them).
+    #[schema(value_type = Vec<Object>)]
+    changes: Vec<Value>,
+    /// There are changes: an approval needs a `change_reason`.
+    change_reason_required: bool,
+    changes_an_amount: bool,
+    /// `STAGING_SECOND_APPROVAL=amount_changes` and an amount changes.
+    second_approval_required: bool,
+    preview: CheckPreview,
+}
+
+/// The file posting the checked data would record.
+#[derive(ToSchema)]
+pub struct CheckPreview {
+    file_name: String,
+    content_type: String,
+    size: u64,
+    content: String,
+}
+
 /// One item of a batch: staged (with its export) or invalid (with its error).
 #[derive(ToSchema)]
 pub struct BatchItem {

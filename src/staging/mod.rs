@@ -2,6 +2,7 @@
 //! its validation and quality score, the state machine, the approval diff, file
 //! rendering, and request parsing. No `worker::` import here.
 
+pub mod check;
 pub mod data;
 pub mod diff;
 pub mod queue;

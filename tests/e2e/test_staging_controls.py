@@ -192,3 +192,34 @@ def test_zz_the_sweep_expires_exports_awaiting_a_second_approval(team, srv):
         assert srv.request("GET", "/cdn-cgi/handler/scheduled?cron=*/15+*+*+*+*", timeout=120).status == 200
     last = trail(p, e["id"])[-1]
     assert last == ("expire", "system", "awaiting_second_approval", "rejected")
+
+
+def test_a_check_shows_what_an_approval_would_do_and_writes_nothing(team, srv):
+    p, a = team["preparer"], team["approver"]
+    e = stage(p, invoice(total_amount="31.00"))
+    path = f"/v1/staging/exports/{e['id']}/check"
+    # The prepared data as it is: below the threshold, no changes.
+    r = srv.request("POST", path, {}, a.headers())
+    assert r.status == 200, r
+    c = r.json()
+    assert (c["quality_score"], c["approvable"], c["changes"]) == (e["quality_score"], False, []), c
+    assert [f["code"] for f in c["validation_errors"]] == ["total_mismatch"], c
+    assert "31.00" in c["preview"]["content"] and c["preview"]["content_type"].startswith("text/csv"), c
+    # A corrected total: approvable, one change of an amount, so a second approval (the setting is on).
+    r = srv.request("POST", path, {"approved_data": invoice()}, p.headers())
+    c = r.json()
+    assert r.status == 200 and c["approvable"] and c["quality_score"] == 100, r
+    assert [(x["path"], x["before"], x["after"]) for x in c["changes"]] == [("$.total_amount", "31.00", "30.00")], c
+    assert c["change_reason_required"] and c["changes_an_amount"] and c["second_approval_required"], c
+    assert "31.00" not in c["preview"]["content"], c
+    # Bad input is refused as the approval would refuse it; nothing was written.
+    assert_problem(srv.request("POST", path, {"approved_data": {"surprise": 1}}, a.headers()), 400)
+    assert_problem(srv.request("POST", path, {"approved_data": []}, a.headers()), 400)
+    assert_problem(srv.request("POST", path, {"approved_by": "someone-else"}, a.headers()), 400)
+    assert_problem(srv.request("POST", "/v1/staging/exports/exp_nope/check", {}, a.headers()), 404)
+    assert_problem(srv.request("GET", path, None, a.headers()), 405)
+    other = Client(srv, unique("x"), unique("other-tenant"), ["approver"])
+    assert_problem(srv.request("POST", path, {}, other.headers()), 404)
+    after = p.get(f"/v1/staging/exports/{e['id']}").json()
+    assert (after["status"], after["version"], after["approved_data"]) == ("prepared", 1, None), after
+    assert [t[0] for t in trail(p, e["id"])] == ["stage"]

@@ -20,7 +20,7 @@ mod writes;
 
 pub use approval::{approve, reject, request_changes, review};
 pub use delivery::{delivery_key, post, rollback};
-pub use reads::{get, get_audit, get_batch, get_diff, get_file, list};
+pub use reads::{check, get, get_audit, get_batch, get_diff, get_file, list};
 pub use stage::{parse_batch, stage, stage_batch, BatchItem};
 pub use sweep::expire_approvals;
 

@@ -8,8 +8,10 @@ use crate::auth::Caller;
 use crate::config::Config;
 use crate::http;
 use crate::problem::ApiError;
+use crate::staging::check::{check as staging_check, Checked};
 use crate::staging::queue;
 use crate::staging::render::{content_disposition, render_file};
+use crate::staging::requests::parse_approve_request;
 use crate::staging::workflow::ExportState;
 use crate::store::{self, int, s};
 use serde::Deserialize;
@@ -138,6 +140,45 @@ pub async fn get_preview(db: &D1Database, caller: &Caller, id: &str) -> Result<R
         &json!({"export_id": row.id, "status": row.status, "source": source, "file_name": name,
                 "content_type": content_type, "size": content.len(), "content": content}),
     ))
+}
+
+/// `POST …/check`: what approving the export with the body's `approved_data`
+/// (or with its prepared data, for an empty body) would do — its findings and
+/// score, its changes, whether a second approver would be needed, and the
+/// file — written nowhere. Not keyed: it changes nothing.
+pub async fn check(
+    db: &D1Database,
+    cfg: &Config,
+    caller: &Caller,
+    id: &str,
+    body: &[u8],
+) -> Result<Response> {
+    let req = match parse_approve_request(body, &caller.sub) {
+        Ok(req) => req,
+        Err(e) => return Ok(http::problem(&ApiError::from(e))),
+    };
+    let Some(row) = load_export(db, &caller.tenant, id).await? else {
+        return Ok(http::problem(&not_found(id)));
+    };
+    // Stored data that does not parse is an internal error.
+    let prepared: Value = serde_json::from_str(&row.prepared_data)?;
+    let export = Checked {
+        export_id: &row.id,
+        invoice_id: &row.invoice_id,
+        format: row.export_format,
+        prepared: &prepared,
+    };
+    Ok(
+        match staging_check(
+            &export,
+            req.approved_data.as_ref(),
+            cfg.staging_quality_threshold,
+            cfg.staging_second_approval,
+        ) {
+            Ok(checked) => http::json(200, &checked),
+            Err(e) => http::problem(&super::data_error(e)),
+        },
+    )
 }
 
 /// `GET /v1/staging/exports?status=&offset=&limit=`.
