@@ -25,6 +25,7 @@ use crate::idempotency::gate::{
 };
 use crate::idempotency::memo::{MemoSlot, MemoTable};
 use crate::idempotency::shard::Shard;
+use crate::idempotency::waiting::{self, Wait};
 use crate::idempotency::StoredResponse;
 use crate::mirror_do::MirroredRecords;
 use crate::problem::ApiError;
@@ -339,15 +340,17 @@ impl KeyGate {
                     ))
                 }
                 Decision::InFlight { lease_expires_at } => {
-                    let now = now_ms();
-                    if now >= wait_deadline {
-                        return Ok(answers::with_outcome(
-                            http::problem_reply(&ApiError::KeyInFlight {
-                                key: env.key.to_string(),
-                            }),
-                            GateOutcome::Conflict,
-                        ));
-                    }
+                    let wake = match waiting::in_flight(now_ms(), wait_deadline, lease_expires_at) {
+                        Wait::Conflict => {
+                            return Ok(answers::with_outcome(
+                                http::problem_reply(&ApiError::KeyInFlight {
+                                    key: env.key.to_string(),
+                                }),
+                                GateOutcome::Conflict,
+                            ))
+                        }
+                        Wait::For(ms) => ms,
+                    };
                     waited = true;
                     let (tx, rx) = oneshot::channel();
                     self.waiters
@@ -355,10 +358,8 @@ impl KeyGate {
                         .entry(name.clone())
                         .or_default()
                         .push(tx);
-                    // Wake at the first answer, at the end of the wait, or when the
-                    // lease ends (renewed if its holder lives; else take over).
-                    let wake = wait_deadline.min(lease_expires_at + 1) - now;
-                    let timer = Delay::from(Duration::from_millis(wake.max(1) as u64));
+                    // Wake at the first answer, or as `waiting::in_flight` says.
+                    let timer = Delay::from(Duration::from_millis(wake as u64));
                     if let Either::Left((Ok(finished), _)) = select(rx, timer).await {
                         return Ok(answers::to_waiter(env, finished));
                     }

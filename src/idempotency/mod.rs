@@ -10,6 +10,7 @@
 //! - [`mirror`]: records of answers without rows of their own, batched into D1.
 //! - [`scope`]: whose key it is (tenant, subject), object names, forwarded keys.
 //! - [`prefer`]: `Prefer: wait=N` (RFC 7240) for coalescing.
+//! - [`waiting`]: the object's timing: a waiter's sleep, lease renewals, the alarm's move.
 
 pub mod admission;
 pub mod execute;
@@ -22,6 +23,7 @@ pub mod prefer;
 pub mod replay;
 pub mod scope;
 pub mod shard;
+pub mod waiting;
 
 pub use admission::{decide, Admission, Slot, SlotState};
 pub use fingerprint::{canonical_json, Fingerprint};

@@ -8,6 +8,7 @@ use super::{now_ms, shard_over, AlarmAt, KeyGate};
 use crate::envelope::Envelope;
 use crate::idempotency::gate::Committed;
 use crate::idempotency::shard::SlotTable;
+use crate::idempotency::waiting;
 use crate::idempotency::StoredResponse;
 use crate::mirror_do::MirroredRecords;
 use crate::store::D1Records;
@@ -47,7 +48,7 @@ impl KeyGate {
     pub(super) async fn keep_lease(&self, name: &str, token: &str, first_expiry: i64) {
         Delay::from(LEASE_ALARM_AFTER).await;
         self.arm(name, first_expiry).await;
-        let every = Duration::from_millis((self.config.lease_ms / 3).max(50) as u64);
+        let every = Duration::from_millis(waiting::renew_every_ms(self.config.lease_ms) as u64);
         loop {
             Delay::from(every).await;
             match self.gate(name).renew(token) {
@@ -150,13 +151,10 @@ fn arm(
         console_error!("KeyGate: reading when the alarm is due failed: {e}");
         Some(when)
     });
-    let target = match next {
-        Some(t) if alarm_at.get() != Some(Some(t)) => {
-            alarm_at.set(Some(Some(t)));
-            Some(t)
-        }
-        _ => None,
-    };
+    let target = waiting::alarm_to_set(alarm_at.get(), next);
+    if let Some(t) = target {
+        alarm_at.set(Some(Some(t)));
+    }
     let mut call = Box::pin(async move {
         if let Some(t) = target {
             set_alarm_logged(&storage, t).await
