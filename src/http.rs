@@ -362,7 +362,9 @@ mod tests {
         );
         let body: serde_json::Value = serde_json::from_slice(&busy.body).unwrap();
         assert_eq!(body["status"], 409);
-        let wrong = problem_reply(&ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+        let wrong = problem_reply(&ApiError::MethodNotAllowed {
+            allow: "GET, HEAD".into(),
+        });
         assert_eq!(
             wrong.headers,
             pairs(&[("content-type", PROBLEM_JSON), ("allow", "GET, HEAD")])

@@ -84,6 +84,7 @@ pub mod problem;
 pub mod raw_fetch;
 pub mod request_body;
 pub mod request_log;
+pub mod route_table;
 pub mod routes;
 pub mod slot_sql;
 pub mod staging;

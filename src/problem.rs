@@ -27,7 +27,7 @@ pub enum ApiError {
     Forbidden(String),
     NotFound(String),
     MethodNotAllowed {
-        allow: &'static str,
+        allow: String,
     },
     /// 409: a request with this key is still running.
     KeyInFlight {
@@ -104,7 +104,7 @@ pub struct Problem {
     pub status: u16,
     pub body: Value,
     pub retry_after: Option<u32>,
-    pub allow: Option<&'static str>,
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -238,7 +238,7 @@ impl ApiError {
             _ => None,
         };
         let allow = match self {
-            ApiError::MethodNotAllowed { allow } => Some(*allow),
+            ApiError::MethodNotAllowed { allow } => Some(allow.clone()),
             _ => None,
         };
         Problem {

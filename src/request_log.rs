@@ -282,47 +282,6 @@ fn round_ms(ms: f64) -> f64 {
     (ms.max(0.0) * 10.0).round() / 10.0
 }
 
-/// Paths of the routes that are not keyed writes, `{…}` standing for one
-/// segment (`{key}`: the rest of the path). Keep in step with the Worker's router.
-const OTHER_ROUTES: &[&str] = &[
-    "/healthz",
-    // The API description.
-    "/openapi.json",
-    "/console",
-    "/console/{asset}",
-    "/v1/documents/{id}",
-    "/v1/documents/{id}/chunks",
-    "/v1/training-data/{id}",
-    "/v1/training-jobs",
-    "/v1/training-jobs/{id}",
-    "/v1/staging/exports",
-    "/v1/staging/exports/{id}",
-    "/v1/staging/exports/{id}/diff",
-    "/v1/staging/exports/{id}/audit",
-    "/v1/staging/exports/{id}/file",
-    "/v1/staging/exports/{id}/preview",
-    "/v1/staging/exports/{id}/check",
-    "/v1/staging/batches/{id}",
-    "/v1/idempotency/stats",
-    "/metrics",
-    "/v1/idempotency/keys/{key}",
-];
-
-/// Whether `path`'s segments fit `pattern`: a `{…}` segment any non-empty one,
-/// a final `{key}` one or more (a key may hold slashes).
-fn matches(pattern: &str, path: &str) -> bool {
-    let mut segments = path.split('/').skip(1);
-    for p in pattern.split('/').skip(1) {
-        match segments.next() {
-            Some(s) if p == "{key}" => return !s.is_empty() || segments.next().is_some(),
-            Some(s) if p.starts_with('{') && !s.is_empty() => {}
-            Some(s) if p == s => {}
-            _ => return false,
-        }
-    }
-    segments.next().is_none()
-}
-
 /// The route template of a request: the command table's for a keyed write, a
 /// fixed one for the other routes, [`UNMATCHED`] otherwise — never a concrete
 /// path (its ids and keys may be user data). `keyed`: the path's keyed route as
@@ -333,11 +292,15 @@ pub fn route_template(method: &str, path: &str, keyed: Option<&Keyed>) -> String
     if let Some(t) = keyed.filter(|t| t.split(' ').next() == Some(method)) {
         return t.to_string();
     }
-    let path = path.trim_end_matches('/');
-    let pattern = OTHER_ROUTES
-        .iter()
-        .copied()
-        .find(|p| matches(p, path))
+    let admin = path.starts_with(crate::idempotency::key::ADMIN_PATH_PREFIX);
+    let path = if admin {
+        path
+    } else {
+        path.trim_end_matches('/')
+    };
+    let pattern = crate::route_table::matching(path)
+        .map(|(r, _)| r.path)
+        .next()
         // A keyed write's path with another method (answered 405, or a read
         // such as `GET /v1/training-jobs`, found above).
         .or_else(|| keyed.and_then(|t| t.split_once(' ')).map(|(_, p)| p));
@@ -609,7 +572,7 @@ mod tests {
             (
                 "GET",
                 "/v1/training-data/ds_1.jsonl",
-                "GET /v1/training-data/{id}",
+                "GET /v1/training-data/{id}.jsonl",
             ),
             (
                 "HEAD",
@@ -632,7 +595,8 @@ mod tests {
                 "/v1/idempotency/keys/a/b/c",
                 "GET /v1/idempotency/keys/{key}",
             ),
-            ("GET", "/console/app.js", "GET /console/{asset}"),
+            ("GET", "/console/app.js", "GET /console/app.js"),
+            ("GET", "/console/not-a-file", UNMATCHED),
             ("OPTIONS", "/healthz", "OPTIONS /healthz"),
             ("GET", "/openapi.json", "GET /openapi.json"),
             ("GET", "/v1/idempotency/keys", UNMATCHED),

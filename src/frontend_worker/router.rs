@@ -19,6 +19,7 @@ use crate::idempotency::scope::Scope;
 use crate::openapi;
 use crate::problem::ApiError;
 use crate::request_log::{Stage, Trace};
+use crate::route_table::{self, Kind, Route};
 use crate::routes::{documents, functions, staging, training};
 use crate::store::read_error;
 use crate::upstream::Outgoing;
@@ -58,24 +59,6 @@ pub(super) async fn route(
         m if KNOWN_METHODS.contains(&m) => req.method(),
         _ => Method::Report,
     };
-    if segments == ["healthz"] {
-        return match method {
-            Method::Get | Method::Head => {
-                let health = openapi::schemas::Health { status: "ok" };
-                Ok(http::json(
-                    200,
-                    &serde_json::to_value(health).unwrap_or_default(),
-                ))
-            }
-            _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
-        };
-    }
-    if path == openapi::PATH {
-        return match method {
-            Method::Get | Method::Head => Ok(http::text(200, http::JSON, openapi::json_text())),
-            _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
-        };
-    }
     if cfg.test_hooks && segments == ["__test", "mirrors"] {
         // Test hook: the record mirrors' waiting records and D1 statements.
         let stats = crate::mirror_do::stats(env).await.map_err(storage)?;
@@ -90,43 +73,31 @@ pub(super) async fn route(
         let count = quick_passes();
         return Ok(http::json(200, &serde_json::json!({ "count": count })));
     }
-    if segments.first() == Some(&console::PREFIX) {
-        let asset = console::asset(&segments)
-            .ok_or_else(|| ApiError::NotFound(format!("no route for {path}")))?;
-        return match method {
-            Method::Get | Method::Head => Ok(http::asset(
-                &asset,
-                &console::HEADERS,
-                method == Method::Head,
-            )),
-            _ => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
-        };
+    // The path's routes (the route table's) and keyed write (the command table's).
+    let routes: Vec<(&'static Route, Vec<String>)> = route_table::matching(routed).collect();
+    let keyed_method = keyed.as_ref().map(|k| k.endpoint.method());
+    if routes.is_empty() && keyed.is_none() {
+        return Err(ApiError::NotFound(format!("no route for {path}")));
     }
-    let allow = match (segments.as_slice(), &keyed) {
-        (["v1", "training-jobs"] | ["v1", "staging", "exports"], Some(_)) => {
-            "GET, HEAD, POST, OPTIONS"
-        }
-        (_, Some(k)) if k.endpoint.method() == "PUT" => "PUT, OPTIONS",
-        (_, Some(_)) => "POST, OPTIONS",
-        (
-            ["v1", "documents", _]
-            | ["v1", "documents", _, "chunks"]
-            | ["v1", "training-data", _]
-            | ["v1", "training-jobs", _]
-            | ["v1", "staging", "exports", _]
-            | ["v1", "staging", "exports", _, "diff" | "audit" | "file" | "preview"]
-            | ["v1", "staging", "batches", _]
-            | ["v1", "idempotency", "stats"]
-            | ["metrics"],
-            None,
-        ) => "GET, HEAD, OPTIONS",
-        (["v1", "staging", "exports", _, "check"], None) => "POST, OPTIONS",
-        (["v1", "idempotency", "keys", _, ..], None) => "GET, HEAD, DELETE, OPTIONS",
-        _ => return Err(ApiError::NotFound(format!("no route for {path}"))),
+    let allow = route_table::allow(routes.iter().map(|(r, _)| *r), keyed_method);
+    // The route serving this method (`HEAD` is served as `GET`).
+    let wanted = match method {
+        Method::Head => "get".to_string(),
+        _ => req.method_name().to_ascii_lowercase(),
     };
+    let served = routes
+        .iter()
+        .find(|(r, _)| method != Method::Report && r.method == wanted);
+    // Health, this document and the console: no token, no OPTIONS.
+    if routes.iter().any(|(r, _)| r.kind.is_open()) {
+        let Some((route, _)) = served else {
+            return Err(ApiError::MethodNotAllowed { allow });
+        };
+        return open_route(route.kind, &segments, method);
+    }
     if method == Method::Options {
         let headers = Headers::new();
-        let _ = headers.set("allow", allow);
+        let _ = headers.set("allow", &allow);
         return Ok(ResponseBuilder::new()
             .with_status(204)
             .with_headers(headers)
@@ -165,9 +136,13 @@ pub(super) async fn route(
         Step::Write(k) => return keyed_write(req, env, ctx, &caller, &cfg, k.clone(), trace).await,
         Step::Route => {}
     }
-    let read = matches!(method, Method::Get | Method::Head);
-    match (method, segments.as_slice()) {
-        (_, ["v1", "staging", "exports"]) if read => {
+    let Some((route, params)) = served else {
+        return Err(ApiError::MethodNotAllowed { allow });
+    };
+    let id = params.first().map(String::as_str).unwrap_or_default();
+    match route.kind {
+        Kind::Health | Kind::OpenApi | Kind::Console => open_route(route.kind, &segments, method),
+        Kind::ListExports => {
             let (offset, limit) = page();
             staging::list(
                 &db()?,
@@ -180,30 +155,20 @@ pub(super) async fn route(
             .await
             .map_err(read_error)
         }
-        (_, ["v1", "staging", "exports", id]) if read => {
-            staging::get(&db()?, &caller, id).await.map_err(read_error)
-        }
-        (_, ["v1", "staging", "exports", id, "diff"]) if read => {
-            staging::get_diff(&db()?, &caller, id)
-                .await
-                .map_err(read_error)
-        }
-        (_, ["v1", "staging", "exports", id, "audit"]) if read => {
-            staging::get_audit(&db()?, &caller, id)
-                .await
-                .map_err(read_error)
-        }
-        (_, ["v1", "staging", "exports", id, "file"]) if read => {
-            staging::get_file(&db()?, &caller, id)
-                .await
-                .map_err(read_error)
-        }
-        (_, ["v1", "staging", "exports", id, "preview"]) if read => {
-            staging::get_preview(&db()?, &caller, id)
-                .await
-                .map_err(read_error)
-        }
-        (Method::Post, ["v1", "staging", "exports", id, "check"]) => {
+        Kind::GetExport => staging::get(&db()?, &caller, id).await.map_err(read_error),
+        Kind::GetExportDiff => staging::get_diff(&db()?, &caller, id)
+            .await
+            .map_err(read_error),
+        Kind::GetExportAudit => staging::get_audit(&db()?, &caller, id)
+            .await
+            .map_err(read_error),
+        Kind::GetExportFile => staging::get_file(&db()?, &caller, id)
+            .await
+            .map_err(read_error),
+        Kind::GetExportPreview => staging::get_preview(&db()?, &caller, id)
+            .await
+            .map_err(read_error),
+        Kind::CheckApproval => {
             let body = req.bytes().await.map_err(storage)?;
             if body.len() > cfg.max_body_bytes {
                 return Err(ApiError::PayloadTooLarge {
@@ -214,51 +179,50 @@ pub(super) async fn route(
                 .await
                 .map_err(read_error)
         }
-        (_, ["v1", "staging", "batches", id]) if read => staging::get_batch(&db()?, &caller, id)
+        Kind::GetBatch => staging::get_batch(&db()?, &caller, id)
             .await
             .map_err(read_error),
-        (_, ["v1", "documents", id]) if read => documents::get(&db()?, &caller, id)
+        Kind::GetDocument => documents::get(&db()?, &caller, id)
             .await
             .map_err(read_error),
-        (_, ["v1", "documents", id, "chunks"]) if read => {
+        Kind::ListChunks => {
             let (offset, limit) = page();
             documents::chunks(&db()?, &caller, id, offset, limit)
                 .await
                 .map_err(read_error)
         }
-        (_, ["v1", "training-data", id]) if read => match id.strip_suffix(".jsonl") {
-            Some(id) => training::dataset_jsonl(db()?, &caller, id)
-                .await
-                .map_err(read_error),
-            None => training::get_dataset(&db()?, &caller, id)
-                .await
-                .map_err(read_error),
-        },
-        (_, ["v1", "training-jobs"]) if read => {
+        Kind::GetDatasetExamples => training::dataset_jsonl(db()?, &caller, id)
+            .await
+            .map_err(read_error),
+        Kind::GetDataset => training::get_dataset(&db()?, &caller, id)
+            .await
+            .map_err(read_error),
+        Kind::ListJobs => {
             let (offset, limit) = page();
             let status = query("status");
             training::list_jobs(&db()?, &caller, status.as_deref(), offset, limit)
                 .await
                 .map_err(read_error)
         }
-        (_, ["v1", "training-jobs", id]) if read => training::get_job(&db()?, &caller, id)
+        Kind::GetJob => training::get_job(&db()?, &caller, id)
             .await
             .map_err(read_error),
-        (_, ["v1", "idempotency", "stats"]) if read => {
+        Kind::Stats => {
             require_admin(&caller)?;
             trace.at(Stage::Admin);
             crate::stats::stats(&db()?, &caller.tenant)
                 .await
                 .map_err(read_error)
         }
-        (_, ["metrics"]) if read => {
+        Kind::Metrics => {
             require_admin(&caller)?;
             trace.at(Stage::Admin);
             crate::stats::prometheus(&db()?, &caller.tenant)
                 .await
                 .map_err(read_error)
         }
-        (m @ (Method::Get | Method::Head | Method::Delete), ["v1", "idempotency", "keys", ..]) => {
+        Kind::KeyState | Kind::ReleaseKey => {
+            let release = route.kind == Kind::ReleaseKey;
             let key = key_from_admin_path(&path)?;
             let route = query("route").ok_or_else(|| route_param_error("missing"))?;
             let keyed = commands::keyed_route(&route).ok_or_else(|| route_param_error(&route))?;
@@ -293,7 +257,7 @@ pub(super) async fn route(
                 test_fail: None,
                 fence: None,
             };
-            let op = if m == Method::Delete {
+            let op = if release {
                 GateOp::Release
             } else {
                 GateOp::State
@@ -302,7 +266,29 @@ pub(super) async fn route(
             let hop = hop(&req, &cfg);
             call_gate(env, ctx, &envelope, op, cfg.keygate_shards, hop, trace).await
         }
-        _ => Err(ApiError::MethodNotAllowed { allow }),
+    }
+}
+
+/// The routes served without a token: health, this document, the console's files.
+fn open_route(kind: Kind, segments: &[&str], method: Method) -> Outcome {
+    match kind {
+        Kind::Health => {
+            let health = openapi::schemas::Health { status: "ok" };
+            Ok(http::json(
+                200,
+                &serde_json::to_value(health).unwrap_or_default(),
+            ))
+        }
+        Kind::OpenApi => Ok(http::text(200, http::JSON, openapi::json_text())),
+        _ => {
+            let asset = console::asset(segments)
+                .ok_or_else(|| ApiError::NotFound("no such console file".into()))?;
+            Ok(http::asset(
+                &asset,
+                &console::HEADERS,
+                method == Method::Head,
+            ))
+        }
     }
 }
 

@@ -6,8 +6,9 @@
 //!   command table ([`Endpoint::ALL`], [`Endpoint::template`], [`Endpoint::role`],
 //!   [`Endpoint::key_policy`], [`Endpoint::doc`]): every keyed route is in the
 //!   document, since a command does not compile without its `DOC`;
-//! - the reads are listed in [`READS`]; a test reads the Worker's router
-//!   (`frontend_worker/router.rs`) and fails on a routed path the document lacks;
+//! - every other route comes from the route table ([`crate::route_table`]),
+//!   which the Worker's router dispatches from: a route cannot be served
+//!   without being described;
 //! - the schemas are `utoipa::ToSchema` types: the problem document
 //!   ([`ProblemDetails`]), the key state ([`KeyState`]) and the health answer are
 //!   the very types the Worker serialises; the other bodies are described in
@@ -15,7 +16,6 @@
 //!
 //! Pure: no `worker::` import; `cargo test` checks the document.
 
-mod reads;
 pub mod schemas;
 
 use crate::commands::Endpoint;
@@ -23,7 +23,7 @@ use crate::config::{Config, KeyPolicy};
 use crate::idempotency::execute::KeyState;
 use crate::idempotency::key::MAX_KEY_LEN;
 use crate::problem::{ApiError, ProblemDetails, PROBLEM_BASE};
-use reads::{Read, JSON, PROBLEM_JSON, READS};
+use crate::route_table::{Route, JSON, PROBLEM_JSON, ROUTES};
 use schemas::*;
 use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -183,7 +183,9 @@ fn problem_types() -> Vec<String> {
         ApiError::Unauthorized(key.clone()),
         ApiError::Forbidden(key.clone()),
         ApiError::NotFound(key.clone()),
-        ApiError::MethodNotAllowed { allow: "GET" },
+        ApiError::MethodNotAllowed {
+            allow: "GET".into(),
+        },
         ApiError::KeyInFlight { key: key.clone() },
         ApiError::PayloadTooLarge { limit: 1 },
         ApiError::UnsupportedMediaType(key.clone()),
@@ -367,8 +369,10 @@ fn keyed_operation(e: Endpoint) -> (String, String, Value) {
     (path.to_string(), method.to_ascii_lowercase(), op)
 }
 
-fn read_operation(r: &Read) -> Value {
-    let mut params = path_params(r.path);
+fn read_operation(route: &Route) -> Value {
+    let r = &route.doc;
+    let open = route.kind.is_open();
+    let mut params = path_params(route.path);
     for (name, ty, required) in r.query {
         let mut p = param(name, "query", *required, json!({"type": ty}), "");
         if *name == "route" {
@@ -381,9 +385,11 @@ fn read_operation(r: &Read) -> Value {
     let (status, content_type, schema) = r.ok;
     let mut ok = json!({"description": "OK"});
     if !content_type.is_empty() {
-        let schema = schema
-            .map(schema_ref)
-            .unwrap_or_else(|| json!({"type": "string"}));
+        let schema = match (schema, content_type) {
+            (Some(name), _) => schema_ref(name),
+            (None, JSON) => json!({"type": "object"}),
+            (None, _) => json!({"type": "string"}),
+        };
         ok["content"] = json!({content_type: {"schema": schema}});
         if content_type == "text/csv" {
             ok["content"][JSON] = json!({});
@@ -393,48 +399,21 @@ fn read_operation(r: &Read) -> Value {
         ok["headers"] = json!({"Idempotency-Expires": header("A completed key's expiry (HTTP-date)", json!({"type": "string"}))});
     }
     responses.insert(status.to_string(), ok);
-    for s in [401, 503].iter().chain(r.errors) {
+    let always: &[u16] = if open { &[] } else { &[401, 503] };
+    for s in always.iter().chain(r.errors) {
         responses.insert(s.to_string(), problem_response(*s));
     }
-    let mut op = json!({"operationId": r.id, "summary": r.summary, "tags": [r.tag], "security": security(),
-           "parameters": params, "responses": responses});
+    let security = if open { json!([]) } else { security() };
+    let mut op = json!({"operationId": r.id, "summary": r.summary, "tags": [r.tag], "security": security,
+           "responses": responses});
+    if !params.is_empty() || !open {
+        op["parameters"] = json!(params);
+    }
     if let Some(body) = r.body {
         op["requestBody"] =
             json!({"required": false, "content": {JSON: {"schema": schema_ref(body)}}});
     }
     op
-}
-
-/// Routes without auth: health, the console's files, this document.
-fn open_operations() -> Vec<(&'static str, Value)> {
-    let file = |id: &str, summary: &str, ct: &str| {
-        json!({"operationId": id, "summary": summary, "tags": ["console"], "security": [],
-               "responses": {"200": {"description": "The file", "content": {ct: {"schema": {"type": "string"}}}}}})
-    };
-    vec![
-        (
-            "/healthz",
-            json!({"operationId": "healthz", "summary": "Liveness", "tags": ["meta"], "security": [],
-                            "responses": {"200": {"description": "Up", "content": {JSON: {"schema": schema_ref("Health")}}}}}),
-        ),
-        (
-            PATH,
-            json!({"operationId": "openapi", "summary": "This document (OpenAPI 3.1)", "tags": ["meta"], "security": [],
-                      "responses": {"200": {"description": "The document", "content": {JSON: {"schema": {"type": "object"}}}}}}),
-        ),
-        (
-            "/console",
-            file("console", "The approvers' console: a page", "text/html"),
-        ),
-        (
-            "/console/app.js",
-            file("consoleScript", "The console's script", "text/javascript"),
-        ),
-        (
-            "/console/app.css",
-            file("consoleStyle", "The console's style sheet", "text/css"),
-        ),
-    ]
 }
 
 /// The whole document.
@@ -459,14 +438,11 @@ pub fn document() -> Value {
         let item = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         item[method] = op;
     };
-    for (path, op) in open_operations() {
-        put(path, "get", op);
-    }
     for e in Endpoint::ALL {
         let (path, method, op) = keyed_operation(e);
         put(&path, &method, op);
     }
-    for r in READS {
+    for r in ROUTES {
         put(r.path, r.method, read_operation(r));
     }
     add_links(&mut paths);

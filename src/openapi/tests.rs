@@ -1,72 +1,8 @@
 use super::*;
 use std::collections::BTreeSet;
 
-/// The router's source: the paths it matches are read from its patterns.
-const ROUTER: &str = include_str!("../frontend_worker/router.rs");
-
 fn doc() -> Value {
     document()
-}
-
-/// A path with every parameter segment (`{id}`, `{id}.jsonl`, `_`, `id`) as `*`.
-fn shape(segments: &[String]) -> String {
-    segments
-        .iter()
-        .map(|s| if s.contains('{') { "*" } else { s.as_str() })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-fn documented_shapes(d: &Value) -> BTreeSet<String> {
-    d["paths"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(|p| shape(&p.split('/').map(String::from).collect::<Vec<_>>()))
-        .collect()
-}
-
-/// Every slice pattern in the router that starts with a literal segment, e.g.
-/// `["v1", "staging", "exports", id, "diff" | "audit"]`, expanded into paths
-/// (`/v1/staging/exports/*/diff`, `/v1/staging/exports/*/audit`).
-fn routed_shapes(src: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut rest = src;
-    while let Some(i) = rest.find("[\"") {
-        rest = &rest[i + 1..];
-        let Some(end) = rest.find(']') else { break };
-        let body = &rest[..end];
-        if body.contains('\n') || body.contains('(') {
-            continue;
-        }
-        let mut paths: Vec<Vec<String>> = vec![vec![String::new()]];
-        for token in body.split(',').map(str::trim) {
-            let choices: Vec<String> = if token.starts_with('"') {
-                token
-                    .split('|')
-                    .map(|t| t.trim().trim_matches('"').to_string())
-                    .collect()
-            } else if token == ".." && paths[0].last().is_some_and(|s| s == "{p}") {
-                continue;
-            } else {
-                vec!["{p}".to_string()]
-            };
-            paths = paths
-                .iter()
-                .flat_map(|p| {
-                    choices.iter().map(move |c| {
-                        let mut q = p.clone();
-                        q.push(c.clone());
-                        q
-                    })
-                })
-                .collect();
-        }
-        for p in paths {
-            out.insert(shape(&p));
-        }
-    }
-    out
 }
 
 #[test]
@@ -107,43 +43,27 @@ fn every_keyed_endpoint_of_the_command_table_is_in_the_document_with_its_method(
 }
 
 #[test]
-fn every_path_the_router_matches_is_in_the_document() {
-    let mut routed = routed_shapes(ROUTER);
-    // Test hooks answer only with IDEMGATE_TEST_HOOKS=1 (404 otherwise): not the API.
-    routed.retain(|p| !p.starts_with("/__test/"));
-    // The parser sees the patterns it should (a guard against a silent no-op).
-    for expected in [
-        "/v1/staging/exports/*/preview",
-        "/v1/idempotency/keys/*",
-        "/healthz",
-    ] {
+fn every_route_of_the_route_table_is_in_the_document_and_every_console_route_is_a_file() {
+    let d = doc();
+    for r in crate::route_table::ROUTES {
+        let op = &d["paths"][r.path][r.method];
+        assert_eq!(op["operationId"], r.doc.id, "{} {}", r.method, r.path);
+        if r.kind == crate::route_table::Kind::Console {
+            let segs: Vec<&str> = r.path.split('/').skip(1).collect();
+            assert!(crate::console::asset(&segs).is_some(), "{}", r.path);
+        }
+    }
+    // Nothing else: every documented path is the route table's or the command table's.
+    let keyed: BTreeSet<String> = Endpoint::ALL
+        .iter()
+        .map(|e| e.template().split_once(' ').unwrap().1.to_string())
+        .collect();
+    for path in d["paths"].as_object().unwrap().keys() {
         assert!(
-            routed.contains(expected),
-            "{expected} not read from the router: {routed:?}"
+            keyed.contains(path) || crate::route_table::ROUTES.iter().any(|r| r.path == path),
+            "{path}"
         );
     }
-    let documented = documented_shapes(&doc());
-    let missing: Vec<_> = routed.difference(&documented).collect();
-    assert!(missing.is_empty(), "routed but not documented: {missing:?}");
-    for asset in ["/console", "/console/app.js", "/console/app.css", PATH] {
-        assert!(documented.contains(asset), "{asset}");
-    }
-    let segments = |p: &str| p.split('/').skip(1).collect::<Vec<_>>().join(",");
-    for asset in ["/console", "/console/app.js", "/console/app.css"] {
-        let segs: Vec<&str> = asset.split('/').skip(1).collect();
-        assert!(
-            crate::console::asset(&segs).is_some(),
-            "{}",
-            segments(asset)
-        );
-    }
-}
-
-#[test]
-fn the_router_pattern_reader_expands_alternatives_and_rest_patterns() {
-    let src = r#"match x { ["v1", "a", id, "b" | "c"] => 1, ["v1", "k", _, ..] => 2, ["v1", "r", ..] => 3 }"#;
-    let got: Vec<_> = routed_shapes(src).into_iter().collect();
-    assert_eq!(got, ["/v1/a/*/b", "/v1/a/*/c", "/v1/k/*", "/v1/r/*"]);
 }
 
 fn refs(v: &Value, out: &mut Vec<String>) {
