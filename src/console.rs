@@ -1,6 +1,7 @@
 //! The approvers' console: a static page (`GET /console`), its script
-//! (`/console/app.js`) and its style sheet (`/console/app.css`), compiled into the
-//! Worker with `include_str!` — no build step, no third-party origin.
+//! (`/console/app.js`), its style sheet (`/console/app.css`) and its icon
+//! (`/console/favicon.svg`), compiled into the Worker with `include_str!` — no
+//! build step, no third-party origin.
 //!
 //! The page holds no data: it needs no auth. The script asks for a bearer token,
 //! keeps it in the tab's `sessionStorage`, and calls only this Worker's own
@@ -30,6 +31,12 @@ const STYLE: Asset = Asset {
     content_type: "text/css; charset=utf-8",
     body: include_str!("console/app.css"),
 };
+/// The tab's icon: plain shapes, no script, no style element, nothing external
+/// (loaded as an image, under the page's `img-src 'self'`).
+const ICON: Asset = Asset {
+    content_type: "image/svg+xml",
+    body: include_str!("console/favicon.svg"),
+};
 
 /// The path segments that belong to the console (the first one).
 pub const PREFIX: &str = "console";
@@ -41,6 +48,7 @@ pub fn asset(segments: &[&str]) -> Option<Asset> {
         [PREFIX] => Some(PAGE),
         [PREFIX, "app.js"] => Some(SCRIPT),
         [PREFIX, "app.css"] => Some(STYLE),
+        [PREFIX, "favicon.svg"] => Some(ICON),
         _ => None,
     }
 }
@@ -51,8 +59,9 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      base-uri 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'; \
      trusted-types 'none'";
 
-/// Headers sent with every console file. `no-store`: the page, its script and
-/// its style always come from the deployed Worker together, never a stale mix.
+/// Headers sent with every console file. `no-store`: the page, its script, its
+/// style and its icon always come from the deployed Worker together, never a
+/// stale mix.
 pub const HEADERS: [(&str, &str); 6] = [
     ("content-security-policy", CONTENT_SECURITY_POLICY),
     ("x-content-type-options", "nosniff"),
@@ -77,11 +86,17 @@ mod tests {
             .unwrap()
             .content_type
             .starts_with("text/css"));
+        assert_eq!(
+            asset(&["console", "favicon.svg"]).unwrap().content_type,
+            "image/svg+xml"
+        );
         for other in [
             &["console", "index.html"][..],
             &["console", "app.js", "x"],
             &["console", "..", "app.js"],
             &["consoles"],
+            &["console", "favicon.ico"],
+            &["console", "favicon.svg", "x"],
         ] {
             assert_eq!(asset(other), None, "{other:?}");
         }
@@ -92,6 +107,9 @@ mod tests {
         let page = PAGE.body;
         assert!(page.contains(r#"<script src="/console/app.js""#));
         assert!(page.contains(r#"<link rel="stylesheet" href="/console/app.css">"#));
+        assert!(
+            page.contains(r#"<link rel="icon" href="/console/favicon.svg" type="image/svg+xml">"#)
+        );
         // One script element, with a src: nothing inline for the policy to block.
         assert_eq!(page.matches("<script").count(), 1);
         assert!(!page.contains(" style=") && !page.contains("<style"));
@@ -122,6 +140,26 @@ mod tests {
     fn an_inline_event_handler_is_recognised() {
         assert!(has_event_handler_attribute(r#"<img src=x onerror="go()">"#));
         assert!(!has_event_handler_attribute("<p>based on facts</p>"));
+    }
+
+    #[test]
+    fn the_icon_is_plain_svg_with_nothing_to_run_or_fetch() {
+        let icon = ICON.body;
+        assert!(icon.trim_start().starts_with("<svg "));
+        assert!(icon.contains(r#"xmlns="http://www.w3.org/2000/svg""#));
+        for banned in [
+            "<script",
+            "<style",
+            "<foreignObject",
+            "<image",
+            "href=",
+            "url(",
+        ] {
+            assert!(!icon.contains(banned), "favicon.svg has {banned}");
+        }
+        assert!(!has_event_handler_attribute(icon));
+        // The namespace is the only URL in it.
+        assert_eq!(icon.matches("http").count(), 1);
     }
 
     #[test]

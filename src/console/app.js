@@ -19,7 +19,10 @@
   const PAGE_SIZE = 50;
 
   const $ = (id) => document.getElementById(id);
-  const state = { token: null, exportId: null, exportRow: null, offset: 0, busy: false };
+  // `opened`: which openExport call is the latest (an older one's answers,
+  // arriving late, are dropped: the page never shows one export's detail after
+  // another was asked for).
+  const state = { token: null, exportId: null, exportRow: null, offset: 0, busy: false, opened: 0 };
   const forms = {};
 
   // ---- DOM helpers: text only --------------------------------------------
@@ -49,9 +52,59 @@
     show(node, lines.some(Boolean));
   }
 
+  // A word the browser could break inside (at a hyphen, a slash, …: an invoice
+  // id, a date range, a file name), or one long enough to be an identifier.
+  const BREAKABLE = /[^\p{L}\p{M}\p{N}.,:;'’_]/u;
+  const LONG_WORD = 20;
+
+  // `text` as el() children in which no word is broken mid-word: such words are
+  // kept whole in a `.w` span (app.css: never wrapped inside; on a phone, wrapped
+  // inside only when longer than the whole line). Spaces stay the break points.
+  function words(text) {
+    const out = [];
+    for (const part of String(text ?? '').split(/(\s+)/)) {
+      if (!part) continue;
+      if (!/^\s/.test(part) && (BREAKABLE.test(part) || part.length >= LONG_WORD)) {
+        out.push(el('span', 'w', part));
+      } else if (typeof out[out.length - 1] === 'string') {
+        out[out.length - 1] += part;
+      } else {
+        out.push(part);
+      }
+    }
+    return out;
+  }
+
   const time = (ms) => (typeof ms === 'number' ? new Date(ms).toISOString().slice(0, 19).replace('T', ' ') : '');
+  const LOCAL_TIME = { day: 'numeric', month: 'short', year: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' };
+
+  // A time in the reader's own time zone and words, as a <time> element (its
+  // datetime and title give the UTC instant); '' for no time.
+  function when(ms) {
+    if (typeof ms !== 'number') return '';
+    const d = new Date(ms);
+    const node = el('time', '', d.toLocaleString(undefined, LOCAL_TIME));
+    node.dateTime = d.toISOString();
+    node.title = `${time(ms)} UTC`;
+    return node;
+  }
+
   const compact = (v) => (v === undefined ? '—' : JSON.stringify(v));
   const label = (status) => String(status ?? '').replace(/_/g, ' ');
+  // A stored name in words: `request_changes` → `Request changes`.
+  const readable = (name) => {
+    const s = label(name).trim();
+    return s ? s[0].toUpperCase() + s.slice(1) : '';
+  };
+  const text = (v) => (typeof v === 'string' && v.trim() ? v.trim() : null);
+
+  // Error and refusal messages belong to what they were about: they go when the
+  // person moves on (another export, another action, a reload of the list,
+  // signing in or out).
+  function clearMessages() {
+    say($('message'), '');
+    say($('action-result'), '');
+  }
 
   // ---- the token ---------------------------------------------------------
 
@@ -66,17 +119,21 @@
     }
   }
 
+  // Signed in (a token) or not: the sign-in panel, or the person's name and
+  // roles beside "Sign out".
   function useToken(token) {
     state.token = token || null;
     const c = token ? claims(token) : null;
     if (!token) {
       say($('whoami'), '');
     } else if (c) {
-      const roles = Array.isArray(c.roles) ? c.roles.join(', ') : '';
+      const roles = Array.isArray(c.roles) ? c.roles.join(', ') : typeof c.roles === 'string' ? c.roles : '';
       say($('whoami'), `Signed in as ${c.sub} (tenant ${c.tenant ?? c.sub})` + (roles ? ` · roles: ${roles}` : ' · no role'));
     } else {
-      say($('whoami'), 'Token set (its claims could not be read).');
+      say($('whoami'), 'Signed in (the token\'s name and roles could not be read).');
     }
+    show($('session'), Boolean(token));
+    show($('token-panel'), !token);
     show($('main'), Boolean(token));
   }
 
@@ -185,6 +242,7 @@
     if (!res.network && res.status === 401) {
       sessionStorage.removeItem(TOKEN_SLOT);
       useToken(null);
+      showDetail(false);
       $('token-input').focus();
     }
     sayLines($('message'), explain('read', res), 'error');
@@ -298,7 +356,7 @@
   function openForm(action) {
     if (!state.exportRow || state.busy) return;
     closeForms();
-    say($('action-result'), '');
+    clearMessages();
     const f = forms[action];
     f.intent = openIntent(state.exportId, action);
     try {
@@ -365,6 +423,7 @@
   async function submitForm(action, event) {
     event.preventDefault();
     if (state.busy) return;
+    say($('message'), '');
     const f = forms[action];
     let body;
     try {
@@ -389,6 +448,7 @@
   async function review(event) {
     if (!state.exportRow || state.busy) return;
     closeForms();
+    clearMessages();
     const intent = openIntent(state.exportId, 'review');
     await run('review', intent, {}, event.currentTarget);
   }
@@ -443,22 +503,29 @@
     show(list, reasons.length > 0);
   }
 
+  // One table cell; `name` labels it where the table is shown as cards (a phone).
+  function cell(name, className, ...children) {
+    const td = el('td', className, ...children);
+    td.dataset.label = name;
+    return td;
+  }
+
   function exportRow(row) {
     const sum = row.summary || {};
-    const open = el('button', 'link', sum.invoice_number || row.invoice_id);
+    const open = el('button', 'link', ...words(sum.invoice_number || row.invoice_id));
     open.type = 'button';
     open.dataset.exportId = row.id;
     open.addEventListener('click', () => openExport(row.id, true));
     const tr = el('tr', row.id === state.exportId ? 'selected' : '',
-      el('td', '', open, el('span', 'sub', row.invoice_id)),
-      el('td', '', sum.vendor_name ?? ''),
-      el('td', 'date', sum.invoice_date ?? ''),
-      el('td', 'num', [sum.total_amount, sum.currency].filter((x) => x !== null && x !== undefined).join(' ')),
-      el('td', '', el('span', `badge ${row.status}`, label(row.status))),
-      el('td', 'num', qualityText(row)),
-      el('td', 'findings', findingsText(row)),
-      el('td', 'date', time(row.approval_deadline)),
-      el('td', '', row.prepared_by));
+      cell('Invoice', '', open, el('span', 'sub', ...words(row.invoice_id))),
+      cell('Vendor', '', ...words(sum.vendor_name)),
+      cell('Invoice date', 'date', ...words(sum.invoice_date)),
+      cell('Total', 'num', ...words([sum.total_amount, sum.currency].filter((x) => x !== null && x !== undefined).join(' '))),
+      cell('Status', '', el('span', `badge ${row.status}`, label(row.status))),
+      cell('Quality', 'num', ...words(qualityText(row))),
+      cell('Findings', 'findings', ...words(findingsText(row))),
+      cell('Decide by (UTC)', 'date', ...words(time(row.approval_deadline))),
+      cell('Prepared by', '', ...words(row.prepared_by)));
     tr.dataset.exportId = row.id;
     return tr;
   }
@@ -485,11 +552,41 @@
   }
 
   function field(name, value) {
-    return value === null || value === undefined || value === '' ? [] : [el('dt', '', name), el('dd', '', value)];
+    if (value === null || value === undefined || value === '') return [];
+    return [el('dt', '', name), el('dd', '', ...(typeof value === 'string' ? words(value) : [value]))];
+  }
+
+  // A posted or rolled-back export's outcome, first: who posted it where, under
+  // which reference and when; who rolled it back, when and why.
+  function renderOutcome(row) {
+    const posted = row.status === 'posted' || row.status === 'rolled_back';
+    show($('outcome'), posted);
+    $('outcome').className = posted ? `outcome ${row.status}` : '';
+    if (!posted) {
+      $('outcome-fields').replaceChildren();
+      return;
+    }
+    const rolledBack = row.status === 'rolled_back';
+    $('outcome-heading').textContent = rolledBack ? 'Posted, then rolled back' : 'Posted';
+    const given = text(row.caller_reference) && row.caller_reference !== row.external_reference
+      ? row.caller_reference : null;
+    $('outcome-fields').replaceChildren(
+      ...field('Posted by', row.posted_by),
+      ...field('Posted to', row.destination_system),
+      ...field('External reference', row.external_reference && el('span', 'w', row.external_reference)),
+      ...field('Reference given when posting', given && el('span', 'w', given)),
+      ...field('Posted at', when(row.posted_at)),
+      ...(rolledBack ? [
+        ...field('Rolled back by', row.rolled_back_by),
+        ...field('Rolled back at', when(row.rolled_back_at)),
+        ...field('Reason', row.rollback_reason && el('span', '', ...words(row.rollback_reason))),
+      ] : []),
+    );
   }
 
   function renderExport(row) {
     $('detail-title').textContent = `Invoice ${row.invoice_id}`;
+    renderOutcome(row);
     $('detail-fields').replaceChildren(
       ...field('Export', row.id),
       ...field('Status', label(row.status)),
@@ -505,8 +602,8 @@
       ...field('Change reason', row.change_reason),
       ...field('Rejected by', row.rejected_by),
       ...field('Rejection reason', row.rejection_reason),
-      ...field('Staged', time(row.created_at)),
-      ...field('Updated', time(row.updated_at)),
+      ...field('Staged', when(row.created_at)),
+      ...field('Updated', when(row.updated_at)),
     );
     const waiting = row.status === 'prepared' || row.status === 'under_review';
     const offered = { review: row.status === 'prepared', approve: waiting, reject: waiting };
@@ -557,10 +654,10 @@
     else note = `${changes.length} field${changes.length > 1 ? 's' : ''} corrected at approval. Reason: ${d.change_reason ?? '—'}`;
     say($('diff-note'), note);
     tbody.replaceChildren(...changes.map((c) => el('tr', c.kind,
-      el('td', 'path', c.path),
-      el('td', '', c.kind),
-      el('td', 'before', c.kind === 'added' ? '—' : compact(c.before)),
-      el('td', 'after', c.kind === 'removed' ? '—' : compact(c.after)))));
+      cell('Field', 'path', c.path),
+      cell('Change', '', c.kind),
+      cell('Before', 'before', c.kind === 'added' ? '—' : compact(c.before)),
+      cell('After', 'after', c.kind === 'removed' ? '—' : compact(c.after)))));
     show($('diff'), changes.length > 0);
   }
 
@@ -576,8 +673,70 @@
       approved: 'as it will be posted, from the approved data',
       prepared: 'as it would be posted, from the prepared data',
     }[p.source] || p.source;
-    say($('preview-note'), `${p.file_name} · ${p.content_type} · ${p.size} bytes · ${source}`);
+    const note = $('preview-note');
+    say(note, '');
+    note.replaceChildren(...words(`${p.file_name} · ${p.content_type} · ${p.size} bytes · ${source}`));
+    show(note, true);
     $('preview').textContent = p.content;
+  }
+
+  // The detail fields other events may carry, in words, in this order.
+  const NOTE_FIELDS = [
+    ['reason', 'Reason'], ['change_reason', 'Reason'], ['comments', 'Comments'], ['comment', 'Comments'],
+    ['approval_comments', 'Comments'], ['review_comments', 'Comments'], ['note', 'Note'], ['notes', 'Note'],
+    ['message', 'Note'], ['error', 'Error'],
+  ];
+
+  // What one audit entry says, in words: [what happened, notes (reason,
+  // comments, …)]. The entry's snapshots and request key are for machines and
+  // are never shown; an event this page does not know (a newer server) is
+  // shown by its name made readable, with its state change and reasons.
+  function describe(a) {
+    const d = a.detail && typeof a.detail === 'object' && !Array.isArray(a.detail) ? a.detail : {};
+    const after = a.after && typeof a.after === 'object' ? a.after : {};
+    const notes = [];
+    const note = (name, v) => {
+      const t = text(v);
+      if (t && !notes.includes(`${name}: ${t}`)) notes.push(`${name}: ${t}`);
+    };
+    const to = text(after.destination_system) || 'the accounting system';
+    switch (a.event) {
+      case 'stage':
+        return [d.batch_id ? 'Staged for approval (in a batch)' : 'Staged for approval', notes];
+      case 'review':
+        note('Comments', d.comments);
+        return [after.prepared_by && a.actor === after.prepared_by ? 'Submitted for review' : 'Review started', notes];
+      case 'approve': {
+        const n = typeof d.changes === 'number' ? d.changes : 0;
+        if (n) notes.push(`${n} field${n > 1 ? 's' : ''} corrected`);
+        note('Reason', d.change_reason);
+        note('Comments', d.comments);
+        return [n ? 'Approved with corrections' : 'Approved', notes];
+      }
+      case 'reject':
+        note('Reason', d.reason);
+        return ['Rejected', notes];
+      case 'expire':
+        notes.push(!text(d.reason) || d.reason === 'approval_timeout'
+          ? 'No decision within the approval time limit' : `Reason: ${readable(d.reason)}`);
+        return ['Rejected automatically', notes];
+      case 'post': {
+        const ref = text(d.external_reference) || text(after.external_reference);
+        if (text(d.caller_reference) && d.caller_reference !== ref) note('Reference given when posting', d.caller_reference);
+        return [`Posted to ${to}` + (ref ? ` as ${ref}` : ''), notes];
+      }
+      case 'post_failed':
+        note('Error', d.error);
+        return [`Posting to ${to} failed`, notes];
+      case 'rollback':
+        note('Reason', d.reason);
+        return ['Rolled back', notes];
+      default: {
+        if (a.from && a.to && a.from !== a.to) notes.push(`Moved from ${label(a.from)} to ${label(a.to)}`);
+        for (const [key, name] of NOTE_FIELDS) note(name, d[key]);
+        return [readable(a.event) || 'Changed', notes];
+      }
+    }
   }
 
   function renderAudit(res) {
@@ -586,31 +745,39 @@
       tbody.replaceChildren(el('tr', '', el('td', 'error', explain('read', res)[0])));
       return;
     }
-    tbody.replaceChildren(...(res.data.entries || []).map((a) => {
+    const entries = Array.isArray(res.data.entries) ? res.data.entries : [];
+    tbody.replaceChildren(...entries.map((a) => {
+      const [what, notes] = describe(a);
       const tr = el('tr', '',
-        el('td', 'num', a.seq),
-        el('td', '', time(a.created_at)),
-        el('td', '', a.actor),
-        el('td', 'event', a.event),
-        el('td', '', `${label(a.from) || '—'} → ${label(a.to)}`),
-        el('td', 'detail', a.detail === null || a.detail === undefined ? '' : JSON.stringify(a.detail)),
-        el('td', 'key', a.idempotency_key ?? ''));
+        cell('When', 'when', when(a.created_at)),
+        cell('Who', 'who', ...words(a.actor === 'system' ? 'System (automatic)' : a.actor)),
+        cell('What', 'what', ...words(what)),
+        cell('Reason and comments', 'notes', ...notes.map((n) => el('span', 'note', ...words(n)))));
       tr.dataset.event = a.event;
       return tr;
     }));
   }
 
+  function showDetail(visible) {
+    show($('detail'), visible);
+    if (visible) return;
+    state.exportId = null;
+    state.exportRow = null;
+  }
+
   async function openExport(id, fresh = false) {
     if (fresh) {
       closeForms();
-      say($('action-result'), '');
+      clearMessages();
     }
+    const call = ++state.opened;
     const [row, diff, preview, audit] = await Promise.all([
       api('GET', exportPath(id)),
       api('GET', exportPath(id, '/diff')),
       api('GET', exportPath(id, '/preview')),
       api('GET', exportPath(id, '/audit')),
     ]);
+    if (call !== state.opened) return;
     if (!ok(row)) {
       readFailed(row);
       return;
@@ -622,7 +789,7 @@
     renderDiff(diff);
     renderPreview(preview);
     renderAudit(audit);
-    show($('detail'), true);
+    showDetail(true);
   }
 
   // ---- wiring ------------------------------------------------------------
@@ -649,23 +816,30 @@
       if (!token) return;
       sessionStorage.setItem(TOKEN_SLOT, token);
       $('token-input').value = '';
-      show($('detail'), false);
-      state.exportId = null;
-      state.exportRow = null;
+      clearMessages();
+      showDetail(false);
       useToken(token);
       loadList();
     });
-    $('token-forget').addEventListener('click', () => {
+    // Signing out forgets the token and this tab's unanswered decisions.
+    $('sign-out').addEventListener('click', () => {
       sessionStorage.removeItem(TOKEN_SLOT);
       dropIntents();
+      clearMessages();
+      closeForms();
+      showDetail(false);
       useToken(null);
-      show($('detail'), false);
-      state.exportId = null;
-      state.exportRow = null;
+      $('exports').tBodies[0].replaceChildren();
+      $('token-input').focus();
     });
-    $('status-filter').addEventListener('change', () => loadList());
-    $('refresh').addEventListener('click', () => loadList());
-    $('more').addEventListener('click', () => loadList(true));
+    // A reload of the list the person asks for: what was said before no longer applies.
+    const reload = (more) => {
+      clearMessages();
+      loadList(more);
+    };
+    $('status-filter').addEventListener('change', () => reload(false));
+    $('refresh').addEventListener('click', () => reload(false));
+    $('more').addEventListener('click', () => reload(true));
     useToken(sessionStorage.getItem(TOKEN_SLOT));
     loadList();
   }

@@ -9,7 +9,9 @@ The browser is required: without it these tests fail, they never skip.
 import os
 import re
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
@@ -81,25 +83,141 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000},
-                                  base_url=f"http://127.0.0.1:{server.port}")
-    context.set_default_timeout(TIMEOUT_MS)
-    pg = context.new_page()
-    pg.errors = []
-    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-    # Anything the policy blocked: the page must never try.
-    pg.on("console", lambda m: pg.errors.append(m.text)
-          if "Content Security Policy" in m.text or "Trusted" in m.text else None)
-    yield pg
-    context.close()
+def make_page(browser, server):
+    """Opens pages in their own browser contexts (a viewport, a locale, a time
+    zone: Playwright's context options), closed after the test."""
+    contexts = []
+
+    def make(**options):
+        context = browser.new_context(**{"viewport": {"width": 1280, "height": 1000}, **options},
+                                      base_url=f"http://127.0.0.1:{server.port}")
+        contexts.append(context)
+        context.set_default_timeout(TIMEOUT_MS)
+        pg = context.new_page()
+        pg.errors = []
+        pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+        # Anything the policy blocked: the page must never try.
+        pg.on("console", lambda m: pg.errors.append(m.text)
+              if "Content Security Policy" in m.text or "Trusted" in m.text else None)
+        return pg
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(make_page):
+    return make_page()
 
 
 def sign_in(page, client):
+    """Signs `client` in through the sign-in panel, signing out whoever is signed
+    in first. The panel's button says "Sign in"; once signed in the panel is
+    gone and the header names the person beside "Sign out"."""
     page.goto("/console")
+    if page.locator("#sign-out").is_visible():
+        sign_out(page)
+    panel = page.locator("#token-panel")
+    expect(panel).to_be_visible()
+    expect(page.locator("#token-save")).to_have_text("Sign in")
+    expect(page.locator("#sign-out")).to_be_hidden()
     page.fill("#token-input", client.token)
     page.click("#token-save")
     expect(page.locator("#whoami")).to_contain_text(f"Signed in as {client.sub}")
+    expect(panel).to_be_hidden()
+    expect(page.locator("#sign-out")).to_be_visible()
+    expect(page.locator("#sign-out")).to_have_text("Sign out")
+
+
+def sign_out(page):
+    page.click("#sign-out")
+    expect(page.locator("#token-panel")).to_be_visible()
+    expect(page.locator("#sign-out")).to_be_hidden()
+    expect(page.locator("#main")).to_be_hidden()
+
+
+# Every word (a run of non-space characters of one text node) under the element
+# that the browser laid out on more than one line: a word broken mid-word. Its
+# line boxes are the distinct tops of its client rects (a rect starting more
+# than half a line below the previous one is a new line). Answers the words
+# checked and the broken ones.
+BROKEN_WORDS = """(root) => {
+  const out = { checked: 0, broken: [] };
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    for (const m of n.data.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(n, m.index);
+      range.setEnd(n, m.index + m[0].length);
+      const rects = [...range.getClientRects()].filter((r) => r.width > 0 && r.height > 0);
+      if (!rects.length) continue;
+      out.checked += 1;
+      const tops = rects.map((r) => r.top).sort((a, b) => a - b);
+      let lines = 1;
+      for (let i = 1; i < tops.length; i++) if (tops[i] - tops[i - 1] > rects[0].height / 2) lines += 1;
+      if (lines > 1) out.broken.push(m[0]);
+    }
+  }
+  return out;
+}"""
+
+
+def broken_words(page, selector, at_least=1):
+    """The words under `selector` broken across lines (checked: at least `at_least` words)."""
+    found = page.locator(selector).evaluate(BROKEN_WORDS)
+    assert found["checked"] >= at_least, (selector, found)
+    return found["broken"]
+
+
+def assert_the_word_check_sees_a_broken_word(page):
+    """The check above finds a word the browser does break (a narrow box that
+    breaks anywhere): it cannot pass by seeing nothing."""
+    page.evaluate("""() => { const d = document.createElement('div'); d.id = 'word-probe';
+        d.style.width = '40px'; d.style.overflowWrap = 'anywhere';
+        d.textContent = 'short Unbreakablewordthatmustwrap'; document.body.append(d); }""")
+    assert broken_words(page, "#word-probe", 2) == ["Unbreakablewordthatmustwrap"]
+    page.evaluate("document.getElementById('word-probe').remove()")
+
+
+def assert_no_page_overflow(page):
+    sizes = page.evaluate("""() => ({ scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+        boxes: [...document.querySelectorAll('.scroll')].filter((b) => b.offsetParent)
+                 .map((b) => [b.firstElementChild.id, b.scrollWidth, b.clientWidth]) })""")
+    assert sizes["scroll"] <= sizes["inner"], sizes
+    # The tables are cards here: none scrolls inside its own box either.
+    assert all(scroll <= client for _, scroll, client in sizes["boxes"]), sizes
+
+
+def assert_within_width(page, selector, width):
+    for box in [page.locator(selector).nth(i).bounding_box() for i in range(page.locator(selector).count())]:
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, (selector, box)
+
+
+def iso(ms):
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+MONTHS_GB = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sept", "Oct", "Nov", "Dec"]
+
+
+def local_gb(ms, zone):
+    """A time as the page shows it to a reader in `zone` with an en-GB browser."""
+    d = datetime.fromtimestamp(ms / 1000, ZoneInfo(zone))
+    return f"{d.day} {MONTHS_GB[d.month - 1]} {d.year}, {d:%H:%M:%S}"
+
+
+def fields(page, selector):
+    """A <dl>'s terms and their descriptions, as shown."""
+    return page.locator(selector).evaluate(
+        "(dl) => Object.fromEntries([...dl.querySelectorAll('dt')].map((dt) => [dt.textContent, dt.nextElementSibling.textContent]))")
+
+
+def keyed(client, method, path, body, key=None):
+    key = key or unique("key")
+    r = client.server.request(method, path, body, client.headers(key))
+    assert r.status in (200, 201), r
+    return key, r.json()
 
 
 def open_export(page, export_id):
@@ -563,6 +681,7 @@ def test_refusals_are_explained_in_words(page, team):
     assert audit(team["approver"], export["id"], "reject") == []
 
     # A token the server refuses.
+    sign_out(page)
     page.fill("#token-input", team["approver"].token[:-4] + "AAAA")
     page.click("#token-save")
     expect(page.locator("#message")).to_contain_text("Your token was not accepted")
@@ -591,3 +710,347 @@ def test_export_data_is_shown_as_text_never_run_as_markup(page, team):
     expect(page.locator("body")).not_to_contain_text("assigned")
     page.wait_for_function("true")
     assert any("TrustedHTML" in e for e in page.errors), page.errors
+
+
+def test_signing_in_and_out_in_words_with_the_panel_only_while_signed_out(page, team):
+    export = stage(team["preparer"])
+    page.goto("/console")
+    panel = page.locator("#token-panel")
+    expect(panel).to_be_visible()
+    expect(page.locator("#token-heading")).to_have_text("Sign in")
+    expect(page.locator("#token-save")).to_have_text("Sign in")
+    expect(page.get_by_role("button", name=re.compile("token", re.I))).to_have_count(0)
+    expect(page.locator("#session")).to_be_hidden()
+    expect(page.locator("#main")).to_be_hidden()
+
+    sign_in(page, team["approver"])
+    whoami = page.locator("header #whoami")
+    expect(whoami).to_have_text(f"Signed in as {team['approver'].sub} (tenant {team['approver'].tenant}) · roles: approver")
+    # The name and roles are a small line beside "Sign out", in the header.
+    sign_out_button = page.locator("header #sign-out")
+    name_box, button_box = whoami.bounding_box(), sign_out_button.bounding_box()
+    assert abs((name_box["y"] + name_box["height"] / 2) - (button_box["y"] + button_box["height"] / 2)) < 8, \
+        (name_box, button_box)
+    assert button_box["x"] >= name_box["x"] + name_box["width"], (name_box, button_box)
+    assert page.locator("header #whoami").evaluate("(e) => parseFloat(getComputedStyle(e).fontSize)") < \
+        page.locator("h1").evaluate("(e) => parseFloat(getComputedStyle(e).fontSize)") / 1.5
+
+    # A decision left open in this tab: signing out forgets it with the token.
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    assert page.evaluate("Object.keys(sessionStorage).filter(k => k.includes('intent'))") != []
+    sign_out(page)
+    expect(page.locator("#token-save")).to_have_text("Sign in")
+    expect(page.locator("#session")).to_be_hidden()
+    expect(whoami).to_have_text("")
+    assert page.evaluate("sessionStorage.getItem('idemgate.console.token')") is None
+    assert page.evaluate("Object.keys(sessionStorage).filter(k => k.includes('intent'))") == []
+    page.reload()
+    expect(panel).to_be_visible()
+    expect(page.locator("#main")).to_be_hidden()
+
+    sign_in(page, team["clerk"])
+    expect(whoami).to_contain_text("no role")
+    # Still signed in after a reload, without the panel.
+    page.reload()
+    expect(whoami).to_contain_text(f"Signed in as {team['clerk'].sub}")
+    expect(panel).to_be_hidden()
+    expect(page.locator("#sign-out")).to_be_visible()
+    assert page.errors == []
+
+
+def test_a_stale_error_goes_when_the_person_moves_on(page, team):
+    first = stage(team["preparer"])
+    second = stage(team["preparer"])
+    sign_in(page, team["approver"])
+    message, result = page.locator("#message"), page.locator("#action-result")
+
+    def refused_reject():
+        page.click("#reject-open")
+        page.click("#reject-submit")
+        expect(result).to_have_text("A reason is required to reject an export.")
+        expect(result).to_be_visible()
+
+    # Another export opened.
+    open_export(page, first["id"])
+    refused_reject()
+    open_export(page, second["id"])
+    expect(result).to_be_hidden()
+    expect(result).to_have_text("")
+
+    # A server refusal, then another action started.
+    r = team["approver"].server.request("PUT", f"/v1/staging/exports/{second['id']}/reject", {"reason": "elsewhere"},
+                                        team["approver"].headers(unique("reject")))
+    assert r.status == 200, r
+    page.click("#reject-open")
+    page.fill("#reject-reason", "wrong vendor")
+    page.click("#reject-submit")
+    expect(result).to_contain_text("This export is rejected, so it cannot be rejected now.")
+    open_export(page, first["id"])
+    refused_reject()
+    page.click("#approve-open")
+    expect(result).to_be_hidden()
+
+    # A read that failed, then another export opened: the message about the first goes.
+    pattern = f"**/v1/staging/exports/{second['id']}"
+    page.route(pattern, lambda route: route.fulfill(
+        status=503, content_type="application/problem+json",
+        body='{"type":"https://idemgate.dev/errors/x","title":"x","status":503,"detail":"x"}'))
+    page.select_option("#status-filter", "")
+    page.click(f'#exports button[data-export-id="{second["id"]}"]')
+    expect(message).to_contain_text("The server could not complete the request")
+    page.unroute(pattern)
+    open_export(page, first["id"])
+    expect(message).to_be_hidden()
+    expect(message).to_have_text("")
+
+    # The list reloaded.
+    refused_reject()
+    page.click("#refresh")
+    expect(result).to_be_hidden()
+    page.route(pattern, lambda route: route.fulfill(status=404, content_type="application/problem+json",
+                                                    body='{"type":"x","title":"x","status":404,"detail":"x"}'))
+    page.click(f'#exports button[data-export-id="{second["id"]}"]')
+    expect(message).to_contain_text("This export does not exist")
+    page.unroute(pattern)
+    page.select_option("#status-filter", "rejected")
+    expect(message).to_be_hidden()
+
+    # Signed out, then in.
+    page.select_option("#status-filter", "")
+    open_export(page, first["id"])
+    refused_reject()
+    sign_out(page)
+    expect(result).to_have_text("")
+    expect(message).to_be_hidden()
+    page.fill("#token-input", team["approver"].token[:-4] + "AAAA")
+    page.click("#token-save")
+    expect(message).to_contain_text("Your token was not accepted")
+    page.fill("#token-input", team["approver"].token)
+    page.click("#token-save")
+    expect(page.locator("#whoami")).to_contain_text(team["approver"].sub)
+    expect(page.locator(f'#exports tr[data-export-id="{first["id"]}"]')).to_have_count(1)
+    expect(message).to_be_hidden()
+    expect(message).to_have_text("")
+
+
+def test_the_favicon_is_an_svg_served_like_the_other_files_and_linked(page, server):
+    icon = server.request("GET", "/console/favicon.svg")
+    assert icon.status == 200, icon
+    assert icon.header("content-type") == "image/svg+xml"
+    body = icon.body.decode()
+    assert body.lstrip().startswith("<svg ") and "<script" not in body and "<style" not in body
+    page_reply = server.request("GET", "/console")
+    for name in ("content-security-policy", "x-content-type-options", "cache-control", "referrer-policy",
+                 "x-frame-options", "cross-origin-opener-policy"):
+        assert icon.header(name) is not None and icon.header(name) == page_reply.header(name), name
+    head = server.request("HEAD", "/console/favicon.svg")
+    assert head.status == 200 and head.body == b"" and head.header("content-type") == "image/svg+xml"
+
+    page.goto("/console")
+    link = page.locator('head link[rel="icon"]')
+    expect(link).to_have_count(1)
+    expect(link).to_have_attribute("href", "/console/favicon.svg")
+    expect(link).to_have_attribute("type", "image/svg+xml")
+    # Loaded as the browser loads an icon, an image, under the page's own policy.
+    loaded = page.evaluate("""() => new Promise((done) => {
+        const img = new Image();
+        img.onload = () => done({ ok: true, width: img.naturalWidth, height: img.naturalHeight });
+        img.onerror = () => done({ ok: false });
+        img.src = document.querySelector('link[rel="icon"]').href; })""")
+    assert loaded == {"ok": True, "width": 32, "height": 32}, loaded
+    page.wait_for_function("true")
+    assert page.errors == []
+
+
+def test_the_audit_trail_says_who_did_what_when_and_why_in_words(make_page, team):
+    zone = "America/New_York"
+    page = make_page(locale="en-GB", timezone_id=zone)
+    preparer, approver = team["preparer"], team["approver"]
+    stage_key, export = keyed(preparer, "POST", "/v1/staging/exports",
+                              {"invoice_id": unique("inv"), "export_format": "csv", "destination_system": "netsuite",
+                               "export_data": invoice()})
+    path = f"/v1/staging/exports/{export['id']}"
+    keys = [stage_key]
+    keys.append(keyed(preparer, "PUT", f"{path}/review", {"comments": "totals checked against the PDF"})[0])
+    keys.append(keyed(approver, "PUT", f"{path}/approve",
+                      {"approved_data": invoice(vendor_name="Acme Supplies"), "change_reason": "vendor name typo",
+                       "approval_comments": "fine otherwise"})[0])
+    keys.append(keyed(approver, "POST", f"{path}/post", {"external_reference": "QB-123"})[0])
+    keys.append(keyed(approver, "POST", f"{path}/rollback", {"reason": "posted to the wrong period"})[0])
+    entries = approver.get(f"{path}/audit").json()["entries"]
+    assert [e["event"] for e in entries] == ["stage", "review", "approve", "post", "rollback"]
+    assert [e["idempotency_key"] for e in entries] == keys
+
+    sign_in(page, approver)
+    page.select_option("#status-filter", "")
+    open_export(page, export["id"])
+    rows = page.locator("#audit tbody tr")
+    expect(rows).to_have_count(5)
+    expect(page.locator("#audit thead th")).to_have_text(["When (your time)", "Who", "What", "Reason and comments"])
+    expected = [
+        ("stage", preparer.sub, "Staged for approval", ""),
+        ("review", preparer.sub, "Submitted for review", "Comments: totals checked against the PDF"),
+        ("approve", approver.sub, "Approved with corrections",
+         "1 field correctedReason: vendor name typoComments: fine otherwise"),
+        ("post", approver.sub, "Posted to netsuite as QB-123", ""),
+        ("rollback", approver.sub, "Rolled back", "Reason: posted to the wrong period"),
+    ]
+    for i, (event, who, what, notes) in enumerate(expected):
+        row = rows.nth(i)
+        expect(row).to_have_attribute("data-event", event)
+        expect(row.locator("td.who")).to_have_text(who)
+        expect(row.locator("td.what")).to_have_text(what)
+        expect(row.locator("td.notes")).to_have_text(notes)
+        # When: the reader's local time, in words; the instant itself in the element.
+        stamp = row.locator("td.when time")
+        expect(stamp).to_have_attribute("datetime", iso(entries[i]["created_at"]))
+        expect(stamp).to_have_text(local_gb(entries[i]["created_at"], zone))
+    expect(rows.nth(2).locator("td.notes .note")).to_have_text(
+        ["1 field corrected", "Reason: vendor name typo", "Comments: fine otherwise"])
+    # New York is behind UTC: the times shown are not UTC's.
+    utc_hour = datetime.fromtimestamp(entries[0]["created_at"] / 1000, timezone.utc).strftime("%H:%M:%S")
+    expect(rows.nth(0).locator("td.when")).not_to_contain_text(utc_hour)
+
+    trail = page.locator("#audit").inner_text()
+    for machine in ['{', '}', '"', "console-", "idempotency", "sha256", "null", "under_review", *keys]:
+        assert machine not in trail, (machine, trail)
+    assert_the_word_check_sees_a_broken_word(page)
+    assert broken_words(page, "#audit", 30) == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#audit").screenshot(path=str(ARTIFACTS / "console-audit.png"))
+    assert page.errors == []
+
+
+def test_an_audit_event_the_page_does_not_know_is_shown_by_its_name_in_words(page, team):
+    """A newer server may record events this page has no words for (asking for
+    changes, a second approval): they read as their name, their state change
+    and their reason or comments — never as JSON or a key."""
+    export = stage(team["preparer"])
+    review(team["clerk"], export["id"])
+    path = f"/v1/staging/exports/{export['id']}/audit"
+    secret = unique("key-never-shown")
+
+    def newer_server(route):
+        answer = route.fetch()
+        data = answer.json()
+        last = data["entries"][-1]
+        data["entries"] += [
+            {**last, "seq": last["seq"] + 1, "event": "request_changes", "actor": team["approver"].sub,
+             "from": "under_review", "to": "prepared", "idempotency_key": secret,
+             "detail": {"reason": "attach the delivery note", "fields": ["$.line_items"]}},
+            {**last, "seq": last["seq"] + 2, "event": "second_approval", "actor": team["approver"].sub,
+             "from": "under_review", "to": "under_review", "idempotency_key": secret,
+             "detail": {"comments": "ok by me", "step": {"n": 2}}},
+            {**last, "seq": last["seq"] + 3, "event": "", "actor": "system", "from": None, "to": "prepared",
+             "idempotency_key": None, "detail": None},
+        ]
+        route.fulfill(response=answer, json=data)
+
+    page.route(f"**{path}", newer_server)
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    rows = page.locator("#audit tbody tr")
+    expect(rows).to_have_count(5)
+    changes = page.locator('#audit tr[data-event="request_changes"]')
+    expect(changes.locator("td.what")).to_have_text("Request changes")
+    expect(changes.locator("td.who")).to_have_text(team["approver"].sub)
+    expect(changes.locator("td.notes .note")).to_have_text(
+        ["Moved from under review to prepared", "Reason: attach the delivery note"])
+    second = page.locator('#audit tr[data-event="second_approval"]')
+    expect(second.locator("td.what")).to_have_text("Second approval")
+    expect(second.locator("td.notes .note")).to_have_text(["Comments: ok by me"])
+    expect(rows.nth(4).locator("td.what")).to_have_text("Changed")
+    expect(rows.nth(4).locator("td.who")).to_have_text("System (automatic)")
+    trail = page.locator("#audit").inner_text()
+    for machine in ['{', '"', "[", secret, "line_items", "step"]:
+        assert machine not in trail, (machine, trail)
+    assert page.errors == []
+
+
+def test_a_rolled_back_export_says_who_posted_it_and_who_rolled_it_back_and_why(page, server):
+    tenant = unique("fin")
+    alice = Client(server, unique("alice"), tenant)
+    bob = Client(server, unique("bob"), tenant, ["approver"])
+    export = stage(alice)
+    waiting = stage(alice, invoice(invoice_number="INV-2002"))
+    path = f"/v1/staging/exports/{export['id']}"
+    keyed(bob, "PUT", f"{path}/approve", {})
+    keyed(bob, "POST", f"{path}/post", {"external_reference": "QB-4711"})
+    keyed(bob, "POST", f"{path}/rollback", {"reason": "duplicate posting of INV-2001"})
+    row = bob.get(path).json()
+    assert row["status"] == "rolled_back" and row["posted_by"] == bob.sub, row
+
+    sign_in(page, bob)
+    page.select_option("#status-filter", "rolled_back")
+    open_export(page, export["id"])
+    outcome = page.locator("#outcome")
+    expect(outcome).to_be_visible()
+    expect(page.locator("#outcome-heading")).to_have_text("Posted, then rolled back")
+    shown = fields(page, "#outcome-fields")
+    times = {k: page.locator("#outcome-fields dd time").nth(i).get_attribute("datetime")
+             for i, k in enumerate(["Posted at", "Rolled back at"])}
+    assert {k: v for k, v in shown.items() if not k.endswith(" at")} == {
+        "Posted by": bob.sub,
+        "Posted to": "netsuite",
+        "External reference": "QB-4711",
+        "Rolled back by": bob.sub,
+        "Reason": "duplicate posting of INV-2001",
+    }, shown
+    assert times == {"Posted at": iso(row["posted_at"]), "Rolled back at": iso(row["rolled_back_at"])}, times
+    for name in ("Posted at", "Rolled back at"):
+        assert re.fullmatch(r"\S.*\d{4}.*\d{2}:\d{2}:\d{2}.*", shown[name]) and "T" not in shown[name], shown
+    # Above the rest of the detail.
+    assert outcome.bounding_box()["y"] < page.locator("#detail-fields").bounding_box()["y"]
+    expect(page.locator('#audit tr[data-event="rollback"] td.notes')).to_have_text(
+        "Reason: duplicate posting of INV-2001")
+
+    # An export that was never posted has no outcome to show.
+    page.select_option("#status-filter", "")
+    open_export(page, waiting["id"])
+    expect(outcome).to_be_hidden()
+    assert page.errors == []
+
+
+def test_the_queue_on_a_phone_keeps_words_whole_and_fits_the_screen(make_page, team):
+    width = 390
+    page = make_page(viewport={"width": width, "height": 844})
+    long_vendor = "Nordwestdeutsche Büroausstattungs-Großhandelsgesellschaft mbH & Co. KG"
+    exports = [
+        stage(team["preparer"], invoice(vendor_name=long_vendor, invoice_number="INV-2026-000123-A"),
+              invoice_id=unique("inv-source-system-reference")),
+        stage(team["preparer"], invoice(total_amount="31.00", currency="euro", invoice_date="31/10/2026")),
+        stage(team["preparer"], invoice(invoice_number="INV-7002")),
+    ]
+    review(team["clerk"], exports[2]["id"])
+    sign_in(page, team["approver"])
+    for export in exports:
+        expect(page.locator(f'#exports tr[data-export-id="{export["id"]}"]')).to_have_count(1)
+    expect(page.locator(f'#exports tr[data-export-id="{exports[1]["id"]}"]')).to_contain_text("YYYY-MM-DD")
+
+    assert_no_page_overflow(page)
+    assert_the_word_check_sees_a_broken_word(page)
+    assert broken_words(page, "#exports tbody", 60) == []
+    for selector in ("#sign-out", "#status-filter", "#refresh", "#exports tbody button"):
+        assert_within_width(page, selector, width)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console-phone.png"), full_page=True)
+
+    # An export's detail, its buttons and a form, on the phone.
+    page.click(f'#exports button[data-export-id="{exports[0]["id"]}"]')
+    expect(page.locator("#detail-fields")).to_contain_text(exports[0]["id"])
+    assert_no_page_overflow(page)
+    assert broken_words(page, "#detail-fields", 10) == []
+    assert broken_words(page, "#audit", 4) == []
+    for selector in ("#review-open", "#approve-open", "#reject-open"):
+        assert_within_width(page, selector, width)
+    page.click("#approve-open")
+    expect(page.locator("#approve-form")).to_be_visible()
+    assert_within_width(page, "#approve-submit", width)
+    assert_within_width(page, "#approve-comments", width)
+    assert_no_page_overflow(page)
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_have_text("Export approved.")
+    assert_no_page_overflow(page)
+    assert broken_words(page, "#audit", 8) == []
+    assert page.errors == []
