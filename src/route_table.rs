@@ -133,6 +133,7 @@ pub const ROUTES: &[Route] = &[
     console("/console", "console", "The approvers' console: a page", "text/html"),
     console("/console/app.js", "consoleScript", "The console's script", "text/javascript"),
     console("/console/app.css", "consoleStyle", "The console's style sheet", "text/css"),
+    console("/console/favicon.svg", "consoleIcon", "The console's icon", "image/svg+xml"),
     Route {
         method: "get",
         path: "/v1/documents/{id}",
