@@ -54,14 +54,16 @@ class SplitServer(Server):
             f.write(split_config("idemgate-gate", '[[durable_objects.bindings]]\nname = "KEY_GATE"\n'
                                  'class_name = "KeyGate"\n\n[[migrations]]\ntag = "v1"\n'
                                  'new_sqlite_classes = ["KeyGate"]\n'))
-        env = {**os.environ, "CI": "1"}
+        # A dev registry of its own: another test process's `idemgate` never answers for this one's.
+        env = {**os.environ, "CI": "1", "WRANGLER_REGISTRY_PATH": os.path.join(self.state_dir, "registry")}
         subprocess.run([WRANGLER, "d1", "migrations", "apply", "idemgate", "--local", "--persist-to",
                         self.state_dir, "-c", gate], cwd=self.state_dir, env=env, check=True, capture_output=True)
         self.log_path = os.path.join(self.state_dir, f"dev-{self.port}.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [WRANGLER, "dev", "-c", front, "-c", gate, "--ip", "127.0.0.1", "--port", str(self.port),
-             "--persist-to", self.state_dir, "--show-interactive-dev-session=false"],
+             "--persist-to", self.state_dir, "--show-interactive-dev-session=false",
+             "--inspector-port", str(free_port())],
             cwd=self.state_dir, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
