@@ -15,6 +15,7 @@ use crate::config;
 use crate::http::{self, Timings};
 use crate::request_log::{route_template, Stage, Start, Trace};
 use crate::upstream::Outgoing;
+use futures_util::FutureExt;
 use incoming::Incoming;
 use isolate::resolve_caller;
 use worker::{console_log, Context, Env, Response};
@@ -85,7 +86,9 @@ fn quick_pass(req: &Incoming, plan: Option<&Plan>, start: Start) -> Result<js_sy
     let Some(cfg) = config::peek() else {
         return Err(start);
     };
-    let Ok(resolved) = resolve_caller(req.header("authorization").as_deref(), &cfg, None) else {
+    // Without `env` nothing is awaited: the future is ready at once.
+    let resolution = resolve_caller(&req.credentials(), &cfg, None).now_or_never();
+    let Some(Ok(resolved)) = resolution else {
         return Err(start);
     };
     let Some((pass, Caller { tenant, .. })) = plan.quick(&resolved) else {

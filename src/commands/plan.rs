@@ -107,7 +107,9 @@ pub fn caller(resolved: &Resolved) -> Result<Caller, ApiError> {
     match resolved {
         Resolved::Caller(caller) => Ok(caller.clone()),
         Resolved::Refused(e) => Err(ApiError::Unauthorized(e.to_string())),
-        Resolved::Unverified => Err(ApiError::Unauthorized("the token was not verified".into())),
+        Resolved::Unverified | Resolved::Verify(_) => {
+            Err(ApiError::Unauthorized("the token was not verified".into()))
+        }
     }
 }
 
@@ -127,7 +129,7 @@ pub fn forwarded(header: HeaderFn<'_>) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{ClaimChecks, VerifiedTokens};
+    use crate::auth::{ClaimChecks, Rules, VerifiedTokens};
     use crate::config::KeyPolicy;
     use proptest::prelude::*;
 
@@ -272,8 +274,9 @@ mod tests {
             let keyed = super::super::match_path(path);
             // One plan for the request, as the Worker computes it once.
             let plan = Plan::of(method, keyed.as_ref(), &cfg, &header);
-            let recalled = memory.resolve(authorization.as_deref(), SECRET, NOW + dt, &checks, false);
-            let verified = memory.resolve(authorization.as_deref(), SECRET, NOW + dt, &checks, true);
+            let rules = Rules::hs256(SECRET, &checks);
+            let recalled = memory.resolve(authorization.as_deref(), None, &rules, NOW + dt, false);
+            let verified = memory.resolve(authorization.as_deref(), None, &rules, NOW + dt, true);
             if let Some((pass, caller)) = plan.quick(&recalled) {
                 prop_assert_eq!(plan.guarded(&verified), Step::Pass(pass));
                 prop_assert_eq!(&verified, &Resolved::Caller(caller));

@@ -190,6 +190,7 @@ fn problem_types() -> Vec<String> {
         ApiError::DataTooLarge(key.clone()),
         ApiError::KeyReused { key: key.clone() },
         ApiError::AuthNotConfigured,
+        ApiError::AuthKeysUnavailable { retry_after: 1 },
         ApiError::StorageUnavailable,
         ApiError::UpstreamUnreachable,
         ApiError::UpstreamTimeout,
