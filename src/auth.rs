@@ -1534,4 +1534,50 @@ mod rules_tests {
         }
         .configured());
     }
+
+    /// Resolves `token` with a stand-in for WebCrypto: a JWKS signature
+    /// verifies when its bytes are all 1.
+    fn settle(tokens: &mut VerifiedTokens, token: &str, rules: &Rules, now: f64) -> Resolved {
+        match tokens.resolve(None, Some(token), rules, now, true) {
+            Resolved::Verify(p) => {
+                let ok = p.signature.iter().all(|b| *b == 1);
+                let signature = if ok {
+                    Ok(())
+                } else {
+                    Err(AuthError::BadSignature)
+                };
+                tokens.complete(*p, signature, now)
+            }
+            other => other,
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+
+        #[test]
+        fn remembering_a_jwks_token_never_changes_the_answer(
+            claims in proptest::collection::vec((0u8..3, -90.0f64..90.0, proptest::option::of(-90.0f64..90.0), proptest::bool::ANY), 1..5),
+            at in proptest::collection::vec((0usize..5, -120.0f64..120.0), 1..20),
+        ) {
+            let rules = both();
+            let tokens: Vec<String> = claims.iter().map(|(sub, exp, nbf, good)| {
+                let mut c = json!({"sub":format!("u{sub}"),"exp":NOW+exp});
+                if let Some(nbf) = nbf { c["nbf"] = json!(NOW + nbf); }
+                let h = b64(&json!({"alg":"ES256","kid":"k"}));
+                let s = URL_SAFE_NO_PAD.encode([if *good { 1u8 } else { 2 }; 64]);
+                format!("{h}.{}.{s}", b64(&c))
+            }).collect();
+            let mut memory = VerifiedTokens::default();
+            for (i, dt) in at {
+                let token = &tokens[i % tokens.len()];
+                let full = settle(&mut VerifiedTokens::default(), token, &rules, NOW + dt);
+                let quick = memory.resolve(None, Some(token), &rules, NOW + dt, false);
+                if let Resolved::Caller(_) = quick {
+                    proptest::prop_assert_eq!(&quick, &full);
+                }
+                proptest::prop_assert_eq!(settle(&mut memory, token, &rules, NOW + dt), full);
+            }
+        }
+    }
 }
