@@ -75,17 +75,22 @@ class Key:
 class Jwks:
     """A JWKS at http://127.0.0.1:<port>/cdn-cgi/access/certs, as Cloudflare Access
     serves its team's certs: the keys listed (changeable), a Cache-Control, a
-    switch to answer 503 (down), and the times it was asked."""
+    switch to be down (`"drop"`: close the connection unanswered; `"503"`: answer
+    503), and the times it was asked."""
 
     def __init__(self, keys):
         self.keys = list(keys)
-        self.down = False
+        self.down = None
         self.fetches = []
         jwks = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 jwks.fetches.append(time.time())
+                if jwks.down == "drop":
+                    # Unreachable: the connection closes with no answer.
+                    self.close_connection = True
+                    return
                 if jwks.down or self.path != "/cdn-cgi/access/certs":
                     self.send_response(503 if jwks.down else 404)
                     self.send_header("content-length", "0")
@@ -161,6 +166,18 @@ def refused_then_runs(srv, bad, status=401, slug="unauthorized", access=None):
     assert ok.status == 201, ok
     assert ok.header("idempotent-replayed") is None, ok.headers
     return reply
+
+
+def test_claim_pointers_or_a_jwks_url_that_do_not_parse_refuse_every_request_naming_them():
+    s = Server(AUTH_TENANT_CLAIM="app_metadata.tenant_id", AUTH_ROLES_CLAIM="/roles/~2",
+               AUTH_JWKS_URL="team.cloudflareaccess.com/cdn-cgi/access/certs").start(ready_status=500)
+    try:
+        for reply in (s.request("GET", "/healthz"), upload(s, RSA.sign(claims()))):
+            p = assert_problem(reply, 500, "misconfigured")
+            for var in ("AUTH_TENANT_CLAIM", "AUTH_ROLES_CLAIM", "AUTH_JWKS_URL"):
+                assert var in p["detail"], p
+    finally:
+        s.cleanup()
 
 
 def test_rs256_and_es256_tokens_are_accepted(srv, jwks):
@@ -293,7 +310,7 @@ def test_a_key_rotated_into_the_jwks_is_accepted_after_a_refetch(srv, jwks):
 
 
 def test_with_the_jwks_down_held_keys_still_work_and_an_unknown_key_is_503(srv, jwks):
-    jwks.down = True
+    jwks.down = "drop"
     later = Key("ES256", "ec-2")
     jwks.keys.append(later)
     jwks.wait_for_refetch()
@@ -317,8 +334,16 @@ def test_with_the_jwks_down_held_keys_still_work_and_an_unknown_key_is_503(srv, 
     # The key was never used: with a good token it runs.
     ok = upload(srv, RSA.sign(claims()), key, doc=doc)
     assert ok.status == 201 and ok.header("idempotent-replayed") is None, ok
+    # Answering 503 is down too.
+    jwks.down = "503"
+    jwks.wait_for_refetch()
+    reply = upload(srv, later.sign(claims()))
+    assert_problem(reply, 503, "auth-keys-unavailable")
+    assert reply.header("retry-after") is not None
+    assert len(jwks.fetches) == before + 2
+    assert upload(srv, EC.sign(claims())).status == 201
     # Back up: the next allowed fetch finds the new key.
-    jwks.down = False
+    jwks.down = None
     jwks.wait_for_refetch()
     r = upload(srv, later.sign(claims()))
     assert r.status == 201, r
