@@ -76,7 +76,7 @@ fn guarded(
 /// It runs outside the panic guard, so it runs nothing that parses what a
 /// client sent: the plan's header reads and integer parse, a map lookup for
 /// the token ([`resolve_caller`] without verifying: no base64, no JSON, no
-/// MAC), a string format. The configuration must have been parsed already by
+/// MAC, no JWKS or WebCrypto — its future is ready at once), a string format. The configuration must have been parsed already by
 /// an earlier request ([`config::peek`]). The log line, if on, is printed after
 /// the answer has gone, as the guarded path prints it.
 fn quick_pass(req: &Incoming, plan: Option<&Plan>, start: Start) -> Result<js_sys::Promise, Start> {

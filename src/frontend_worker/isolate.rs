@@ -9,7 +9,7 @@ use crate::config::{self, Config, AUTH_SECRET_VAR};
 use crate::problem::ApiError;
 use js_sys::futures::JsFuture;
 use std::rc::Rc;
-use worker::{console_error, console_log, Date, Env, Response};
+use worker::{console_error, Date, Env, Response};
 
 /// What a route answers: a response, or the problem to answer with.
 pub(super) type Outcome = std::result::Result<Response, ApiError>;
@@ -167,9 +167,9 @@ async fn jwks_signature(
                     None => Err("the fetch did not answer".to_string()),
                 };
                 let now = Date::now().as_millis() as f64;
-                match KEYS.with(|k| k.borrow_mut().fetched(now, answer)) {
-                    Ok(count) => console_log!("JWKS fetched from {url}: {count} usable keys"),
-                    Err(why) => console_error!("JWKS not fetched from {url}: {why}"),
+                // Only a failure is logged: REQUEST_LOG=off leaves errors alone.
+                if let Err(why) = KEYS.with(|k| k.borrow_mut().fetched(now, answer)) {
+                    console_error!("JWKS not fetched from {url}: {why}");
                 }
             }
             jwks::Lookup::Unknown => {
