@@ -1,22 +1,38 @@
-//! Bearer tokens: HS256 JWTs signed with `AUTH_JWT_SECRET`.
+//! Bearer tokens: JWTs signed HS256 with `AUTH_JWT_SECRET`, or RS256, ES256 or
+//! EdDSA with a key of the JWKS at `AUTH_JWKS_URL` ([`jwks`]).
 //!
-//! Only HS256 is accepted: the algorithm comes from our configuration, never from
-//! the token, so `alg: none` or an RS/HS confusion cannot pass. The MAC is checked
-//! by `hmac`'s constant-time comparison.
+//! The token's `alg` chooses between the two, never the key: HS256 is only
+//! ever checked with the secret (constant-time, `hmac`), and the others only
+//! with a JWKS key of that algorithm whose `kid` is the token's — so
+//! `alg: none`, an HS256 token "signed" with a public key, or a key used for
+//! another algorithm cannot pass. A header with `crit` is refused (no
+//! extension is understood). The JWKS signature itself is checked by the
+//! runtime's WebCrypto: [`VerifiedTokens::resolve`] then answers
+//! [`Resolved::Verify`], and [`VerifiedTokens::complete`] takes the result.
 //!
 //! A token has exactly one accepted spelling: each of the three segments must be
 //! canonical unpadded base64url (no `=`, no stray bits in the last character), so
 //! a valid token with anything appended or re-encoded is rejected rather than
 //! accepted as a second "same" token. Tokens above [`MAX_TOKEN_BYTES`] are
-//! rejected before any decoding. When `AUTH_JWT_ISSUER` / `AUTH_JWT_AUDIENCE` are
-//! set ([`ClaimChecks`]), `iss` must equal the issuer and `aud` (a string or an
-//! array of strings, RFC 7519 §4.1.3) must contain the audience; unset, those
-//! claims are not looked at.
+//! rejected before any decoding. `exp` is required, `nbf` honoured. When
+//! `AUTH_JWT_ISSUER` / `AUTH_JWT_AUDIENCE` are set ([`ClaimChecks`]), `iss` must
+//! equal the issuer and `aud` (a string or an array of strings, RFC 7519
+//! §4.1.3) must contain the audience; unset, those claims are not looked at.
+//! The tenant and the roles are read where [`ClaimMapping`]'s JSON Pointers
+//! say (`AUTH_TENANT_CLAIM`, `AUTH_ROLES_CLAIM`).
+//!
+//! The token comes from `Authorization: Bearer …`, or, when that header is
+//! absent, from Cloudflare Access's `Cf-Access-Jwt-Assertion` ([`credential`]).
+
+pub mod jwks;
+pub mod pointer;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use jwks::Alg;
+use pointer::Pointer;
+use serde_json::Value;
 use sha2::Sha256;
 use std::fmt;
 
@@ -24,7 +40,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub sub: String,
-    /// The idempotency scope and data owner; the `tenant` claim, or `sub`.
+    /// The idempotency scope and data owner; the tenant claim, or `sub`.
     pub tenant: String,
     pub roles: Vec<String>,
 }
@@ -38,6 +54,9 @@ impl Caller {
 /// Largest accepted token (the part after `Bearer `), in bytes.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// The request header Cloudflare Access puts its token in.
+pub const ACCESS_HEADER: &str = "cf-access-jwt-assertion";
+
 /// Optional claim checks from the configuration (`AUTH_JWT_ISSUER`,
 /// `AUTH_JWT_AUDIENCE`); `None` means the claim is not checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,30 +65,90 @@ pub struct ClaimChecks {
     pub audience: Option<String>,
 }
 
+/// Where the tenant and the roles are in the claims (`AUTH_TENANT_CLAIM`,
+/// `AUTH_ROLES_CLAIM`): `/tenant` and `/roles` unless configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimMapping {
+    pub tenant: Pointer,
+    pub roles: Pointer,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        ClaimMapping {
+            tenant: Pointer::parse("/tenant").expect("a valid pointer"),
+            roles: Pointer::parse("/roles").expect("a valid pointer"),
+        }
+    }
+}
+
+/// How tokens are verified: fixed for an isolate's life.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// `AUTH_JWT_SECRET`, for HS256 (none: HS256 tokens are refused).
+    pub secret: Option<Vec<u8>>,
+    /// Whether `AUTH_JWKS_URL` is set (otherwise only HS256 is accepted).
+    pub jwks: bool,
+    pub checks: ClaimChecks,
+    pub claims: ClaimMapping,
+}
+
+impl Rules {
+    /// HS256 with `secret` (empty: none) and these checks, the default claims.
+    pub fn hs256(secret: &[u8], checks: &ClaimChecks) -> Rules {
+        Rules {
+            secret: (!secret.is_empty()).then(|| secret.to_vec()),
+            jwks: false,
+            checks: checks.clone(),
+            claims: ClaimMapping::default(),
+        }
+    }
+
+    /// Whether any token can be accepted at all.
+    pub fn configured(&self) -> bool {
+        self.secret.is_some() || self.jwks
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
     Missing,
     NotBearer,
     Malformed(&'static str),
     UnsupportedAlg(String),
+    /// The header names extensions (`crit`) that must be understood.
+    UnsupportedCrit,
     BadSignature,
     Expired,
     NotYetValid,
     TooLarge,
     WrongIssuer,
     WrongAudience,
+    /// The JWKS holds no key of the token's `kid`.
+    UnknownKey(String),
+    /// The JWKS key of the token's `kid` is for another algorithm.
+    KeyAlgMismatch {
+        kid: String,
+        key: Alg,
+    },
 }
 
 impl fmt::Display for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AuthError::Missing => write!(f, "the Authorization header is missing"),
+            AuthError::Missing => write!(
+                f,
+                "the Authorization header is missing (and there is no {ACCESS_HEADER} header)"
+            ),
             AuthError::NotBearer => write!(f, "the Authorization header must be 'Bearer <token>'"),
             AuthError::Malformed(why) => write!(f, "the token is malformed: {why}"),
             AuthError::UnsupportedAlg(alg) => {
+                write!(f, "the token's algorithm {alg:?} is not accepted here")
+            }
+            AuthError::UnsupportedCrit => {
                 write!(
                     f,
-                    "the token's algorithm {alg:?} is not accepted; only HS256 is"
+                    "the token's header lists critical extensions (crit), which are not supported"
                 )
             }
             AuthError::BadSignature => write!(f, "the token's signature does not verify"),
@@ -85,57 +164,121 @@ impl fmt::Display for AuthError {
                     "the token's audience (aud) does not include this service"
                 )
             }
+            AuthError::UnknownKey(kid) => {
+                write!(f, "the token's key (kid {kid:?}) is not in the JWKS")
+            }
+            AuthError::KeyAlgMismatch { kid, key } => write!(
+                f,
+                "the JWKS key {kid:?} is for {}, not the token's algorithm",
+                key.name()
+            ),
         }
     }
 }
 
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-}
-
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
-    #[serde(default)]
-    tenant: Option<String>,
-    #[serde(default)]
-    roles: Vec<String>,
+/// The token's claims, read: who it names and when it is valid.
+#[derive(Debug, Clone)]
+struct Verified {
+    caller: Caller,
     exp: f64,
-    #[serde(default)]
     nbf: Option<f64>,
-    /// Read as any JSON so that, unchecked, they are ignored as before.
-    #[serde(default)]
-    iss: Option<serde_json::Value>,
-    #[serde(default)]
-    aud: Option<serde_json::Value>,
 }
 
-impl Claims {
-    fn check(&self, checks: &ClaimChecks) -> Result<(), AuthError> {
-        if let Some(issuer) = &checks.issuer {
-            if self.iss.as_ref().and_then(|v| v.as_str()) != Some(issuer.as_str()) {
-                return Err(AuthError::WrongIssuer);
-            }
+impl Verified {
+    /// Whether the token is valid at `now_secs` (`exp` and `nbf`).
+    fn in_time(&self, now_secs: f64) -> Result<(), AuthError> {
+        if now_secs >= self.exp {
+            return Err(AuthError::Expired);
         }
-        if let Some(audience) = &checks.audience {
-            let listed = match &self.aud {
-                Some(serde_json::Value::String(a)) => a == audience,
-                Some(serde_json::Value::Array(items)) => {
-                    items.iter().any(|a| a.as_str() == Some(audience.as_str()))
-                }
-                _ => false,
-            };
-            if !listed {
-                return Err(AuthError::WrongAudience);
-            }
+        if self.nbf.is_some_and(|nbf| now_secs < nbf) {
+            return Err(AuthError::NotYetValid);
         }
         Ok(())
     }
 }
 
-/// Verifies an `Authorization` header value at `now_secs` (seconds since the epoch),
-/// without issuer or audience checks.
+/// Reads the claims: `sub` (a non-empty string), `exp` (a number), `nbf` (a
+/// number, if present), the tenant (a string where `claims.tenant` points;
+/// absent, null or empty: `sub`) and the roles (a string or an array of
+/// strings where `claims.roles` points; absent or null: none), then the
+/// configured `iss` / `aud` checks. Time is checked by [`Verified::in_time`].
+fn read_claims(payload: &[u8], rules: &Rules) -> Result<Verified, AuthError> {
+    let claims: Value = serde_json::from_slice(payload)
+        .map_err(|_| AuthError::Malformed("the claims are not JSON"))?;
+    if !claims.is_object() {
+        return Err(AuthError::Malformed("the claims are not a JSON object"));
+    }
+    let sub = match claims.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(_)) => return Err(AuthError::Malformed("sub is empty")),
+        _ => {
+            return Err(AuthError::Malformed(
+                "claims need sub (string) and exp (number)",
+            ))
+        }
+    };
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_f64)
+        .ok_or(AuthError::Malformed(
+            "claims need sub (string) and exp (number)",
+        ))?;
+    let nbf = match claims.get("nbf") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .ok_or(AuthError::Malformed("nbf is not a number"))?,
+        ),
+    };
+    let tenant = match rules.claims.tenant.resolve(&claims) {
+        None | Some(Value::Null) => sub.clone(),
+        Some(Value::String(t)) if t.is_empty() => sub.clone(),
+        Some(Value::String(t)) => t.clone(),
+        Some(_) => return Err(AuthError::Malformed("the tenant claim is not a string")),
+    };
+    let roles = match rules.claims.roles.resolve(&claims) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(r)) => vec![r.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|r| r.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(AuthError::Malformed(
+                "the roles claim is not a string or an array of strings",
+            ))?,
+        Some(_) => {
+            return Err(AuthError::Malformed(
+                "the roles claim is not a string or an array of strings",
+            ))
+        }
+    };
+    let checks = &rules.checks;
+    if let Some(issuer) = &checks.issuer {
+        if claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
+            return Err(AuthError::WrongIssuer);
+        }
+    }
+    if let Some(audience) = &checks.audience {
+        let listed = match claims.get("aud") {
+            Some(Value::String(a)) => a == audience,
+            Some(Value::Array(items)) => {
+                items.iter().any(|a| a.as_str() == Some(audience.as_str()))
+            }
+            _ => false,
+        };
+        if !listed {
+            return Err(AuthError::WrongAudience);
+        }
+    }
+    Ok(Verified {
+        caller: Caller { sub, tenant, roles },
+        exp,
+        nbf,
+    })
+}
+
+/// Verifies an `Authorization` header value at `now_secs` (seconds since the
+/// epoch) with HS256, without issuer or audience checks.
 pub fn authenticate(
     header: Option<&str>,
     secret: &[u8],
@@ -152,6 +295,23 @@ pub fn authenticate_with(
     checks: &ClaimChecks,
 ) -> Result<Caller, AuthError> {
     verify_hs256_with(bearer(header)?, secret, now_secs, checks)
+}
+
+/// The token of a request: `Authorization: Bearer <token>` when that header
+/// is present (it decides, whatever else is sent), else the
+/// `Cf-Access-Jwt-Assertion` header's value.
+pub fn credential<'h>(
+    authorization: Option<&'h str>,
+    access: Option<&'h str>,
+) -> Result<&'h str, AuthError> {
+    match (
+        authorization,
+        access.map(str::trim).filter(|a| !a.is_empty()),
+    ) {
+        (Some(header), _) => bearer(Some(header)),
+        (None, Some(token)) => Ok(token),
+        (None, None) => Err(AuthError::Missing),
+    }
 }
 
 /// The token of a `Bearer` header value.
@@ -189,36 +349,26 @@ pub fn verify_hs256_with(
     now_secs: f64,
     checks: &ClaimChecks,
 ) -> Result<Caller, AuthError> {
-    verify(token, secret, now_secs, checks).map(|v| v.caller)
-}
-
-/// A token whose signature and claims passed: who it names and when it is valid.
-#[derive(Debug, Clone)]
-struct Verified {
-    caller: Caller,
-    exp: f64,
-    nbf: Option<f64>,
-}
-
-impl Verified {
-    /// Whether the token is valid at `now_secs` (`exp` and `nbf`).
-    fn in_time(&self, now_secs: f64) -> Result<(), AuthError> {
-        if now_secs >= self.exp {
-            return Err(AuthError::Expired);
-        }
-        if self.nbf.is_some_and(|nbf| now_secs < nbf) {
-            return Err(AuthError::NotYetValid);
-        }
-        Ok(())
+    match check(token, &Rules::hs256(secret, checks), now_secs) {
+        Checked::Done(v) => v.map(|v| v.caller),
+        // HS256-only rules never ask for a JWKS key.
+        Checked::Jwks(_) => Err(AuthError::UnsupportedAlg("JWKS".into())),
     }
 }
 
-fn verify(
-    token: &str,
-    secret: &[u8],
-    now_secs: f64,
-    checks: &ClaimChecks,
-) -> Result<Verified, AuthError> {
+/// A compact JWS's parts, its header read.
+#[derive(Debug)]
+struct Parsed<'t> {
+    alg: String,
+    kid: Option<String>,
+    signing_input: &'t str,
+    payload: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+/// Splits and decodes a token and reads its header: `alg` (a string), `kid`
+/// (a string, if present); a header with `crit` is refused.
+fn parse(token: &str) -> Result<Parsed<'_>, AuthError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthError::TooLarge);
     }
@@ -228,41 +378,98 @@ fn verify(
     else {
         return Err(AuthError::Malformed("expected three dot-separated parts"));
     };
-    let header: Header = serde_json::from_slice(&decode_segment(h, "header is not base64url")?)
+    let header: Value = serde_json::from_slice(&decode_segment(h, "header is not base64url")?)
         .map_err(|_| AuthError::Malformed("header is not a JSON object with alg"))?;
-    if header.alg != "HS256" {
-        return Err(AuthError::UnsupportedAlg(header.alg));
-    }
-    let payload = decode_segment(p, "payload is not base64url")?;
-    let signature = decode_segment(s, "signature is not base64url")?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| AuthError::BadSignature)?;
-    mac.update(h.as_bytes());
-    mac.update(b".");
-    mac.update(p.as_bytes());
-    mac.verify_slice(&signature)
-        .map_err(|_| AuthError::BadSignature)?;
-    let claims: Claims = serde_json::from_slice(&payload)
-        .map_err(|_| AuthError::Malformed("claims need sub (string) and exp (number)"))?;
-    if claims.sub.is_empty() {
-        return Err(AuthError::Malformed("sub is empty"));
-    }
-    let tenant = claims
-        .tenant
-        .clone()
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| claims.sub.clone());
-    let verified = Verified {
-        caller: Caller {
-            sub: claims.sub.clone(),
-            tenant,
-            roles: claims.roles.clone(),
-        },
-        exp: claims.exp,
-        nbf: claims.nbf,
+    let Some(Value::String(alg)) = header.get("alg") else {
+        return Err(AuthError::Malformed("header is not a JSON object with alg"));
     };
-    verified.in_time(now_secs)?;
-    claims.check(checks)?;
-    Ok(verified)
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(AuthError::Malformed("kid is not a string")),
+    };
+    if header.get("crit").is_some() {
+        return Err(AuthError::UnsupportedCrit);
+    }
+    Ok(Parsed {
+        alg: alg.clone(),
+        kid,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        payload: decode_segment(p, "payload is not base64url")?,
+        signature: decode_segment(s, "signature is not base64url")?,
+    })
+}
+
+/// A token whose signature is for a JWKS key to check: which key, what was
+/// signed, and its claims as read (or why they were refused, answered only
+/// once the signature holds).
+#[derive(Debug, Clone)]
+pub struct Pending {
+    token: String,
+    pub kid: String,
+    pub alg: Alg,
+    pub signing_input: String,
+    pub signature: Vec<u8>,
+    claims: Result<Verified, AuthError>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.token == other.token
+    }
+}
+
+impl Eq for Pending {}
+
+/// What checking a token found without the runtime's help.
+enum Checked {
+    Done(Result<Verified, AuthError>),
+    Jwks(Pending),
+}
+
+/// Checks a token under `rules`: HS256 in full; for a JWKS algorithm, all
+/// but the signature.
+fn check(token: &str, rules: &Rules, now_secs: f64) -> Checked {
+    let parsed = match parse(token) {
+        Ok(p) => p,
+        Err(e) => return Checked::Done(Err(e)),
+    };
+    if parsed.alg == "HS256" {
+        let Some(secret) = rules.secret.as_deref() else {
+            return Checked::Done(Err(AuthError::UnsupportedAlg(parsed.alg)));
+        };
+        let verified = (|| {
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(secret).map_err(|_| AuthError::BadSignature)?;
+            mac.update(parsed.signing_input.as_bytes());
+            mac.verify_slice(&parsed.signature)
+                .map_err(|_| AuthError::BadSignature)?;
+            let verified = read_claims(&parsed.payload, rules)?;
+            verified.in_time(now_secs)?;
+            Ok(verified)
+        })();
+        return Checked::Done(verified);
+    }
+    let alg = match Alg::of(&parsed.alg) {
+        Some(alg) if rules.jwks => alg,
+        _ => return Checked::Done(Err(AuthError::UnsupportedAlg(parsed.alg))),
+    };
+    let Some(kid) = parsed.kid.filter(|k| !k.is_empty()) else {
+        return Checked::Done(Err(AuthError::Malformed(
+            "a token signed with a JWKS key needs a kid",
+        )));
+    };
+    if !alg.signature_fits(&parsed.signature) {
+        return Checked::Done(Err(AuthError::BadSignature));
+    }
+    Checked::Jwks(Pending {
+        token: token.to_string(),
+        kid,
+        alg,
+        signing_input: parsed.signing_input.to_string(),
+        signature: parsed.signature,
+        claims: read_claims(&parsed.payload, rules),
+    })
 }
 
 /// How many verified tokens an isolate remembers; when full it forgets them all
@@ -270,13 +477,6 @@ fn verify(
 /// With tokens of at most [`MAX_TOKEN_BYTES`], at most 8 MiB.
 pub const REMEMBERED_TOKENS: usize = 1024;
 
-/// Tokens this isolate has verified, so that a caller's next request skips the
-/// base64, the MAC and the claims parse (a V8 profile of `wrangler dev` put the
-/// full check at 9 % of a replay's CPU). A token is remembered only once it
-/// passed in full, under the secret and claim checks it passed with: another
-/// secret or other checks forget them all. `exp` and `nbf` are checked again on
-/// every use; a token that failed is never remembered, so a bad one costs the
-/// full check each time, as before.
 /// What [`VerifiedTokens::resolve`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolved {
@@ -284,12 +484,22 @@ pub enum Resolved {
     Refused(AuthError),
     /// Not remembered, and verifying was not allowed.
     Unverified,
+    /// All but the signature checked: a JWKS key must verify it
+    /// ([`VerifiedTokens::complete`]).
+    Verify(Box<Pending>),
 }
 
+/// Tokens this isolate has verified, so that a caller's next request skips the
+/// base64, the signature check and the claims parse (a V8 profile of `wrangler
+/// dev` put the full HS256 check at 9 % of a replay's CPU; a JWKS token's is a
+/// WebCrypto call). A token is remembered only once it passed in full, under
+/// the rules it passed with: other rules forget them all. `exp` and `nbf` are
+/// checked again on every use, so a token is never used beyond its `exp`; a
+/// token that failed is never remembered, so a bad one costs the full check
+/// each time.
 #[derive(Default)]
 pub struct VerifiedTokens {
-    secret: Vec<u8>,
-    checks: ClaimChecks,
+    rules: Rules,
     tokens: std::collections::HashMap<String, Verified>,
 }
 
@@ -304,11 +514,11 @@ impl VerifiedTokens {
         now_secs: f64,
         checks: &ClaimChecks,
     ) -> Result<Caller, AuthError> {
-        match self.resolve(header, secret, now_secs, checks, true) {
+        match self.resolve(header, None, &Rules::hs256(secret, checks), now_secs, true) {
             Resolved::Caller(caller) => Ok(caller),
             Resolved::Refused(e) => Err(e),
-            // Never answered when verifying is allowed.
-            Resolved::Unverified => Err(AuthError::Missing),
+            // Never answered when verifying is allowed, or under HS256 rules.
+            Resolved::Unverified | Resolved::Verify(_) => Err(AuthError::Missing),
         }
     }
 
@@ -326,30 +536,34 @@ impl VerifiedTokens {
         now_secs: f64,
         checks: &ClaimChecks,
     ) -> Option<Caller> {
-        match self.resolve(header, secret, now_secs, checks, false) {
+        match self.resolve(header, None, &Rules::hs256(secret, checks), now_secs, false) {
             Resolved::Caller(caller) => Some(caller),
-            Resolved::Refused(_) | Resolved::Unverified => None,
+            _ => None,
         }
     }
 
-    /// The one resolution of a request's caller. A token remembered under this
-    /// secret and these checks answers from memory, `exp` and `nbf` checked
-    /// again at `now_secs`. Anything else is verified in full when `may_verify`
-    /// allows it (and remembered if it passes); when it does not, the answer is
-    /// [`Resolved::Unverified`] and nothing is parsed: only a lookup and string
-    /// slicing, so nothing a client sends reaches a parser (the Worker's quick
-    /// passthrough runs outside its panic guard: `frontend_worker::quick_pass`).
+    /// The one resolution of a request's caller, from its `Authorization`
+    /// and `Cf-Access-Jwt-Assertion` headers ([`credential`]). A token
+    /// remembered under these rules answers from memory, `exp` and `nbf`
+    /// checked again at `now_secs`. Anything else is checked in full when
+    /// `may_verify` allows it (and remembered if it passes) — except a JWKS
+    /// signature, which is [`Resolved::Verify`] for the caller to check and
+    /// hand to [`Self::complete`]. When `may_verify` does not allow it, the
+    /// answer is [`Resolved::Unverified`] and nothing is parsed: only a lookup
+    /// and string slicing, so nothing a client sends reaches a parser (the
+    /// Worker's quick passthrough runs outside its panic guard:
+    /// `frontend_worker::quick_pass`).
     pub fn resolve(
         &mut self,
-        header: Option<&str>,
-        secret: &[u8],
+        authorization: Option<&str>,
+        access: Option<&str>,
+        rules: &Rules,
         now_secs: f64,
-        checks: &ClaimChecks,
         may_verify: bool,
     ) -> Resolved {
-        let same_rules = self.secret == secret && &self.checks == checks;
+        let same_rules = self.rules == *rules;
         if !may_verify {
-            let known = bearer(header)
+            let known = credential(authorization, access)
                 .ok()
                 .filter(|_| same_rules)
                 .and_then(|token| self.tokens.get(token))
@@ -359,14 +573,13 @@ impl VerifiedTokens {
                 None => Resolved::Unverified,
             };
         }
-        let token = match bearer(header) {
+        let token = match credential(authorization, access) {
             Ok(token) => token,
             Err(e) => return Resolved::Refused(e),
         };
         if !same_rules {
             self.tokens.clear();
-            self.secret = secret.to_vec();
-            self.checks = checks.clone();
+            self.rules = rules.clone();
         }
         if let Some(known) = self.tokens.get(token) {
             return match known.in_time(now_secs) {
@@ -374,15 +587,38 @@ impl VerifiedTokens {
                 Err(e) => Resolved::Refused(e),
             };
         }
-        let verified = match verify(token, secret, now_secs, checks) {
-            Ok(v) => v,
-            Err(e) => return Resolved::Refused(e),
-        };
+        match check(token, rules, now_secs) {
+            Checked::Done(Ok(verified)) => self.remember(token.to_string(), verified),
+            Checked::Done(Err(e)) => Resolved::Refused(e),
+            Checked::Jwks(pending) => Resolved::Verify(Box::new(pending)),
+        }
+    }
+
+    /// A [`Resolved::Verify`] token once its signature was checked with the
+    /// JWKS key of its `kid` (`Ok`: it verified), at `now_secs`: its claims,
+    /// then its time; remembered if it passes.
+    pub fn complete(
+        &mut self,
+        pending: Pending,
+        signature: Result<(), AuthError>,
+        now_secs: f64,
+    ) -> Resolved {
+        let verified = signature.and(pending.claims).and_then(|v| {
+            v.in_time(now_secs)?;
+            Ok(v)
+        });
+        match verified {
+            Ok(v) => self.remember(pending.token, v),
+            Err(e) => Resolved::Refused(e),
+        }
+    }
+
+    fn remember(&mut self, token: String, verified: Verified) -> Resolved {
         if self.tokens.len() >= REMEMBERED_TOKENS {
             self.tokens.clear();
         }
         let caller = verified.caller.clone();
-        self.tokens.insert(token.to_string(), verified);
+        self.tokens.insert(token, verified);
         Resolved::Caller(caller)
     }
 
@@ -396,7 +632,6 @@ impl VerifiedTokens {
     }
 }
 
-/// Signs claims as an HS256 JWT, for the tests (`./x token` signs with `tests/e2e/jwt.py`).
 #[cfg(test)]
 pub fn sign_hs256(claims: &serde_json::Value, secret: &[u8]) -> String {
     let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
@@ -925,6 +1160,423 @@ mod tests {
                 let token = sign_hs256(&json!({"sub":"u1","exp":NOW+60.0}), SECRET);
                 let forged = format!("Bearer {token}{suffix}");
                 prop_assert!(authenticate(Some(&forged), SECRET, NOW).is_err(), "accepted {}", forged);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod rules_tests {
+    use super::*;
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"rules-secret";
+    const NOW: f64 = 1_700_000_000.0;
+
+    fn b64(v: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    /// An unsigned token with this header and a fake signature of `sig_len` bytes.
+    fn unsigned(header: Value, claims: Value, sig_len: usize) -> String {
+        format!(
+            "{}.{}.{}",
+            b64(&header),
+            b64(&claims),
+            URL_SAFE_NO_PAD.encode(vec![7u8; sig_len])
+        )
+    }
+
+    fn both() -> Rules {
+        Rules {
+            secret: Some(SECRET.to_vec()),
+            jwks: true,
+            ..Rules::default()
+        }
+    }
+
+    fn resolve(tokens: &mut VerifiedTokens, token: &str, rules: &Rules) -> Resolved {
+        tokens.resolve(Some(&format!("Bearer {token}")), None, rules, NOW, true)
+    }
+
+    fn claims() -> Value {
+        json!({"sub":"u1","exp":NOW+60.0})
+    }
+
+    #[test]
+    fn a_jwks_token_is_checked_but_for_its_signature_and_then_completed() {
+        let mut tokens = VerifiedTokens::default();
+        let t = unsigned(json!({"alg":"RS256","kid":"k1"}), claims(), 256);
+        let Resolved::Verify(pending) = resolve(&mut tokens, &t, &both()) else {
+            panic!("expected a signature to check");
+        };
+        assert_eq!((pending.kid.as_str(), pending.alg), ("k1", Alg::Rs256));
+        assert_eq!(pending.signing_input, t[..t.rfind('.').unwrap()]);
+        // A signature that does not verify: refused and not remembered.
+        let refused = tokens.complete((*pending).clone(), Err(AuthError::BadSignature), NOW);
+        assert_eq!(refused, Resolved::Refused(AuthError::BadSignature));
+        assert!(tokens.is_empty());
+        // One that does: the caller, remembered (the next use needs no key).
+        let ok = tokens.complete(*pending, Ok(()), NOW);
+        assert!(matches!(ok, Resolved::Caller(ref c) if c.sub == "u1"));
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(resolve(&mut tokens, &t, &both()), ok);
+        let quick = tokens.resolve(Some(&format!("Bearer {t}")), None, &both(), NOW, false);
+        assert_eq!(quick, ok);
+        // Never beyond its exp.
+        let late = tokens.resolve(
+            Some(&format!("Bearer {t}")),
+            None,
+            &both(),
+            NOW + 60.0,
+            true,
+        );
+        assert_eq!(late, Resolved::Refused(AuthError::Expired));
+    }
+
+    #[test]
+    fn claims_are_answered_only_once_the_signature_holds() {
+        let mut tokens = VerifiedTokens::default();
+        let rules = Rules {
+            checks: ClaimChecks {
+                issuer: Some("https://team.cloudflareaccess.com".into()),
+                audience: Some("aud-tag".into()),
+            },
+            ..both()
+        };
+        for (claims, error) in [
+            (
+                json!({"sub":"u","exp":NOW-1.0,"iss":"https://team.cloudflareaccess.com","aud":["aud-tag"]}),
+                AuthError::Expired,
+            ),
+            (
+                json!({"sub":"u","exp":NOW+60.0,"nbf":NOW+30.0,"iss":"https://team.cloudflareaccess.com","aud":"aud-tag"}),
+                AuthError::NotYetValid,
+            ),
+            (
+                json!({"sub":"u","exp":NOW+60.0,"iss":"https://evil.example","aud":"aud-tag"}),
+                AuthError::WrongIssuer,
+            ),
+            (
+                json!({"sub":"u","exp":NOW+60.0,"iss":"https://team.cloudflareaccess.com","aud":"other"}),
+                AuthError::WrongAudience,
+            ),
+            (
+                json!({"sub":"u","iss":"https://team.cloudflareaccess.com","aud":"aud-tag"}),
+                AuthError::Malformed("claims need sub (string) and exp (number)"),
+            ),
+        ] {
+            let t = unsigned(json!({"alg":"ES256","kid":"k"}), claims.clone(), 64);
+            let Resolved::Verify(pending) = resolve(&mut tokens, &t, &rules) else {
+                panic!("{claims}");
+            };
+            assert_eq!(
+                tokens.complete((*pending).clone(), Err(AuthError::BadSignature), NOW),
+                Resolved::Refused(AuthError::BadSignature)
+            );
+            assert_eq!(
+                tokens.complete(*pending, Ok(()), NOW),
+                Resolved::Refused(error),
+                "{claims}"
+            );
+        }
+        assert!(tokens.is_empty());
+    }
+
+    #[test]
+    fn hs256_is_never_verified_with_a_jwks_key_and_jwks_algs_never_with_the_secret() {
+        let mut tokens = VerifiedTokens::default();
+        // HS256 under both: the secret decides at once, no key is asked for.
+        let good = sign_hs256(&claims(), SECRET);
+        assert!(matches!(
+            resolve(&mut tokens, &good, &both()),
+            Resolved::Caller(_)
+        ));
+        let forged = sign_hs256(&claims(), b"-----BEGIN PUBLIC KEY-----");
+        assert_eq!(
+            resolve(&mut tokens, &forged, &both()),
+            Resolved::Refused(AuthError::BadSignature)
+        );
+        // No secret: HS256 is refused whatever it is signed with.
+        let jwks_only = Rules {
+            secret: None,
+            ..both()
+        };
+        assert_eq!(
+            resolve(&mut tokens, &good, &jwks_only),
+            Resolved::Refused(AuthError::UnsupportedAlg("HS256".into()))
+        );
+        // No JWKS: RS256 is refused, never checked with the secret.
+        let t = unsigned(json!({"alg":"RS256","kid":"k"}), claims(), 256);
+        let hs_only = Rules {
+            jwks: false,
+            ..both()
+        };
+        assert_eq!(
+            resolve(&mut tokens, &t, &hs_only),
+            Resolved::Refused(AuthError::UnsupportedAlg("RS256".into()))
+        );
+    }
+
+    #[test]
+    fn none_unknown_algs_crit_and_missing_kids_are_refused() {
+        let mut tokens = VerifiedTokens::default();
+        for alg in ["none", "None", "HS384", "RS512", "PS256", "ES384", "rs256"] {
+            let t = unsigned(json!({"alg":alg,"kid":"k"}), claims(), 256);
+            assert_eq!(
+                resolve(&mut tokens, &t, &both()),
+                Resolved::Refused(AuthError::UnsupportedAlg(alg.into())),
+                "{alg}"
+            );
+        }
+        let none = format!("{}.{}.", b64(&json!({"alg":"none"})), b64(&claims()));
+        assert!(matches!(
+            resolve(&mut tokens, &none, &both()),
+            Resolved::Refused(_)
+        ));
+        for crit in [json!(["exp"]), json!([]), json!(null), json!("b64")] {
+            let t = unsigned(json!({"alg":"ES256","kid":"k","crit":crit}), claims(), 64);
+            assert_eq!(
+                resolve(&mut tokens, &t, &both()),
+                Resolved::Refused(AuthError::UnsupportedCrit),
+                "{crit}"
+            );
+        }
+        // crit on an HS256 token too, even a validly signed one.
+        let h = b64(&json!({"alg":"HS256","crit":["x"],"x":1}));
+        let p = b64(&claims());
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
+        mac.update(format!("{h}.{p}").as_bytes());
+        let s = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        assert_eq!(
+            resolve(&mut tokens, &format!("{h}.{p}.{s}"), &both()),
+            Resolved::Refused(AuthError::UnsupportedCrit)
+        );
+        for header in [
+            json!({"alg":"RS256"}),
+            json!({"alg":"RS256","kid":""}),
+            json!({"alg":"RS256","kid":7}),
+        ] {
+            let t = unsigned(header.clone(), claims(), 256);
+            assert!(
+                matches!(
+                    resolve(&mut tokens, &t, &both()),
+                    Resolved::Refused(AuthError::Malformed(_))
+                ),
+                "{header}"
+            );
+        }
+        // A signature of the wrong shape is refused before any key is looked for.
+        for (alg, len) in [("ES256", 72), ("ES256", 0), ("RS256", 64), ("EdDSA", 32)] {
+            let t = unsigned(json!({"alg":alg,"kid":"k"}), claims(), len);
+            assert_eq!(
+                resolve(&mut tokens, &t, &both()),
+                Resolved::Refused(AuthError::BadSignature),
+                "{alg} {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn authorization_decides_and_the_access_header_is_used_without_it() {
+        assert_eq!(credential(Some("Bearer a.b.c"), Some("x.y.z")), Ok("a.b.c"));
+        assert_eq!(credential(None, Some(" x.y.z ")), Ok("x.y.z"));
+        assert_eq!(
+            credential(Some("Basic abc"), Some("x.y.z")),
+            Err(AuthError::NotBearer)
+        );
+        assert_eq!(
+            credential(Some(""), Some("x.y.z")),
+            Err(AuthError::NotBearer)
+        );
+        assert_eq!(credential(None, Some("  ")), Err(AuthError::Missing));
+        assert_eq!(credential(None, None), Err(AuthError::Missing));
+        // Through the resolution: a bad Authorization beside a good Access token is refused.
+        let mut tokens = VerifiedTokens::default();
+        let good = sign_hs256(&claims(), SECRET);
+        let rules = Rules::hs256(SECRET, &ClaimChecks::default());
+        assert!(matches!(
+            tokens.resolve(None, Some(&good), &rules, NOW, true),
+            Resolved::Caller(_)
+        ));
+        assert!(matches!(
+            tokens.resolve(None, Some(&good), &rules, NOW, false),
+            Resolved::Caller(_)
+        ));
+        for bad in ["Bearer nope", "Basic x", ""] {
+            assert!(matches!(
+                tokens.resolve(Some(bad), Some(&good), &rules, NOW, true),
+                Resolved::Refused(_)
+            ));
+            assert_eq!(
+                tokens.resolve(Some(bad), Some(&good), &rules, NOW, false),
+                Resolved::Unverified
+            );
+        }
+    }
+
+    fn mapped(tenant: &str, roles: &str) -> Rules {
+        Rules {
+            claims: ClaimMapping {
+                tenant: Pointer::parse(tenant).unwrap(),
+                roles: Pointer::parse(roles).unwrap(),
+            },
+            ..Rules::hs256(SECRET, &ClaimChecks::default())
+        }
+    }
+
+    fn caller(claims: Value, rules: &Rules) -> Result<Caller, AuthError> {
+        match VerifiedTokens::default().resolve(
+            Some(&format!("Bearer {}", sign_hs256(&claims, SECRET))),
+            None,
+            rules,
+            NOW,
+            true,
+        ) {
+            Resolved::Caller(c) => Ok(c),
+            Resolved::Refused(e) => Err(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn tenant_and_roles_are_read_where_the_pointers_say() {
+        let supabase = mapped("/app_metadata/tenant_id", "/app_metadata/roles");
+        let c = caller(
+            json!({"sub":"u","exp":NOW+60.0,"tenant":"ignored","roles":["ignored"],
+                   "app_metadata":{"tenant_id":"acme","roles":["admin","approver"]}}),
+            &supabase,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.tenant.as_str(), c.roles.clone()),
+            ("acme", vec!["admin".into(), "approver".into()])
+        );
+        // The tenant falls back to sub: absent, null or empty.
+        for app in [
+            json!({}),
+            json!({"tenant_id":null}),
+            json!({"tenant_id":""}),
+            json!(null),
+        ] {
+            let c = caller(
+                json!({"sub":"u","exp":NOW+60.0,"app_metadata":app}),
+                &supabase,
+            )
+            .unwrap();
+            assert_eq!((c.tenant.as_str(), c.roles.len()), ("u", 0), "{app}");
+        }
+        let auth0 = mapped(
+            "/https:~1~1example.com~1tenant",
+            "/https:~1~1example.com~1roles",
+        );
+        let c = caller(
+            json!({"sub":"u","exp":NOW+60.0,"https://example.com/tenant":"t1","https://example.com/roles":"poster"}),
+            &auth0,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.tenant.as_str(), c.roles.clone()),
+            ("t1", vec!["poster".to_string()])
+        );
+        // Not a string / not strings: refused, never guessed.
+        for bad in [
+            json!({"sub":"u","exp":NOW+60.0,"app_metadata":{"tenant_id":7}}),
+            json!({"sub":"u","exp":NOW+60.0,"app_metadata":{"roles":[1]}}),
+            json!({"sub":"u","exp":NOW+60.0,"app_metadata":{"roles":{"admin":true}}}),
+            json!({"sub":"u","exp":NOW+60.0,"app_metadata":{"roles":["a",["b"]]}}),
+        ] {
+            assert!(
+                matches!(caller(bad.clone(), &supabase), Err(AuthError::Malformed(_))),
+                "{bad}"
+            );
+        }
+        // The defaults read `tenant` and `roles`, a string role included.
+        let defaults = Rules::hs256(SECRET, &ClaimChecks::default());
+        let c = caller(
+            json!({"sub":"u","exp":NOW+60.0,"tenant":"t","roles":"admin"}),
+            &defaults,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.tenant.as_str(), c.roles.clone()),
+            ("t", vec!["admin".to_string()])
+        );
+    }
+
+    #[test]
+    fn other_claim_pointers_forget_what_was_verified() {
+        let mut tokens = VerifiedTokens::default();
+        let t = sign_hs256(&json!({"sub":"u","exp":NOW+60.0,"org":"o1"}), SECRET);
+        let header = format!("Bearer {t}");
+        let default = Rules::hs256(SECRET, &ClaimChecks::default());
+        let org = mapped("/org", "/roles");
+        assert!(
+            matches!(tokens.resolve(Some(&header), None, &default, NOW, true), Resolved::Caller(ref c) if c.tenant == "u")
+        );
+        assert_eq!(
+            tokens.resolve(Some(&header), None, &org, NOW, false),
+            Resolved::Unverified
+        );
+        assert!(
+            matches!(tokens.resolve(Some(&header), None, &org, NOW, true), Resolved::Caller(ref c) if c.tenant == "o1")
+        );
+    }
+
+    #[test]
+    fn nothing_is_accepted_without_a_secret_or_a_jwks() {
+        assert!(!Rules::default().configured());
+        assert!(!Rules::hs256(b"", &ClaimChecks::default()).configured());
+        assert!(Rules::hs256(SECRET, &ClaimChecks::default()).configured());
+        assert!(Rules {
+            jwks: true,
+            ..Rules::default()
+        }
+        .configured());
+    }
+
+    /// Resolves `token` with a stand-in for WebCrypto: a JWKS signature
+    /// verifies when its bytes are all 1.
+    fn settle(tokens: &mut VerifiedTokens, token: &str, rules: &Rules, now: f64) -> Resolved {
+        match tokens.resolve(None, Some(token), rules, now, true) {
+            Resolved::Verify(p) => {
+                let ok = p.signature.iter().all(|b| *b == 1);
+                let signature = if ok {
+                    Ok(())
+                } else {
+                    Err(AuthError::BadSignature)
+                };
+                tokens.complete(*p, signature, now)
+            }
+            other => other,
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+
+        #[test]
+        fn remembering_a_jwks_token_never_changes_the_answer(
+            claims in proptest::collection::vec((0u8..3, -90.0f64..90.0, proptest::option::of(-90.0f64..90.0), proptest::bool::ANY), 1..5),
+            at in proptest::collection::vec((0usize..5, -120.0f64..120.0), 1..20),
+        ) {
+            let rules = both();
+            let tokens: Vec<String> = claims.iter().map(|(sub, exp, nbf, good)| {
+                let mut c = json!({"sub":format!("u{sub}"),"exp":NOW+exp});
+                if let Some(nbf) = nbf { c["nbf"] = json!(NOW + nbf); }
+                let h = b64(&json!({"alg":"ES256","kid":"k"}));
+                let s = URL_SAFE_NO_PAD.encode([if *good { 1u8 } else { 2 }; 64]);
+                format!("{h}.{}.{s}", b64(&c))
+            }).collect();
+            let mut memory = VerifiedTokens::default();
+            for (i, dt) in at {
+                let token = &tokens[i % tokens.len()];
+                let full = settle(&mut VerifiedTokens::default(), token, &rules, NOW + dt);
+                let quick = memory.resolve(None, Some(token), &rules, NOW + dt, false);
+                if let Resolved::Caller(_) = quick {
+                    proptest::prop_assert_eq!(&quick, &full);
+                }
+                proptest::prop_assert_eq!(settle(&mut memory, token, &rules, NOW + dt), full);
             }
         }
     }

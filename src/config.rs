@@ -44,6 +44,9 @@ impl KeyPolicy {
 /// Test hooks (slow path, forced failures) are honoured only when this var is "1".
 pub const TEST_HOOKS_VAR: &str = "IDEMGATE_TEST_HOOKS";
 pub const AUTH_SECRET_VAR: &str = "AUTH_JWT_SECRET";
+pub const JWKS_URL_VAR: &str = "AUTH_JWKS_URL";
+pub const TENANT_CLAIM_VAR: &str = "AUTH_TENANT_CLAIM";
+pub const ROLES_CLAIM_VAR: &str = "AUTH_ROLES_CLAIM";
 pub const TTL_VAR: &str = "IDEMPOTENCY_TTL_SECONDS";
 pub const TTL_4XX_VAR: &str = "IDEMPOTENCY_TTL_4XX_SECONDS";
 pub const ROUTE_TTLS_VAR: &str = "IDEMPOTENCY_ROUTE_TTLS";
@@ -122,6 +125,12 @@ pub struct Config {
     pub auth_jwt_issuer: Option<String>,
     /// `AUTH_JWT_AUDIENCE`: when set, a token's `aud` (string or array) must contain it.
     pub auth_jwt_audience: Option<String>,
+    /// `AUTH_JWKS_URL`: when set, RS256, ES256 and EdDSA tokens are verified
+    /// with the key of this JWKS whose `kid` is theirs (`auth::jwks`).
+    pub auth_jwks_url: Option<String>,
+    /// `AUTH_TENANT_CLAIM`, `AUTH_ROLES_CLAIM`: JSON Pointers to the tenant and
+    /// the roles in a token's claims (`/tenant`, `/roles` by default).
+    pub auth_claims: crate::auth::ClaimMapping,
 }
 
 impl Default for Config {
@@ -149,6 +158,8 @@ impl Default for Config {
             destination_url: None,
             auth_jwt_issuer: None,
             auth_jwt_audience: None,
+            auth_jwks_url: None,
+            auth_claims: crate::auth::ClaimMapping::default(),
         }
     }
 }
@@ -224,6 +235,18 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
             }
         }
     }
+}
+
+/// Whether `AUTH_JWKS_URL` is a URL the Worker can fetch: `https://` or
+/// `http://`, a host, no blanks.
+fn jwks_url_ok(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|rest| {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        !host.is_empty() && !rest.chars().any(|c| c.is_whitespace() || c.is_control())
+    })
 }
 
 /// A decimal integer in `min..=max` (digits only, an optional leading `-`).
@@ -357,6 +380,26 @@ impl Config {
                 })
             }
         };
+        let auth_jwks_url = r.text(JWKS_URL_VAR).filter(|url| {
+            let ok = jwks_url_ok(url);
+            if !ok {
+                let detail = format!("{url:?} is not an https:// or http:// URL");
+                r.fail(JWKS_URL_VAR, detail);
+            }
+            ok
+        });
+        let mut pointer = |name: &str, default: crate::auth::pointer::Pointer| match r.text(name) {
+            None => default,
+            Some(v) => crate::auth::pointer::Pointer::parse(&v).unwrap_or_else(|e| {
+                r.fail(name, e);
+                default
+            }),
+        };
+        let defaults = crate::auth::ClaimMapping::default();
+        let auth_claims = crate::auth::ClaimMapping {
+            tenant: pointer(TENANT_CLAIM_VAR, defaults.tenant),
+            roles: pointer(ROLES_CLAIM_VAR, defaults.roles),
+        };
         let cfg = Config {
             ttl: TtlPolicy {
                 default_ms: ttl_default,
@@ -388,6 +431,8 @@ impl Config {
                 .map(|u| u.trim_end_matches('/').to_string()),
             auth_jwt_issuer: r.text("AUTH_JWT_ISSUER"),
             auth_jwt_audience: r.text("AUTH_JWT_AUDIENCE"),
+            auth_jwks_url,
+            auth_claims,
         };
         if r.errors.is_empty() {
             Ok(cfg)
@@ -564,5 +609,56 @@ mod tests {
             .ttl
             .routes
             .is_empty());
+    }
+
+    #[test]
+    fn jwks_url_and_claim_pointers_are_read_and_refused_when_they_do_not_parse() {
+        let c = read(&[]).unwrap();
+        assert_eq!(c.auth_jwks_url, None);
+        assert_eq!(c.auth_claims, crate::auth::ClaimMapping::default());
+        assert_eq!(c.auth_claims.tenant.as_str(), "/tenant");
+        assert_eq!(c.auth_claims.roles.as_str(), "/roles");
+        let c = read(&[
+            (
+                JWKS_URL_VAR,
+                " https://team.cloudflareaccess.com/cdn-cgi/access/certs ",
+            ),
+            (TENANT_CLAIM_VAR, "/app_metadata/tenant_id"),
+            (ROLES_CLAIM_VAR, "/https:~1~1example.com~1roles"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.auth_jwks_url.as_deref(),
+            Some("https://team.cloudflareaccess.com/cdn-cgi/access/certs")
+        );
+        assert_eq!(c.auth_claims.tenant.as_str(), "/app_metadata/tenant_id");
+        assert_eq!(
+            c.auth_claims.roles.as_str(),
+            "/https:~1~1example.com~1roles"
+        );
+        assert!(read(&[(JWKS_URL_VAR, "http://127.0.0.1:9999/jwks.json")]).is_ok());
+        assert_eq!(
+            read(&[(TENANT_CLAIM_VAR, "  ")])
+                .unwrap()
+                .auth_claims
+                .tenant
+                .as_str(),
+            "/tenant"
+        );
+        for (var, bad) in [
+            (
+                JWKS_URL_VAR,
+                "team.cloudflareaccess.com/cdn-cgi/access/certs",
+            ),
+            (JWKS_URL_VAR, "ftp://keys.example/jwks"),
+            (JWKS_URL_VAR, "https://"),
+            (JWKS_URL_VAR, "https://keys example/jwks"),
+            (TENANT_CLAIM_VAR, "app_metadata.tenant_id"),
+            (TENANT_CLAIM_VAR, "/a~2b"),
+            (ROLES_CLAIM_VAR, "roles"),
+            (ROLES_CLAIM_VAR, "/x/~"),
+        ] {
+            assert_eq!(error_of(&[(var, bad)]).vars(), [var], "{var}={bad}");
+        }
     }
 }

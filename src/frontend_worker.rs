@@ -15,6 +15,7 @@ use crate::config;
 use crate::http::{self, Timings};
 use crate::request_log::{route_template, Stage, Start, Trace};
 use crate::upstream::Outgoing;
+use futures_util::FutureExt;
 use incoming::Incoming;
 use isolate::resolve_caller;
 use worker::{console_log, Context, Env, Response};
@@ -75,7 +76,7 @@ fn guarded(
 /// It runs outside the panic guard, so it runs nothing that parses what a
 /// client sent: the plan's header reads and integer parse, a map lookup for
 /// the token ([`resolve_caller`] without verifying: no base64, no JSON, no
-/// MAC), a string format. The configuration must have been parsed already by
+/// MAC, no JWKS or WebCrypto — its future is ready at once), a string format. The configuration must have been parsed already by
 /// an earlier request ([`config::peek`]). The log line, if on, is printed after
 /// the answer has gone, as the guarded path prints it.
 fn quick_pass(req: &Incoming, plan: Option<&Plan>, start: Start) -> Result<js_sys::Promise, Start> {
@@ -85,7 +86,9 @@ fn quick_pass(req: &Incoming, plan: Option<&Plan>, start: Start) -> Result<js_sy
     let Some(cfg) = config::peek() else {
         return Err(start);
     };
-    let Ok(resolved) = resolve_caller(req.header("authorization").as_deref(), &cfg, None) else {
+    // Without `env` nothing is awaited: the future is ready at once.
+    let resolution = resolve_caller(&req.credentials(), &cfg, None).now_or_never();
+    let Some(Ok(resolved)) = resolution else {
         return Err(start);
     };
     let Some((pass, Caller { tenant, .. })) = plan.quick(&resolved) else {

@@ -56,6 +56,21 @@ extern "C" {
     /// values of a repeated name joined as `Headers.get` joins them).
     pub fn header_lines(headers: &web_sys::Headers) -> String;
 
+    // A JWKS's fetch and a signature's check (src/frontend_worker/isolate.rs).
+    /// GETs the JWKS at `url` under `AbortSignal.timeout(timeout_ms)`, sharing
+    /// a fetch already under way: resolves to `ok\n<Cache-Control>\n<body>` or
+    /// `error\n<why>`; never rejects.
+    pub fn jwks_fetch(url: &str, timeout_ms: f64) -> js_sys::Promise;
+    /// WebCrypto's `importKey("jwk", …)` (cached) and `verify`: resolves to
+    /// whether `signature` signs `data`; false for a key the runtime refuses.
+    pub fn jwk_verify(
+        jwk: &str,
+        import_params: &str,
+        verify_params: &str,
+        signature: &[u8],
+        data: &[u8],
+    ) -> js_sys::Promise;
+
     // Answers built in one call each (src/http.rs).
     /// Fills `headers` from `http::header_lines`: `appended` appended in order, then
     /// `replaced` set (replacing any of the same name). A name or value the

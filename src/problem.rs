@@ -43,8 +43,14 @@ pub enum ApiError {
     KeyReused {
         key: String,
     },
-    /// 503: `AUTH_JWT_SECRET` is not configured; authenticated routes fail closed.
+    /// 503: neither `AUTH_JWT_SECRET` nor `AUTH_JWKS_URL` is configured;
+    /// authenticated routes fail closed.
     AuthNotConfigured,
+    /// 503: the token's key is not held and the JWKS could not be fetched;
+    /// retry after this many seconds.
+    AuthKeysUnavailable {
+        retry_after: u32,
+    },
     /// 503: D1 or the Durable Object could not be reached or failed.
     StorageUnavailable,
     /// 502: the origin function could not be reached.
@@ -172,7 +178,13 @@ impl ApiError {
                 503,
                 "auth-not-configured",
                 "Authentication not configured",
-                "AUTH_JWT_SECRET is not set; authenticated routes are disabled".into(),
+                "neither AUTH_JWT_SECRET nor AUTH_JWKS_URL is set; authenticated routes are disabled".into(),
+            ),
+            AuthKeysUnavailable { .. } => (
+                503,
+                "auth-keys-unavailable",
+                "Signing keys unavailable",
+                "the token's signing key is not known here and the JWKS could not be fetched; nothing was done, retry later".into(),
             ),
             StorageUnavailable => (
                 503,
@@ -235,6 +247,7 @@ impl ApiError {
         let retry_after = match self {
             ApiError::KeyInFlight { .. } => Some(1),
             ApiError::StorageUnavailable | ApiError::AuthNotConfigured => Some(5),
+            ApiError::AuthKeysUnavailable { retry_after } => Some(*retry_after),
             _ => None,
         };
         let allow = match self {
@@ -321,5 +334,7 @@ mod tests {
         assert_eq!(p.status, 503);
         assert!(p.retry_after.is_some());
         assert_eq!(ApiError::AuthNotConfigured.status(), 503);
+        let p = ApiError::AuthKeysUnavailable { retry_after: 17 }.to_problem();
+        assert_eq!((p.status, p.retry_after), (503, Some(17)));
     }
 }

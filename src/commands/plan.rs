@@ -107,7 +107,9 @@ pub fn caller(resolved: &Resolved) -> Result<Caller, ApiError> {
     match resolved {
         Resolved::Caller(caller) => Ok(caller.clone()),
         Resolved::Refused(e) => Err(ApiError::Unauthorized(e.to_string())),
-        Resolved::Unverified => Err(ApiError::Unauthorized("the token was not verified".into())),
+        Resolved::Unverified | Resolved::Verify(_) => {
+            Err(ApiError::Unauthorized("the token was not verified".into()))
+        }
     }
 }
 
@@ -127,7 +129,7 @@ pub fn forwarded(header: HeaderFn<'_>) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{ClaimChecks, VerifiedTokens};
+    use crate::auth::{ClaimChecks, Rules, VerifiedTokens};
     use crate::config::KeyPolicy;
     use proptest::prelude::*;
 
@@ -249,6 +251,7 @@ mod tests {
             base in any::<bool>(),
             limit in 0usize..200,
             who in 0usize..5,
+            access_who in 0usize..5,
             remembered in prop::collection::vec(0usize..5, 0..5),
             dt in -100.0f64..100.0,
         ) {
@@ -262,6 +265,9 @@ mod tests {
                 let _ = memory.authenticate(Some(&tokens[i]), SECRET, NOW, &checks);
             }
             let authorization = Some(tokens[who].clone()).filter(|t| !t.is_empty());
+            // Cloudflare Access's header: the bare token, read only without Authorization.
+            let access = Some(tokens[access_who].trim_start_matches("Bearer ").to_string())
+                .filter(|t| !t.is_empty());
             let mut pairs: Vec<(&'static str, String)> = vec![];
             for (name, value) in [("idempotency-key", ietf), ("x-idempotency-key", legacy),
                                   ("content-length", length), ("content-type", content_type),
@@ -272,8 +278,9 @@ mod tests {
             let keyed = super::super::match_path(path);
             // One plan for the request, as the Worker computes it once.
             let plan = Plan::of(method, keyed.as_ref(), &cfg, &header);
-            let recalled = memory.resolve(authorization.as_deref(), SECRET, NOW + dt, &checks, false);
-            let verified = memory.resolve(authorization.as_deref(), SECRET, NOW + dt, &checks, true);
+            let rules = Rules::hs256(SECRET, &checks);
+            let recalled = memory.resolve(authorization.as_deref(), access.as_deref(), &rules, NOW + dt, false);
+            let verified = memory.resolve(authorization.as_deref(), access.as_deref(), &rules, NOW + dt, true);
             if let Some((pass, caller)) = plan.quick(&recalled) {
                 prop_assert_eq!(plan.guarded(&verified), Step::Pass(pass));
                 prop_assert_eq!(&verified, &Resolved::Caller(caller));

@@ -47,6 +47,14 @@ impl Incoming {
         &self.path
     }
 
+    /// The headers a caller is resolved from (`isolate::resolve_caller`).
+    pub fn credentials(&self) -> super::isolate::Credentials {
+        super::isolate::Credentials {
+            authorization: self.header("authorization"),
+            access: self.header(crate::auth::ACCESS_HEADER),
+        }
+    }
+
     /// One header's value (`name` in lowercase), as `Headers.get` reads it.
     pub fn header(&self, name: &'static str) -> Option<String> {
         let headers = self.headers.get_or_init(|| {

@@ -103,7 +103,7 @@ pub(super) async fn route(
             .with_headers(headers)
             .empty());
     }
-    let resolved = resolve_caller(req.header("authorization").as_deref(), &cfg, Some(env))?;
+    let resolved = resolve_caller(&req.credentials(), &cfg, Some(env)).await?;
     let caller = plan::caller(&resolved)?;
     trace.authenticated(&caller.tenant);
     let db = || {

@@ -1,7 +1,8 @@
 // The JavaScript the Worker's wasm calls, declared in src/js.rs. Three parts:
 // - the panic guard (src/panic_guard.rs);
 // - answers built in one call each (src/http.rs);
-// - a passthrough's call to the origin (src/upstream.rs).
+// - a passthrough's call to the origin (src/upstream.rs);
+// - a JWKS's fetch and a signature's check with one of its keys (src/frontend_worker/isolate.rs).
 
 // What a Rust panic leaves behind (src/panic_guard.rs): every request in
 // flight in this isolate answers 500 problem+json from here, without the dead
@@ -189,4 +190,57 @@ export async function pass_through(body, url, forward, timeoutMs, finish, reques
     queueMicrotask(() => logged(status, timing));
   }
   return answer;
+}
+
+// A JWKS's fetch and a signature's check with one of its keys
+// (src/frontend_worker/isolate.rs; which key, and whether to fetch, is decided
+// in Rust: auth::jwks). Only the I/O and WebCrypto are here.
+//
+// Requests that ask for the same JWKS while it is being fetched share the one
+// fetch. Resolves to "ok\n<Cache-Control>\n<body>" or "error\n<why>"; never rejects.
+const jwksFetches = new Map();
+export function jwks_fetch(url, timeoutMs) {
+  let fetching = jwksFetches.get(url);
+  if (fetching === undefined) {
+    fetching = (async () => {
+      try {
+        const answer = await fetch(url, {
+          headers: { accept: "application/json" },
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+        const body = await answer.text();
+        if (answer.status !== 200) return `error\nthe JWKS answered ${answer.status}`;
+        return `ok\n${answer.headers.get("cache-control") ?? ""}\n${body}`;
+      } catch (e) {
+        return `error\n${e?.name === "TimeoutError" ? "timed out" : e}`;
+      } finally {
+        jwksFetches.delete(url);
+      }
+    })();
+    jwksFetches.set(url, fetching);
+  }
+  return fetching;
+}
+// Imported keys, by their JWK and algorithm (a JWKS holds a few keys).
+const cryptoKeys = new Map();
+// Whether `signature` is `data`'s signature by the public key `jwk` (a JWK's
+// JSON) under the WebCrypto algorithms `importParams` and `verifyParams`
+// (JSON). Resolves to false for a key the runtime refuses; never rejects.
+export async function jwk_verify(jwk, importParams, verifyParams, signature, data) {
+  // Both view the wasm memory: copies, before any await.
+  signature = signature.slice();
+  data = data.slice();
+  try {
+    const id = importParams + jwk;
+    let key = cryptoKeys.get(id);
+    if (key === undefined) {
+      key = await crypto.subtle.importKey("jwk", JSON.parse(jwk), JSON.parse(importParams), false, ["verify"]);
+      if (cryptoKeys.size >= 64) cryptoKeys.clear();
+      cryptoKeys.set(id, key);
+    }
+    return await crypto.subtle.verify(JSON.parse(verifyParams), key, signature, data);
+  } catch (e) {
+    console.error(`JWKS key refused by WebCrypto: ${e}`);
+    return false;
+  }
 }

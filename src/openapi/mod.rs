@@ -161,8 +161,9 @@ fn components() -> utoipa::openapi::Components {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "HS256 JWT: claims sub, tenant (defaults to sub), roles (approver, poster, admin), exp; \
-                         iss and aud when configured",
+                        "JWT signed HS256 (AUTH_JWT_SECRET) or RS256, ES256, EdDSA (a key of AUTH_JWKS_URL); \
+                         claims sub, the tenant (defaults to sub), roles (approver, poster, admin), exp; \
+                         iss and aud when configured. Without Authorization, Cf-Access-Jwt-Assertion is read",
                     ))
                     .build(),
             ),
@@ -192,6 +193,7 @@ fn problem_types() -> Vec<String> {
         ApiError::DataTooLarge(key.clone()),
         ApiError::KeyReused { key: key.clone() },
         ApiError::AuthNotConfigured,
+        ApiError::AuthKeysUnavailable { retry_after: 1 },
         ApiError::StorageUnavailable,
         ApiError::UpstreamUnreachable,
         ApiError::UpstreamTimeout,
