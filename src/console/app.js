@@ -585,8 +585,8 @@
     return el('tr', c.kind,
       cell('Field', 'path', c.path),
       cell('Change', '', c.kind),
-      cell('Before', 'before', c.kind === 'added' ? '—' : compact(c.before)),
-      cell('After', 'after', c.kind === 'removed' ? '—' : compact(c.after)));
+      cell('Prepared', 'before', c.kind === 'added' ? '—' : compact(c.before)),
+      cell('Corrected', 'after', c.kind === 'removed' ? '—' : compact(c.after)));
   }
 
   // The JSON view opened (filled from the form) or closed (the form filled
