@@ -617,6 +617,7 @@
         $('approve-heading').textContent = second ? 'Approve (second approval)' : 'Approve';
         $('approve-submit').textContent = second ? 'Approve (second approval)' : 'Approve';
         show($('approve-corrections'), !second);
+        show($('check'), !second);
         const note = $('approve-second-note');
         say(note, second
           ? `${row.approved_by} made the first approval. Approving confirms the data as first approved (the changes are listed above); it cannot be corrected again here — request changes instead.`

@@ -1347,3 +1347,35 @@ def test_a_corrected_amount_waits_for_a_second_approver_who_approves_it_in_the_p
     assert [e["event"] for e in b.get(f"/v1/staging/exports/{export['id']}/audit").json()["entries"]] == [
         "stage", "first_approval", "approve"]
     assert page.errors == []
+
+
+def test_a_reload_after_a_lost_corrected_approval_restores_the_form_and_its_key(page, team):
+    export = stage(team["preparer"], invoice(total_amount="31.00"))
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    key = page.text_content("#approve-key")
+    page.fill("#correct-total_amount", "30.000")
+    page.fill("#approve-reason", "total per the PO")
+    expect(page.locator("#check-score")).to_contain_text("Quality score 100")
+    pattern = f"**/v1/staging/exports/{export['id']}/approve"
+    page.route(pattern, lambda route: route.abort("internetdisconnected"))
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_contain_text("No answer from the server")
+    page.unroute(pattern)
+
+    approves = requests_to(page, export["id"], "approve")
+    page.reload()
+    expect(page.locator("#whoami")).to_contain_text(team["approver"].sub)
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    expect(page.locator("#approve-key")).to_have_text(key)
+    expect(page.locator("#correct-total_amount")).to_have_value("30.000")
+    expect(page.locator("#approve-reason")).to_have_value("total per the PO")
+    expect(page.locator("#check-diff tbody tr td.after")).to_have_text(['"30.000"'])
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_have_text("Export approved.")
+    assert [r.header_value("idempotency-key") for r in approves] == [key]
+    row = team["approver"].get(f"/v1/staging/exports/{export['id']}").json()
+    assert row["approved_data"] == invoice(total_amount="30.000") and row["change_reason"] == "total per the PO", row
+    assert page.errors == []
