@@ -1198,23 +1198,27 @@ def test_only_the_latest_check_is_shown(page, team):
     open_export(page, export["id"])
     page.click("#approve-open")
     expect(page.locator("#check-score")).to_contain_text("Quality score 100")
-    # The next check's answer is held back until a later one has been shown.
+    # The next check's answer (a total of 99.00: a finding) is held back until a
+    # later check (30.0: no finding) has been answered and shown.
     held = []
     pattern = f"**/v1/staging/exports/{export['id']}/check"
     page.route(pattern, lambda route: held.append(route) if not held else route.continue_())
     page.fill("#correct-total_amount", "99.00")
-    page.wait_for_function("true")
-    expect(page.locator("#check-state")).to_have_text("Checking…")
     deadline = time.time() + TIMEOUT_MS / 1000
     while not held:
         assert time.time() < deadline
         page.wait_for_timeout(50)
-    page.fill("#correct-total_amount", "30.00")
-    expect(page.locator("#check-notes")).to_contain_text("No change against the prepared data")
-    held[0].continue_()
-    page.wait_for_timeout(800)
-    # The stale answer (99.00: a finding) came back and was dropped.
+    assert held[0].request.post_data_json["approved_data"]["total_amount"] == "99.00"
+    expect(page.locator("#check-state")).to_have_text("Checking…")
+    page.fill("#correct-total_amount", "30.0")
+    expect(page.locator("#check-diff tbody tr td.after")).to_have_text(['"30.0"'])
+    expect(page.locator("#check-state")).to_be_hidden()
+    with page.expect_request_finished(lambda r: r.url.endswith("/check")):
+        held[0].continue_()
+    page.wait_for_timeout(300)
+    # The stale answer came back and was dropped.
     expect(page.locator("#check-findings")).to_have_text("No findings.")
+    expect(page.locator("#check-diff tbody tr td.after")).to_have_text(['"30.0"'])
     expect(page.locator("#check-preview")).not_to_contain_text("99.00")
     page.unroute(pattern)
     assert page.errors == []
