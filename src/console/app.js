@@ -178,8 +178,15 @@
     return t.slice(t.lastIndexOf('/') + 1);
   }
 
-  const VERBS = { approve: 'approved', reject: 'rejected', review: 'put under review', read: 'read' };
-  const VERBS_NOUN = { approve: 'Approving', reject: 'Rejecting' };
+  const VERBS = {
+    approve: 'approved', reject: 'rejected', review: 'put under review', read: 'read',
+    'request-changes': 'sent back to its preparer', check: 'checked',
+  };
+  const VERBS_NOUN = { approve: 'Approving', reject: 'Rejecting', 'request-changes': 'Requesting changes' };
+  // The actions offered under an export, in the order of their buttons.
+  const ACTIONS = ['review', 'approve', 'reject', 'request-changes'];
+  // The states an export waits for a decision in (the approval queue).
+  const WAITING = ['prepared', 'under_review', 'awaiting_second_approval'];
 
   // What went wrong, in words: [sentence, details].
   function explain(action, res) {
@@ -196,6 +203,9 @@
       case 401:
         return ['Your token was not accepted: it is expired, malformed or signed with another key. Paste a new token.', server];
       case 403:
+        if (/segregation of duties/i.test(detail) && /first approval/i.test(detail)) {
+          return ['You made the first approval of this export, so you cannot make the second: segregation of duties requires another approver.', server];
+        }
         if (/segregation of duties/i.test(detail)) {
           return ['You prepared this export, so you cannot approve it: segregation of duties requires a different approver.', server];
         }
@@ -224,11 +234,15 @@
         if (type === 'change-reason-required') {
           return ['You corrected the data: a change reason is required.', server];
         }
+        if (type === 'second-approval-changes-data') {
+          return ['A second approval confirms the data as first approved: it cannot correct it again. Request changes instead.', server];
+        }
         if (type === 'idempotency-key-reused') {
           return ['This request key was already used for a different request. Close the form and open it again.', server];
         }
         return ['The request cannot be processed.', server];
       case 400:
+        if (action === 'check') return ['The approval would refuse this data as invalid.', server];
         return ['The request was refused as invalid.', server];
       default:
         if (res.status >= 500) {
@@ -330,7 +344,10 @@
     try {
       [res, intent] = await send(intent, 'PUT', exportPath(intent.exportId, `/${action}`), body);
       if (ok(res)) {
-        const done = `Export ${VERBS[action]}.`;
+        const first = action === 'approve' && res.data && res.data.status === 'awaiting_second_approval';
+        const done = first
+          ? 'Export approved (first approval): the corrections change an amount, so it now waits for a second approver.'
+          : `Export ${VERBS[action]}.`;
         const replay = res.replayed ? ' This request had already been applied: this is its stored answer.' : '';
         say(result, done + replay, 'success');
         closeForms();
@@ -351,6 +368,7 @@
 
   function closeForms() {
     for (const f of Object.values(forms)) show(f.form, false);
+    stopChecks();
   }
 
   function openForm(action) {
@@ -370,6 +388,223 @@
       say($('action-result'), 'An earlier attempt of this action got no answer. Submitting again reuses its request key.', 'pending');
     }
     show(f.form, true);
+    if (f.opened) f.opened();
+  }
+
+  // ---- the correction form and its check ---------------------------------
+  //
+  // The approver corrects the data in a form (the invoice's header fields and a
+  // table of its lines), prefilled from the export's data. What is sent is the
+  // data the form was filled from with the edited fields replaced: a field left
+  // as shown keeps its stored value and type, an edited one is sent as the
+  // string typed (amounts and quantities are never read as JS numbers); keys
+  // the form does not show are kept as they are. The raw JSON stays behind
+  // "Advanced: edit as JSON": opening it fills it from the form, and while it
+  // is open the JSON is what is checked and sent; closing it fills the form
+  // from the JSON (when it parses as an object).
+
+  const HEADER_FIELDS = ['vendor_name', 'invoice_number', 'invoice_date', 'currency', 'total_amount'];
+  const LINE_FIELDS = [
+    ['description', 'Description'], ['quantity', 'Quantity'], ['unit_price', 'Unit price'], ['amount', 'Amount'],
+  ];
+  const CHECK_DELAY_MS = 300;
+  // `seq`: which check is the latest (an older one's answer is dropped).
+  const checks = { seq: 0, timer: null };
+  const correction = { base: null };
+
+  const clone = (v) => (v === undefined ? undefined : JSON.parse(JSON.stringify(v)));
+  const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+  // A stored value as an input shows it.
+  const shown = (v) => (v === null || v === undefined ? '' : typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v));
+
+  // The data the approval would correct: the approved data if any, else the prepared.
+  function currentData(row) {
+    return row.approved_data !== null && row.approved_data !== undefined ? row.approved_data : row.prepared_data;
+  }
+
+  // The value of one field after the form: the stored one if left as shown.
+  function edited(target, name, orig, typed) {
+    if (typed === shown(orig)) return;
+    if (orig === undefined && typed === '') return;
+    target[name] = typed;
+  }
+
+  function lineRow(orig) {
+    const tr = el('tr', 'line');
+    tr.line = isObject(orig) ? orig : {};
+    for (const [name, title] of LINE_FIELDS) {
+      const input = document.createElement('input');
+      input.type = 'text';
+      input.spellcheck = false;
+      input.dataset.field = name;
+      input.setAttribute('aria-label', title);
+      if (name !== 'description') input.inputMode = 'decimal';
+      input.value = shown(tr.line[name]);
+      tr.append(cell(title, name === 'description' ? '' : 'num', input));
+    }
+    const remove = el('button', 'cancel remove-line', 'Remove');
+    remove.type = 'button';
+    remove.addEventListener('click', () => {
+      tr.remove();
+      scheduleCheck();
+    });
+    tr.append(el('td', 'remove', remove));
+    return tr;
+  }
+
+  function fillCorrection(data) {
+    const d = isObject(data) ? data : {};
+    correction.base = clone(d);
+    for (const name of HEADER_FIELDS) $(`correct-${name}`).value = shown(d[name]);
+    const lines = Array.isArray(d.line_items) ? d.line_items : [];
+    $('correct-lines').tBodies[0].replaceChildren(...lines.map(lineRow));
+  }
+
+  // The form's data: the data it was filled from, with what was edited.
+  function formData() {
+    const base = correction.base || {};
+    const out = clone(base);
+    for (const name of HEADER_FIELDS) edited(out, name, base[name], $(`correct-${name}`).value);
+    const rows = [...$('correct-lines').tBodies[0].rows];
+    if (Array.isArray(base.line_items) || rows.length) {
+      out.line_items = rows.map((tr) => {
+        const line = clone(tr.line);
+        for (const input of tr.querySelectorAll('input')) edited(line, input.dataset.field, tr.line[input.dataset.field], input.value);
+        return line;
+      });
+    }
+    return out;
+  }
+
+  const jsonOpen = () => $('approve-correct').checked;
+
+  // The data to approve: the JSON while it is open, else the form's. Throws
+  // when the JSON does not parse.
+  function correctedData() {
+    if (!jsonOpen()) return formData();
+    try {
+      return JSON.parse($('approve-data').value);
+    } catch (e) {
+      throw new Error(`The approved data is not valid JSON: ${e.message}`);
+    }
+  }
+
+  // Whether the data is a correction: it differs from the export's data.
+  const isCorrection = (data) => JSON.stringify(data) !== JSON.stringify(currentData(state.exportRow));
+
+  const secondApproval = () => Boolean(state.exportRow) && state.exportRow.status === 'awaiting_second_approval';
+
+  function stopChecks() {
+    checks.seq += 1;
+    clearTimeout(checks.timer);
+    checks.timer = null;
+  }
+
+  function scheduleCheck() {
+    if (secondApproval()) return;
+    clearTimeout(checks.timer);
+    checks.timer = setTimeout(runCheck, CHECK_DELAY_MS);
+  }
+
+  // Asks the server what approving the data as it now stands would do. Only
+  // the latest check's answer is shown: an answer arriving after a later
+  // check was started, after the form closed or another export was opened,
+  // is dropped.
+  async function runCheck() {
+    clearTimeout(checks.timer);
+    checks.timer = null;
+    if (!state.exportRow || $('approve-form').hidden || secondApproval()) return;
+    const seq = ++checks.seq;
+    const id = state.exportId;
+    const stateNode = $('check-state');
+    let data;
+    try {
+      data = correctedData();
+    } catch (e) {
+      say(stateNode, `${e.message}. Nothing was checked.`, 'error');
+      show($('check-result'), false);
+      return;
+    }
+    const body = isCorrection(data) ? { approved_data: data } : {};
+    say(stateNode, 'Checking…', 'pending');
+    const res = await api('POST', exportPath(id, '/check'), JSON.stringify(body));
+    if (seq !== checks.seq || id !== state.exportId || $('approve-form').hidden) return;
+    if (!ok(res)) {
+      sayLines(stateNode, explain('check', res), 'error');
+      show($('check-result'), false);
+      return;
+    }
+    say(stateNode, '');
+    renderCheck(res.data);
+  }
+
+  function renderCheck(c) {
+    const errors = Array.isArray(c.validation_errors) ? c.validation_errors : [];
+    const warnings = Array.isArray(c.validation_warnings) ? c.validation_warnings : [];
+    const score = $('check-score');
+    if (c.approvable) {
+      say(score, `Quality score ${c.quality_score} (threshold ${c.threshold}): it can be approved.`, 'good');
+    } else {
+      say(score, `Quality score ${c.quality_score} is below the threshold of ${c.threshold}: approval will be refused. Correct the data or reject the export.`, 'bad');
+    }
+    const findings = [];
+    for (const [kind, list] of [['error', errors], ['warning', warnings]]) {
+      for (const f of list) findings.push(el('li', kind, el('strong', '', kind), ' ', ...words(`${f.field}: ${f.message || f.code}`)));
+    }
+    if (!findings.length) findings.push(el('li', '', 'No findings.'));
+    $('check-findings').replaceChildren(...findings);
+
+    const changes = Array.isArray(c.changes) ? c.changes : [];
+    const notes = [];
+    if (!changes.length) {
+      notes.push('No change against the prepared data: it would be approved as prepared.');
+    } else {
+      notes.push(`${changes.length} field${changes.length > 1 ? 's' : ''} changed against the prepared data: a change reason is required.`);
+      if (c.second_approval_required) {
+        notes.push('A second approver will be needed: the corrections change an amount, so another approver (not you, not the preparer) must approve it too.');
+      } else if (c.changes_an_amount) {
+        notes.push('The corrections change an amount; no second approval is needed.');
+      } else {
+        notes.push('No second approval is needed.');
+      }
+    }
+    $('check-notes').replaceChildren(...notes.map((n, i) => el('li', i === 1 && c.second_approval_required ? 'second' : '', n)));
+    $('check-notes').dataset.reasonRequired = String(Boolean(c.change_reason_required));
+    $('check-notes').dataset.secondApproval = String(Boolean(c.second_approval_required));
+    $('check-diff').tBodies[0].replaceChildren(...changes.map(changeRow));
+    show($('check-diff'), changes.length > 0);
+
+    const p = c.preview || {};
+    const note = $('check-preview-note');
+    note.replaceChildren(...words(`File posting would record: ${p.file_name} · ${p.content_type} · ${p.size} bytes`));
+    $('check-preview').textContent = typeof p.content === 'string' ? p.content : '';
+    show($('check-result'), true);
+  }
+
+  function changeRow(c) {
+    return el('tr', c.kind,
+      cell('Field', 'path', c.path),
+      cell('Change', '', c.kind),
+      cell('Prepared', 'before', c.kind === 'added' ? '—' : compact(c.before)),
+      cell('Corrected', 'after', c.kind === 'removed' ? '—' : compact(c.after)));
+  }
+
+  // The JSON view opened (filled from the form) or closed (the form filled
+  // from the JSON, when it parses as an object).
+  function toggleJson(open) {
+    if (open) {
+      $('approve-data').value = JSON.stringify(formData(), null, 2);
+    } else {
+      try {
+        const data = JSON.parse($('approve-data').value);
+        if (isObject(data)) fillCorrection(data);
+      } catch {
+        // the form keeps what it had
+      }
+    }
+    show($('approve-json'), open);
+    $('correct-form').disabled = open;
+    scheduleCheck();
   }
 
   function setupApprove() {
@@ -377,32 +612,71 @@
       form: $('approve-form'),
       keyNode: $('approve-key'),
       fill(body) {
-        const prepared = state.exportRow.prepared_data;
+        const row = state.exportRow;
+        const second = secondApproval();
+        $('approve-heading').textContent = second ? 'Approve (second approval)' : 'Approve';
+        $('approve-submit').textContent = second ? 'Approve (second approval)' : 'Approve';
+        show($('approve-corrections'), !second);
+        show($('check'), !second);
+        const note = $('approve-second-note');
+        say(note, second
+          ? `${row.approved_by} made the first approval. Approving confirms the data as first approved (the changes are listed above); it cannot be corrected again here — request changes instead.`
+          : '');
         const corrected = body && body.approved_data !== undefined;
-        $('approve-correct').checked = corrected;
-        show($('approve-corrections'), corrected);
-        $('approve-data').value = JSON.stringify(corrected ? body.approved_data : prepared, null, 2);
+        fillCorrection(corrected ? body.approved_data : currentData(row));
+        $('approve-correct').checked = false;
+        show($('approve-json'), false);
+        $('correct-form').disabled = false;
+        $('approve-data').value = '';
         $('approve-reason').value = (body && body.change_reason) || '';
         $('approve-comments').value = (body && body.approval_comments) || '';
+        say($('check-state'), '');
+        show($('check-result'), false);
+      },
+      opened() {
+        if (!secondApproval()) runCheck();
       },
       body() {
         const body = {};
-        if ($('approve-correct').checked) {
-          try {
-            body.approved_data = JSON.parse($('approve-data').value);
-          } catch (e) {
-            throw new Error(`The approved data is not valid JSON: ${e.message}`);
+        if (!secondApproval()) {
+          const data = correctedData();
+          if (isCorrection(data)) {
+            body.approved_data = data;
+            const reason = $('approve-reason').value.trim();
+            if (!reason) throw new Error('You corrected the data: a change reason is required.');
+            body.change_reason = reason;
           }
-          const reason = $('approve-reason').value.trim();
-          if (reason) body.change_reason = reason;
         }
         const comments = $('approve-comments').value.trim();
         if (comments) body.approval_comments = comments;
         return body;
       },
     };
-    $('approve-correct').addEventListener('change', (e) => show($('approve-corrections'), e.target.checked));
+    $('approve-correct').addEventListener('change', (e) => toggleJson(e.target.checked));
+    $('correct-form').addEventListener('input', scheduleCheck);
+    $('approve-data').addEventListener('input', scheduleCheck);
+    $('correct-add-line').addEventListener('click', () => {
+      const tr = lineRow(null);
+      $('correct-lines').tBodies[0].append(tr);
+      tr.querySelector('input').focus();
+      scheduleCheck();
+    });
     return f;
+  }
+
+  function setupRequestChanges() {
+    return {
+      form: $('request-changes-form'),
+      keyNode: $('request-changes-key'),
+      fill(body) {
+        $('request-changes-reason').value = (body && body.reason) || '';
+      },
+      body() {
+        const reason = $('request-changes-reason').value.trim();
+        if (!reason) throw new Error('A reason is required to request changes: the preparer needs to know what to change.');
+        return { reason };
+      },
+    };
   }
 
   function setupReject() {
@@ -485,6 +759,12 @@
     if (action === 'approve' && row.prepared_by === c.sub) {
       return 'You prepared this export, so someone else must approve it (segregation of duties).';
     }
+    if (action === 'approve' && row.status === 'awaiting_second_approval' && row.approved_by === c.sub) {
+      return 'You made the first approval, so another approver must make the second (segregation of duties).';
+    }
+    if (action === 'request-changes' && row.status === 'prepared') {
+      return 'The export is with its preparer: changes can be requested once it is submitted for review.';
+    }
     return null;
   }
 
@@ -495,7 +775,7 @@
     button.disabled = Boolean(why);
     button.title = why || '';
     const list = $('actions-why');
-    const reasons = ['review', 'approve', 'reject']
+    const reasons = ACTIONS
       .filter((a) => !$(`${a}-open`).hidden)
       .map((a) => $(`${a}-open`).dataset.why)
       .filter(Boolean);
@@ -584,9 +864,47 @@
     );
   }
 
+  // An export sent back to its preparer: by whom, when and why.
+  function renderChangesRequested(row) {
+    const node = $('changes-requested');
+    if (!text(row.changes_requested_by)) {
+      node.replaceChildren();
+      show(node, false);
+      return;
+    }
+    const at = when(row.changes_requested_at);
+    node.replaceChildren(`Changes requested by ${row.changes_requested_by}`, ...(at ? [' on ', at] : []),
+      ': ', ...words(row.changes_requested_reason || '—'));
+    show(node, true);
+  }
+
+  // An export awaiting a second approval: who made the first, what it changed,
+  // and who may make the second.
+  function renderSecondApproval(row, diff) {
+    const waiting = row.status === 'awaiting_second_approval';
+    show($('second-approval'), waiting);
+    if (!waiting) {
+      $('second-approval-changes').replaceChildren();
+      return;
+    }
+    const at = when(row.approved_at);
+    $('second-approval-who').replaceChildren(
+      `${row.approved_by} made the first approval`, ...(at ? [' on ', at] : []),
+      ', with corrections that change an amount',
+      ...(text(row.change_reason) ? [' (reason: ', ...words(row.change_reason), ')'] : []),
+      `. A second approver is needed: an approver who is neither ${row.approved_by} nor the preparer, ${row.prepared_by}.`);
+    const changes = ok(diff) && Array.isArray(diff.data.changes) ? diff.data.changes : [];
+    $('second-approval-changes').replaceChildren(...changes.map((c) => el('li', c.kind,
+      ...words(c.kind === 'added' ? `${c.path}: added ${compact(c.after)}`
+        : c.kind === 'removed' ? `${c.path}: removed (was ${compact(c.before)})`
+          : `${c.path}: ${compact(c.before)} → ${compact(c.after)}`))));
+  }
+
   function renderExport(row) {
     $('detail-title').textContent = `Invoice ${row.invoice_id}`;
     renderOutcome(row);
+    renderChangesRequested(row);
+    const twoApprovals = row.status === 'awaiting_second_approval' || Boolean(text(row.second_approved_by));
     $('detail-fields').replaceChildren(
       ...field('Export', row.id),
       ...field('Status', label(row.status)),
@@ -598,15 +916,20 @@
       // else reviews it.
       ...field(row.reviewed_by && row.reviewed_by === row.prepared_by ? 'Submitted for review by' : 'Reviewed by',
         row.reviewed_by),
-      ...field('Approved by', row.approved_by),
+      ...field(twoApprovals ? 'First approval by' : 'Approved by', row.approved_by),
+      ...field('First approval at', twoApprovals ? when(row.approved_at) : ''),
+      ...field('Second approval by', row.second_approved_by),
+      ...field('Second approval at', when(row.second_approved_at)),
       ...field('Change reason', row.change_reason),
       ...field('Rejected by', row.rejected_by),
       ...field('Rejection reason', row.rejection_reason),
       ...field('Staged', when(row.created_at)),
       ...field('Updated', when(row.updated_at)),
     );
-    const waiting = row.status === 'prepared' || row.status === 'under_review';
-    const offered = { review: row.status === 'prepared', approve: waiting, reject: waiting };
+    const waiting = WAITING.includes(row.status);
+    const offered = { review: row.status === 'prepared', approve: waiting, reject: waiting, 'request-changes': waiting };
+    const second = row.status === 'awaiting_second_approval';
+    $('approve-open').textContent = second ? 'Approve (second approval)' : 'Approve…';
     for (const [action, yes] of Object.entries(offered)) {
       show($(`${action}-open`), yes);
       refuse(action, yes ? whyNot(action, row) : null);
@@ -651,7 +974,10 @@
     let note;
     if (!d.approved) note = 'Not approved yet: the diff records the approver\'s corrections at approval.';
     else if (!changes.length) note = 'Approved as prepared: no field was changed.';
-    else note = `${changes.length} field${changes.length > 1 ? 's' : ''} corrected at approval. Reason: ${d.change_reason ?? '—'}`;
+    else {
+      const at = d.status === 'awaiting_second_approval' ? 'at the first approval' : 'at approval';
+      note = `${changes.length} field${changes.length > 1 ? 's' : ''} corrected ${at}. Reason: ${d.change_reason ?? '—'}`;
+    }
     say($('diff-note'), note);
     tbody.replaceChildren(...changes.map((c) => el('tr', c.kind,
       cell('Field', 'path', c.path),
@@ -707,6 +1033,11 @@
         note('Comments', d.comments);
         return [after.prepared_by && a.actor === after.prepared_by ? 'Submitted for review' : 'Review started', notes];
       case 'approve': {
+        if (d.second_approval) {
+          note('First approval by', d.first_approved_by);
+          note('Comments', d.comments);
+          return ['Approved (second approval)', notes];
+        }
         const n = typeof d.changes === 'number' ? d.changes : 0;
         if (n) notes.push(`${n} field${n > 1 ? 's' : ''} corrected`);
         note('Reason', d.change_reason);
@@ -786,6 +1117,7 @@
     state.exportRow = row.data;
     for (const tr of $('exports').tBodies[0].rows) tr.classList.toggle('selected', tr.dataset.exportId === id);
     renderExport(row.data);
+    renderSecondApproval(row.data, diff);
     renderDiff(diff);
     renderPreview(preview);
     renderAudit(audit);
@@ -797,10 +1129,11 @@
   function start() {
     forms.approve = setupApprove();
     forms.reject = setupReject();
-    $('approve-form').addEventListener('submit', (e) => submitForm('approve', e));
-    $('reject-form').addEventListener('submit', (e) => submitForm('reject', e));
-    $('approve-open').addEventListener('click', () => openForm('approve'));
-    $('reject-open').addEventListener('click', () => openForm('reject'));
+    forms['request-changes'] = setupRequestChanges();
+    for (const action of Object.keys(forms)) {
+      $(`${action}-form`).addEventListener('submit', (e) => submitForm(action, e));
+      $(`${action}-open`).addEventListener('click', () => openForm(action));
+    }
     $('review-open').addEventListener('click', review);
     for (const [action, f] of Object.entries(forms)) {
       // Cancelling drops the decision: opening the form again is a new one.

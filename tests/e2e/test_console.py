@@ -6,6 +6,7 @@ approver does happens in the page, and what it did is checked through the API.
 The browser is required: without it these tests fail, they never skip.
 """
 
+import json
 import os
 import re
 import time
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import SECRET, Client, assert_problem, unique
+from conftest import SECRET, Client, Server, assert_problem, unique
 from jwt import token as make_token
 
 CHROMIUM = "/usr/bin/chromium"
@@ -85,12 +86,13 @@ def browser():
 @pytest.fixture
 def make_page(browser, server):
     """Opens pages in their own browser contexts (a viewport, a locale, a time
-    zone: Playwright's context options), closed after the test."""
+    zone: Playwright's context options; `srv`: another server than the shared
+    one), closed after the test."""
     contexts = []
 
-    def make(**options):
+    def make(srv=server, **options):
         context = browser.new_context(**{"viewport": {"width": 1280, "height": 1000}, **options},
-                                      base_url=f"http://127.0.0.1:{server.port}")
+                                      base_url=f"http://127.0.0.1:{srv.port}")
         contexts.append(context)
         context.set_default_timeout(TIMEOUT_MS)
         pg = context.new_page()
@@ -316,7 +318,7 @@ def test_the_default_view_is_the_approval_queue_with_what_an_approver_decides_wi
                                         team["approver"].headers(unique("approve")))
     assert r.status == 200, r
     sign_in(page, team["approver"])
-    expect(page.locator("#status-filter")).to_have_value("prepared,under_review")
+    expect(page.locator("#status-filter")).to_have_value("prepared,under_review,awaiting_second_approval")
     rows = page.locator("#exports tbody tr")
     expect(page.locator(f'#exports tr[data-export-id="{waiting["id"]}"]')).to_have_count(1)
     expect(page.locator(f'#exports tr[data-export-id="{reviewed["id"]}"]')).to_have_count(1)
@@ -641,7 +643,9 @@ def test_refusals_are_explained_in_words(page, team):
     expect(page.locator("#reject-open")).to_be_disabled()
     expect(page.locator("#review-open")).to_be_hidden()
     expect(why.locator("li")).to_have_text(["Approving needs the approver role, which you do not have.",
-                                            "Rejecting needs the approver role, which you do not have."])
+                                            "Rejecting needs the approver role, which you do not have.",
+                                            "Requesting changes needs the approver role, which you do not have."])
+    expect(page.locator("#request-changes-open")).to_be_disabled()
     expect(page.locator("#approve-open")).to_have_attribute("title", re.compile("approver role"))
     page.evaluate("document.getElementById('reject-open').disabled = false")
     page.click("#reject-open")
@@ -1053,4 +1057,329 @@ def test_the_queue_on_a_phone_keeps_words_whole_and_fits_the_screen(make_page, t
     expect(page.locator("#action-result")).to_have_text("Export approved.")
     assert_no_page_overflow(page)
     assert broken_words(page, "#audit", 8) == []
+    assert page.errors == []
+
+
+# ---- corrections in a form, the check, request changes, second approval ----
+
+
+def check_requests(page, export_id):
+    """Records the body of every check the page asks for on the export."""
+    seen = []
+    suffix = f"/v1/staging/exports/{export_id}/check"
+    page.on("request", lambda r: seen.append(r.post_data_json) if r.url.endswith(suffix) else None)
+    return seen
+
+
+def test_an_approver_corrects_in_the_form_sees_the_check_and_approves_the_typed_strings(page, team):
+    # A line whose amount is not quantity x unit price, and a total that is not the lines' sum.
+    bad = invoice(total_amount="31.00",
+                  line_items=[{"description": "Widget", "quantity": 3, "unit_price": "11.00", "amount": "30.00"}])
+    export = stage(team["preparer"], bad)
+    assert export["quality_score"] < 70, export
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    checks = check_requests(page, export["id"])
+    approves = requests_to(page, export["id"], "approve")
+    page.click("#approve-open")
+    key = page.text_content("#approve-key")
+
+    # The form, prefilled from the prepared data; the check of the data as it is, once.
+    expect(page.locator("#correct-vendor_name")).to_have_value("Acme Suplies")
+    expect(page.locator("#correct-total_amount")).to_have_value("31.00")
+    line = page.locator("#correct-lines tbody tr").first
+    expect(page.locator("#correct-lines tbody tr")).to_have_count(1)
+    expect(line.locator('input[data-field="quantity"]')).to_have_value("3")
+    expect(line.locator('input[data-field="amount"]')).to_have_value("30.00")
+    expect(page.locator("#approve-data")).to_be_hidden()
+    score = page.locator("#check-score")
+    expect(score).to_contain_text(f"Quality score {export['quality_score']} is below the threshold of 70")
+    expect(score).to_contain_text("approval will be refused")
+    findings = page.locator("#check-findings li")
+    expect(findings).to_have_count(2)
+    expect(page.locator("#check-findings")).to_contain_text("total_amount: line amounts sum to 30.00 but total_amount is 31.00")
+    expect(page.locator("#check-findings")).not_to_contain_text("total_mismatch")
+    expect(page.locator("#check-notes")).to_contain_text("No change against the prepared data")
+    expect(page.locator("#check-diff")).to_be_hidden()
+    expect(page.locator("#check-preview")).to_contain_text("31.00")
+    assert checks == [{}], checks
+
+    # Typing: the check follows, once the typing stops.
+    page.locator("#correct-total_amount").fill("")
+    page.locator("#correct-total_amount").press_sequentially("33.0", delay=20)
+    line.locator('input[data-field="amount"]').fill("33.00")
+    expect(score).to_contain_text("Quality score 100 (threshold 70): it can be approved.")
+    expect(page.locator("#check-state")).to_be_hidden()
+    expect(findings).to_have_text(["No findings."])
+    expect(page.locator("#check-diff tbody tr")).to_have_count(2)
+    expect(page.locator("#check-diff tbody tr td.path")).to_have_text(["$.line_items[0].amount", "$.total_amount"])
+    expect(page.locator("#check-diff tbody tr").nth(1).locator("td.after")).to_have_text('"33.0"')
+    expect(page.locator("#check-notes")).to_contain_text("a change reason is required")
+    expect(page.locator("#check-notes")).to_contain_text("The corrections change an amount; no second approval is needed.")
+    expect(page.locator("#check-preview")).to_contain_text("33.0")
+    expect(page.locator("#check-preview")).not_to_contain_text("31.00")
+    expect(page.locator("#check-preview-note")).to_contain_text(f"{export['id']}.csv")
+    # Debounced: not one check per keystroke; the last one sent the typed strings.
+    assert 2 <= len(checks) <= 4, checks
+    last = checks[-1]["approved_data"]
+    assert last["total_amount"] == "33.0" and last["line_items"][0]["amount"] == "33.00", last
+    assert last["line_items"][0]["quantity"] == 3 and last["line_items"][0]["unit_price"] == "11.00", last
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#approve-form").screenshot(path=str(ARTIFACTS / "console-correction.png"))
+
+    # A correction needs its reason; then one approval with the decision's key.
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_contain_text("a change reason is required")
+    page.fill("#approve-reason", "amounts per the delivery note")
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_have_text("Export approved.")
+    expect(page.locator("#detail-fields")).to_contain_text("approved")
+    expect(page.locator("#diff tbody tr")).to_have_count(2)
+    row = team["approver"].get(f"/v1/staging/exports/{export['id']}").json()
+    assert row["status"] == "approved", row
+    assert row["approved_data"] == {**bad, "total_amount": "33.0", "line_items": [
+        {"description": "Widget", "quantity": 3, "unit_price": "11.00", "amount": "33.00"}]}, row
+    assert row["change_reason"] == "amounts per the delivery note", row
+    rows = audit(team["approver"], export["id"], "approve")
+    assert len(rows) == 1 and rows[0]["idempotency_key"] == key, rows
+    assert [r.header_value("idempotency-key") for r in approves] == [key]
+    assert page.errors == []
+
+
+def test_the_form_adds_and_removes_lines_and_the_json_view_takes_precedence_while_open(page, team):
+    export = stage(team["preparer"])
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    expect(page.locator("#check-score")).to_contain_text("Quality score 100")
+    # A second line: the total no longer matches until it is corrected too.
+    page.click("#correct-add-line")
+    new = page.locator("#correct-lines tbody tr").nth(1)
+    new.locator('input[data-field="description"]').fill("Freight")
+    new.locator('input[data-field="quantity"]').fill("1")
+    new.locator('input[data-field="unit_price"]').fill("5.00")
+    new.locator('input[data-field="amount"]').fill("5.00")
+    expect(page.locator("#check-findings")).to_contain_text("total_amount")
+    expect(page.locator("#check-diff tbody tr td.path")).to_have_text(["$.line_items[1]"])
+    page.fill("#correct-total_amount", "35.00")
+    expect(page.locator("#check-score")).to_contain_text("Quality score 100")
+    expect(page.locator("#check-diff tbody tr")).to_have_count(2)
+    # The JSON view starts from the form; while open it is what is checked.
+    page.check("#approve-correct")
+    data = json.loads(page.input_value("#approve-data"))
+    assert data["total_amount"] == "35.00" and data["line_items"][1] == {
+        "description": "Freight", "quantity": "1", "unit_price": "5.00", "amount": "5.00"}, data
+    expect(page.locator("#correct-total_amount")).to_be_disabled()
+    data["vendor_name"] = "Acme Supplies"
+    page.fill("#approve-data", json.dumps(data))
+    expect(page.locator("#check-diff tbody tr td.path")).to_have_text(
+        ["$.line_items[1]", "$.total_amount", "$.vendor_name"])
+    page.fill("#approve-data", "{not json")
+    expect(page.locator("#check-state")).to_contain_text("not valid JSON")
+    page.fill("#approve-data", json.dumps(data))
+    # Closed: the form takes the JSON's data.
+    page.uncheck("#approve-correct")
+    expect(page.locator("#correct-vendor_name")).to_have_value("Acme Supplies")
+    # The line removed again: back to the prepared lines.
+    page.locator("#correct-lines tbody tr").nth(1).locator("button.remove-line").click()
+    page.fill("#correct-total_amount", "30.00")
+    expect(page.locator("#check-diff tbody tr td.path")).to_have_text(["$.vendor_name"])
+    page.fill("#approve-reason", "vendor name")
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_have_text("Export approved.")
+    row = team["approver"].get(f"/v1/staging/exports/{export['id']}").json()
+    assert row["approved_data"] == invoice(vendor_name="Acme Supplies"), row
+    assert page.errors == []
+
+
+def test_only_the_latest_check_is_shown(page, team):
+    export = stage(team["preparer"])
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    expect(page.locator("#check-score")).to_contain_text("Quality score 100")
+    # The next check's answer (a total of 99.00: a finding) is held back until a
+    # later check (30.0: no finding) has been answered and shown.
+    held = []
+    pattern = f"**/v1/staging/exports/{export['id']}/check"
+    page.route(pattern, lambda route: held.append(route) if not held else route.continue_())
+    page.fill("#correct-total_amount", "99.00")
+    deadline = time.time() + TIMEOUT_MS / 1000
+    while not held:
+        assert time.time() < deadline
+        page.wait_for_timeout(50)
+    assert held[0].request.post_data_json["approved_data"]["total_amount"] == "99.00"
+    expect(page.locator("#check-state")).to_have_text("Checking…")
+    page.fill("#correct-total_amount", "30.0")
+    expect(page.locator("#check-diff tbody tr td.after")).to_have_text(['"30.0"'])
+    expect(page.locator("#check-state")).to_be_hidden()
+    with page.expect_request_finished(lambda r: r.url.endswith("/check")):
+        held[0].continue_()
+    page.wait_for_timeout(300)
+    # The stale answer came back and was dropped.
+    expect(page.locator("#check-findings")).to_have_text("No findings.")
+    expect(page.locator("#check-diff tbody tr td.after")).to_have_text(['"30.0"'])
+    expect(page.locator("#check-preview")).not_to_contain_text("99.00")
+    page.unroute(pattern)
+    assert page.errors == []
+
+
+def test_an_approver_requests_changes_and_the_export_goes_back_to_its_preparer(page, team):
+    export = stage(team["preparer"])
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    # With its preparer still: nothing to send back yet.
+    button = page.locator("#request-changes-open")
+    expect(button).to_be_visible()
+    expect(button).to_be_disabled()
+    expect(page.locator("#actions-why")).to_contain_text("The export is with its preparer")
+    review(team["preparer"], export["id"])
+    page.click("#refresh")
+    open_export(page, export["id"])
+    expect(button).to_be_enabled()
+    expect(page.locator("#actions-why")).to_be_hidden()
+    sent = requests_to(page, export["id"], "request-changes")
+    button.click()
+    key = page.text_content("#request-changes-key")
+    assert key.startswith("console-request-changes-"), key
+    page.click("#request-changes-submit")
+    expect(page.locator("#action-result")).to_contain_text("A reason is required to request changes")
+    assert sent == []
+    page.fill("#request-changes-reason", "attach the delivery note")
+    page.dblclick("#request-changes-submit")
+    expect(page.locator("#action-result")).to_have_text("Export sent back to its preparer.")
+    note = page.locator("#changes-requested")
+    expect(note).to_contain_text(f"Changes requested by {team['approver'].sub} on ")
+    expect(note).to_contain_text(": attach the delivery note")
+    expect(note.locator("time")).to_have_count(1)
+    expect(page.locator("#detail-fields")).to_contain_text("prepared")
+    expect(page.locator('#audit tr[data-event="request_changes"] td.notes')).to_contain_text(
+        "Reason: attach the delivery note")
+    expect(button).to_be_disabled()
+    assert [r.header_value("idempotency-key") for r in sent] == [key]
+    row = team["approver"].get(f"/v1/staging/exports/{export['id']}").json()
+    assert row["status"] == "prepared", row
+    assert (row["changes_requested_by"], row["changes_requested_reason"]) == (
+        team["approver"].sub, "attach the delivery note"), row
+    rows = audit(team["approver"], export["id"], "request_changes")
+    assert len(rows) == 1 and rows[0]["idempotency_key"] == key, rows
+    assert page.errors == []
+
+
+@pytest.fixture(scope="module")
+def dual():
+    """A server that asks for a second approval when a correction changes an amount."""
+    s = Server(STAGING_SECOND_APPROVAL="amount_changes").start()
+    yield s
+    s.cleanup()
+
+
+def test_a_corrected_amount_waits_for_a_second_approver_who_approves_it_in_the_page(make_page, dual):
+    tenant = unique("fin")
+    preparer = Client(dual, unique("prep"), tenant)
+    preparer_approver = Client(dual, preparer.sub, tenant, ["approver"])
+    a = Client(dual, unique("appr-a"), tenant, ["approver"])
+    b = Client(dual, unique("appr-b"), tenant, ["approver"])
+    export = stage(preparer, invoice(total_amount="31.00"))
+    page = make_page(srv=dual)
+
+    # Approver A corrects the total in the form: the check says a second approver is needed.
+    sign_in(page, a)
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    page.fill("#correct-total_amount", "30.00")
+    expect(page.locator("#check-notes")).to_contain_text("A second approver will be needed")
+    expect(page.locator("#check-score")).to_contain_text("Quality score 100")
+    page.fill("#approve-reason", "total per the PO")
+    page.click("#approve-submit")
+    result = page.locator("#action-result")
+    expect(result).to_contain_text("first approval")
+    expect(result).to_contain_text("waits for a second approver")
+    box = page.locator("#second-approval")
+    expect(box).to_be_visible()
+    expect(box).to_contain_text(f"{a.sub} made the first approval")
+    expect(box).to_contain_text("A second approver is needed")
+    expect(page.locator("#second-approval-changes li")).to_have_text(['$.total_amount: "31.00" → "30.00"'])
+    expect(page.locator("#detail-fields")).to_contain_text("awaiting second approval")
+    # A may not make the second approval; the page says why before anyone presses.
+    approve = page.locator("#approve-open")
+    expect(approve).to_have_text("Approve (second approval)")
+    expect(approve).to_be_disabled()
+    expect(page.locator("#actions-why")).to_contain_text("You made the first approval")
+    expect(page.locator("#request-changes-open")).to_be_enabled()
+    row = a.get(f"/v1/staging/exports/{export['id']}").json()
+    assert (row["status"], row["approved_by"], row["second_approved_by"]) == (
+        "awaiting_second_approval", a.sub, None), row
+
+    # Nor may the preparer, even with the approver role.
+    sign_in(page, preparer_approver)
+    open_export(page, export["id"])
+    expect(approve).to_be_disabled()
+    expect(page.locator("#actions-why")).to_contain_text("You prepared this export")
+
+    # Approver B: the default view lists it, in words; the second approval sends an empty body.
+    sign_in(page, b)
+    expect(page.locator("#status-filter")).to_have_value("prepared,under_review,awaiting_second_approval")
+    listed = page.locator(f'#exports tr[data-export-id="{export["id"]}"]')
+    expect(listed).to_have_count(1)
+    expect(listed.locator("td").nth(4)).to_have_text("awaiting second approval")
+    page.select_option("#status-filter", "awaiting_second_approval")
+    expect(listed).to_have_count(1)
+    open_export(page, export["id"])
+    expect(approve).to_be_enabled()
+    expect(approve).to_have_text("Approve (second approval)")
+    expect(page.locator("#diff-note")).to_contain_text("corrected at the first approval")
+    approves = requests_to(page, export["id"], "approve")
+    approve.click()
+    expect(page.locator("#approve-submit")).to_have_text("Approve (second approval)")
+    expect(page.locator("#approve-corrections")).to_be_hidden()
+    expect(page.locator("#approve-second-note")).to_contain_text(f"{a.sub} made the first approval")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console-second-approval.png"), full_page=True)
+    page.click("#approve-submit")
+    expect(result).to_have_text("Export approved.")
+    expect(page.locator("#detail-fields")).to_contain_text(f"Second approval by{b.sub}")
+    shown = fields(page, "#detail-fields")
+    assert shown["Status"] == "approved" and shown["First approval by"] == a.sub, shown
+    assert shown["Second approval by"] == b.sub, shown
+    expect(box).to_be_hidden()
+    expect(page.locator('#audit tr[data-event="approve"] td.what')).to_have_text("Approved (second approval)")
+    assert len(approves) == 1 and approves[0].post_data_json == {}, [r.post_data for r in approves]
+    row = b.get(f"/v1/staging/exports/{export['id']}").json()
+    assert (row["status"], row["approved_by"], row["second_approved_by"]) == ("approved", a.sub, b.sub), row
+    assert row["approved_data"]["total_amount"] == "30.00", row
+    assert [e["event"] for e in b.get(f"/v1/staging/exports/{export['id']}/audit").json()["entries"]] == [
+        "stage", "first_approval", "approve"]
+    assert page.errors == []
+
+
+def test_a_reload_after_a_lost_corrected_approval_restores_the_form_and_its_key(page, team):
+    export = stage(team["preparer"], invoice(total_amount="31.00"))
+    sign_in(page, team["approver"])
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    key = page.text_content("#approve-key")
+    page.fill("#correct-total_amount", "30.000")
+    page.fill("#approve-reason", "total per the PO")
+    expect(page.locator("#check-score")).to_contain_text("Quality score 100")
+    pattern = f"**/v1/staging/exports/{export['id']}/approve"
+    page.route(pattern, lambda route: route.abort("internetdisconnected"))
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_contain_text("No answer from the server")
+    page.unroute(pattern)
+
+    approves = requests_to(page, export["id"], "approve")
+    page.reload()
+    expect(page.locator("#whoami")).to_contain_text(team["approver"].sub)
+    open_export(page, export["id"])
+    page.click("#approve-open")
+    expect(page.locator("#approve-key")).to_have_text(key)
+    expect(page.locator("#correct-total_amount")).to_have_value("30.000")
+    expect(page.locator("#approve-reason")).to_have_value("total per the PO")
+    expect(page.locator("#check-diff tbody tr td.after")).to_have_text(['"30.000"'])
+    page.click("#approve-submit")
+    expect(page.locator("#action-result")).to_have_text("Export approved.")
+    assert [r.header_value("idempotency-key") for r in approves] == [key]
+    row = team["approver"].get(f"/v1/staging/exports/{export['id']}").json()
+    assert row["approved_data"] == invoice(total_amount="30.000") and row["change_reason"] == "total per the PO", row
     assert page.errors == []
