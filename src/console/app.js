@@ -221,8 +221,7 @@
         }
         if (type === 'invalid-transition') {
           const current = typeof p.current_state === 'string' ? label(p.current_state) : 'in another state';
-          const hint = action === 'approve' && p.current_state === 'prepared' ? ' Start the review first.' : '';
-          return [`This export is ${current}, so it cannot be ${verb} now.${hint}`, server];
+          return [`This export is ${current}, so it cannot be ${verb} now.`, server];
         }
         return ['This conflicts with the export\'s current state.', server];
       case 413:
