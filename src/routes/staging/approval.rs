@@ -64,6 +64,23 @@ pub async fn review(
     .await
 }
 
+/// A transition whose body is a reason (reject, request changes): the audit
+/// row's detail is the reason; `edit` records it, and the actor, on the row.
+async fn with_reason(
+    db: &D1Database,
+    env: &Envelope,
+    id: &str,
+    event: ExportEvent,
+    reason: &str,
+    now: i64,
+    edit: impl FnOnce(&mut ExportRow, String, String),
+) -> HandlerResult {
+    let actor = env.caller_sub.clone();
+    let detail = json!({ "reason": reason });
+    let reason = reason.to_owned();
+    simple_transition(db, env, id, event, detail, now, |r| edit(r, actor, reason)).await
+}
+
 /// `PUT …/reject`.
 pub async fn reject(
     db: &D1Database,
@@ -72,18 +89,16 @@ pub async fn reject(
     reason: &str,
     now: i64,
 ) -> HandlerResult {
-    let reason = reason.to_owned();
-    let actor = env.caller_sub.clone();
-    simple_transition(
+    with_reason(
         db,
         env,
         id,
         ExportEvent::Reject,
-        json!({"reason": reason}),
+        reason,
         now,
-        |r| {
+        |r, actor, reason| {
             r.rejected_by = Some(actor);
-            r.rejection_reason = Some(reason.clone());
+            r.rejection_reason = Some(reason);
         },
     )
     .await
@@ -100,18 +115,16 @@ pub async fn request_changes(
     reason: &str,
     now: i64,
 ) -> HandlerResult {
-    let reason = reason.to_owned();
-    let actor = env.caller_sub.clone();
-    simple_transition(
+    with_reason(
         db,
         env,
         id,
         ExportEvent::RequestChanges,
-        json!({"reason": reason}),
+        reason,
         now,
-        |r| {
+        |r, actor, reason| {
             r.changes_requested_by = Some(actor);
-            r.changes_requested_reason = Some(reason.clone());
+            r.changes_requested_reason = Some(reason);
             r.changes_requested_at = Some(now as f64);
             // Submitted again, it is reviewed again.
             r.reviewed_by = None;
