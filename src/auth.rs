@@ -76,8 +76,8 @@ pub struct ClaimMapping {
 impl Default for ClaimMapping {
     fn default() -> Self {
         ClaimMapping {
-            tenant: Pointer::parse("/tenant").expect("a valid pointer"),
-            roles: Pointer::parse("/roles").expect("a valid pointer"),
+            tenant: Pointer::claim("tenant"),
+            roles: Pointer::claim("roles"),
         }
     }
 }

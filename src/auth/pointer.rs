@@ -14,6 +14,15 @@ pub struct Pointer {
 }
 
 impl Pointer {
+    /// The pointer to the top-level claim `name` (one plain token: no `/`
+    /// or `~` to escape), which cannot fail.
+    pub fn claim(name: &str) -> Pointer {
+        Pointer {
+            text: format!("/{}", name.replace('~', "~0").replace('/', "~1")),
+            tokens: vec![name.to_string()],
+        }
+    }
+
     /// Parses a pointer. The empty pointer (the whole claims set) is refused:
     /// it never names a claim.
     pub fn parse(text: &str) -> Result<Pointer, String> {
@@ -87,6 +96,14 @@ fn index(token: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_pointer_is_the_parsed_pointer_to_that_claim() {
+        for name in ["tenant", "roles", "a/b", "x~y"] {
+            let p = Pointer::claim(name);
+            assert_eq!(Pointer::parse(&p.text), Ok(p.clone()), "{name}");
+        }
+    }
     use serde_json::json;
 
     fn at<'a>(pointer: &str, doc: &'a Value) -> Option<&'a Value> {

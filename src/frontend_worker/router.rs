@@ -6,7 +6,7 @@
 use super::gate_client::{call_gate, GateOp};
 use super::incoming::Incoming;
 use super::isolate::{config, quick_passes, resolve_caller, storage, Outcome};
-use super::write::{hop, keyed_write};
+use super::write::{hop, keyed_write, read_body};
 use crate::auth::Caller;
 use crate::commands::plan::{self, Plan, Step};
 use crate::commands::{self, key_scope};
@@ -82,12 +82,12 @@ pub(super) async fn route(
     let allow = route_table::allow(routes.iter().map(|(r, _)| *r), keyed_method);
     // The route serving this method (`HEAD` is served as `GET`).
     let wanted = match method {
-        Method::Head => "get".to_string(),
-        _ => req.method_name().to_ascii_lowercase(),
+        Method::Head => "GET",
+        _ => req.method_name(),
     };
     let served = routes
         .iter()
-        .find(|(r, _)| method != Method::Report && r.method == wanted);
+        .find(|(r, _)| method != Method::Report && r.method.eq_ignore_ascii_case(wanted));
     // Health, this document and the console: no token, no OPTIONS.
     if routes.iter().any(|(r, _)| r.kind.is_open()) {
         let Some((route, _)) = served else {
@@ -169,12 +169,8 @@ pub(super) async fn route(
             .await
             .map_err(read_error),
         Kind::CheckApproval => {
-            let body = req.bytes().await.map_err(storage)?;
-            if body.len() > cfg.max_body_bytes {
-                return Err(ApiError::PayloadTooLarge {
-                    limit: cfg.max_body_bytes,
-                });
-            }
+            let declared = plan::declared_length(&|n| req.header(n));
+            let body = read_body(&req, declared, cfg.max_body_bytes).await?;
             staging::check(&db()?, &cfg, &caller, id, &body)
                 .await
                 .map_err(read_error)

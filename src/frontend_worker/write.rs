@@ -26,7 +26,7 @@ const TEST_HOP_HEADER: &str = "x-idemgate-test-hop";
 
 /// Reads the body, refusing more than `limit` bytes before doing any work
 /// (`declared`: its `Content-Length`).
-async fn read_body(
+pub(super) async fn read_body(
     req: &Incoming,
     declared: Option<usize>,
     limit: usize,
