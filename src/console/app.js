@@ -180,11 +180,20 @@
 
   const VERBS = {
     approve: 'approved', reject: 'rejected', review: 'put under review', read: 'read',
-    'request-changes': 'sent back to its preparer', check: 'checked',
+    'request-changes': 'sent back to its preparer', check: 'checked', post: 'posted', rollback: 'rolled back',
   };
-  const VERBS_NOUN = { approve: 'Approving', reject: 'Rejecting', 'request-changes': 'Requesting changes' };
   // The actions offered under an export, in the order of their buttons.
-  const ACTIONS = ['review', 'approve', 'reject', 'request-changes'];
+  const ACTIONS = ['review', 'approve', 'reject', 'request-changes', 'post', 'rollback'];
+  // Each action's method (the others are PUT) and the roles that may take it
+  // (the server's command table; `review` needs none).
+  const METHODS = { post: 'POST', rollback: 'POST' };
+  const NEEDS = {
+    approve: ['Approving', ['approver']],
+    reject: ['Rejecting', ['approver']],
+    'request-changes': ['Requesting changes', ['approver']],
+    post: ['Posting', ['approver', 'poster']],
+    rollback: ['Rolling back', ['approver']],
+  };
   // The states an export waits for a decision in (the approval queue).
   const WAITING = ['prepared', 'under_review', 'awaiting_second_approval'];
 
@@ -205,6 +214,9 @@
       case 403:
         if (/segregation of duties/i.test(detail) && /first approval/i.test(detail)) {
           return ['You made the first approval of this export, so you cannot make the second: segregation of duties requires another approver.', server];
+        }
+        if (/segregation of duties/i.test(detail) && /poster/i.test(detail)) {
+          return ['You prepared this export, so you cannot post it: segregation of duties requires someone else to post it.', server];
         }
         if (/segregation of duties/i.test(detail)) {
           return ['You prepared this export, so you cannot approve it: segregation of duties requires a different approver.', server];
@@ -244,6 +256,10 @@
         if (action === 'check') return ['The approval would refuse this data as invalid.', server];
         return ['The request was refused as invalid.', server];
       default:
+        if (res.status === 502 && type === 'delivery-failed') {
+          const now = typeof p.current_state === 'string' ? ` The export is now ${label(p.current_state)}.` : '';
+          return [`The accounting system did not take the file, so it was not posted.${now} Press Post again to retry.`, server];
+        }
         if (res.status >= 500) {
           return ['The server could not complete the request; nothing was applied.', again];
         }
@@ -341,7 +357,7 @@
     say(result, 'Sending…', 'pending');
     let res;
     try {
-      [res, intent] = await send(intent, 'PUT', exportPath(intent.exportId, `/${action}`), body);
+      [res, intent] = await send(intent, METHODS[action] || 'PUT', exportPath(intent.exportId, `/${action}`), body);
       if (ok(res)) {
         const first = action === 'approve' && res.data && res.data.status === 'awaiting_second_approval';
         const done = first
@@ -355,6 +371,11 @@
         sayLines(result, explain(action, res), 'error');
         // A refused token hides the page: say it where it stays visible.
         if (!res.network && res.status === 401) readFailed(res);
+        // A failed delivery moved the export (to `failed`, one attempt more):
+        // show it as it is now, the form kept open for another try.
+        if (res.status === 502 && problemType(res) === 'delivery-failed') {
+          await Promise.all([openExport(intent.exportId), loadList()]);
+        }
       }
     } finally {
       state.busy = false;
@@ -678,6 +699,35 @@
     };
   }
 
+  function setupPost() {
+    return {
+      form: $('post-form'),
+      keyNode: $('post-key'),
+      fill(body) {
+        $('post-reference').value = (body && body.external_reference) || '';
+      },
+      body() {
+        const reference = $('post-reference').value.trim();
+        return reference ? { external_reference: reference } : {};
+      },
+    };
+  }
+
+  function setupRollback() {
+    return {
+      form: $('rollback-form'),
+      keyNode: $('rollback-key'),
+      fill(body) {
+        $('rollback-reason').value = (body && body.reason) || '';
+      },
+      body() {
+        const reason = $('rollback-reason').value.trim();
+        if (!reason) throw new Error('A reason is required to roll back a posted export.');
+        return { reason };
+      },
+    };
+  }
+
   function setupReject() {
     return {
       form: $('reject-form'),
@@ -754,9 +804,15 @@
     if (action === 'review') return null;
     const c = (state.token && claims(state.token)) || {};
     const roles = Array.isArray(c.roles) ? c.roles : typeof c.roles === 'string' ? [c.roles] : [];
-    if (!roles.includes('approver')) return `${VERBS_NOUN[action]} needs the approver role, which you do not have.`;
+    const [doing, needed] = NEEDS[action];
+    if (!needed.some((r) => roles.includes(r))) {
+      return `${doing} needs the ${needed.join(' or ')} role, which you do not have.`;
+    }
     if (action === 'approve' && row.prepared_by === c.sub) {
       return 'You prepared this export, so someone else must approve it (segregation of duties).';
+    }
+    if (action === 'post' && row.prepared_by === c.sub) {
+      return 'You prepared this export, so someone else must post it (segregation of duties).';
     }
     if (action === 'approve' && row.status === 'awaiting_second_approval' && row.approved_by === c.sub) {
       return 'You made the first approval, so another approver must make the second (segregation of duties).';
@@ -922,13 +978,20 @@
       ...field('Change reason', row.change_reason),
       ...field('Rejected by', row.rejected_by),
       ...field('Rejection reason', row.rejection_reason),
+      ...field('Last delivery error', row.status === 'failed' ? row.last_error : ''),
+      ...field('Delivery attempts', row.status === 'failed' ? `${row.retries} of ${row.max_retries}` : ''),
       ...field('Staged', when(row.created_at)),
       ...field('Updated', when(row.updated_at)),
     );
     const waiting = WAITING.includes(row.status);
-    const offered = { review: row.status === 'prepared', approve: waiting, reject: waiting, 'request-changes': waiting };
+    const retriesLeft = row.status === 'failed' && Number(row.retries) < Number(row.max_retries);
+    const offered = {
+      review: row.status === 'prepared', approve: waiting, reject: waiting, 'request-changes': waiting,
+      post: row.status === 'approved' || retriesLeft, rollback: row.status === 'posted',
+    };
     const second = row.status === 'awaiting_second_approval';
     $('approve-open').textContent = second ? 'Approve (second approval)' : 'Approve…';
+    $('post-open').textContent = row.status === 'failed' ? 'Post again…' : 'Post…';
     for (const [action, yes] of Object.entries(offered)) {
       show($(`${action}-open`), yes);
       refuse(action, yes ? whyNot(action, row) : null);
@@ -1129,6 +1192,8 @@
     forms.approve = setupApprove();
     forms.reject = setupReject();
     forms['request-changes'] = setupRequestChanges();
+    forms.post = setupPost();
+    forms.rollback = setupRollback();
     for (const action of Object.keys(forms)) {
       $(`${action}-form`).addEventListener('submit', (e) => submitForm(action, e));
       $(`${action}-open`).addEventListener('click', () => openForm(action));

@@ -1267,9 +1267,11 @@ def test_an_approver_requests_changes_and_the_export_goes_back_to_its_preparer(p
 
 
 @pytest.fixture(scope="module")
-def dual():
-    """A server that asks for a second approval when a correction changes an amount."""
-    s = Server(STAGING_SECOND_APPROVAL="amount_changes").start()
+def dual(origin):
+    """A server that asks for a second approval when a correction changes an
+    amount, and posts to an accounting destination (the test origin's)."""
+    s = Server(STAGING_SECOND_APPROVAL="amount_changes", DESTINATION_URL=f"{origin.url}/destination",
+               UPSTREAM_TIMEOUT_MS=2000).start()
     yield s
     s.cleanup()
 
@@ -1382,4 +1384,145 @@ def test_a_reload_after_a_lost_corrected_approval_restores_the_form_and_its_key(
     assert [r.header_value("idempotency-key") for r in approves] == [key]
     row = team["approver"].get(f"/v1/staging/exports/{export['id']}").json()
     assert row["approved_data"] == invoice(total_amount="30.000") and row["change_reason"] == "total per the PO", row
+    assert page.errors == []
+
+
+def force(page, button):
+    """Enables a button the page disabled, as someone getting round the page would."""
+    page.evaluate(f"document.getElementById('{button}').disabled = false")
+
+
+def test_post_and_rollback_in_the_page_need_their_roles_and_never_the_preparer(page, team):
+    tenant = team["approver"].tenant
+    poster = Client(team["approver"].server, unique("poster"), tenant, ["poster"])
+    approver, clerk, both = team["approver"], team["clerk"], team["both"]
+    export = stage(team["preparer"])
+    own = stage(both, invoice(invoice_number="INV-2003"))
+    for e in (export, own):
+        keyed(approver, "PUT", f"/v1/staging/exports/{e['id']}/approve", {})
+    result, why = page.locator("#action-result"), page.locator("#actions-why")
+
+    # A clerk: Post is shown disabled with the reason; pressed anyway, the server refuses it.
+    sign_in(page, clerk)
+    page.select_option("#status-filter", "approved")
+    open_export(page, export["id"])
+    expect(page.locator("#post-open")).to_be_visible()
+    expect(page.locator("#post-open")).to_be_disabled()
+    expect(page.locator("#rollback-open")).to_be_hidden()
+    for hidden in ("review", "approve", "reject", "request-changes"):
+        expect(page.locator(f"#{hidden}-open")).to_be_hidden()
+    expect(why.locator("li")).to_have_text(["Posting needs the approver or poster role, which you do not have."])
+    expect(page.locator("#post-open")).to_have_attribute("title", re.compile("approver or poster role"))
+    force(page, "post-open")
+    page.click("#post-open")
+    page.click("#post-submit")
+    expect(result).to_contain_text("Your token lacks the role needed for this: it cannot be posted by you.")
+    expect(result).to_contain_text("HTTP 403")
+    assert audit(approver, export["id"], "post") == []
+
+    # The preparer, though an approver: not their own export.
+    sign_in(page, both)
+    page.select_option("#status-filter", "approved")
+    open_export(page, own["id"])
+    expect(page.locator("#post-open")).to_be_disabled()
+    expect(why).to_have_text("You prepared this export, so someone else must post it (segregation of duties).")
+    force(page, "post-open")
+    page.click("#post-open")
+    page.click("#post-submit")
+    expect(result).to_contain_text("You prepared this export, so you cannot post it")
+    expect(result).to_contain_text("HTTP 403")
+    assert audit(approver, own["id"], "post") == []
+
+    # A poster posts, with a reference of their own, once however often Post is pressed.
+    sign_in(page, poster)
+    page.select_option("#status-filter", "approved")
+    open_export(page, export["id"])
+    expect(page.locator("#post-open")).to_be_enabled()
+    expect(why).to_be_hidden()
+    posts = requests_to(page, export["id"], "post")
+    page.click("#post-open")
+    page.fill("#post-reference", "QB-7788")
+    page.locator("#post-submit").dblclick()
+    expect(result).to_have_text("Export posted.")
+    expect(page.locator("#outcome-heading")).to_have_text("Posted")
+    shown = fields(page, "#outcome-fields")
+    assert shown["Posted by"] == poster.sub and shown["External reference"] == "QB-7788", shown
+    assert len(posts) == 1 and posts[0].method == "POST" and posts[0].post_data_json == {
+        "external_reference": "QB-7788"}, [r.post_data for r in posts]
+    assert posts[0].headers["idempotency-key"].startswith("console-post-")
+    expect(page.locator("#post-open")).to_be_hidden()
+
+    # Rolling back needs the approver role: a poster cannot, whatever the page shows.
+    expect(page.locator("#rollback-open")).to_be_disabled()
+    expect(why).to_have_text("Rolling back needs the approver role, which you do not have.")
+    force(page, "rollback-open")
+    page.click("#rollback-open")
+    page.fill("#rollback-reason", "oops")
+    page.click("#rollback-submit")
+    expect(result).to_contain_text("it cannot be rolled back by you")
+    expect(result).to_contain_text("HTTP 403")
+    assert audit(approver, export["id"], "rollback") == []
+
+    # An approver rolls it back, and only with a reason.
+    sign_in(page, approver)
+    page.select_option("#status-filter", "posted")
+    open_export(page, export["id"])
+    expect(page.locator("#rollback-open")).to_be_enabled()
+    rollbacks = requests_to(page, export["id"], "rollback")
+    page.click("#rollback-open")
+    page.click("#rollback-submit")
+    expect(result).to_have_text("A reason is required to roll back a posted export.")
+    assert rollbacks == []
+    page.fill("#rollback-reason", "posted to the wrong period")
+    page.click("#rollback-submit")
+    expect(result).to_have_text("Export rolled back.")
+    expect(page.locator("#outcome-heading")).to_have_text("Posted, then rolled back")
+    expect(page.locator("#rollback-open")).to_be_hidden()
+    row = approver.get(f"/v1/staging/exports/{export['id']}").json()
+    assert row["status"] == "rolled_back" and row["posted_by"] == poster.sub, row
+    assert row["rolled_back_by"] == approver.sub and row["rollback_reason"] == "posted to the wrong period", row
+    assert [e["actor"] for e in audit(approver, export["id"], "post")] == [poster.sub]
+    assert [e["actor"] for e in audit(approver, export["id"], "rollback")] == [approver.sub]
+    assert len(rollbacks) == 1 and rollbacks[0].post_data_json == {"reason": "posted to the wrong period"}
+    assert page.errors == []
+
+
+def test_a_refused_delivery_is_said_in_words_and_post_again_resends_the_same_key(make_page, dual, origin):
+    tenant = unique("fin")
+    preparer = Client(dual, unique("prep"), tenant)
+    approver = Client(dual, unique("appr"), tenant, ["approver"])
+    export = stage(preparer)
+    keyed(approver, "PUT", f"/v1/staging/exports/{export['id']}/approve", {})
+    page = make_page(srv=dual)
+    sign_in(page, approver)
+    page.select_option("#status-filter", "approved")
+    open_export(page, export["id"])
+    posts = requests_to(page, export["id"], "post")
+    result = page.locator("#action-result")
+    origin.destination_status = 503
+    try:
+        page.click("#post-open")
+        page.click("#post-submit")
+        expect(result).to_contain_text("The accounting system did not take the file, so it was not posted.")
+        expect(result).to_contain_text("The export is now failed")
+        expect(result).to_contain_text("HTTP 502")
+    finally:
+        origin.destination_status = 200
+    row = approver.get(f"/v1/staging/exports/{export['id']}").json()
+    assert row["status"] == "failed" and row["retries"] == 1, row
+    # The detail is read again: it says why and how many attempts, and the
+    # form stays open for another.
+    expect(page.locator("#post-open")).to_have_text("Post again…")
+    shown = fields(page, "#detail-fields")
+    assert shown["Status"] == "failed", shown
+    assert shown["Last delivery error"] == "destination answered 503", shown
+    assert shown["Delivery attempts"] == f"1 of {row['max_retries']}", shown
+    expect(page.locator("#post-form")).to_be_visible()
+    page.click("#post-submit")
+    expect(result).to_have_text("Export posted.")
+    assert len(posts) == 2, [r.post_data for r in posts]
+    assert posts[0].headers["idempotency-key"] == posts[1].headers["idempotency-key"]
+    row = approver.get(f"/v1/staging/exports/{export['id']}").json()
+    assert row["status"] == "posted" and row["external_reference"].startswith("ACC-"), row
+    assert [e["event"] for e in audit(approver, export["id"], "post_failed")] == ["post_failed"]
     assert page.errors == []
