@@ -7,10 +7,15 @@ use crate::staging::queue::AWAITING;
 use crate::staging::workflow::{transition, ExportEvent};
 use crate::store::{self, int};
 use serde_json::json;
-use worker::{D1Database, Result};
+use worker::{D1Database, D1PreparedStatement, Result};
 
-/// Exports expired per sweep run (one small D1 batch each).
+/// Exports expired per sweep run.
 const EXPIRE_PER_RUN: i64 = 500;
+/// Exports expired per D1 batch (two statements each).
+const EXPIRE_PER_BATCH: usize = 25;
+
+/// One export's expiry: its id and its writes.
+type Expiry = (String, Vec<D1PreparedStatement>);
 
 /// The states awaiting a decision as SQL literals (`'prepared', …`): the
 /// names are the workflow's own, so the `(status, updated_at)` index serves
@@ -37,6 +42,7 @@ pub async fn expire_approvals(db: &D1Database, cfg: &Config, now: i64) -> Result
     )
     .await?;
     let mut expired = 0;
+    let mut chunk: Vec<Expiry> = Vec::with_capacity(EXPIRE_PER_BATCH);
     for before in rows {
         let Ok(to) = transition(before.status, ExportEvent::Expire, before.attempts()) else {
             continue;
@@ -56,15 +62,39 @@ pub async fn expire_approvals(db: &D1Database, cfg: &Config, now: i64) -> Result
             key: None,
             now,
         };
-        match db
-            .batch(transition_writes(db, &before, &after, &audit)?)
-            .await
-        {
-            Ok(_) => expired += 1,
-            Err(e) => worker::console_warn!("expiring {} skipped: {e}", before.id),
+        chunk.push((
+            before.id.clone(),
+            transition_writes(db, &before, &after, &audit)?,
+        ));
+        if chunk.len() == EXPIRE_PER_BATCH {
+            expired += expire_chunk(db, std::mem::take(&mut chunk)).await;
         }
     }
+    expired += expire_chunk(db, chunk).await;
     Ok(expired)
+}
+
+/// Applies several exports' expiries in one D1 batch; when that fails (one of
+/// them changed since it was read: its audit row's key is taken), each is
+/// applied on its own, so only the changed one is skipped. Answers how many
+/// were expired.
+async fn expire_chunk(db: &D1Database, chunk: Vec<Expiry>) -> usize {
+    let n = chunk.len();
+    if n == 0 {
+        return 0;
+    }
+    let all = chunk.iter().flat_map(|(_, w)| w.iter().cloned()).collect();
+    if db.batch(all).await.is_ok() {
+        return n;
+    }
+    let mut expired = 0;
+    for (id, writes) in chunk {
+        match db.batch(writes).await {
+            Ok(_) => expired += 1,
+            Err(e) => worker::console_warn!("expiring {id} skipped: {e}"),
+        }
+    }
+    expired
 }
 
 #[cfg(test)]
