@@ -360,7 +360,38 @@ def bob(server):
     return Client(server, unique("bob"))
 
 
+# The files that wait longest (for alarms, refetch intervals, restarts), in
+# the order they start on `./x test`'s pytest-xdist workers: first, so that the
+# workers finish together rather than one running the longest file last.
+LONGEST_FIRST = ["test_record_batching.py", "test_jwks.py", "test_openapi.py", "test_fault_campaign.py",
+                 "test_lifecycle.py", "test_staging.py", "test_console.py", "test_coherence.py"]
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
+
+# Requests retried by pytest-xdist's workers (`./x test` runs the files on
+# several): each worker hands its count to the controller when it finishes.
+WORKER_RETRIES = []
+
+
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["proxy_retries"] = len(PROXY_RETRIES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    WORKER_RETRIES.append(getattr(node, "workeroutput", {}).get("proxy_retries", 0))
+
+
 def pytest_terminal_summary(terminalreporter):
-    if PROXY_RETRIES:
+    retried = len(PROXY_RETRIES) + sum(WORKER_RETRIES)
+    if retried:
         terminalreporter.write_line(
-            f"note: {len(PROXY_RETRIES)} request(s) retried after wrangler dev's proxy dropped them (workers-sdk#14641)")
+            f"note: {retried} request(s) retried after wrangler dev's proxy dropped them (workers-sdk#14641)")
