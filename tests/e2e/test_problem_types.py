@@ -33,8 +33,9 @@ def page_title(reply):
 def test_real_error_answers_name_a_type_whose_page_answers_with_their_title(server, alice):
     doc = text_doc()
     alice.post_document(doc, "pt-reused")
-    t, slow = start_slow(alice, text_doc(), "pt-inflight", 2500)
-    in_flight = alice.post_document(text_doc(), "pt-inflight")
+    slow_doc = text_doc()
+    t, slow = start_slow(alice, slow_doc, "pt-inflight", 2500)
+    in_flight = alice.post_document(slow_doc, "pt-inflight")
     t.join()
     now = int(time.time())
     expired = {"authorization": "Bearer " + sign({"sub": "u", "exp": now - 1}, SECRET),
