@@ -43,8 +43,10 @@
 //!   script compiled in, with its security headers.
 //! - [`request_log`]: the one JSON line each request logs (outcome, status,
 //!   durations, a hash prefix of the key), built as plain data.
-//! - [`openapi`]: the OpenAPI 3.1 document (`GET /openapi.json`), its keyed
-//!   operations generated from the command table.
+//! - [`openapi`]: the OpenAPI 3.1 document (`GET /openapi.json`): the committed
+//!   `openapi.json`, generated on the host from the route and command tables.
+//! - [`problem_types`]: the catalog of problem types (`GET /errors/<slug>`, the
+//!   pages a problem's `type` names; `docs/errors.md`).
 //!
 //! ## Life of a keyed request
 //! 1. Worker: auth (401/503) → body limit (413) → key syntax (400) → parse into
@@ -81,6 +83,7 @@ pub mod object_rpc;
 pub mod openapi;
 pub mod panic_guard;
 pub mod problem;
+pub mod problem_types;
 pub mod raw_fetch;
 pub mod request_body;
 pub mod request_log;

@@ -22,6 +22,10 @@ pub enum Kind {
     OpenApi,
     /// One of the console's files (`console::asset`).
     Console,
+    /// Every problem type (`problem_types`), a page.
+    ProblemTypes,
+    /// One problem type's page: what a problem's `type` names.
+    ProblemType,
     GetDocument,
     ListChunks,
     GetDataset,
@@ -44,9 +48,12 @@ pub enum Kind {
 
 impl Kind {
     /// Served without a token (and without `OPTIONS`): health, the API
-    /// description, the console's files.
+    /// description, the console's files, the problem types' pages.
     pub fn is_open(self) -> bool {
-        matches!(self, Kind::Health | Kind::OpenApi | Kind::Console)
+        matches!(
+            self,
+            Kind::Health | Kind::OpenApi | Kind::Console | Kind::ProblemTypes | Kind::ProblemType
+        )
     }
 }
 
@@ -126,6 +133,34 @@ pub const ROUTES: &[Route] = &[
             tag: "meta",
             ok: (200, JSON, None),
             errors: &[],
+            query: &[],
+            body: None,
+        },
+    },
+    Route {
+        method: "get",
+        path: "/errors",
+        kind: Kind::ProblemTypes,
+        doc: Doc {
+            id: "listProblemTypes",
+            summary: "Every problem type: what it means and what to do (a page)",
+            tag: "meta",
+            ok: (200, "text/html", None),
+            errors: &[],
+            query: &[],
+            body: None,
+        },
+    },
+    Route {
+        method: "get",
+        path: "/errors/{slug}",
+        kind: Kind::ProblemType,
+        doc: Doc {
+            id: "getProblemType",
+            summary: "A problem type, as a problem's `type` names it: what it means and what to do (a page)",
+            tag: "meta",
+            ok: (200, "text/html", None),
+            errors: &[404],
             query: &[],
             body: None,
         },

@@ -18,6 +18,7 @@ use crate::idempotency::key::{key_from_admin_path, ADMIN_PATH_PREFIX};
 use crate::idempotency::scope::Scope;
 use crate::openapi;
 use crate::problem::ApiError;
+use crate::problem_types;
 use crate::request_log::{Stage, Trace};
 use crate::route_table::{self, Kind, Route};
 use crate::routes::{documents, functions, staging, training};
@@ -141,7 +142,9 @@ pub(super) async fn route(
     };
     let id = params.first().map(String::as_str).unwrap_or_default();
     match route.kind {
-        Kind::Health | Kind::OpenApi | Kind::Console => open_route(route.kind, &segments, method),
+        Kind::Health | Kind::OpenApi | Kind::Console | Kind::ProblemTypes | Kind::ProblemType => {
+            open_route(route.kind, &segments, method)
+        }
         Kind::ListExports => {
             let (offset, limit) = page();
             staging::list(
@@ -265,17 +268,40 @@ pub(super) async fn route(
     }
 }
 
-/// The routes served without a token: health, this document, the console's files.
+/// A problem type's page (or the index), with its headers.
+fn problem_page(html: String, method: Method) -> worker::Response {
+    let body = if method == Method::Head {
+        String::new()
+    } else {
+        html
+    };
+    let out = http::text(200, problem_types::CONTENT_TYPE, body);
+    let headers = out.headers();
+    for (name, value) in problem_types::HEADERS {
+        let _ = headers.set(name, value);
+    }
+    out
+}
+
+/// The routes served without a token: health, this document, the console's
+/// files, the problem types' pages.
 fn open_route(kind: Kind, segments: &[&str], method: Method) -> Outcome {
     match kind {
+        Kind::ProblemTypes => Ok(problem_page(problem_types::html_index(), method)),
+        Kind::ProblemType => {
+            let slug = segments.get(1).copied().unwrap_or_default();
+            let entry = problem_types::find(slug)
+                .ok_or_else(|| ApiError::NotFound(format!("no problem type {slug:?}")))?;
+            Ok(problem_page(problem_types::html(entry), method))
+        }
         Kind::Health => {
-            let health = openapi::schemas::Health { status: "ok" };
+            let health = openapi::Health { status: "ok" };
             Ok(http::json(
                 200,
                 &serde_json::to_value(health).unwrap_or_default(),
             ))
         }
-        Kind::OpenApi => Ok(http::text(200, http::JSON, openapi::json_text())),
+        Kind::OpenApi => Ok(http::text(200, http::JSON, openapi::TEXT.into())),
         _ => {
             let asset = console::asset(segments)
                 .ok_or_else(|| ApiError::NotFound("no such console file".into()))?;

@@ -101,7 +101,8 @@ pub trait Records {
 
 /// A key's state, as `GET /v1/idempotency/keys/{key}` shows it (serialized with
 /// its `state`: `processing` or `completed`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(utoipa::ToSchema))]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum KeyState {
     Processing {

@@ -9,20 +9,12 @@
 //! `training::requests` and `documents` accept.
 //!
 //! The problem document and the health answer are the types the Worker
-//! serialises ([`crate::problem::ProblemDetails`], [`Health`]).
+//! serialises ([`crate::problem::ProblemDetails`], [`super::Health`]).
 
 #![allow(dead_code)] // Fields are read by the schema derive only.
 
-use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
-
-/// `GET /healthz`: the body the Worker sends.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
-    /// Always `ok`.
-    pub status: &'static str,
-}
 
 // ---- documents ----
 

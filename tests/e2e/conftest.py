@@ -279,7 +279,7 @@ def assert_problem(reply, status, type_suffix=None):
         assert field in p, p
     assert p["status"] == status
     if type_suffix:
-        assert p["type"].endswith("/errors/" + type_suffix), p["type"]
+        assert p["type"] == "/errors/" + type_suffix, p["type"]
     return p
 
 

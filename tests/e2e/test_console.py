@@ -544,7 +544,7 @@ def test_the_console_retries_with_the_same_key_exactly_the_statuses_the_client_r
     page.click("#approve-open")
     sent = requests_to(page, export["id"], "approve")
     pattern = f"**/v1/staging/exports/{export['id']}/approve"
-    problem = '{"type":"https://idemgate.dev/errors/x","title":"x","status":%d,"detail":"x"}'
+    problem = '{"type":"/errors/x","title":"x","status":%d,"detail":"x"}'
     for status in (503, 500):
         def answer(route, _request, status=status):
             route.fulfill(status=status, content_type="application/problem+json", body=problem % status)
@@ -799,7 +799,7 @@ def test_a_stale_error_goes_when_the_person_moves_on(page, team):
     pattern = f"**/v1/staging/exports/{second['id']}"
     page.route(pattern, lambda route: route.fulfill(
         status=503, content_type="application/problem+json",
-        body='{"type":"https://idemgate.dev/errors/x","title":"x","status":503,"detail":"x"}'))
+        body='{"type":"/errors/x","title":"x","status":503,"detail":"x"}'))
     page.select_option("#status-filter", "")
     page.click(f'#exports button[data-export-id="{second["id"]}"]')
     expect(message).to_contain_text("The server could not complete the request")

@@ -249,6 +249,7 @@ export class IdemgateClient {
         body: parseBody(res.headers, text),
         replayed: isReplay(res.headers),
         retryAfterMs: parseRetryAfter(res.headers.get("retry-after"), this.#now()),
+        url,
       };
     } catch (e) {
       // The caller's cancellation is not a network failure: it ends the operation.

@@ -13,8 +13,12 @@
 //   ├─ NetworkError                    no answer: connection refused or dropped, timeout
 //   └─ RetriesExhaustedError           gave up: the deadline or the attempts ran out
 
-/** Base of idemgate's problem `type` URIs (docs/contract.md, "Statuses"). */
-export const PROBLEM_BASE = "https://idemgate.dev/errors/";
+/**
+ * Base of idemgate's problem `type` URIs (docs/contract.md, "Statuses"): a type is
+ * `/errors/<slug>`, relative to the request's URL; `ProblemError.typeUrl` is it
+ * resolved, where the server describes the problem and what to do about it.
+ */
+export const PROBLEM_BASE = "/errors/";
 
 /** What every error of this package carries about the operation. */
 export interface OperationInfo {
@@ -58,6 +62,8 @@ export interface Answer {
   replayed: boolean;
   /** `Retry-After`, parsed, in ms. */
   retryAfterMs: number | undefined;
+  /** The URL the request went to. */
+  url: string;
 }
 
 /**
@@ -68,6 +74,8 @@ export interface Answer {
 export class ProblemError extends IdemgateError {
   readonly status: number;
   readonly type: string;
+  /** `type` resolved against the request's URL: for idemgate's problems, the page that describes it. */
+  readonly typeUrl: string;
   readonly title: string;
   readonly detail: string | undefined;
   /** The problem document, or `undefined` when the answer was not problem+json. */
@@ -85,6 +93,7 @@ export class ProblemError extends IdemgateError {
     super(`${answer.status} ${title}${detail ? `: ${detail}` : ""}`, info);
     this.status = answer.status;
     this.type = problem?.type ?? "about:blank";
+    this.typeUrl = resolve(this.type, answer.url);
     this.title = title;
     this.detail = detail;
     this.problem = problem;
@@ -191,6 +200,15 @@ export function problemError(answer: Answer, info: OperationInfo): ProblemError 
   // A slug only counts with its own status: a 400 that says "in flight" is a 400.
   const Class = bySlug !== undefined && bySlug.prototype instanceof byStatus ? bySlug : byStatus;
   return new Class(answer, info);
+}
+
+/** A URI reference resolved against a base URL; as it is when either does not parse. */
+function resolve(reference: string, base: string): string {
+  try {
+    return new URL(reference, base).href;
+  } catch {
+    return reference;
+  }
 }
 
 function asProblem(answer: Answer): Problem | undefined {

@@ -21,7 +21,7 @@ import { startOrigin } from "./support/origin.js";
 import { startProxy } from "./support/proxy.js";
 import { freePort, startServer, token } from "./support/server.js";
 
-const ERR = "https://idemgate.dev/errors/";
+const ERR = "/errors/";
 const DELAY = "x-idemgate-test-delay-ms";
 const FAIL = "x-idemgate-test-fail";
 
@@ -160,6 +160,11 @@ describe("against wrangler dev", () => {
     assert.equal(e.status, 422);
     assert.equal(e.type, `${ERR}idempotency-key-reused`);
     assert.equal(e.title, "Idempotency key reused");
+    // The type leads to its description, titled as the problem.
+    assert.equal(e.typeUrl, `${server.url}/errors/idempotency-key-reused`);
+    const page = await fetch(e.typeUrl);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /<h1>Idempotency key reused<\/h1>/);
     assert.match(e.detail, /different request payload/);
     assert.equal(e.problem.idempotency_key, key);
     assert.equal(e.key, key);

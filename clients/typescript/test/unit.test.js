@@ -25,7 +25,7 @@ import {
   retryAfterDelayMs,
 } from "../dist/index.js";
 
-const ERR = "https://idemgate.dev/errors/";
+const ERR = "/errors/";
 const T0 = Date.UTC(2026, 10, 27, 12, 0, 0);
 
 function problem(status, slug, extra = {}, headers = {}) {
@@ -362,6 +362,7 @@ describe("what is final", () => {
     assert.equal(e.status, 422);
     assert.equal(e.type, ERR + "idempotency-key-reused");
     assert.equal(e.slug, "idempotency-key-reused");
+    assert.equal(e.typeUrl, "https://idemgate.test/errors/idempotency-key-reused");
     assert.equal(e.title, "idempotency key reused");
     assert.equal(e.detail, "detail of idempotency-key-reused");
     assert.equal(e.problem.idempotency_key, "k-1");
@@ -401,6 +402,8 @@ describe("what is final", () => {
     const e = await h.client.post("/functions/v1/reject", {}).catch((x) => x);
     assert.ok(e instanceof UnprocessableError && !(e instanceof KeyReusedError));
     assert.equal(e.type, "about:blank");
+    assert.equal(e.typeUrl, "about:blank");
+    assert.equal(e.slug, undefined);
     assert.equal(e.title, "Unprocessable Content");
     assert.deepEqual(e.body, { error: "invalid order" });
     assert.equal(e.problem, undefined);

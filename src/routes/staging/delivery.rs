@@ -152,8 +152,7 @@ pub async fn post(
 
 fn delivery_failed(row: &ExportRow, error: &str) -> StoredResponse {
     let mut p = ApiError::UpstreamUnreachable.to_problem();
-    p.body["type"] = json!(format!("{}delivery-failed", crate::problem::PROBLEM_BASE));
-    p.body["title"] = json!("Delivery failed");
+    p.retype("delivery-failed");
     p.body["detail"] = json!(format!(
         "delivery to the destination failed ({error}); the export is now '{}' after {} of {} attempts — retry the post",
         row.status, row.retries as i64, row.max_retries as i64

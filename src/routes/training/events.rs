@@ -385,10 +385,7 @@ mod tests {
         }
         let problem = ApiError::KeyReused { key: "e1".into() }.to_problem();
         assert_eq!(problem.status, 422);
-        assert_eq!(
-            problem.body["type"],
-            "https://idemgate.dev/errors/idempotency-key-reused"
-        );
+        assert_eq!(problem.body["type"], "/errors/idempotency-key-reused");
         assert_eq!(problem.body["idempotency_key"], "e1");
     }
 }
