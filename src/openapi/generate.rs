@@ -401,11 +401,10 @@ const TAGS: [(&str, &str); 7] = [
     ),
 ];
 
-/// The document's `info.license`: the project declares no license (no
-/// LICENSE file; the crate and the npm package are private), so its terms are
-/// its owner's: an SPDX `LicenseRef-` identifier, the form SPDX gives a license
-/// that is not on its list.
-const LICENSE: (&str, &str) = ("Proprietary", "LicenseRef-Proprietary");
+/// The document's `info.license`: the project's license (the `LICENSE` file at
+/// the repository's root, the crate's and the npm packages' `license`), by its
+/// SPDX identifier.
+const LICENSE: (&str, &str) = ("Apache-2.0", "Apache-2.0");
 
 /// The whole document.
 pub fn document() -> Value {

@@ -6,6 +6,7 @@ import {
   InvalidTransitionError,
   KeyReusedError,
   RetriesExhaustedError,
+  type Document,
   type IdemResponse,
 } from "@idemgate/client";
 
@@ -16,12 +17,13 @@ declare const exportId: string;
 const idem = new IdemgateClient({ baseUrl: "http://127.0.0.1:8787", token });
 
 // One logical operation, one key: generated here, reused by every retry.
-const upload = await idem.post<{ id: string }>(
+const upload = await idem.post<Document>(
   "/v1/documents",
   { filename: "notes.md", content_type: "text/markdown", content: "# Title\n\nHello world." },
   { wait: 10 }, // if an earlier attempt with this key still runs, wait for its answer
 );
 console.log(upload.status, upload.data.id, upload.replayed, upload.key, upload.attempts);
+console.log(upload.requestId, upload.expiresAt?.toISOString()); // X-Request-Id; Idempotency-Expires as a Date
 
 // Your own key, kept with the intent, makes it idempotent across restarts too.
 try {
@@ -37,6 +39,6 @@ try {
 try {
   await idem.put(`/v1/staging/exports/${exportId}/approve`, { change_reason: "checked" }, { retry: { deadlineMs: 5_000 } });
 } catch (e) {
-  if (e instanceof InvalidTransitionError) console.error(`export is ${e.currentState}`);
+  if (e instanceof InvalidTransitionError) console.error(`export is ${e.currentState} (request ${e.requestId})`);
   else throw e;
 }

@@ -14,6 +14,7 @@ import {
 import {
   DEFAULT_RETRY_POLICY,
   backoffDelayMs,
+  parseHttpDate,
   parseRetryAfter,
   retryAfterDelayMs,
   type RetryPolicy,
@@ -81,6 +82,14 @@ export interface IdemResponse<T = unknown> {
   attempts: number;
   /** `Preference-Applied` (e.g. `wait=10`): the server waited for the first run. */
   preferenceApplied: string | undefined;
+  /** The server's `X-Request-Id` for this attempt (each attempt gets its own): quote it when reporting a problem. */
+  requestId: string | undefined;
+  /**
+   * `Idempotency-Expires`: when the stored answer expires and the key is new again
+   * (the same instant on the first run and on every replay); `undefined` when the
+   * answer has none (a read, a call without a key) or it is not an HTTP-date.
+   */
+  expiresAt: Date | undefined;
 }
 
 export interface RetryEvent {
@@ -243,12 +252,17 @@ export class IdemgateClient {
     try {
       const res = await this.#fetch(url, { ...init, signal: controller.signal });
       const text = await res.text();
+      const now = this.#now();
+      const expires = res.headers.get("idempotency-expires");
+      const expiresMs = expires === null ? undefined : parseHttpDate(expires.trim(), now);
       return {
         status: res.status,
         headers: res.headers,
         body: parseBody(res.headers, text),
         replayed: isReplay(res.headers),
-        retryAfterMs: parseRetryAfter(res.headers.get("retry-after"), this.#now()),
+        retryAfterMs: parseRetryAfter(res.headers.get("retry-after"), now),
+        requestId: res.headers.get("x-request-id") ?? undefined,
+        expiresAt: expiresMs === undefined ? undefined : new Date(expiresMs),
         url,
       };
     } catch (e) {
@@ -284,6 +298,8 @@ function success<T>(answer: Answer, key: string | undefined, attempts: number): 
     replayed: answer.replayed,
     attempts,
     preferenceApplied: answer.headers.get("preference-applied") ?? undefined,
+    requestId: answer.requestId,
+    expiresAt: answer.expiresAt,
   };
 }
 

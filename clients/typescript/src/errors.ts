@@ -13,6 +13,8 @@
 //   ├─ NetworkError                    no answer: connection refused or dropped, timeout
 //   └─ RetriesExhaustedError           gave up: the deadline or the attempts ran out
 
+import type { Problem } from "./openapi.js";
+
 /**
  * Base of idemgate's problem `type` URIs (docs/contract.md, "Statuses"): a type is
  * `/errors/<slug>`, relative to the request's URL; `ProblemError.typeUrl` is it
@@ -31,27 +33,33 @@ export interface OperationInfo {
 export class IdemgateError extends Error {
   readonly key: string | undefined;
   readonly attempts: number;
+  /**
+   * The server's `X-Request-Id` of the answer this error is about (for
+   * `RetriesExhaustedError`, the last answer's); `undefined` when there was no
+   * answer or it had none. Quote it when reporting a problem.
+   */
+  readonly requestId: string | undefined;
 
-  constructor(message: string, info: OperationInfo, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(
+    message: string,
+    info: OperationInfo,
+    options?: { cause?: unknown; requestId?: string | undefined },
+  ) {
+    super(message, options !== undefined && "cause" in options ? { cause: options.cause } : undefined);
     this.name = new.target.name;
     this.key = info.key;
     this.attempts = info.attempts;
+    this.requestId = options?.requestId;
   }
 }
 
-/** An RFC 9457 problem document as idemgate sends it. */
-export interface Problem {
-  type: string;
-  title: string;
-  status: number;
-  detail?: string;
-  /** Set on the idempotency problems (409 in flight, 422 reused). */
-  idempotency_key?: string;
-  /** Set on `invalid-transition` (409). */
-  current_state?: string;
-  [extension: string]: unknown;
-}
+/**
+ * A problem document (RFC 9457) as the client read it: idemgate's `Problem`
+ * (the OpenAPI document's schema, generated into `openapi.ts`), with `detail`
+ * optional — an origin function's own problem+json may leave it out — and any
+ * extension member kept.
+ */
+export type ProblemDocument = Omit<Problem, "detail"> & Partial<Pick<Problem, "detail">> & { [extension: string]: unknown };
 
 /** An answer as the client read it; a `ProblemError` is built from an error one. */
 export interface Answer {
@@ -62,6 +70,10 @@ export interface Answer {
   replayed: boolean;
   /** `Retry-After`, parsed, in ms. */
   retryAfterMs: number | undefined;
+  /** `X-Request-Id`. */
+  requestId: string | undefined;
+  /** `Idempotency-Expires`, parsed. */
+  expiresAt: Date | undefined;
   /** The URL the request went to. */
   url: string;
 }
@@ -79,18 +91,23 @@ export class ProblemError extends IdemgateError {
   readonly title: string;
   readonly detail: string | undefined;
   /** The problem document, or `undefined` when the answer was not problem+json. */
-  readonly problem: Problem | undefined;
+  readonly problem: ProblemDocument | undefined;
   readonly body: unknown;
   readonly headers: Headers;
   /** This error answer is a stored one, replayed (`Idempotent-Replayed: true`). */
   readonly replayed: boolean;
   readonly retryAfterMs: number | undefined;
+  /**
+   * `Idempotency-Expires` of a stored error answer (a replayed 4xx): when the key
+   * is new again; `undefined` when the answer has none.
+   */
+  readonly expiresAt: Date | undefined;
 
   constructor(answer: Answer, info: OperationInfo) {
     const problem = asProblem(answer);
     const title = problem?.title ?? reasonPhrase(answer.status);
     const detail = problem?.detail;
-    super(`${answer.status} ${title}${detail ? `: ${detail}` : ""}`, info);
+    super(`${answer.status} ${title}${detail ? `: ${detail}` : ""}`, info, { requestId: answer.requestId });
     this.status = answer.status;
     this.type = problem?.type ?? "about:blank";
     this.typeUrl = resolve(this.type, answer.url);
@@ -101,6 +118,7 @@ export class ProblemError extends IdemgateError {
     this.headers = answer.headers;
     this.replayed = answer.replayed;
     this.retryAfterMs = answer.retryAfterMs;
+    this.expiresAt = answer.expiresAt;
   }
 
   /** The last path segment of an idemgate problem type (`idempotency-key-reused`), else `undefined`. */
@@ -165,7 +183,7 @@ export class RetriesExhaustedError extends IdemgateError {
     info: OperationInfo,
   ) {
     const what = reason === "deadline" ? "the deadline passed" : `${info.attempts} attempts made`;
-    super(`gave up (${what}); last: ${last.message}`, info, { cause: last });
+    super(`gave up (${what}); last: ${last.message}`, info, { cause: last, requestId: last.requestId });
     this.reason = reason;
     this.elapsedMs = elapsedMs;
   }
@@ -211,7 +229,7 @@ function resolve(reference: string, base: string): string {
   }
 }
 
-function asProblem(answer: Answer): Problem | undefined {
+function asProblem(answer: Answer): ProblemDocument | undefined {
   const contentType = answer.headers.get("content-type") ?? "";
   const b = answer.body;
   if (!/^application\/problem\+json\b/i.test(contentType) || typeof b !== "object" || b === null) return undefined;
@@ -222,7 +240,7 @@ function asProblem(answer: Answer): Problem | undefined {
     title: typeof p["title"] === "string" ? p["title"] : reasonPhrase(answer.status),
     status: typeof p["status"] === "number" ? p["status"] : answer.status,
     ...(typeof p["detail"] === "string" ? { detail: p["detail"] } : {}),
-  } as Problem;
+  } as ProblemDocument;
 }
 
 function reasonPhrase(status: number): string {

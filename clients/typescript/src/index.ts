@@ -3,6 +3,8 @@
 //   client.ts   IdemgateClient: one key per operation, the attempt loop
 //   retry.ts    the policy, backoff with jitter, Retry-After parsing (pure)
 //   errors.ts   one error class per kind of answer
+//   openapi.ts  the API's request and response types, generated from openapi.json
+//               by openapi-typescript (`npm run generate`; a test keeps it in sync)
 
 export {
   IdemgateClient,
@@ -44,5 +46,8 @@ export {
   problemError,
   type Answer,
   type OperationInfo,
-  type Problem,
+  type ProblemDocument,
 } from "./errors.js";
+// Every schema of the OpenAPI document by its name (`Problem`, `Document`,
+// `Export`, `KeyState`, …), and `paths`, `operations` and `components` for the rest.
+export type * from "./openapi.js";

@@ -286,6 +286,78 @@ describe("requests", () => {
   });
 });
 
+describe("request ids and expiry", () => {
+  const EXPIRES = "Sat, 28 Nov 2026 12:00:00 GMT";
+
+  test("a result carries the answering attempt's X-Request-Id and Idempotency-Expires as a Date", async () => {
+    const h = harness([
+      problem(503, "storage-unavailable", {}, { "x-request-id": "req-1", "retry-after": "1" }),
+      json(201, { id: "doc_1" }, { "x-request-id": "req-2", "idempotency-expires": EXPIRES }),
+    ]);
+    const r = await h.client.post("/v1/documents", {});
+    assert.equal(r.requestId, "req-2");
+    assert.ok(r.expiresAt instanceof Date);
+    assert.equal(r.expiresAt.getTime(), Date.UTC(2026, 10, 28, 12, 0, 0));
+    assert.equal(h.retries[0].error.requestId, "req-1", "the failed attempt's error has its own id");
+  });
+
+  test("a first run and its replay state the same expiry", async () => {
+    const h = harness([
+      json(201, { id: 1 }, { "x-request-id": "a", "idempotency-expires": EXPIRES }),
+      json(201, { id: 1 }, { "x-request-id": "b", "idempotency-expires": EXPIRES, "idempotent-replayed": "true" }),
+    ]);
+    const first = await h.client.post("/x", {}, { key: "k" });
+    const again = await h.client.post("/x", {}, { key: "k" });
+    assert.equal(again.expiresAt.getTime(), first.expiresAt.getTime());
+    assert.notEqual(again.requestId, first.requestId);
+  });
+
+  test("without the headers, or with an expiry that is not an HTTP-date, both are undefined", async () => {
+    const h = harness([
+      json(200, {}),
+      json(200, {}, { "idempotency-expires": "2026-11-28T12:00:00Z" }),
+      json(200, {}, { "idempotency-expires": "tomorrow" }),
+      json(200, {}, { "idempotency-expires": "Mon, 31 Feb 2026 12:00:00 GMT" }),
+    ]);
+    for (let i = 0; i < 4; i++) {
+      const r = await h.client.get("/x");
+      assert.equal(r.requestId, undefined);
+      assert.equal(r.expiresAt, undefined, `answer ${i}`);
+    }
+  });
+
+  test("an error answer carries its request id and, when stored, its expiry", async () => {
+    const h = harness([
+      problem(422, "idempotency-key-reused", {}, { "x-request-id": "req-422", "idempotency-expires": EXPIRES }),
+      problem(404, "not-found", {}, { "x-request-id": "req-404" }),
+    ]);
+    const reused = await h.client.post("/x", {}).catch((x) => x);
+    assert.ok(reused instanceof KeyReusedError);
+    assert.equal(reused.requestId, "req-422");
+    assert.equal(reused.expiresAt.getTime(), Date.UTC(2026, 10, 28, 12, 0, 0));
+    const missing = await h.client.get("/x").catch((x) => x);
+    assert.ok(missing instanceof NotFoundError);
+    assert.equal(missing.requestId, "req-404");
+    assert.equal(missing.expiresAt, undefined);
+  });
+
+  test("giving up carries the last answer's request id; no answer has none", async () => {
+    const h = harness([
+      problem(503, "storage-unavailable", {}, { "x-request-id": "r1", "retry-after": "1" }),
+      problem(503, "storage-unavailable", {}, { "x-request-id": "r2", "retry-after": "1" }),
+    ], { retry: { maxAttempts: 2 } });
+    const e = await h.client.post("/x", {}).catch((x) => x);
+    assert.ok(e instanceof RetriesExhaustedError);
+    assert.equal(e.requestId, "r2");
+    assert.equal(e.cause.requestId, "r2");
+    const h2 = harness([dropped(), dropped()], { retry: { maxAttempts: 2 } });
+    const e2 = await h2.client.post("/x", {}).catch((x) => x);
+    assert.ok(e2 instanceof RetriesExhaustedError && e2.cause instanceof NetworkError);
+    assert.equal(e2.requestId, undefined);
+    assert.equal(e2.cause.requestId, undefined);
+  });
+});
+
 describe("what is retried", () => {
   test("409 in flight waits the server's Retry-After, then gets the answer", async () => {
     const h = harness([
