@@ -140,7 +140,7 @@
   // ---- the API -----------------------------------------------------------
 
   // One request to this Worker's own API (relative URL: same origin only).
-  // Answers {status, data, replayed} or {network: true}.
+  // Answers {status, data, replayed, retryAfter} or {network: true}.
   async function api(method, path, body, key) {
     const headers = { authorization: `Bearer ${state.token}` };
     if (body !== undefined) headers['content-type'] = 'application/json';
@@ -162,7 +162,8 @@
       } catch {
         data = null;
       }
-      return { status: resp.status, data, replayed: resp.headers.get('idempotent-replayed') === 'true' };
+      const replayed = resp.headers.get('idempotent-replayed') === 'true' || resp.headers.get('x-idempotency-replay') === 'true';
+      return { status: resp.status, data, replayed, retryAfter: resp.headers.get('retry-after') };
     } catch {
       return { network: true };
     } finally {
@@ -252,6 +253,9 @@
           return ['This request key was already used for a different request. Close the form and open it again.', server];
         }
         return ['The request cannot be processed.', server];
+      case 429:
+        if (retryable(res)) return ['The server is busy. Wait a moment, then press the button again.', again];
+        return ['The server is busy and refused the request.', server];
       case 400:
         if (action === 'check') return ['The approval would refuse this data as invalid.', server];
         return ['The request was refused as invalid.', server];
@@ -325,13 +329,19 @@
   }
 
   // Whether an answer leaves the intent open, to be retried with the same key —
-  // the TypeScript client's default rule: the request did not run to a final
-  // answer (no answer; 502, 503 or 504, which idemgate never stores; still in
-  // flight), or never reached the key (401: refused at the door, nothing
-  // stored). Any other 5xx is final, as it is for the client.
+  // the TypeScript client's default rule (its DEFAULT_RETRY_POLICY and
+  // `retryable`): no answer; not a replayed (stored, final) answer and one of
+  // 502, 503 or 504 (which idemgate never stores), a 409 still in flight, or a
+  // 429 that says when (`Retry-After`, delay-seconds or an HTTP-date). Beside
+  // it, a 401 keeps the intent: refused at the door, nothing stored, and the
+  // same person's fresh token resends it. Any other answer is final.
   const RETRIED_STATUSES = [502, 503, 504];
-  const retryable = (res) => res.network || RETRIED_STATUSES.includes(res.status) || res.status === 401
-    || (res.status === 409 && problemType(res) === 'idempotency-key-in-flight');
+  const HTTP_DATE = /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$|^(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day, \d{2}-(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-\d{2} \d{2}:\d{2}:\d{2} GMT$|^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d{2}:\d{2}:\d{2} \d{4}$/;
+  const saysWhen = (value) => typeof value === 'string' && (/^\d+$/.test(value.trim()) || HTTP_DATE.test(value.trim()));
+  const retryable = (res) => res.network || res.status === 401 || (!res.replayed && (
+    RETRIED_STATUSES.includes(res.status)
+    || (res.status === 409 && problemType(res) === 'idempotency-key-in-flight')
+    || (res.status === 429 && saysWhen(res.retryAfter))));
 
   // Sends the intent's request; a body edited since an unanswered attempt is a
   // different request, so it gets a new key. Answers [res, intent].

@@ -22,6 +22,7 @@ from jwt import token as make_token
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ROOT = Path(__file__).resolve().parents[2]
 # Bounded browser runs: every wait gives up after this many milliseconds.
 TIMEOUT_MS = 15000
 
@@ -533,10 +534,25 @@ def test_a_reload_after_a_failed_attempt_keeps_the_approval_and_its_key(page, te
     assert page.evaluate("Object.keys(sessionStorage).filter(k => k.includes('intent'))") == []
 
 
+def client_retry_statuses():
+    """The TypeScript client's default `retryStatuses`, read from its source."""
+    source = (ROOT / "clients" / "typescript" / "src" / "retry.ts").read_text()
+    policy = re.search(r"DEFAULT_RETRY_POLICY[^=]*=\s*Object\.freeze\(\{(.*?)\}\);", source, re.S)
+    assert policy, "DEFAULT_RETRY_POLICY not found in clients/typescript/src/retry.ts"
+    listed = re.search(r"retryStatuses:\s*Object\.freeze\(\[([\d,\s]*)\]\)", policy.group(1))
+    assert listed, "retryStatuses not found in the client's DEFAULT_RETRY_POLICY"
+    statuses = [int(s) for s in listed.group(1).replace(",", " ").split()]
+    assert statuses, "the client's retryStatuses is empty"
+    return statuses
+
+
 def test_the_console_retries_with_the_same_key_exactly_the_statuses_the_client_retries(page, team):
-    # The TypeScript client's default policy retries 502, 503 and 504 with the
-    # same key and treats any other 5xx as final; the console keeps or ends a
-    # decision's key by the same rule.
+    # The client's rule (clients/typescript: DEFAULT_RETRY_POLICY.retryStatuses,
+    # read from its source here, and `retryable` in client.ts): the listed 5xx,
+    # a 409 in flight and a 429 with Retry-After are retried with the same key,
+    # unless the answer is a replay; every other answer is final. The console
+    # keeps a decision's key for exactly those, and starts a new one otherwise.
+    retried = client_retry_statuses()
     export = stage(team["preparer"])
     review(team["clerk"], export["id"])
     sign_in(page, team["approver"])
@@ -544,21 +560,41 @@ def test_the_console_retries_with_the_same_key_exactly_the_statuses_the_client_r
     page.click("#approve-open")
     sent = requests_to(page, export["id"], "approve")
     pattern = f"**/v1/staging/exports/{export['id']}/approve"
-    problem = '{"type":"/errors/x","title":"x","status":%d,"detail":"x"}'
-    for status in (503, 500):
-        def answer(route, _request, status=status):
-            route.fulfill(status=status, content_type="application/problem+json", body=problem % status)
+    later = datetime.now(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    # (status, problem slug, extra headers, kept?)
+    cases = [(s, "x", {}, True) for s in retried]
+    cases += [(s, "x", {}, False) for s in range(500, 512) if s not in retried]
+    cases += [
+        (409, "idempotency-key-in-flight", {"retry-after": "1"}, True),
+        (409, "invalid-transition", {}, False),
+        (429, "x", {"retry-after": "2"}, True),
+        (429, "x", {"retry-after": later}, True),
+        (429, "x", {}, False),
+        (429, "x", {"retry-after": "soon"}, False),
+        (retried[0], "x", {"idempotent-replayed": "true", "x-idempotency-replay": "true"}, False),
+    ]
+    problem = '{"type":"/errors/%s","title":"x","status":%d,"detail":"x"}'
+    for i, (status, slug, headers, _kept) in enumerate(cases):
+        def answer(route, _request, status=status, slug=slug, headers=headers):
+            route.fulfill(status=status, content_type="application/problem+json",
+                          headers=headers, body=problem % (slug, status))
         page.route(pattern, answer)
         page.click("#approve-submit")
-        expect(page.locator("#action-result")).to_contain_text("nothing was applied")
+        expect(page.locator("#action-result")).not_to_have_text("Sending…")
+        expect(page.locator("#approve-submit")).to_be_enabled()
+        assert len(sent) == i + 1, (status, len(sent))
         page.unroute(pattern)
     page.click("#approve-open")
     page.click("#approve-submit")
     expect(page.locator("#action-result")).to_have_text("Export approved.")
     keys = [r.header_value("idempotency-key") for r in sent]
-    assert len(keys) == 3, keys
-    assert keys[0] == keys[1], "a 503 keeps the decision's key"
-    assert keys[2] != keys[1], "a 500 is final: the next decision is a new request"
+    assert len(keys) == len(cases) + 1, keys
+    for i, (status, slug, headers, kept) in enumerate(cases):
+        what = f"{status} {slug} {headers}"
+        if kept:
+            assert keys[i + 1] == keys[i], f"{what} keeps the decision's key, as the client retries it"
+        else:
+            assert keys[i + 1] != keys[i], f"{what} is final, as for the client: the next press is a new request"
     assert len(audit(team["approver"], export["id"], "approve")) == 1
 
 

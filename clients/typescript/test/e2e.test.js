@@ -90,6 +90,24 @@ describe("against wrangler dev", () => {
     assert.equal(again.replayed, true);
     assert.equal(again.headers.get("x-idempotency-replay"), "true");
     assert.deepEqual(again.data, first.data);
+    // The stored answer's expiry: ahead, and the same on the run and its replay.
+    assert.ok(first.expiresAt instanceof Date, `Idempotency-Expires: ${first.headers.get("idempotency-expires")}`);
+    assert.equal(again.expiresAt.getTime(), first.expiresAt.getTime());
+    assert.ok(first.expiresAt.getTime() > Date.now() + 60_000, `${first.expiresAt.toISOString()}`);
+    // Each attempt has its own request id.
+    assert.match(first.requestId, /\S/);
+    assert.match(again.requestId, /\S/);
+    assert.notEqual(again.requestId, first.requestId);
+  });
+
+  test("an error answer carries its request id", async () => {
+    const { client, retries } = clientFor(unique("alice"));
+    const key = unique("k-ids");
+    await client.post("/v1/documents", doc(), { key });
+    const e = await client.post("/v1/documents", doc(), { key }).catch((x) => x);
+    assert.ok(e instanceof KeyReusedError, `${e}`);
+    assert.match(e.requestId, /\S/);
+    assert.equal(retries.length, 0);
   });
 
   test("a generated key is a UUID that the server echoes", async () => {
@@ -195,6 +213,11 @@ describe("against wrangler dev", () => {
     assert.equal(r.replayed, false, "nothing was stored by the failed attempt");
     assert.equal(r.attempts, 2);
     assert.deepEqual(sent, [r.key, r.key]);
+    // Each attempt has its own request id: the failed one's is on its error.
+    assert.match(retries[0].error.requestId, /\S/);
+    assert.match(r.requestId, /\S/);
+    assert.notEqual(r.requestId, retries[0].error.requestId);
+    assert.ok(r.expiresAt instanceof Date);
     const stored = await client.get(`/v1/documents/${r.data.id}`);
     assert.equal(stored.data.id, r.data.id);
   });
