@@ -68,6 +68,7 @@ class Origin:
         self.rollback_status = 200
         # /slowish: one (arrival time, idempotency-key header, request body, nonce) per call.
         self.slowish_calls = []
+        self.cut_off = 0                       # requests whose body never fully arrived (not run)
         self.log = []                          # every POST received: [Call], in order of arrival
         self.scripts = {}                      # idempotency-key header -> deque of actions (/scripted)
         self.server = None
@@ -147,6 +148,13 @@ class Origin:
             def do_POST(self):
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender went away mid-body (a killed workerd): as for any
+                    # HTTP server, an incomplete request runs nothing.
+                    with origin.lock:
+                        origin.cut_off += 1
+                    self.close_connection = True
+                    return
                 path = self.path
                 key = self.headers.get("idempotency-key")
                 with origin.lock:
