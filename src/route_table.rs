@@ -42,6 +42,8 @@ pub enum Kind {
     GetBatch,
     Stats,
     Metrics,
+    /// The caller as the Worker resolved the token (`GET /v1/me`).
+    Me,
     KeyState,
     ReleaseKey,
 }
@@ -361,6 +363,20 @@ pub const ROUTES: &[Route] = &[
             tag: "staging",
             ok: (200, JSON, Some("BatchProgress")),
             errors: &[404],
+            query: &[],
+            body: None,
+        },
+    },
+    Route {
+        method: "get",
+        path: "/v1/me",
+        kind: Kind::Me,
+        doc: Doc {
+            id: "getCaller",
+            summary: "Who the caller is, as the Worker resolved the token: sub, tenant, roles, and the header it came in",
+            tag: "meta",
+            ok: (200, JSON, Some("Caller")),
+            errors: &[],
             query: &[],
             body: None,
         },

@@ -17,12 +17,14 @@
   const INTENT_SLOT = 'idemgate.console.intent:';
   const TIMEOUT_MS = 20000;
   const PAGE_SIZE = 50;
+  // Cloudflare Access's logout, on the application's own host.
+  const ACCESS_LOGOUT = '/cdn-cgi/access/logout';
 
   const $ = (id) => document.getElementById(id);
   // `opened`: which openExport call is the latest (an older one's answers,
   // arriving late, are dropped: the page never shows one export's detail after
   // another was asked for).
-  const state = { token: null, exportId: null, exportRow: null, offset: 0, busy: false, opened: 0 };
+  const state = { token: null, me: null, exportId: null, exportRow: null, offset: 0, busy: false, opened: 0 };
   const forms = {};
 
   // ---- DOM helpers: text only --------------------------------------------
@@ -106,35 +108,58 @@
     say($('action-result'), '');
   }
 
-  // ---- the token ---------------------------------------------------------
+  // ---- who is signed in -------------------------------------------------
+  //
+  // With a pasted token (local use, or any provider's token) the page sends it
+  // as `Authorization: Bearer`. Without one — behind Cloudflare Access — it
+  // sends no Authorization header and lets the browser send Access's cookie:
+  // the edge then hands the Worker the person's token (Cf-Access-Jwt-Assertion).
+  // Either way the server says who the person is (GET /v1/me: the subject,
+  // tenant and roles as its claim settings read them), and the page shows and
+  // decides its buttons by that answer, never by reading the token itself.
 
-  function claims(token) {
-    try {
-      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-      const json = new TextDecoder().decode(Uint8Array.from(atob(part), (c) => c.charCodeAt(0)));
-      const c = JSON.parse(json);
-      return c && typeof c === 'object' ? c : null;
-    } catch {
-      return null;
+  // The person signed in (`state.me`) beside "Sign out", or the sign-in panel.
+  function showSession() {
+    const me = state.me;
+    if (!me) {
+      say($('whoami'), '');
+    } else {
+      const via = me.via === 'access' ? ' through Cloudflare Access' : '';
+      const roles = me.roles.length ? ` · roles: ${me.roles.join(', ')}` : ' · no role';
+      say($('whoami'), `Signed in as ${me.sub}${via} (tenant ${me.tenant})${roles}`);
     }
+    show($('session'), Boolean(me));
+    show($('token-panel'), !me);
+    show($('main'), Boolean(me));
   }
 
-  // Signed in (a token) or not: the sign-in panel, or the person's name and
-  // roles beside "Sign out".
-  function useToken(token) {
+  function signedOut() {
+    state.token = null;
+    state.me = null;
+    showSession();
+  }
+
+  // Signs in with `token`, or with none (Access): asks the server who that is.
+  // A refused token is said; no token refused is just the sign-in panel (not
+  // behind Access). Answers whether someone is signed in.
+  async function signIn(token) {
     state.token = token || null;
-    const c = token ? claims(token) : null;
-    if (!token) {
-      say($('whoami'), '');
-    } else if (c) {
-      const roles = Array.isArray(c.roles) ? c.roles.join(', ') : typeof c.roles === 'string' ? c.roles : '';
-      say($('whoami'), `Signed in as ${c.sub} (tenant ${c.tenant ?? c.sub})` + (roles ? ` · roles: ${roles}` : ' · no role'));
-    } else {
-      say($('whoami'), 'Signed in (the token\'s name and roles could not be read).');
+    state.me = null;
+    const res = await api('GET', '/v1/me');
+    const d = ok(res) && res.data && typeof res.data === 'object' ? res.data : null;
+    if (d && typeof d.sub === 'string') {
+      state.me = {
+        sub: d.sub,
+        tenant: typeof d.tenant === 'string' ? d.tenant : d.sub,
+        roles: Array.isArray(d.roles) ? d.roles.filter((r) => typeof r === 'string') : [],
+        via: d.via,
+      };
+      showSession();
+      return true;
     }
-    show($('session'), Boolean(token));
-    show($('token-panel'), !token);
-    show($('main'), Boolean(token));
+    if (token) readFailed(res);
+    else signedOut();
+    return false;
   }
 
   // ---- the API -----------------------------------------------------------
@@ -142,7 +167,7 @@
   // One request to this Worker's own API (relative URL: same origin only).
   // Answers {status, data, replayed, retryAfter} or {network: true}.
   async function api(method, path, body, key) {
-    const headers = { authorization: `Bearer ${state.token}` };
+    const headers = state.token ? { authorization: `Bearer ${state.token}` } : {};
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (key) {
       headers['idempotency-key'] = key;
@@ -153,7 +178,9 @@
     const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
     try {
       const resp = await fetch(path, {
-        method, headers, body, cache: 'no-store', credentials: 'omit', redirect: 'error', signal: abort.signal,
+        method, headers, body, cache: 'no-store', redirect: 'error', signal: abort.signal,
+        // Behind Access (no token pasted) the edge needs Access's cookie.
+        credentials: state.token ? 'omit' : 'same-origin',
       });
       const text = await resp.text();
       let data = null;
@@ -274,7 +301,7 @@
   function readFailed(res) {
     if (!res.network && res.status === 401) {
       sessionStorage.removeItem(TOKEN_SLOT);
-      useToken(null);
+      signedOut();
       showDetail(false);
       $('token-input').focus();
     }
@@ -291,8 +318,8 @@
   // Intents are per person (the server scopes keys by tenant and subject too): a
   // fresh token for the same person keeps them, another person's never sees them.
   function who() {
-    const c = (state.token && claims(state.token)) || {};
-    return JSON.stringify([c.tenant ?? c.sub ?? '', c.sub ?? '']);
+    const me = state.me || { tenant: '', sub: '' };
+    return JSON.stringify([me.tenant, me.sub]);
   }
 
   const slot = (exportId, action) => `${INTENT_SLOT}${who()}:${action}:${exportId}`;
@@ -812,8 +839,8 @@
   // token's claims. `null` when nothing stands in the way.
   function whyNot(action, row) {
     if (action === 'review') return null;
-    const c = (state.token && claims(state.token)) || {};
-    const roles = Array.isArray(c.roles) ? c.roles : typeof c.roles === 'string' ? [c.roles] : [];
+    const c = state.me || { sub: null, roles: [] };
+    const roles = c.roles;
     const [doing, needed] = NEEDS[action];
     if (!needed.some((r) => roles.includes(r))) {
       return `${doing} needs the ${needed.join(' or ')} role, which you do not have.`;
@@ -876,7 +903,7 @@
   }
 
   async function loadList(more = false) {
-    if (!state.token) return;
+    if (!state.me) return;
     const offset = more ? state.offset : 0;
     const status = $('status-filter').value;
     const query = new URLSearchParams({ offset: String(offset), limit: String(PAGE_SIZE) });
@@ -1217,7 +1244,7 @@
         closeForms();
       });
     }
-    $('token-form').addEventListener('submit', (e) => {
+    $('token-form').addEventListener('submit', async (e) => {
       e.preventDefault();
       const token = $('token-input').value.trim().replace(/^Bearer\s+/i, '');
       if (!token) return;
@@ -1225,18 +1252,23 @@
       $('token-input').value = '';
       clearMessages();
       showDetail(false);
-      useToken(token);
-      loadList();
+      if (await signIn(token)) loadList();
     });
-    // Signing out forgets the token and this tab's unanswered decisions.
+    // Signing out forgets the token and this tab's unanswered decisions;
+    // signed in through Access, it ends the Access session too.
     $('sign-out').addEventListener('click', () => {
+      const access = !state.token && state.me && state.me.via === 'access';
       sessionStorage.removeItem(TOKEN_SLOT);
       dropIntents();
       clearMessages();
       closeForms();
       showDetail(false);
-      useToken(null);
+      signedOut();
       $('exports').tBodies[0].replaceChildren();
+      if (access) {
+        window.location.assign(ACCESS_LOGOUT);
+        return;
+      }
       $('token-input').focus();
     });
     // A reload of the list the person asks for: what was said before no longer applies.
@@ -1247,8 +1279,11 @@
     $('status-filter').addEventListener('change', () => reload(false));
     $('refresh').addEventListener('click', () => reload(false));
     $('more').addEventListener('click', () => reload(true));
-    useToken(sessionStorage.getItem(TOKEN_SLOT));
-    loadList();
+    // A token kept by this tab, else none: signed in if behind Access. The
+    // sign-in panel shows only once the server said nobody is signed in.
+    signIn(sessionStorage.getItem(TOKEN_SLOT)).then((yes) => {
+      if (yes) loadList();
+    });
   }
 
   start();

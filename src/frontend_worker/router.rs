@@ -213,6 +213,24 @@ pub(super) async fn route(
                 .await
                 .map_err(read_error)
         }
+        Kind::Me => {
+            // `resolve_caller` reads `Authorization` first, the Access header without one.
+            let via = if req.header("authorization").is_some() {
+                "authorization"
+            } else {
+                "access"
+            };
+            let me = openapi::Me {
+                sub: caller.sub.clone(),
+                tenant: caller.tenant.clone(),
+                roles: caller.roles.clone(),
+                via,
+            };
+            Ok(http::json(
+                200,
+                &serde_json::to_value(me).unwrap_or_default(),
+            ))
+        }
         Kind::Metrics => {
             require_admin(&caller)?;
             trace.at(Stage::Admin);

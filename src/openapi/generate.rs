@@ -124,6 +124,7 @@ fn components() -> utoipa::openapi::Components {
     add::<ProblemDetails>(&mut s);
     add::<KeyState>(&mut s);
     add::<Health>(&mut s);
+    add::<super::Me>(&mut s);
     add::<UploadDocument>(&mut s);
     add::<Document>(&mut s);
     add::<ChunkPage>(&mut s);
@@ -397,7 +398,7 @@ const TAGS: [(&str, &str); 7] = [
     ("console", "The approvers' console: a page and its files"),
     (
         "meta",
-        "Health, this document, and the problem types' descriptions",
+        "Health, this document, the caller's identity, and the problem types' descriptions",
     ),
 ];
 

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import SECRET, Server, assert_problem, text_doc, unique
 from jwt import sign
+from jwt import token as make_token
 
 ISSUER = "https://issuer.example"
 AUDIENCE = "idemgate-e2e"
@@ -93,3 +94,17 @@ def test_a_token_signed_with_another_secret_is_refused_after_a_valid_one_of_the_
     good = claims()
     assert upload(server, sign(good, SECRET)).status == 201
     assert_problem(upload(server, sign(good, "not-the-secret")), 401, "unauthorized")
+
+
+def test_v1_me_answers_the_callers_sub_tenant_and_roles_and_writes_nothing(server):
+    sub, tenant = unique("me"), unique("tenant")
+    r = server.request("GET", "/v1/me", None, {"authorization": f"Bearer {make_token(SECRET, sub, tenant, ['admin', 'approver'])}"})
+    assert r.status == 200, r
+    assert r.header("content-type").startswith("application/json")
+    assert r.json() == {"sub": sub, "tenant": tenant, "roles": ["admin", "approver"], "via": "authorization"}
+    r = server.request("GET", "/v1/me", None, {"authorization": f"Bearer {make_token(SECRET, sub)}"})
+    assert r.json() == {"sub": sub, "tenant": sub, "roles": [], "via": "authorization"}
+    assert_problem(server.request("GET", "/v1/me", None, {}), 401, "unauthorized")
+    assert_problem(server.request("GET", "/v1/me", None, {"authorization": "Bearer not.a.token"}), 401, "unauthorized")
+    r = server.request("POST", "/v1/me", {}, {"authorization": f"Bearer {make_token(SECRET, sub)}"})
+    assert r.status == 405 and r.header("allow") == "GET, HEAD, OPTIONS", r

@@ -266,6 +266,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Who the caller is, as the Worker resolved the token: sub, tenant, roles, and the header it came in */
+        get: operations["getCaller"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/staging/batches": {
         parameters: {
             query?: never;
@@ -738,6 +755,23 @@ export interface components {
             /** Format: int64 */
             total: number;
         };
+        /**
+         * @description `GET /v1/me`: the caller as the Worker resolved the token (the claim
+         *     pointers applied), which the console shows and decides its buttons by.
+         */
+        Caller: {
+            /** @description The roles (`AUTH_ROLES_CLAIM`'s value). */
+            roles: string[];
+            /** @description The token's `sub`. */
+            sub: string;
+            /** @description The tenant (`AUTH_TENANT_CLAIM`'s value, else `sub`). */
+            tenant: string;
+            /**
+             * @description The header the token came in: `authorization` (`Authorization: Bearer`)
+             *     or `access` (`Cf-Access-Jwt-Assertion`, Cloudflare Access).
+             */
+            via: string;
+        };
         /** @description `POST /v1/training-jobs/{id}/cancel`: an optional reason. */
         Cancel: {
             reason?: string | null;
@@ -1186,6 +1220,7 @@ export type AuditEntry = components['schemas']['AuditEntry'];
 export type BatchItem = components['schemas']['BatchItem'];
 export type BatchProgress = components['schemas']['BatchProgress'];
 export type BatchResult = components['schemas']['BatchResult'];
+export type Caller = components['schemas']['Caller'];
 export type Cancel = components['schemas']['Cancel'];
 export type Check = components['schemas']['Check'];
 export type CheckPreview = components['schemas']['CheckPreview'];
@@ -1999,6 +2034,46 @@ export interface operations {
             };
             /** @description The caller lacks the role or is not allowed (problem+json) */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Storage, authentication or the upstream is not available; retry after Retry-After (problem+json) */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getCaller: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Caller"];
+                };
+            };
+            /** @description No token, or a token that does not verify (problem+json) */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };
