@@ -721,16 +721,17 @@
     return f;
   }
 
-  function setupRequestChanges() {
+  // A form whose one field is a required reason (`<action>-reason`).
+  function reasonForm(action, missing) {
     return {
-      form: $('request-changes-form'),
-      keyNode: $('request-changes-key'),
+      form: $(`${action}-form`),
+      keyNode: $(`${action}-key`),
       fill(body) {
-        $('request-changes-reason').value = (body && body.reason) || '';
+        $(`${action}-reason`).value = (body && body.reason) || '';
       },
       body() {
-        const reason = $('request-changes-reason').value.trim();
-        if (!reason) throw new Error('A reason is required to request changes: the preparer needs to know what to change.');
+        const reason = $(`${action}-reason`).value.trim();
+        if (!reason) throw new Error(missing);
         return { reason };
       },
     };
@@ -746,36 +747,6 @@
       body() {
         const reference = $('post-reference').value.trim();
         return reference ? { external_reference: reference } : {};
-      },
-    };
-  }
-
-  function setupRollback() {
-    return {
-      form: $('rollback-form'),
-      keyNode: $('rollback-key'),
-      fill(body) {
-        $('rollback-reason').value = (body && body.reason) || '';
-      },
-      body() {
-        const reason = $('rollback-reason').value.trim();
-        if (!reason) throw new Error('A reason is required to roll back a posted export.');
-        return { reason };
-      },
-    };
-  }
-
-  function setupReject() {
-    return {
-      form: $('reject-form'),
-      keyNode: $('reject-key'),
-      fill(body) {
-        $('reject-reason').value = (body && body.reason) || '';
-      },
-      body() {
-        const reason = $('reject-reason').value.trim();
-        if (!reason) throw new Error('A reason is required to reject an export.');
-        return { reason };
       },
     };
   }
@@ -1227,10 +1198,11 @@
 
   function start() {
     forms.approve = setupApprove();
-    forms.reject = setupReject();
-    forms['request-changes'] = setupRequestChanges();
+    forms.reject = reasonForm('reject', 'A reason is required to reject an export.');
+    forms['request-changes'] = reasonForm('request-changes',
+      'A reason is required to request changes: the preparer needs to know what to change.');
     forms.post = setupPost();
-    forms.rollback = setupRollback();
+    forms.rollback = reasonForm('rollback', 'A reason is required to roll back a posted export.');
     for (const action of Object.keys(forms)) {
       $(`${action}-form`).addEventListener('submit', (e) => submitForm(action, e));
       $(`${action}-open`).addEventListener('click', () => openForm(action));

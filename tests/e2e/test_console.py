@@ -1436,9 +1436,17 @@ def test_a_reload_after_a_lost_corrected_approval_restores_the_form_and_its_key(
     assert page.errors == []
 
 
-def force(page, button):
-    """Enables a button the page disabled, as someone getting round the page would."""
-    page.evaluate(f"document.getElementById('{button}').disabled = false")
+def pressed_anyway_is_refused(page, action, says, fill=None):
+    """Enables the action's button the page disabled, as someone getting round
+    the page would, sends the action, and checks the server's 403 is said."""
+    page.evaluate(f"document.getElementById('{action}-open').disabled = false")
+    page.click(f"#{action}-open")
+    for selector, value in (fill or {}).items():
+        page.fill(selector, value)
+    page.click(f"#{action}-submit")
+    result = page.locator("#action-result")
+    expect(result).to_contain_text(says)
+    expect(result).to_contain_text("HTTP 403")
 
 
 def test_post_and_rollback_in_the_page_need_their_roles_and_never_the_preparer(page, team):
@@ -1462,11 +1470,7 @@ def test_post_and_rollback_in_the_page_need_their_roles_and_never_the_preparer(p
         expect(page.locator(f"#{hidden}-open")).to_be_hidden()
     expect(why.locator("li")).to_have_text(["Posting needs the approver or poster role, which you do not have."])
     expect(page.locator("#post-open")).to_have_attribute("title", re.compile("approver or poster role"))
-    force(page, "post-open")
-    page.click("#post-open")
-    page.click("#post-submit")
-    expect(result).to_contain_text("Your token lacks the role needed for this: it cannot be posted by you.")
-    expect(result).to_contain_text("HTTP 403")
+    pressed_anyway_is_refused(page, "post", "Your token lacks the role needed for this: it cannot be posted by you.")
     assert audit(approver, export["id"], "post") == []
 
     # The preparer, though an approver: not their own export.
@@ -1475,11 +1479,7 @@ def test_post_and_rollback_in_the_page_need_their_roles_and_never_the_preparer(p
     open_export(page, own["id"])
     expect(page.locator("#post-open")).to_be_disabled()
     expect(why).to_have_text("You prepared this export, so someone else must post it (segregation of duties).")
-    force(page, "post-open")
-    page.click("#post-open")
-    page.click("#post-submit")
-    expect(result).to_contain_text("You prepared this export, so you cannot post it")
-    expect(result).to_contain_text("HTTP 403")
+    pressed_anyway_is_refused(page, "post", "You prepared this export, so you cannot post it")
     assert audit(approver, own["id"], "post") == []
 
     # A poster posts, with a reference of their own, once however often Post is pressed.
@@ -1504,12 +1504,7 @@ def test_post_and_rollback_in_the_page_need_their_roles_and_never_the_preparer(p
     # Rolling back needs the approver role: a poster cannot, whatever the page shows.
     expect(page.locator("#rollback-open")).to_be_disabled()
     expect(why).to_have_text("Rolling back needs the approver role, which you do not have.")
-    force(page, "rollback-open")
-    page.click("#rollback-open")
-    page.fill("#rollback-reason", "oops")
-    page.click("#rollback-submit")
-    expect(result).to_contain_text("it cannot be rolled back by you")
-    expect(result).to_contain_text("HTTP 403")
+    pressed_anyway_is_refused(page, "rollback", "it cannot be rolled back by you", {"#rollback-reason": "oops"})
     assert audit(approver, export["id"], "rollback") == []
 
     # An approver rolls it back, and only with a reason.
