@@ -11,28 +11,26 @@
 //! `idempotency_records` stays the system of record; the handler's rows and that
 //! record are committed in one D1 batch.
 
+mod admin;
 mod alarms;
 mod answers;
+mod run;
 
 use crate::clock::WallClock;
 use crate::commands::Endpoint;
 use crate::config::{Config, ConfigErrors};
 use crate::envelope::{Envelope, GateCall, GateOutcome, ENVELOPE_HEADER};
-use crate::http::{self, Timings, EXPIRES_HEADER, TAKEOVER_HEADER};
-use crate::idempotency::execute::{Executed, Held, KeyState, Released};
-use crate::idempotency::gate::{
-    may_vacate_at, Clock, Decision, Gate, LiveHolders, Releaser, StoreError,
-};
+use crate::http;
+use crate::idempotency::execute::Executed;
+use crate::idempotency::gate::{may_vacate_at, Clock, Decision, Gate, LiveHolders, StoreError};
 use crate::idempotency::memo::{MemoSlot, MemoTable};
 use crate::idempotency::shard::Shard;
 use crate::idempotency::waiting::{self, Wait};
 use crate::idempotency::StoredResponse;
 use crate::mirror_do::MirroredRecords;
 use crate::problem::ApiError;
-use crate::routes::{self, AfterCommit};
 use crate::slot_sql::{SqlSlot, SqlSlots};
-use crate::store::D1Records;
-use alarms::{at, HAND_OVER_AFTER_MS, SYNC_RETRY_MS};
+use alarms::{at, SYNC_RETRY_MS};
 use answers::{Finished, ForWaiters};
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
@@ -381,107 +379,6 @@ impl KeyGate {
         response
     }
 
-    /// Runs the handler under the lease `token` (renewed while it runs), commits
-    /// or releases (`idempotency::execute`), and answers this request and the
-    /// ones waiting on the key — with whether the key's slot holds an answer
-    /// now. Never leaves the lease held on a failure.
-    async fn run(
-        &self,
-        env: &Envelope,
-        name: &str,
-        body: &[u8],
-        token: &str,
-        started: i64,
-        takeover: bool,
-    ) -> (StoredResponse, bool) {
-        let db = match self.env.d1(crate::config::DB_BINDING) {
-            Ok(db) => db,
-            Err(e) => {
-                let failed = Executed::<AfterCommit>::Failed(e.to_string());
-                return (self.answer_run(env, name, failed), false);
-            }
-        };
-        let key = env.record_key();
-        let held = Held {
-            key: &key,
-            fingerprint: env.fingerprint_str(),
-            token,
-            started,
-            takeover,
-            ttl: self
-                .config
-                .ttl
-                .for_route(&env.template, env.param.as_deref()),
-            force_commit: env.test_fail.is_some(),
-        };
-        let records = D1Records {
-            db: &db,
-            fail_commit: env.test_fail.as_deref() == Some("storage"),
-        };
-        let mut timings = Timings::default();
-        // The handler's own time (an origin function's call), summed over its
-        // runs: Server-Timing `handler`, the log line's `origin_ms`.
-        let handler_ms = std::cell::Cell::new(0.0);
-        let handler = || async {
-            let handler_started = Timings::now();
-            if env.test_delay_ms > 0 {
-                Delay::from(Duration::from_millis(env.test_delay_ms)).await;
-            }
-            let out = crate::commands::run(&db, &self.config, env, body, started).await;
-            handler_ms.set(handler_ms.get() + Timings::now() - handler_started);
-            out
-        };
-        let run_started = Timings::now();
-        let gate = self.gate(name);
-        let run = Box::pin(gate.run_held(&held, &records, handler, too_large));
-        let keep = Box::pin(self.keep_lease(name, token, started + self.config.lease_ms));
-        let mut executed = match select(run, keep).await {
-            Either::Left((executed, _)) => executed,
-            Either::Right((_, run)) => run.await,
-        };
-        timings.since("run", run_started);
-        timings.record("handler", handler_ms.get());
-        // The alarm moves to the answer's expiry; a record written behind the
-        // answer sets its own retry alarm first.
-        match &executed {
-            Executed::Stored {
-                response,
-                expires_at,
-                write_behind: true,
-                ..
-            } if self.config.keygate_shards > 0 => {
-                // A long-lived gate object hands its records over in batches,
-                // from its alarm: the slot (durable, unsynced) is the record
-                // until then, and its due time commits with the answer.
-                self.state
-                    .wait_until(self.arm(name, now_ms() + HAND_OVER_AFTER_MS));
-            }
-            Executed::Stored {
-                response,
-                expires_at,
-                write_behind: true,
-                ..
-            } => self.sync_record_later(env, name, response, started, *expires_at),
-            Executed::Stored { expires_at, .. } => self.arm_later(name, *expires_at),
-            Executed::Adopted(c) => self.arm_later(name, c.expires_at),
-            _ => {}
-        }
-        if let Executed::Stored { after, .. } = &mut executed {
-            if let Some(after) = after.take() {
-                // Side effects that need the committed rows (e.g. dispatching a
-                // job). They run once: a replay never reaches this point.
-                routes::after_commit(&db, &self.config, after).await;
-            }
-        }
-        let kept = matches!(executed, Executed::Stored { .. } | Executed::Adopted(_));
-        let mut answer = self.answer_run(env, name, executed);
-        timings.apply_to(&mut answer.headers);
-        if takeover {
-            http::set_header(&mut answer.headers, TAKEOVER_HEADER, "1");
-        }
-        (answer, kept)
-    }
-
     /// Drops the object's whole database (`deleteAll`, which also clears the
     /// alarm) once it holds no slot and no request of this instance runs or
     /// waits: Cloudflare keeps an object's SQLite database, ~12 KB at least, until
@@ -523,96 +420,5 @@ impl KeyGate {
         if let Err(e) = self.state.storage().delete_all().await {
             console_error!("KeyGate: deleteAll failed: {e}");
         }
-    }
-
-    fn records<'a>(&self, db: &'a worker::D1Database) -> D1Records<'a> {
-        D1Records {
-            db,
-            fail_commit: false,
-        }
-    }
-
-    /// `GET /v1/idempotency/keys/{key}`: the key's state.
-    async fn describe(&self, env: &Envelope) -> Result<StoredResponse> {
-        let db = self.env.d1(crate::config::DB_BINDING)?;
-        let key = env.record_key();
-        let state = self
-            .gate(&key.name())
-            .describe(&self.records(&db), &key)
-            .await
-            .map_err(worker::Error::RustError)?;
-        Ok(match state {
-            Some(state) => {
-                let mut body = serde_json::to_value(&state)
-                    .map_err(|e| worker::Error::RustError(e.to_string()))?;
-                body["key"] = env.key.as_str().into();
-                body["route"] = env.route.as_str().into();
-                let expires_at = match state {
-                    KeyState::Completed { expires_at, .. } => Some(expires_at),
-                    KeyState::Processing { .. } => None,
-                };
-                if let Some(at) = expires_at {
-                    // The same date the answer's `Idempotency-Expires` states.
-                    body["expires"] = http::http_date(at).into();
-                }
-                let expires = expires_at.map(|at| at.to_string());
-                let extra: Vec<(&str, &str)> = expires
-                    .iter()
-                    .map(|at| (EXPIRES_HEADER, at.as_str()))
-                    .collect();
-                http::json_stored(200, &body, &extra)
-            }
-            None => {
-                // Asked about a key it never held (or no longer does).
-                self.vacate_if_empty().await;
-                http::problem_reply(&ApiError::NotFound(
-                    "no live idempotency record for this key and route".into(),
-                ))
-            }
-        })
-    }
-
-    /// `DELETE /v1/idempotency/keys/{key}`: forget the key so a retry runs again
-    /// — refused while a request holds it, and to anyone but its owner or an admin.
-    async fn release_key(&self, env: &Envelope) -> Result<StoredResponse> {
-        let who = Releaser {
-            sub: &env.caller_sub,
-            admin: env.admin,
-            own_scope: env.own_scope(),
-        };
-        let db = self.env.d1(crate::config::DB_BINDING)?;
-        // Through the key's mirror: the release also drops a record waiting there.
-        let records = MirroredRecords {
-            d1: self.records(&db),
-            env: &self.env,
-        };
-        let key = env.record_key();
-        let released = self
-            .gate(&key.name())
-            .release_everywhere(&records, &key, &who, |t| self.live.contains(t))
-            .await
-            .map_err(worker::Error::RustError)?;
-        Ok(match released {
-            Released::InFlight => http::problem_reply(&ApiError::KeyInFlight {
-                key: env.key.to_string(),
-            }),
-            Released::Forbidden => http::problem_reply(&ApiError::Forbidden(
-                "only the key's owner or an admin may release it".into(),
-            )),
-            Released::Done { existed } => {
-                self.vacate_if_empty().await;
-                if existed {
-                    StoredResponse {
-                        status: 204,
-                        headers: Vec::new(),
-                        body: Vec::new(),
-                    }
-                } else {
-                    http::problem_reply(&ApiError::NotFound(
-                        "no idempotency record for this key and route".into(),
-                    ))
-                }
-            }
-        })
     }
 }
