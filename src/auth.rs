@@ -314,6 +314,16 @@ pub fn credential<'h>(
     }
 }
 
+/// The header [`credential`] takes the token from: `authorization` when that
+/// header is present, else `access` (`Cf-Access-Jwt-Assertion`).
+pub fn credential_header(authorization: Option<&str>) -> &'static str {
+    if authorization.is_some() {
+        "authorization"
+    } else {
+        "access"
+    }
+}
+
 /// The token of a `Bearer` header value.
 fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
     let header = header.ok_or(AuthError::Missing)?.trim();
@@ -1391,6 +1401,10 @@ mod rules_tests {
         );
         assert_eq!(credential(None, Some("  ")), Err(AuthError::Missing));
         assert_eq!(credential(None, None), Err(AuthError::Missing));
+        // The header the token is taken from, as `GET /v1/me` names it.
+        assert_eq!(credential_header(Some("Bearer a.b.c")), "authorization");
+        assert_eq!(credential_header(Some("")), "authorization");
+        assert_eq!(credential_header(None), "access");
         // Through the resolution: a bad Authorization beside a good Access token is refused.
         let mut tokens = VerifiedTokens::default();
         let good = sign_hs256(&claims(), SECRET);

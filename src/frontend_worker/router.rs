@@ -214,17 +214,11 @@ pub(super) async fn route(
                 .map_err(read_error)
         }
         Kind::Me => {
-            // `resolve_caller` reads `Authorization` first, the Access header without one.
-            let via = if req.header("authorization").is_some() {
-                "authorization"
-            } else {
-                "access"
-            };
             let me = openapi::Me {
                 sub: caller.sub.clone(),
                 tenant: caller.tenant.clone(),
                 roles: caller.roles.clone(),
-                via,
+                via: crate::auth::credential_header(req.header("authorization").as_deref()),
             };
             Ok(http::json(
                 200,
