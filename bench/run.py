@@ -437,7 +437,7 @@ def print_tables(cells, throughput, st, sizes, disk):
         ("distinct-key ÷ passthrough throughput (16 conns)", f"{tnew / tpas * 100:.0f} %", "≥ 40 %", tnew / tpas >= 0.4),
     ]
     print()
-    print("| target (issue 11) | measured | target | met |")
+    print("| target | measured | target | met |")
     print("|---|---:|---:|:---:|")
     for name, got, target, ok in rows:
         print(f"| {name} | {got} | {target} | {'yes' if ok else 'NO'} |")
@@ -451,7 +451,7 @@ def print_tables(cells, throughput, st, sizes, disk):
     tfl = throughput[f"{fl}: new key (JS per-key object)"]["rps"]
     tsh = throughput[f"{fl}: new key (JS, keys sharded into {SHARDS} objects)"]["rps"]
     print()
-    print(f"The design option (issue 11 item 5), measured on the JS floor: a new key in one of {SHARDS} long-lived "
+    print(f"The sharding option, measured on the JS floor: a new key in one of {SHARDS} long-lived "
           f"sharded objects {shard:.2f} ms p50 and {tsh:.0f} req/s at 16 connections, against a new object per key "
           f"{p[f'{fl}: new key (JS per-key object)']:.2f} ms and {tfl:.0f} req/s.")
     rpc = p[f"{fl}: new key (JS, sharded, object reached by RPC)"]

@@ -173,7 +173,7 @@ mod tests {
                 );
             }
         }
-        // The issue's own example.
+        // Two routes with their own TTLs, one of them an origin function.
         let functions = ["charge".to_string()];
         let routes = parse_route_ttls(
             "/v1/documents=604800,/functions/v1/charge=3600",

@@ -3,7 +3,7 @@
 // Rust/wasm. `./x bench` runs it beside idemgate so the table shows how much of a
 // first execution is the platform's (a new SQLite-backed object per key, the lease
 // write, the answer write, the D1 record) and how much is idemgate's own.
-// With `x-floor-shards: N` it shows the other design issue 11 asks about: keys
+// With `x-floor-shards: N` it shows the other layout a gate can take: keys
 // hashed into N long-lived objects (no new SQLite database per key). With
 // `x-floor-rpc: 1` the Worker reaches the object by RPC (a method call, as
 // hono-idempotency's Durable Object store is reached) instead of `fetch`, with

@@ -1,4 +1,4 @@
-"""Exactly-once under adversity (issue: a live holder's lease, DELETE in flight,
+"""Exactly-once under adversity (a live holder's lease, DELETE in flight,
 large answers, keys shared across users, the key an origin receives)."""
 
 import threading

@@ -1,5 +1,5 @@
-"""Bearer tokens against a real wrangler dev: one spelling per token (issue 9,
-defect 10), a size bound, and AUTH_JWT_ISSUER / AUTH_JWT_AUDIENCE when set."""
+"""Bearer tokens against a real wrangler dev: one spelling per token, a
+size bound, and AUTH_JWT_ISSUER / AUTH_JWT_AUDIENCE when set."""
 
 import time
 

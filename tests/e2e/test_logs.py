@@ -1,4 +1,4 @@
-"""Structured logs (issue 13): one JSON line per request in the dev server's
+"""Structured logs: one JSON line per request in the dev server's
 output, matched to the request by its `X-Request-Id`, with the fields
 docs/operations.md ("Logs") lists — and never a raw idempotency key, a token or
 body content.

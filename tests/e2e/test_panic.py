@@ -1,4 +1,4 @@
-"""A Rust panic inside a handler (issue 9). Stable Rust builds the Worker with
+"""A Rust panic inside a handler. Stable Rust builds the Worker with
 panic=abort, so the panic kills the wasm instance. The request answers 500
 problem+json, the key is released at once (not after the lease), and the isolate
 and the object keep serving.

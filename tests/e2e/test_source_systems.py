@@ -1,4 +1,4 @@
-"""The source systems' own documented sequences, replayed against idemgate (issue 10).
+"""The source systems' own documented sequences, replayed against idemgate.
 
 idemgate was specified from five idempotency write-ups; a team moving from one of
 them replays its own documented calls first. Each test here replays one system's

@@ -1,5 +1,5 @@
 """Two source systems' documented idempotency sequences, replayed in meaning
-against idemgate's paths (issue 10): GreenLang's pipelines (TTL policy) and
+against idemgate's paths: GreenLang's pipelines (TTL policy) and
 AccuBooks' exactly-once ledger (metrics). The other source systems are in
 test_source_systems.py. TTLs are scaled from hours and minutes to seconds."""
 

@@ -451,7 +451,7 @@ def test_reading_an_export_the_code_cannot_decode_is_500_not_503(team, srv):
     assert_problem(team["clerk"].get(f"/v1/staging/exports/{other}/diff"), 500, "internal")
 
 
-# The largest value rust_decimal holds (2**96 - 1): issue 9's amounts sit at and past it.
+# The largest value rust_decimal holds (2**96 - 1): the amounts below sit at and past it.
 EDGE = "79228162514264337593543950335"
 
 
