@@ -43,6 +43,10 @@ impl KeyPolicy {
 
 /// Test hooks (slow path, forced failures) are honoured only when this var is "1".
 pub const TEST_HOOKS_VAR: &str = "IDEMGATE_TEST_HOOKS";
+/// How long a Worker isolate may keep a copy of a replay (ms).
+pub const REPLAY_CACHE_VAR: &str = "REPLAY_CACHE_MS";
+/// The longest copy: every release may wait this long.
+pub const MAX_REPLAY_CACHE_MS: i64 = 10_000;
 pub const AUTH_SECRET_VAR: &str = "AUTH_JWT_SECRET";
 pub const JWKS_URL_VAR: &str = "AUTH_JWKS_URL";
 pub const TENANT_CLAIM_VAR: &str = "AUTH_TENANT_CLAIM";
@@ -91,6 +95,10 @@ pub struct Config {
     pub ttl: TtlPolicy,
     pub lease_ms: i64,
     pub max_wait_ms: i64,
+    /// `REPLAY_CACHE_MS`: how long a Worker isolate may keep a copy of a
+    /// replay its key's object lent it (0: no copies;
+    /// [`crate::idempotency::copies`]).
+    pub replay_cache_ms: i64,
     pub max_body_bytes: usize,
     /// `MAX_STORED_ANSWER_BYTES`: the largest answer body stored and replayed
     /// (in chunks under the 2 MB row limit); above it the final answer is the
@@ -139,6 +147,7 @@ impl Default for Config {
             ttl: TtlPolicy::default(),
             lease_ms: 60_000,
             max_wait_ms: 10_000,
+            replay_cache_ms: 1_000,
             max_body_bytes: 1_048_576,
             max_answer_bytes: 8 * 1024 * 1024,
             chunk_size: 1000,
@@ -290,6 +299,7 @@ impl Config {
             0,
             3_600,
         ) * secs;
+        let replay_cache_ms = r.int(REPLAY_CACHE_VAR, d.replay_cache_ms, 0, MAX_REPLAY_CACHE_MS);
         let max_body_bytes = r.int("MAX_BODY_BYTES", d.max_body_bytes as i64, 1, 1 << 30) as usize;
         let max_answer_bytes = r.int(
             "MAX_STORED_ANSWER_BYTES",
@@ -408,6 +418,7 @@ impl Config {
             },
             lease_ms,
             max_wait_ms,
+            replay_cache_ms,
             max_body_bytes,
             max_answer_bytes,
             chunk_size,

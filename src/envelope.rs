@@ -43,6 +43,10 @@ pub struct Envelope {
     pub test_delay_ms: u64,
     #[serde(default)]
     pub test_fail: Option<String>,
+    /// The Worker keeps copies of replays (`REPLAY_CACHE_MS`): the object may
+    /// lend one ([`crate::idempotency::copies`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy: bool,
     /// The execution's fence (`gate::Decision::Execute`), set by the key's
     /// object when it admits the execution; never sent by the Worker.
     #[serde(skip)]
@@ -207,6 +211,7 @@ mod tests {
             wait_ms: 0,
             test_delay_ms: 0,
             test_fail: None,
+            copy: false,
             fence: None,
         }
     }

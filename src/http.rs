@@ -59,6 +59,10 @@ pub const EXPIRES_HEADER: &str = "x-idemgate-expires-at";
 /// Worker counts it and strips it.
 pub const TAKEOVER_HEADER: &str = "x-idemgate-takeover";
 
+/// Internal header on a replay from the object: how long (ms) the Worker may
+/// keep a copy of it ([`crate::idempotency::copies`]); stripped like the others.
+pub const COPY_HEADER: &str = "x-idemgate-copy-ms";
+
 /// Public header on every answer stored under an idempotency key (first
 /// execution, replay, and the key-status endpoint): when its record expires, as
 /// an HTTP-date (RFC 9110 §5.6.7). After it, the key is new again.

@@ -21,6 +21,7 @@ use crate::commands::Endpoint;
 use crate::config::{Config, ConfigErrors};
 use crate::envelope::{Envelope, GateCall, GateOutcome, ENVELOPE_HEADER};
 use crate::http;
+use crate::idempotency::copies::Lent;
 use crate::idempotency::execute::Executed;
 use crate::idempotency::gate::{may_vacate_at, Clock, Decision, Gate, LiveHolders, StoreError};
 use crate::idempotency::memo::{MemoSlot, MemoTable};
@@ -60,6 +61,8 @@ pub struct KeyGate {
     live: LiveHolders,
     /// The object's alarm as this instance last set it (see `alarms::arm`).
     alarm_at: AlarmAt,
+    /// The copies of replays it lent to Worker isolates (see `Lent`).
+    lent: RefCell<Lent>,
 }
 
 /// The object's slots: its SQLite table, and its memory of the slots it read
@@ -119,6 +122,7 @@ impl DurableObject for KeyGate {
                 (Config::default(), Some(e))
             }
         };
+        let lent = RefCell::new(Lent::new(config.replay_cache_ms, now_ms()));
         KeyGate {
             state,
             env,
@@ -128,6 +132,7 @@ impl DurableObject for KeyGate {
             waiters: RefCell::new(HashMap::new()),
             live: LiveHolders::default(),
             alarm_at: Rc::new(Cell::new(None)),
+            lent,
         }
     }
 
@@ -327,7 +332,18 @@ impl KeyGate {
                     if env.test_delay_ms > 0 {
                         Delay::from(Duration::from_millis(env.test_delay_ms)).await;
                     }
-                    return Ok(answers::replay(env, response, waited, expires_at));
+                    let mut answer = answers::replay(env, response, waited, expires_at);
+                    // A copy for the asking Worker's isolate, of the answer
+                    // any request with this payload gets (one that waited
+                    // also names its preference).
+                    if env.copy && !waited {
+                        if let Some(ms) = self.lent.borrow_mut().lend(&name, now_ms(), expires_at) {
+                            answer
+                                .headers
+                                .push((http::COPY_HEADER.into(), ms.to_string()));
+                        }
+                    }
+                    return Ok(answer);
                 }
                 Decision::Mismatch => {
                     return Ok(answers::with_outcome(

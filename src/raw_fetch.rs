@@ -26,6 +26,7 @@ extern "C" {
 }
 
 /// An answer, its body read in full.
+#[derive(Clone)]
 pub struct Answer {
     pub status: u16,
     pub headers: Vec<(String, String)>,

@@ -1,15 +1,18 @@
 //! The Worker's side of a key's object: the call (the envelope in a header,
 //! the command as the body) and the counters of what the object did. Every
-//! keyed write is decided by its key's object: the Worker keeps no copy of an
-//! answer, so no isolate can answer what the object would not.
+//! keyed write is decided by its key's object; the isolate answers a repeat of
+//! a replay from a copy only while the object has lent it one
+//! ([`crate::idempotency::copies`]), so no isolate answers what the object
+//! would not.
 
-use super::isolate::{storage, Outcome};
+use super::isolate::{copy_of, keep_copy, storage, Outcome};
 use crate::commands::Command;
 use crate::config::KEY_GATE_BINDING;
 use crate::counters;
 use crate::envelope::{Envelope, GateCall, GateOutcome, ENVELOPE_HEADER};
 use crate::http::{
-    self, Timings, EXPIRES_HEADER, IDEMPOTENCY_EXPIRES_HEADER, OUTCOME_HEADER, TAKEOVER_HEADER,
+    self, Timings, COPY_HEADER, EXPIRES_HEADER, IDEMPOTENCY_EXPIRES_HEADER, OUTCOME_HEADER,
+    TAKEOVER_HEADER,
 };
 use crate::idempotency::{scope, StoredResponse};
 use crate::problem::ApiError;
@@ -76,6 +79,43 @@ pub(super) enum Hop {
     Fetch,
 }
 
+/// The call itself: the command and the envelope encoded, sent to the key's
+/// object named `object`.
+async fn ask_object(
+    env: &Env,
+    envelope: &Envelope,
+    op: GateOp<'_>,
+    object: &str,
+    hop: Hop,
+) -> std::result::Result<crate::raw_fetch::Answer, ApiError> {
+    let (call, body) = match op {
+        GateOp::Execute(command) => (GateCall::Execute, Some(command.encode()?)),
+        GateOp::State => (GateCall::State, None),
+        GateOp::Release => (GateCall::Release, None),
+    };
+    let encoded = serde_json::to_string(envelope).map_err(|_| ApiError::Internal)?;
+    let stub = env
+        .durable_object(KEY_GATE_BINDING)
+        .and_then(|ns| ns.id_from_name(object)?.get_stub())
+        .map_err(storage)?;
+    // A command too large to go inline goes by the `fetch` form, which streams.
+    let too_large = body
+        .as_ref()
+        .is_some_and(|b| b.len() > crate::object_rpc::INLINE_MAX);
+    let sent = match if too_large { Hop::Fetch } else { hop } {
+        Hop::Rpc => crate::object_rpc::call(stub, call, &encoded, body.as_deref()).await,
+        Hop::Fetch => send_by_fetch(stub, call, &encoded, body.as_deref()).await,
+    };
+    sent.map_err(|e| match e.to_string() {
+        // The object's wasm instance panicked and the object was reset.
+        m if m.contains(crate::panic_guard::PANIC_ABORT_REASON) => {
+            console_error!("KeyGate {}: {m}", envelope.route);
+            ApiError::Internal
+        }
+        _ => storage(e),
+    })
+}
+
 pub(super) async fn call_gate(
     env: &Env,
     ctx: &Context,
@@ -90,35 +130,31 @@ pub(super) async fn call_gate(
         &envelope.route,
         envelope.key.as_str(),
     );
-    let (call, body) = match op {
-        GateOp::Execute(command) => (GateCall::Execute, Some(command.encode()?)),
-        GateOp::State => (GateCall::State, None),
-        GateOp::Release => (GateCall::Release, None),
+    let call = match op {
+        GateOp::Execute(_) => GateCall::Execute,
+        GateOp::State => GateCall::State,
+        GateOp::Release => GateCall::Release,
     };
     let release = call == GateCall::Release;
-    let encoded = serde_json::to_string(envelope).map_err(|_| ApiError::Internal)?;
-    let stub = env
-        .durable_object(KEY_GATE_BINDING)
-        .and_then(|ns| ns.id_from_name(&object_name(envelope, shards))?.get_stub())
-        .map_err(storage)?;
-    // A command too large to go inline goes by the `fetch` form, which streams.
-    let too_large = body
-        .as_ref()
-        .is_some_and(|b| b.len() > crate::object_rpc::INLINE_MAX);
-    let hop = if too_large { Hop::Fetch } else { hop };
+    let object = object_name(envelope, shards);
     let started = Timings::now();
-    let sent = match hop {
-        Hop::Rpc => crate::object_rpc::call(stub, call, &encoded, body.as_deref()).await,
-        Hop::Fetch => send_by_fetch(stub, call, &encoded, body.as_deref()).await,
-    };
-    let resp = sent.map_err(|e| match e.to_string() {
-        // The object's wasm instance panicked and the object was reset.
-        m if m.contains(crate::panic_guard::PANIC_ABORT_REASON) => {
-            console_error!("KeyGate {}: {m}", envelope.route);
-            ApiError::Internal
+    // A replay this isolate holds a copy of, lent by the object: its answer
+    // as the object would give it now (`idempotency::copies`).
+    let copy_key = (envelope.copy && hop == Hop::Rpc && call == GateCall::Execute).then(|| {
+        let fingerprint = envelope.fingerprint_str().to_string();
+        (object.clone(), envelope.record_key().name(), fingerprint)
+    });
+    let resp = match copy_key.as_ref().and_then(copy_of) {
+        Some(copy) => copy,
+        None => {
+            let resp = ask_object(env, envelope, op, &object, hop).await?;
+            let lent = resp.headers.iter().find(|(n, _)| n == COPY_HEADER);
+            if let (Some(key), Some(ms)) = (copy_key, lent.and_then(|(_, v)| v.parse().ok())) {
+                keep_copy(key, resp.clone(), started, ms);
+            }
+            resp
         }
-        _ => storage(e),
-    })?;
+    };
     // The answer without the internal headers.
     let (mut outcome, mut expires_at, mut takeover) = (None, None, false);
     // The object sends `Preference-Applied` only to a request that waited.
@@ -129,6 +165,7 @@ pub(super) async fn call_gate(
             OUTCOME_HEADER => outcome = GateOutcome::parse(&value),
             EXPIRES_HEADER => expires_at = value.parse::<i64>().ok(),
             TAKEOVER_HEADER => takeover = true,
+            COPY_HEADER => {}
             _ => {
                 waited |= name == "preference-applied";
                 headers.push((name, value));

@@ -6,6 +6,7 @@
 use crate::auth::{self, jwks, Resolved};
 use crate::commands::Endpoint;
 use crate::config::{self, Config, AUTH_SECRET_VAR};
+use crate::idempotency::copies;
 use crate::problem::ApiError;
 use js_sys::futures::JsFuture;
 use std::rc::Rc;
@@ -45,6 +46,11 @@ thread_local! {
     /// The keys of `AUTH_JWKS_URL` this isolate has fetched (see [`jwks::KeyCache`]).
     static KEYS: std::cell::RefCell<jwks::KeyCache> =
         std::cell::RefCell::new(jwks::KeyCache::default());
+    /// Copies of replays the key objects lent (see [`copies::IsolateCopies`]).
+    static COPIES: std::cell::RefCell<copies::IsolateCopies<crate::raw_fetch::Answer>> =
+        std::cell::RefCell::new(copies::IsolateCopies::default());
+    /// Replays answered from a copy (read by a test hook).
+    static COPIES_USED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// Passthroughs answered by the quick passthrough (read by a test hook).
     static QUICK_PASSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
@@ -199,4 +205,28 @@ pub(super) fn count_quick_pass() {
 /// How many passthroughs this wasm instance answered by the quick passthrough.
 pub(super) fn quick_passes() -> u64 {
     QUICK_PASSES.with(|n| n.get())
+}
+
+/// The copy of a replay that answers `key` now, if this isolate holds one.
+pub(super) fn copy_of(key: &copies::CopyKey) -> Option<crate::raw_fetch::Answer> {
+    let copy = COPIES.with(|c| c.borrow_mut().lookup(key, Date::now().as_millis() as f64));
+    if copy.is_some() {
+        COPIES_USED.with(|n| n.set(n.get() + 1));
+    }
+    copy
+}
+
+/// Keeps a copy of a replay the object lent for `lent_ms`, called at `sent_at`.
+pub(super) fn keep_copy(
+    key: copies::CopyKey,
+    answer: crate::raw_fetch::Answer,
+    sent_at: f64,
+    lent_ms: i64,
+) {
+    COPIES.with(|c| c.borrow_mut().keep(key, answer, sent_at, lent_ms));
+}
+
+/// How many replays this wasm instance answered from a copy.
+pub(super) fn copies_used() -> u64 {
+    COPIES_USED.with(|n| n.get())
 }

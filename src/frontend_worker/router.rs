@@ -5,7 +5,7 @@
 
 use super::gate_client::{call_gate, GateOp};
 use super::incoming::Incoming;
-use super::isolate::{config, quick_passes, resolve_caller, storage, Outcome};
+use super::isolate::{config, copies_used, quick_passes, resolve_caller, storage, Outcome};
 use super::write::{hop, keyed_write, read_body};
 use crate::auth::Caller;
 use crate::commands::plan::{self, Plan, Step};
@@ -72,6 +72,11 @@ pub(super) async fn route(
         // Test hook: how many passthroughs this wasm instance answered by
         // `quick_pass` (a test tells the paths apart by it).
         let count = quick_passes();
+        return Ok(http::json(200, &serde_json::json!({ "count": count })));
+    }
+    if cfg.test_hooks && segments == ["__test", "copies"] {
+        // Test hook: how many replays this wasm instance answered from a copy.
+        let count = copies_used();
         return Ok(http::json(200, &serde_json::json!({ "count": count })));
     }
     // The path's routes (the route table's) and keyed write (the command table's).
@@ -266,6 +271,7 @@ pub(super) async fn route(
                 wait_ms: 0,
                 test_delay_ms: 0,
                 test_fail: None,
+                copy: false,
                 fence: None,
             };
             let op = if release {

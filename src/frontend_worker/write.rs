@@ -187,6 +187,9 @@ fn envelope(
             crate::idempotency::prefer::wait_ms(secs, cfg.max_wait_ms)
         });
     let hook = |name: &'static str| cfg.test_hooks.then(|| req.header(name)).flatten();
+    let test_delay_ms = hook(TEST_DELAY_HEADER)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     Envelope {
         scope: caller.tenant.clone(),
         record_scope: String::new(),
@@ -199,10 +202,10 @@ fn envelope(
         caller_sub: caller.sub.clone(),
         admin: caller.has_role("admin"),
         wait_ms,
-        test_delay_ms: hook(TEST_DELAY_HEADER)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
+        test_delay_ms,
         test_fail: hook(TEST_FAIL_HEADER),
+        // The test hook's slow hop back is the object's to take, every time.
+        copy: cfg.replay_cache_ms > 0 && test_delay_ms == 0,
         fence: None,
     }
 }

@@ -3,6 +3,7 @@
 //! - [`key`]: the `Idempotency-Key` header, parsed into [`IdempotencyKey`] at the edge.
 //! - [`fingerprint`]: what makes two requests "the same" (method, route, canonical body).
 //! - [`admission`]: the decision the Durable Object takes atomically for each request.
+//! - [`copies`]: the short-lived copies of a replay that Worker isolates keep, and the release that waits for them.
 //! - [`replay`]: which response headers are stored and replayed.
 //! - [`gate`]: the key's object as plain logic over a synchronous slot store.
 //! - [`execute`]: running the work under the lease and committing it, over a record store.
@@ -13,6 +14,7 @@
 //! - [`waiting`]: the object's timing: a waiter's sleep, lease renewals, the alarm's move.
 
 pub mod admission;
+pub mod copies;
 pub mod execute;
 pub mod fingerprint;
 pub mod gate;

@@ -3,13 +3,36 @@
 use super::KeyGate;
 use crate::envelope::Envelope;
 use crate::http::{self, EXPIRES_HEADER};
+use crate::idempotency::copies::Lent;
 use crate::idempotency::execute::{KeyState, Released};
 use crate::idempotency::gate::Releaser;
 use crate::idempotency::StoredResponse;
 use crate::mirror_do::MirroredRecords;
 use crate::problem::ApiError;
 use crate::store::D1Records;
-use worker::Result;
+use std::cell::RefCell;
+use std::time::Duration;
+use worker::{Delay, Result};
+
+/// A release waiting on a key: no copy of its answer is lent until it ends,
+/// however it ends (answered, failed, or dropped with its request).
+struct Releasing<'a> {
+    lent: &'a RefCell<Lent>,
+    name: String,
+}
+
+impl<'a> Releasing<'a> {
+    fn begin(lent: &'a RefCell<Lent>, name: String) -> Self {
+        lent.borrow_mut().begin_release(&name);
+        Releasing { lent, name }
+    }
+}
+
+impl Drop for Releasing<'_> {
+    fn drop(&mut self) {
+        self.lent.borrow_mut().end_release(&self.name);
+    }
+}
 
 impl KeyGate {
     pub(super) fn records<'a>(&self, db: &'a worker::D1Database) -> D1Records<'a> {
@@ -62,6 +85,19 @@ impl KeyGate {
     /// `DELETE /v1/idempotency/keys/{key}`: forget the key so a retry runs again
     /// — refused while a request holds it, and to anyone but its owner or an admin.
     pub(super) async fn release_key(&self, env: &Envelope) -> Result<StoredResponse> {
+        // Effective only once every copy of the answer lent to an isolate has
+        // lapsed: wait for that, lending none meanwhile.
+        let name = env.record_key().name();
+        let at = self.lent.borrow().release_at(&name);
+        let _releasing = Releasing::begin(&self.lent, name);
+        let wait = at.saturating_sub(super::now_ms());
+        if wait > 0 {
+            Delay::from(Duration::from_millis(wait as u64)).await;
+        }
+        self.release_now(env).await
+    }
+
+    async fn release_now(&self, env: &Envelope) -> Result<StoredResponse> {
         let who = Releaser {
             sub: &env.caller_sub,
             admin: env.admin,

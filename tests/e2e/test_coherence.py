@@ -120,24 +120,35 @@ def check_connected(f1, f2, origin):
 
 
 class Fronts:
-    def __init__(self, f1, f2):
-        self.f1, self.f2 = f1, f2
+    def __init__(self, f1, f2, copies):
+        self.f1, self.f2, self.copies = f1, f2, copies
 
 
-@pytest.fixture(scope="module")
-def fronts(origin):
+def copies_used(server):
+    """Replays `server`'s isolate answered from a copy (a test hook)."""
+    r = server.request("GET", "/__test/copies")
+    assert r.status == 200, r
+    return r.json()["count"]
+
+
+@pytest.fixture(scope="module", params=["0", "1000"], ids=["no-copies", "copies"])
+def fronts(origin, request):
+    """The two fronts, without copies of replays in the isolates
+    (REPLAY_CACHE_MS=0: every replay asks the key's object) and with them
+    (1000: an isolate answers a replay from the copy the object lent, and a
+    release waits for every copy to lapse)."""
     same_worker_settings()
     registry = tempfile.mkdtemp(prefix="idemgate-registry-")
     f1 = Server(UPSTREAM_BASE_URL=origin.url, UPSTREAM_FUNCTIONS="echo,sleep",
                 IDEMPOTENCY_ROUTE_TTLS=f"/functions/v1/sleep={SHORT_TTL_S}", IDEMPOTENCY_LEASE_SECONDS=20,
-                WRANGLER_REGISTRY_PATH=registry)
+                REPLAY_CACHE_MS=request.param, WRANGLER_REGISTRY_PATH=registry)
     forwarded = {k: v for k, v in f1.vars.items() if k != "WRANGLER_REGISTRY_PATH"}
     f2 = Front2(registry, **forwarded)
     try:
         f1.start()
         f2.start()
         check_connected(f1, f2, origin)
-        yield Fronts(f1, f2)
+        yield Fronts(f1, f2, copies=request.param != "0")
     finally:
         f2.cleanup()
         f1.cleanup()
@@ -151,9 +162,17 @@ def warm(c, fronts, name, body, key):
     f1, f2 = fronts.f1, fronts.f2
     first = call(c, f1, name, body, key)
     assert first.status == 200 and not replayed(first), first
+    copied = copies_used(f2)
+    seen = []
     for front in (f2, f2, f1):
         again = call(c, front, name, body, key)
         assert again.status == 200 and replayed(again) and again.body == first.body, again
+        assert again.header("idempotency-expires") == first.header("idempotency-expires"), again
+        seen.append(sorted((n, v) for n, v in again.raw_headers if n.lower() not in ("x-request-id", "server-timing")))
+    # A replay from a copy is the object's replay, header for header.
+    assert seen[0] == seen[1] == seen[2], seen
+    # With copies, front 2's second replay came from the copy its first one was lent.
+    assert copies_used(f2) == copied + (1 if fronts.copies else 0)
     return first
 
 
