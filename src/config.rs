@@ -97,7 +97,7 @@ pub struct Config {
     pub max_wait_ms: i64,
     /// `REPLAY_CACHE_MS`: how long a Worker isolate may keep a copy of a
     /// replay its key's object lent it (0: no copies;
-    /// [`crate::idempotency::copies`]).
+    /// `idempotency::copies`).
     pub replay_cache_ms: i64,
     pub max_body_bytes: usize,
     /// `MAX_STORED_ANSWER_BYTES`: the largest answer body stored and replayed

@@ -51,12 +51,6 @@ pub(super) fn count(ctx: &Context, env: &Env, envelope: &Envelope, outcome: &str
     }
 }
 
-/// The name of the gate object that holds the envelope's key: its own, or
-/// one of its tenant's `shards`.
-fn object_name(e: &Envelope, shards: u32) -> String {
-    scope::gate_object_name(&e.scope, &e.record_key().name(), shards)
-}
-
 /// What the Worker asks of a key's object.
 pub(super) enum GateOp<'a> {
     /// Run (or replay) the command.
@@ -136,17 +130,19 @@ pub(super) async fn call_gate(
         GateOp::Release => GateCall::Release,
     };
     let release = call == GateCall::Release;
-    let object = object_name(envelope, shards);
+    let name = envelope.record_key().name();
     let started = Timings::now();
     // A replay this isolate holds a copy of, lent by the object: its answer
-    // as the object would give it now (`idempotency::copies`).
+    // as the object would give it now (`idempotency::copies`). The tenant and
+    // the key's name pick the object (with this isolate's `shards`).
     let copy_key = (envelope.copy && hop == Hop::Rpc && call == GateCall::Execute).then(|| {
         let fingerprint = envelope.fingerprint_str().to_string();
-        (object.clone(), envelope.record_key().name(), fingerprint)
+        (envelope.scope.clone(), name.clone(), fingerprint)
     });
     let resp = match copy_key.as_ref().and_then(copy_of) {
         Some(copy) => copy,
         None => {
+            let object = scope::gate_object_name(&envelope.scope, &name, shards);
             let resp = ask_object(env, envelope, op, &object, hop).await?;
             let lent = resp.headers.iter().find(|(n, _)| n == COPY_HEADER);
             if let (Some(key), Some(ms)) = (copy_key, lent.and_then(|(_, v)| v.parse().ok())) {

@@ -84,14 +84,14 @@ impl Lent {
     }
 }
 
-/// A Worker isolate's copies of replays, by (object, key name, fingerprint).
+/// A Worker isolate's copies of replays, by (tenant, key name, fingerprint).
 #[derive(Debug)]
 pub struct IsolateCopies<A> {
     copies: HashMap<CopyKey, (A, f64)>,
 }
 
-/// Which request a copy answers: the key's object, the key's name and the
-/// request's fingerprint.
+/// Which request a copy answers: the tenant and the key's name (which pick
+/// the key's object) and the request's fingerprint.
 pub type CopyKey = (String, String, String);
 
 /// Copies kept at most per isolate.
