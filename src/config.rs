@@ -503,6 +503,28 @@ mod tests {
     }
 
     #[test]
+    fn replay_copies_last_a_second_unless_set_within_ten() {
+        assert_eq!(read(&[]).unwrap().replay_cache_ms, 1_000);
+        assert_eq!(
+            read(&[("REPLAY_CACHE_MS", "0")]).unwrap().replay_cache_ms,
+            0
+        );
+        assert_eq!(
+            read(&[("REPLAY_CACHE_MS", "10000")])
+                .unwrap()
+                .replay_cache_ms,
+            10_000
+        );
+        for bad in ["-1", "10001", "1s", "0.5"] {
+            assert_eq!(
+                error_of(&[("REPLAY_CACHE_MS", bad)]).vars(),
+                ["REPLAY_CACHE_MS"],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn values_are_read_and_blank_ones_keep_their_default() {
         let c = read(&[
             ("IDEMPOTENCY_LEASE_SECONDS", " 3 "),

@@ -146,7 +146,7 @@ pub(super) async fn call_gate(
             let resp = ask_object(env, envelope, op, &object, hop).await?;
             let lent = resp.headers.iter().find(|(n, _)| n == COPY_HEADER);
             if let (Some(key), Some(ms)) = (copy_key, lent.and_then(|(_, v)| v.parse().ok())) {
-                keep_copy(key, resp.clone(), started, ms);
+                keep_copy(key, &resp, started, ms);
             }
             resp
         }

@@ -216,14 +216,21 @@ pub(super) fn copy_of(key: &copies::CopyKey) -> Option<crate::raw_fetch::Answer>
     copy
 }
 
-/// Keeps a copy of a replay the object lent for `lent_ms`, called at `sent_at`.
+/// Keeps a copy of a replay the object lent for `lent_ms`, called at `sent_at`
+/// (an answer's size is its body's and its headers'; a large one is not
+/// copied at all).
 pub(super) fn keep_copy(
     key: copies::CopyKey,
-    answer: crate::raw_fetch::Answer,
+    answer: &crate::raw_fetch::Answer,
     sent_at: f64,
     lent_ms: i64,
 ) {
-    COPIES.with(|c| c.borrow_mut().keep(key, answer, sent_at, lent_ms));
+    let headers: usize = answer.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    let bytes = answer.body.len() + headers;
+    if bytes <= copies::COPY_MAX_BYTES {
+        let answer = answer.clone();
+        COPIES.with(|c| c.borrow_mut().keep(key, answer, bytes, sent_at, lent_ms));
+    }
 }
 
 /// How many replays this wasm instance answered from a copy.

@@ -87,7 +87,10 @@ impl Lent {
 /// A Worker isolate's copies of replays, by (tenant, key name, fingerprint).
 #[derive(Debug)]
 pub struct IsolateCopies<A> {
-    copies: HashMap<CopyKey, (A, f64)>,
+    /// Each copy with the time it lapses and its size.
+    copies: HashMap<CopyKey, (A, f64, usize)>,
+    /// The sizes of the copies held, summed.
+    bytes: usize,
 }
 
 /// Which request a copy answers: the tenant and the key's name (which pick
@@ -96,6 +99,11 @@ pub type CopyKey = (String, String, String);
 
 /// Copies kept at most per isolate.
 pub const ISOLATE_COPIES: usize = 512;
+
+/// The largest answer copied (its body), and the most an isolate holds in
+/// copies: an isolate's memory is bounded (128 MB on Workers).
+pub const COPY_MAX_BYTES: usize = 64 * 1024;
+pub const ISOLATE_COPY_BYTES: usize = 4 * 1024 * 1024;
 
 /// A copy lapses this long before the time lent, so that an isolate whose
 /// clock reads a little behind (a Worker's clock moves only across I/O) never
@@ -106,6 +114,7 @@ impl<A: Clone> Default for IsolateCopies<A> {
     fn default() -> Self {
         IsolateCopies {
             copies: HashMap::new(),
+            bytes: 0,
         }
     }
 }
@@ -114,29 +123,48 @@ impl<A: Clone> IsolateCopies<A> {
     /// The copy that answers `key` at `now`, if one lives.
     pub fn lookup(&mut self, key: &CopyKey, now: f64) -> Option<A> {
         match self.copies.get(key) {
-            Some((answer, until)) if now < *until => Some(answer.clone()),
+            Some((answer, until, _)) if now < *until => Some(answer.clone()),
             Some(_) => {
-                self.copies.remove(key);
+                self.forget(key);
                 None
             }
             None => None,
         }
     }
 
-    /// Keeps `answer`, lent for `lent_ms` by an object called at `sent_at`
-    /// (this isolate's clock, read before the call).
-    pub fn keep(&mut self, key: CopyKey, answer: A, sent_at: f64, lent_ms: i64) {
+    /// Keeps `answer` (`bytes` long), lent for `lent_ms` by an object called
+    /// at `sent_at` (this isolate's clock, read before the call). An answer
+    /// over [`COPY_MAX_BYTES`] is not kept; to stay within [`ISOLATE_COPIES`]
+    /// and [`ISOLATE_COPY_BYTES`], lapsed copies go first, then all.
+    pub fn keep(&mut self, key: CopyKey, answer: A, bytes: usize, sent_at: f64, lent_ms: i64) {
         let until = sent_at + lent_ms as f64 - CLOCK_MARGIN_MS;
-        if until <= sent_at {
+        if until <= sent_at || bytes > COPY_MAX_BYTES {
             return;
         }
-        if self.copies.len() >= ISOLATE_COPIES {
-            self.copies.retain(|_, (_, u)| *u > sent_at);
-            if self.copies.len() >= ISOLATE_COPIES {
+        self.forget(&key);
+        let full =
+            |c: &Self| c.copies.len() >= ISOLATE_COPIES || c.bytes + bytes > ISOLATE_COPY_BYTES;
+        if full(self) {
+            self.copies.retain(|_, (_, u, _)| *u > sent_at);
+            self.bytes = self.copies.values().map(|(_, _, b)| b).sum();
+            if full(self) {
                 self.copies.clear();
+                self.bytes = 0;
             }
         }
-        self.copies.insert(key, (answer, until));
+        self.bytes += bytes;
+        self.copies.insert(key, (answer, until, bytes));
+    }
+
+    fn forget(&mut self, key: &CopyKey) {
+        if let Some((_, _, bytes)) = self.copies.remove(key) {
+            self.bytes -= bytes;
+        }
+    }
+
+    /// The sizes of the copies held, summed.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -194,7 +222,7 @@ mod tests {
     #[test]
     fn an_isolate_uses_a_copy_only_for_its_fingerprint_and_before_its_time() {
         let mut copies = IsolateCopies::default();
-        copies.keep(key("A"), "answer", 1_000.0, MS);
+        copies.keep(key("A"), "answer", 6, 1_000.0, MS);
         assert_eq!(copies.lookup(&key("A"), 1_500.0), Some("answer"));
         assert_eq!(copies.lookup(&key("B"), 1_500.0), None);
         let last = 1_000.0 + MS as f64 - CLOCK_MARGIN_MS;
@@ -202,7 +230,7 @@ mod tests {
         assert_eq!(copies.lookup(&key("A"), last), None);
         assert!(copies.is_empty());
         // Lent too briefly to be worth the margin: not kept.
-        copies.keep(key("A"), "answer", 1_000.0, CLOCK_MARGIN_MS as i64);
+        copies.keep(key("A"), "answer", 6, 1_000.0, CLOCK_MARGIN_MS as i64);
         assert!(copies.is_empty());
     }
 
@@ -210,9 +238,30 @@ mod tests {
     fn an_isolate_keeps_a_bounded_number_of_copies() {
         let mut copies = IsolateCopies::default();
         for i in 0..ISOLATE_COPIES * 3 {
-            copies.keep(key(&i.to_string()), i, 0.0, MS);
+            copies.keep(key(&i.to_string()), i, 10, 0.0, MS);
             assert!(copies.len() <= ISOLATE_COPIES);
         }
+    }
+
+    #[test]
+    fn an_isolate_keeps_a_bounded_number_of_bytes_and_no_large_answer() {
+        let mut copies = IsolateCopies::default();
+        copies.keep(key("big"), 0, COPY_MAX_BYTES + 1, 0.0, MS);
+        assert!(
+            copies.is_empty(),
+            "an answer over COPY_MAX_BYTES is not copied"
+        );
+        for i in 0..ISOLATE_COPIES {
+            copies.keep(key(&i.to_string()), i, COPY_MAX_BYTES, 0.0, MS);
+            assert!(
+                copies.bytes() <= ISOLATE_COPY_BYTES,
+                "{} bytes kept",
+                copies.bytes()
+            );
+        }
+        // The copy kept last is there.
+        let last = key(&(ISOLATE_COPIES - 1).to_string());
+        assert_eq!(copies.lookup(&last, 1.0), Some(ISOLATE_COPIES - 1));
     }
 
     /// Several isolates with their own copies and clocks that read behind,
@@ -311,7 +360,8 @@ mod tests {
                                     }
                                     Decision::Replay { response, expires_at } => {
                                         if let Some(ms) = lent.lend(&name, at_object, expires_at) {
-                                            isolates[i].keep(copy_key(fp), response, local, ms);
+                                            let bytes = response.body.len();
+                                            isolates[i].keep(copy_key(fp), response, bytes, local, ms);
                                         }
                                     }
                                     _ => {}
