@@ -61,6 +61,16 @@ pub(super) enum GateOp<'a> {
     Release,
 }
 
+impl GateOp<'_> {
+    fn call(&self) -> GateCall {
+        match self {
+            GateOp::Execute(_) => GateCall::Execute,
+            GateOp::State => GateCall::State,
+            GateOp::Release => GateCall::Release,
+        }
+    }
+}
+
 /// How the Worker reaches the object.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Hop {
@@ -82,10 +92,10 @@ async fn ask_object(
     object: &str,
     hop: Hop,
 ) -> std::result::Result<crate::raw_fetch::Answer, ApiError> {
-    let (call, body) = match op {
-        GateOp::Execute(command) => (GateCall::Execute, Some(command.encode()?)),
-        GateOp::State => (GateCall::State, None),
-        GateOp::Release => (GateCall::Release, None),
+    let call = op.call();
+    let body = match op {
+        GateOp::Execute(command) => Some(command.encode()?),
+        GateOp::State | GateOp::Release => None,
     };
     let encoded = serde_json::to_string(envelope).map_err(|_| ApiError::Internal)?;
     let stub = env
@@ -124,11 +134,7 @@ pub(super) async fn call_gate(
         &envelope.route,
         envelope.key.as_str(),
     );
-    let call = match op {
-        GateOp::Execute(_) => GateCall::Execute,
-        GateOp::State => GateCall::State,
-        GateOp::Release => GateCall::Release,
-    };
+    let call = op.call();
     let release = call == GateCall::Release;
     let name = envelope.record_key().name();
     let started = Timings::now();
